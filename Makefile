@@ -1,0 +1,31 @@
+# cosmosrep: PGXS build
+EXTENSION  = cosmosrep
+EXTVERSION = 0.1
+
+MODULE_big = cosmosrep
+OBJS = \
+	src/catalog.o \
+	src/cosmosrep.o \
+	src/hlc.o \
+	src/row_trigger.o \
+	src/sql_api.o
+
+DATA = sql/cosmosrep--$(EXTVERSION).sql
+
+PG_CPPFLAGS = -I$(srcdir)/src -I$(libpq_srcdir)
+SHLIB_LINK_INTERNAL = $(libpq)
+
+# pg_regress runs against a temporary instance configured for cosmosrep
+REGRESS = $(patsubst sql/%.sql,%,$(filter-out sql/cosmosrep--%,$(wildcard sql/*.sql)))
+REGRESS_OPTS = --temp-instance=./tmp_check --temp-config=$(srcdir)/test/regress.conf
+
+# multi-region and pgTAP tests (prove, PostgreSQL::Test::Cluster)
+TAP_TESTS = 1
+PROVE_TESTS = test/t/*.pl
+PROVE_FLAGS = -I $(srcdir)/test/perl
+
+EXTRA_CLEAN = tmp_check test/t/tmp_check
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)

@@ -1,0 +1,180 @@
+/* cosmosrep--0.1.sql: install script */
+
+\echo Use "CREATE EXTENSION cosmosrep" to load this file. \quit
+
+--
+-- Configuration tables.  Both are dumped by pg_dump with the database
+-- (pg_extension_config_dump) and readable only through the views below.
+--
+
+-- One row per region of the group; exactly one of them is this database.
+CREATE TABLE cosmosrep.region (
+    region_id         smallint    PRIMARY KEY
+                      CHECK (region_id BETWEEN 1 AND 255),
+    region_name       text        NOT NULL UNIQUE,
+    dsn               text        NOT NULL,
+    is_local          boolean     NOT NULL DEFAULT false,
+    failover_priority integer     NOT NULL DEFAULT 0,
+    created_at        timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+CREATE UNIQUE INDEX region_one_local ON cosmosrep.region (is_local) WHERE is_local;
+SELECT pg_catalog.pg_extension_config_dump('cosmosrep.region', '');
+REVOKE ALL ON cosmosrep.region FROM PUBLIC;
+COMMENT ON TABLE cosmosrep.region IS
+    'regions of the group (configuration; read cosmosrep.regions instead)';
+
+-- One row per multi-region table, with its declared conflict policy.
+CREATE TABLE cosmosrep.replicated_table (
+    relid      regclass    PRIMARY KEY,
+    policy     text        NOT NULL
+               CHECK (policy IN ('last_writer_wins', 'custom', 'manual')),
+    path       name,
+    resolver   regprocedure,
+    enabled_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    CHECK (path IS NULL OR policy = 'last_writer_wins'),
+    CHECK ((resolver IS NOT NULL) = (policy = 'custom'))
+);
+SELECT pg_catalog.pg_extension_config_dump('cosmosrep.replicated_table', '');
+REVOKE ALL ON cosmosrep.replicated_table FROM PUBLIC;
+COMMENT ON TABLE cosmosrep.replicated_table IS
+    'multi-region tables and their conflict policy (configuration; read cosmosrep.tables instead)';
+
+-- Changes to either table invalidate the caches of every backend.
+CREATE FUNCTION cosmosrep.config_changed()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'cosmosrep_config_changed'
+LANGUAGE C;
+COMMENT ON FUNCTION cosmosrep.config_changed() IS
+    'statement trigger: invalidates cached cosmosrep configuration';
+CREATE TRIGGER config_changed
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON cosmosrep.region
+    FOR EACH STATEMENT EXECUTE FUNCTION cosmosrep.config_changed();
+CREATE TRIGGER config_changed
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON cosmosrep.replicated_table
+    FOR EACH STATEMENT EXECUTE FUNCTION cosmosrep.config_changed();
+
+--
+-- Versions (hybrid logical clock)
+--
+
+CREATE FUNCTION cosmosrep.next_version()
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'cosmosrep_next_version'
+LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION cosmosrep.next_version() IS
+    'issues a new row version from the clock of this region';
+
+CREATE FUNCTION cosmosrep.current_version()
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'cosmosrep_current_version'
+LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION cosmosrep.current_version() IS
+    'the clock of this instance, as a version with region 0 (nothing issued later is smaller)';
+
+CREATE FUNCTION cosmosrep.observe_version(version bigint)
+RETURNS void
+AS 'MODULE_PATHNAME', 'cosmosrep_observe_version'
+LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION cosmosrep.observe_version(bigint) IS
+    'advances the clock past a version seen from another region';
+REVOKE ALL ON FUNCTION cosmosrep.observe_version(bigint) FROM PUBLIC;
+
+CREATE FUNCTION cosmosrep.version_region(version bigint)
+RETURNS smallint
+AS 'MODULE_PATHNAME', 'cosmosrep_version_region'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION cosmosrep.version_region(bigint) IS
+    'id of the region that wrote a version';
+
+CREATE FUNCTION cosmosrep.version_time(version bigint)
+RETURNS timestamptz
+AS 'MODULE_PATHNAME', 'cosmosrep_version_time'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION cosmosrep.version_time(bigint) IS
+    'wall-clock time (millisecond precision) encoded in a version';
+
+--
+-- Regions
+--
+
+CREATE FUNCTION cosmosrep.create_region(region_name text, dsn text)
+RETURNS smallint
+AS 'MODULE_PATHNAME', 'cosmosrep_create_region'
+LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION cosmosrep.create_region(text, text) IS
+    'makes this database the first region of a new group';
+REVOKE ALL ON FUNCTION cosmosrep.create_region(text, text) FROM PUBLIC;
+
+CREATE FUNCTION cosmosrep.redact_dsn(dsn text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'cosmosrep_redact_dsn'
+LANGUAGE C IMMUTABLE STRICT;
+COMMENT ON FUNCTION cosmosrep.redact_dsn(text) IS
+    'a connection string with its password removed';
+
+CREATE VIEW cosmosrep.regions AS
+    SELECT r.region_id,
+           r.region_name,
+           r.is_local,
+           CASE WHEN pg_catalog.pg_has_role('pg_read_all_settings', 'USAGE')
+                THEN r.dsn
+                ELSE cosmosrep.redact_dsn(r.dsn)
+           END AS dsn,
+           r.failover_priority,
+           r.created_at
+      FROM cosmosrep.region r;
+COMMENT ON VIEW cosmosrep.regions IS
+    'regions of the group; passwords in connection strings are shown to superusers and pg_read_all_settings only';
+GRANT SELECT ON cosmosrep.regions TO PUBLIC;
+
+--
+-- Multi-region tables
+--
+
+CREATE FUNCTION cosmosrep.stamp_row()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'cosmosrep_stamp_row'
+LANGUAGE C;
+COMMENT ON FUNCTION cosmosrep.stamp_row() IS
+    'row trigger: stamps version and base version on local writes';
+
+CREATE FUNCTION cosmosrep.enable_table(
+    relation regclass,
+    policy   text DEFAULT 'last_writer_wins',
+    path     name DEFAULT NULL,
+    resolver text DEFAULT NULL)
+RETURNS void
+AS 'MODULE_PATHNAME', 'cosmosrep_enable_table'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION cosmosrep.enable_table(regclass, text, name, text) IS
+    'makes a table multi-region with the given conflict policy';
+
+CREATE FUNCTION cosmosrep.alter_table_policy(
+    relation regclass,
+    policy   text,
+    path     name DEFAULT NULL,
+    resolver text DEFAULT NULL)
+RETURNS void
+AS 'MODULE_PATHNAME', 'cosmosrep_alter_table_policy'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION cosmosrep.alter_table_policy(regclass, text, name, text) IS
+    'changes the conflict policy of a multi-region table';
+
+CREATE FUNCTION cosmosrep.disable_table(relation regclass)
+RETURNS void
+AS 'MODULE_PATHNAME', 'cosmosrep_disable_table'
+LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION cosmosrep.disable_table(regclass) IS
+    'makes a multi-region table local again and drops its cosmosrep columns';
+
+CREATE VIEW cosmosrep.tables AS
+    SELECT t.relid AS table_name,
+           t.policy,
+           t.path,
+           t.resolver,
+           t.enabled_at
+      FROM cosmosrep.replicated_table t
+     WHERE pg_catalog.has_table_privilege(t.relid, 'SELECT');
+COMMENT ON VIEW cosmosrep.tables IS
+    'multi-region tables the current user may read, with their conflict policy';
+GRANT SELECT ON cosmosrep.tables TO PUBLIC;

@@ -1,0 +1,304 @@
+/*-------------------------------------------------------------------------
+ *
+ * catalog.c
+ *	  Reads and writes of cosmosrep.region and cosmosrep.replicated_table.
+ *
+ * NOTES
+ *	  All access to cosmosrep's own tables goes through this file.  The
+ *	  tables are small and written rarely, so this uses SPI with plans
+ *	  parsed per call; the one hot lookup, the local region id that the row
+ *	  trigger needs for every write, is cached per backend and dropped by a
+ *	  relcache callback.  The statement trigger cosmosrep.config_changed()
+ *	  on both tables sends that invalidation, so a change made by any
+ *	  session (or a restore) reaches every backend.
+ *
+ *	  Callers must be inside a transaction.  Returned structs and strings
+ *	  are allocated in the caller's memory context.
+ *
+ * IDENTIFICATION
+ *	  src/catalog.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "commands/trigger.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "catalog/pg_authid.h"
+#include "utils/builtins.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+
+#include "catalog.h"
+#include "cosmosrep.h"
+
+PG_FUNCTION_INFO_V1(cosmosrep_config_changed);
+
+/* per-backend cache of the local region id; -1 when not known */
+static int	cached_local_region_id = -1;
+static Oid	cached_region_relid = InvalidOid;
+static bool callback_registered = false;
+
+static void cr_region_cache_callback(Datum arg, Oid relid);
+static void cr_spi_exec(const char *sql, int nargs, Oid *argtypes,
+						Datum *values, const char *nulls, bool read_only);
+
+Oid
+cr_schema_oid(void)
+{
+	return get_namespace_oid(COSMOSREP_SCHEMA, false);
+}
+
+static void
+cr_region_cache_callback(Datum arg, Oid relid)
+{
+	if (relid == InvalidOid || relid == cached_region_relid)
+		cached_local_region_id = -1;
+}
+
+/*
+ * Run one statement through SPI; the caller has connected.
+ *
+ * The configuration tables are not readable by PUBLIC: statements run as
+ * the bootstrap superuser, which owns them.  Callers check the privileges
+ * of the user they act for (table ownership, function grants) first.
+ */
+static void
+cr_spi_exec(const char *sql, int nargs, Oid *argtypes, Datum *values,
+			const char *nulls, bool read_only)
+{
+	int			rc;
+	Oid			save_userid;
+	int			save_sec_context;
+
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
+						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	rc = SPI_execute_with_args(sql, nargs, argtypes, values, nulls, read_only, 0);
+	SetUserIdAndSecContext(save_userid, save_sec_context);
+	if (rc < 0)
+		elog(ERROR, "SPI_execute_with_args failed for \"%s\": %s",
+			 sql, SPI_result_code_string(rc));
+}
+
+/*
+ * The id of this database's region, or -1 (with missing_ok) when
+ * cosmosrep.create_region has not been called yet.
+ */
+int
+cr_local_region_id(bool missing_ok)
+{
+	if (cached_local_region_id < 0)
+	{
+		bool		isnull;
+
+		if (!callback_registered)
+		{
+			CacheRegisterRelcacheCallback(cr_region_cache_callback, (Datum) 0);
+			callback_registered = true;
+		}
+		cached_region_relid = get_relname_relid("region", cr_schema_oid());
+
+		SPI_connect();
+		cr_spi_exec("SELECT region_id FROM cosmosrep.region WHERE is_local",
+					0, NULL, NULL, NULL, true);
+		if (SPI_processed == 1)
+			cached_local_region_id =
+				DatumGetInt16(SPI_getbinval(SPI_tuptable->vals[0],
+											SPI_tuptable->tupdesc, 1, &isnull));
+		SPI_finish();
+	}
+
+	if (cached_local_region_id < 0 && !missing_ok)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("this database is not a cosmosrep region"),
+				 errhint("Call cosmosrep.create_region or cosmosrep.join_region first.")));
+	return cached_local_region_id;
+}
+
+/*
+ * All regions, local one included, ordered by id.
+ */
+List *
+cr_get_regions(void)
+{
+	List	   *result = NIL;
+	MemoryContext callerctx = CurrentMemoryContext;
+
+	SPI_connect();
+	cr_spi_exec("SELECT region_id, region_name, dsn, is_local, failover_priority"
+				" FROM cosmosrep.region ORDER BY region_id",
+				0, NULL, NULL, NULL, true);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		MemoryContext spictx = MemoryContextSwitchTo(callerctx);
+		CrRegion   *r = palloc0(sizeof(CrRegion));
+		bool		isnull;
+
+		r->id = DatumGetInt16(SPI_getbinval(tup, desc, 1, &isnull));
+		r->name = SPI_getvalue(tup, desc, 2);
+		r->dsn = SPI_getvalue(tup, desc, 3);
+		r->is_local = DatumGetBool(SPI_getbinval(tup, desc, 4, &isnull));
+		r->failover_priority = DatumGetInt32(SPI_getbinval(tup, desc, 5, &isnull));
+		result = lappend(result, r);
+		MemoryContextSwitchTo(spictx);
+	}
+	SPI_finish();
+	return result;
+}
+
+CrRegion *
+cr_get_region_by_name(const char *name)
+{
+	ListCell   *lc;
+
+	foreach(lc, cr_get_regions())
+	{
+		CrRegion   *r = lfirst(lc);
+
+		if (strcmp(r->name, name) == 0)
+			return r;
+	}
+	return NULL;
+}
+
+void
+cr_insert_region(const CrRegion *region)
+{
+	Oid			argtypes[5] = {INT2OID, TEXTOID, TEXTOID, BOOLOID, INT4OID};
+	Datum		values[5];
+
+	values[0] = Int16GetDatum(region->id);
+	values[1] = CStringGetTextDatum(region->name);
+	values[2] = CStringGetTextDatum(region->dsn);
+	values[3] = BoolGetDatum(region->is_local);
+	values[4] = Int32GetDatum(region->failover_priority);
+
+	SPI_connect();
+	cr_spi_exec("INSERT INTO cosmosrep.region"
+				" (region_id, region_name, dsn, is_local, failover_priority)"
+				" VALUES ($1, $2, $3, $4, $5)",
+				5, argtypes, values, NULL, false);
+	SPI_finish();
+}
+
+/*
+ * The configuration of a multi-region table, or NULL if it is not one.
+ */
+CrTableConfig *
+cr_get_table_config(Oid relid)
+{
+	Oid			argtypes[1] = {OIDOID};
+	Datum		values[1] = {ObjectIdGetDatum(relid)};
+	CrTableConfig *config = NULL;
+	MemoryContext callerctx = CurrentMemoryContext;
+
+	SPI_connect();
+	cr_spi_exec("SELECT policy, path, resolver::oid"
+				" FROM cosmosrep.replicated_table WHERE relid = $1",
+				1, argtypes, values, NULL, true);
+	if (SPI_processed == 1)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[0];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		Datum		resolver;
+		MemoryContext spictx = MemoryContextSwitchTo(callerctx);
+
+		config = palloc0(sizeof(CrTableConfig));
+		config->relid = relid;
+		config->policy = SPI_getvalue(tup, desc, 1);
+		config->path = SPI_getvalue(tup, desc, 2);
+		resolver = SPI_getbinval(tup, desc, 3, &isnull);
+		config->resolver = isnull ? InvalidOid : DatumGetObjectId(resolver);
+		MemoryContextSwitchTo(spictx);
+	}
+	SPI_finish();
+	return config;
+}
+
+/* the four arguments every write of replicated_table binds */
+static void
+cr_table_config_args(const CrTableConfig *config, Oid *argtypes,
+					 Datum *values, char *nulls)
+{
+	argtypes[0] = OIDOID;
+	argtypes[1] = TEXTOID;
+	argtypes[2] = NAMEOID;
+	argtypes[3] = OIDOID;
+	values[0] = ObjectIdGetDatum(config->relid);
+	values[1] = CStringGetTextDatum(config->policy);
+	values[2] = config->path ? CStringGetDatum(config->path) : (Datum) 0;
+	values[3] = ObjectIdGetDatum(config->resolver);
+	nulls[0] = ' ';
+	nulls[1] = ' ';
+	nulls[2] = config->path ? ' ' : 'n';
+	nulls[3] = OidIsValid(config->resolver) ? ' ' : 'n';
+}
+
+void
+cr_insert_table_config(const CrTableConfig *config)
+{
+	Oid			argtypes[4];
+	Datum		values[4];
+	char		nulls[4];
+
+	cr_table_config_args(config, argtypes, values, nulls);
+	SPI_connect();
+	cr_spi_exec("INSERT INTO cosmosrep.replicated_table (relid, policy, path, resolver)"
+				" VALUES ($1, $2, $3, $4)",
+				4, argtypes, values, nulls, false);
+	SPI_finish();
+}
+
+void
+cr_update_table_config(const CrTableConfig *config)
+{
+	Oid			argtypes[4];
+	Datum		values[4];
+	char		nulls[4];
+
+	cr_table_config_args(config, argtypes, values, nulls);
+	SPI_connect();
+	cr_spi_exec("UPDATE cosmosrep.replicated_table"
+				" SET policy = $2, path = $3, resolver = $4 WHERE relid = $1",
+				4, argtypes, values, nulls, false);
+	SPI_finish();
+}
+
+void
+cr_delete_table_config(Oid relid)
+{
+	Oid			argtypes[1] = {OIDOID};
+	Datum		values[1] = {ObjectIdGetDatum(relid)};
+
+	SPI_connect();
+	cr_spi_exec("DELETE FROM cosmosrep.replicated_table WHERE relid = $1",
+				1, argtypes, values, NULL, false);
+	SPI_finish();
+}
+
+/*
+ * Statement trigger on the configuration tables: tells every backend (and
+ * the workers) that the configuration changed, at commit.
+ */
+Datum
+cosmosrep_config_changed(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("cosmosrep.config_changed() must be called as a trigger")));
+
+	CacheInvalidateRelcache(trigdata->tg_relation);
+	PG_RETURN_POINTER(NULL);
+}

@@ -1,0 +1,44 @@
+/*-------------------------------------------------------------------------
+ *
+ * catalog.h
+ *	  Every read and write of cosmosrep's configuration tables.
+ *
+ * IDENTIFICATION
+ *	  src/catalog.h
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef CR_CATALOG_H
+#define CR_CATALOG_H
+
+#include "nodes/pg_list.h"
+
+typedef struct CrRegion
+{
+	int			id;
+	char	   *name;
+	char	   *dsn;
+	bool		is_local;
+	int			failover_priority;
+} CrRegion;
+
+typedef struct CrTableConfig
+{
+	Oid			relid;
+	char	   *policy;
+	char	   *path;			/* NULL unless last_writer_wins on a column */
+	Oid			resolver;		/* InvalidOid unless custom */
+} CrTableConfig;
+
+extern Oid	cr_schema_oid(void);
+extern int	cr_local_region_id(bool missing_ok);
+extern List *cr_get_regions(void);
+extern CrRegion *cr_get_region_by_name(const char *name);
+extern void cr_insert_region(const CrRegion *region);
+
+extern CrTableConfig *cr_get_table_config(Oid relid);
+extern void cr_insert_table_config(const CrTableConfig *config);
+extern void cr_update_table_config(const CrTableConfig *config);
+extern void cr_delete_table_config(Oid relid);
+
+#endif							/* CR_CATALOG_H */

@@ -1,0 +1,106 @@
+/*-------------------------------------------------------------------------
+ *
+ * cosmosrep.c
+ *	  Module entry point: _PG_init, settings and shared memory.
+ *
+ * NOTES
+ *	  cosmosrep must be in shared_preload_libraries: it owns a clock in
+ *	  shared memory and background workers.  The library is also loaded
+ *	  later, by CREATE EXTENSION or as a logical decoding output plugin; in
+ *	  that case _PG_init defines the settings only, and every function that
+ *	  needs shared memory reports a clear error through
+ *	  cr_require_preload().
+ *
+ *	  This file is the one owner of the shared memory hooks: each subsystem
+ *	  exposes a size and an init function that are called from here.
+ *
+ * IDENTIFICATION
+ *	  src/cosmosrep.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
+#include "utils/guc.h"
+
+#include "cosmosrep.h"
+#include "hlc.h"
+#include "shmem.h"
+
+PG_MODULE_MAGIC;
+
+void		_PG_init(void);
+
+bool		cr_loaded_at_startup = false;
+
+static LWLockPadded *cr_lwlocks = NULL;
+
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+static void cr_shmem_request(void);
+static void cr_shmem_startup(void);
+
+void
+_PG_init(void)
+{
+	MarkGUCPrefixReserved("cosmosrep");
+
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+
+	cr_loaded_at_startup = true;
+
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = cr_shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = cr_shmem_startup;
+}
+
+static void
+cr_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+
+	RequestAddinShmemSpace(cr_hlc_shmem_size());
+	RequestNamedLWLockTranche("cosmosrep", CR_NUM_LWLOCKS);
+}
+
+static void
+cr_shmem_startup(void)
+{
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	cr_lwlocks = GetNamedLWLockTranche("cosmosrep");
+	cr_hlc_shmem_init();
+	LWLockRelease(AddinShmemInitLock);
+}
+
+LWLock *
+cr_shmem_lwlock(CrLWLockId id)
+{
+	Assert(cr_lwlocks != NULL);
+	return &cr_lwlocks[id].lock;
+}
+
+/*
+ * Report an error unless the library was preloaded: shared memory and the
+ * workers exist only then.
+ */
+void
+cr_require_preload(void)
+{
+	if (!cr_loaded_at_startup)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("cosmosrep must be loaded via \"shared_preload_libraries\""),
+				 errhint("Add cosmosrep to \"shared_preload_libraries\" in postgresql.conf and restart the server.")));
+}

@@ -1,0 +1,271 @@
+/*-------------------------------------------------------------------------
+ *
+ * hlc.c
+ *	  The hybrid logical clock that issues row versions.
+ *
+ * NOTES
+ *	  One clock per instance lives in shared memory.  Every local write
+ *	  takes the next tick (max of wall clock and previous tick + 1) and
+ *	  every applied remote version pushes the clock past it, so a write made
+ *	  after a region has seen another write always carries a larger version.
+ *	  The region id sits in the low bits of the version (see hlc.h): two
+ *	  regions never issue the same version.
+ *
+ *	  Monotonicity across restarts and crashes does not rely on the wall
+ *	  clock.  The clock never issues a tick at or beyond "reserved_ms" without
+ *	  first writing a new reservation, a little ahead, durably to
+ *	  $PGDATA/cosmosrep.hlc.  At startup (including the shared memory
+ *	  re-initialisation after a crash) the clock starts at the reservation,
+ *	  hence above every tick issued before.
+ *
+ *	  Locking: "last_tick" and "reserved_ms" are read and written under the
+ *	  spinlock "mutex".  Writing the reservation file happens under the
+ *	  LWLock "file_lock" only, never while holding the spinlock.
+ *
+ * IDENTIFICATION
+ *	  src/hlc.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include "storage/fd.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
+#include "storage/spin.h"
+#include "utils/timestamp.h"
+
+#include "cosmosrep.h"
+#include "hlc.h"
+#include "shmem.h"
+
+#define HLC_FILE			"cosmosrep.hlc"
+#define HLC_FILE_TMP		"cosmosrep.hlc.tmp"
+
+/* how far ahead of the issued ticks a reservation reaches */
+#define HLC_RESERVE_MS		10000
+
+/* microseconds from the PostgreSQL epoch (2000-01-01) to 2020-01-01 */
+#define HLC_EPOCH_OFFSET_US INT64CONST(631152000000000)
+
+#define HLC_TICK_MS(tick)	((tick) >> CR_HLC_LOGICAL_BITS)
+
+typedef struct HlcShared
+{
+	slock_t		mutex;			/* protects the two fields below */
+	int64		last_tick;		/* last tick issued or observed */
+	int64		reserved_ms;	/* no tick at or past this ms without a new
+								 * reservation on disk */
+	LWLock	   *file_lock;		/* serialises writes of HLC_FILE */
+} HlcShared;
+
+static HlcShared *hlc = NULL;
+
+static int64 hlc_now_ms(void);
+static int64 hlc_read_reservation(void);
+static void hlc_write_reservation(int64 reserved_ms);
+static void hlc_extend_reservation(int64 needed_ms);
+
+Size
+cr_hlc_shmem_size(void)
+{
+	return MAXALIGN(sizeof(HlcShared));
+}
+
+/*
+ * Attach to (and on first call, initialise) the clock.  Called from the
+ * shmem startup hook with AddinShmemInitLock held.
+ */
+void
+cr_hlc_shmem_init(void)
+{
+	bool		found;
+
+	hlc = ShmemInitStruct("cosmosrep hlc", cr_hlc_shmem_size(), &found);
+	if (!found)
+	{
+		int64		reserved = hlc_read_reservation();
+
+		SpinLockInit(&hlc->mutex);
+		hlc->file_lock = cr_shmem_lwlock(CR_LWLOCK_HLC);
+		hlc->reserved_ms = reserved;
+		/* start above everything that may have been issued before */
+		hlc->last_tick = reserved << CR_HLC_LOGICAL_BITS;
+	}
+}
+
+static int64
+hlc_now_ms(void)
+{
+	return (GetCurrentTimestamp() - HLC_EPOCH_OFFSET_US) / 1000;
+}
+
+/*
+ * Read the reservation left by a previous run; 0 when there is none.
+ */
+static int64
+hlc_read_reservation(void)
+{
+	int			fd;
+	int64		value = 0;
+	ssize_t		n;
+
+	fd = OpenTransientFile(HLC_FILE, O_RDONLY | PG_BINARY);
+	if (fd < 0)
+	{
+		if (errno == ENOENT)
+			return 0;
+		ereport(FATAL,
+				(errcode_for_file_access(),
+				 errmsg("could not open file \"%s\": %m", HLC_FILE)));
+	}
+	n = read(fd, &value, sizeof(value));
+	if (n != sizeof(value))
+		ereport(FATAL,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("could not read file \"%s\": read %d of %zu bytes",
+						HLC_FILE, (int) n, sizeof(value))));
+	CloseTransientFile(fd);
+	return value;
+}
+
+static void
+hlc_write_reservation(int64 reserved_ms)
+{
+	int			fd;
+
+	fd = OpenTransientFile(HLC_FILE_TMP, O_WRONLY | O_CREAT | O_TRUNC | PG_BINARY);
+	if (fd < 0)
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("could not create file \"%s\": %m", HLC_FILE_TMP)));
+	errno = 0;
+	if (write(fd, &reserved_ms, sizeof(reserved_ms)) != sizeof(reserved_ms))
+	{
+		if (errno == 0)
+			errno = ENOSPC;
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("could not write file \"%s\": %m", HLC_FILE_TMP)));
+	}
+	if (pg_fsync(fd) != 0)
+		ereport(data_sync_elevel(ERROR),
+				(errcode_for_file_access(),
+				 errmsg("could not fsync file \"%s\": %m", HLC_FILE_TMP)));
+	CloseTransientFile(fd);
+	durable_rename(HLC_FILE_TMP, HLC_FILE, ERROR);
+}
+
+/*
+ * Make sure the reservation on disk covers needed_ms.
+ */
+static void
+hlc_extend_reservation(int64 needed_ms)
+{
+	LWLockAcquire(hlc->file_lock, LW_EXCLUSIVE);
+	SpinLockAcquire(&hlc->mutex);
+	if (hlc->reserved_ms > needed_ms)
+	{
+		/* another backend got there first */
+		SpinLockRelease(&hlc->mutex);
+		LWLockRelease(hlc->file_lock);
+		return;
+	}
+	SpinLockRelease(&hlc->mutex);
+
+	hlc_write_reservation(needed_ms + HLC_RESERVE_MS);
+
+	SpinLockAcquire(&hlc->mutex);
+	hlc->reserved_ms = needed_ms + HLC_RESERVE_MS;
+	SpinLockRelease(&hlc->mutex);
+	LWLockRelease(hlc->file_lock);
+}
+
+/*
+ * Issue the next version for a write made by region_id.
+ */
+int64
+cr_hlc_next_version(int region_id)
+{
+	int64		now_tick = hlc_now_ms() << CR_HLC_LOGICAL_BITS;
+
+	Assert(region_id > 0 && region_id <= CR_MAX_REGION_ID);
+	cr_require_preload();
+
+	for (;;)
+	{
+		int64		tick;
+
+		SpinLockAcquire(&hlc->mutex);
+		tick = Max(now_tick, hlc->last_tick + 1);
+		if (HLC_TICK_MS(tick) < hlc->reserved_ms)
+		{
+			hlc->last_tick = tick;
+			SpinLockRelease(&hlc->mutex);
+			return (tick << CR_HLC_REGION_BITS) | region_id;
+		}
+		SpinLockRelease(&hlc->mutex);
+		hlc_extend_reservation(HLC_TICK_MS(tick));
+	}
+}
+
+/*
+ * Push the clock past a version observed from another region.
+ */
+void
+cr_hlc_observe(int64 version)
+{
+	int64		tick = version >> CR_HLC_REGION_BITS;
+
+	cr_require_preload();
+
+	for (;;)
+	{
+		SpinLockAcquire(&hlc->mutex);
+		if (tick <= hlc->last_tick)
+		{
+			SpinLockRelease(&hlc->mutex);
+			return;
+		}
+		if (HLC_TICK_MS(tick) < hlc->reserved_ms)
+		{
+			hlc->last_tick = tick;
+			SpinLockRelease(&hlc->mutex);
+			return;
+		}
+		SpinLockRelease(&hlc->mutex);
+		hlc_extend_reservation(HLC_TICK_MS(tick));
+	}
+}
+
+/*
+ * The last tick issued or observed, as a version without region bits.
+ */
+int64
+cr_hlc_current(void)
+{
+	int64		tick;
+
+	cr_require_preload();
+	SpinLockAcquire(&hlc->mutex);
+	tick = hlc->last_tick;
+	SpinLockRelease(&hlc->mutex);
+	return tick << CR_HLC_REGION_BITS;
+}
+
+int
+cr_version_region(int64 version)
+{
+	return (int) (version & CR_MAX_REGION_ID);
+}
+
+TimestampTz
+cr_version_time(int64 version)
+{
+	int64		ms = HLC_TICK_MS(version >> CR_HLC_REGION_BITS);
+
+	return ms * 1000 + HLC_EPOCH_OFFSET_US;
+}

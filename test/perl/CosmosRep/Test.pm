@@ -1,0 +1,90 @@
+# CosmosRep::Test: the multi-region test harness.
+#
+# Creates, starts and stops PostgreSQL instances ("regions") on loopback
+# ports in a temporary directory, with the settings cosmosrep needs, on top
+# of PostgreSQL's own PostgreSQL::Test::Cluster.  Tests use only these
+# helpers to build regions, wait for conditions and compare tables.
+
+package CosmosRep::Test;
+
+use strict;
+use warnings;
+
+use Exporter 'import';
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+our @EXPORT = qw(
+  new_region
+  region_dsn
+  table_checksum
+  wait_for_value
+);
+
+# The settings every region needs.  output_plugin_libraries must name
+# cosmosrep since PostgreSQL 15.19.
+our $REGION_CONF = <<'CONF';
+shared_preload_libraries = 'cosmosrep'
+wal_level = logical
+max_replication_slots = 16
+max_wal_senders = 16
+max_worker_processes = 24
+output_plugin_libraries = 'pgoutput, test_decoding, cosmosrep'
+synchronous_commit = on
+log_min_messages = info
+CONF
+
+# new_region($name, %opts): a started instance with cosmosrep installed in
+# database "postgres".  With create => 1 the database is made the first
+# region of a group under $name.
+sub new_region
+{
+	my ($name, %opts) = @_;
+	my $node = PostgreSQL::Test::Cluster->new($name);
+
+	$node->init(allows_streaming => 'logical');
+	$node->append_conf('postgresql.conf', $REGION_CONF);
+	$node->append_conf('postgresql.conf', $opts{extra_conf})
+	  if defined $opts{extra_conf};
+	$node->start;
+	$node->safe_psql('postgres', 'CREATE EXTENSION cosmosrep');
+	if ($opts{create})
+	{
+		my $dsn = region_dsn($node);
+		$node->safe_psql('postgres',
+			"SELECT cosmosrep.create_region('$name', '$dsn')");
+	}
+	return $node;
+}
+
+# The libpq connection string other regions use to reach $node.
+sub region_dsn
+{
+	my ($node, $dbname) = @_;
+	$dbname //= 'postgres';
+	return sprintf('host=%s port=%d dbname=%s',
+		$node->host, $node->port, $dbname);
+}
+
+# An ordered checksum of a whole table: equal on two regions if and only
+# if they hold the same rows (all columns, cosmosrep's included).
+sub table_checksum
+{
+	my ($node, $table, $dbname) = @_;
+	$dbname //= 'postgres';
+	return $node->safe_psql($dbname,
+		"SELECT count(*) || ':' || coalesce(md5(string_agg(t::text, ',' ORDER BY t::text)), '')"
+		  . " FROM $table t");
+}
+
+# Poll $query on $node until it returns $expected (at most the default
+# PostgreSQL::Test::Utils timeout); returns true when it did.
+sub wait_for_value
+{
+	my ($node, $query, $expected, $dbname) = @_;
+	$dbname //= 'postgres';
+	return $node->poll_query_until($dbname, $query, $expected);
+}
+
+1;
