@@ -17,15 +17,17 @@ SHLIB_LINK_INTERNAL = $(libpq)
 
 # pg_regress runs against a temporary instance configured for cosmosrep
 REGRESS = $(patsubst sql/%.sql,%,$(filter-out sql/cosmosrep--%,$(wildcard sql/*.sql)))
-REGRESS_OPTS = --temp-instance=./tmp_check --temp-config=$(srcdir)/test/regress.conf
+REGRESS_OPTS = --temp-instance=./tmp_regress --temp-config=$(srcdir)/test/regress.conf
 
 # multi-region and pgTAP tests (prove, PostgreSQL::Test::Cluster)
 TAP_TESTS = 1
 PROVE_TESTS = test/t/*.pl
-PROVE_FLAGS = -I $(srcdir)/test/perl
 
-EXTRA_CLEAN = tmp_check test/t/tmp_check
+EXTRA_CLEAN = tmp_regress tmp_check
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# after PGXS, which resets PROVE_FLAGS
+PROVE_FLAGS += -I $(srcdir)/test/perl

@@ -18,6 +18,7 @@ use Test::More;
 our @EXPORT = qw(
   new_region
   region_dsn
+  crash_region
   table_checksum
   wait_for_value
 );
@@ -33,6 +34,7 @@ max_worker_processes = 24
 output_plugin_libraries = 'pgoutput, test_decoding, cosmosrep'
 synchronous_commit = on
 log_min_messages = info
+log_statement = none
 CONF
 
 # new_region($name, %opts): a started instance with cosmosrep installed in
@@ -56,6 +58,35 @@ sub new_region
 			"SELECT cosmosrep.create_region('$name', '$dsn')");
 	}
 	return $node;
+}
+
+# crash_region($node): kill -9 the postmaster of $node, wait until its
+# orphaned children are gone, and start it again (crash recovery).
+sub crash_region
+{
+	my ($node) = @_;
+	my $pm = $node->{_pid};
+	my @children;
+
+	opendir(my $proc, '/proc') or die "cannot read /proc: $!";
+	for my $pid (grep { /^\d+$/ } readdir $proc)
+	{
+		open(my $fh, '<', "/proc/$pid/stat") or next;
+		my $stat = <$fh>;
+		close $fh;
+		# field 4, after the parenthesised command name, is the parent pid
+		push @children, $pid if $stat =~ /\)\s+\S+\s+(\d+)/ && $1 == $pm;
+	}
+	closedir $proc;
+
+	$node->kill9;
+	for (1 .. 600)
+	{
+		last unless grep { kill(0, $_) } @children;
+		select(undef, undef, undef, 0.1);
+	}
+	$node->start;
+	return;
 }
 
 # The libpq connection string other regions use to reach $node.
