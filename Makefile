@@ -4,11 +4,19 @@ EXTVERSION = 0.1
 
 MODULE_big = cosmosrep
 OBJS = \
+	src/apply.o \
 	src/catalog.o \
 	src/cosmosrep.o \
 	src/hlc.o \
+	src/output_plugin.o \
+	src/protocol.o \
+	src/remote.o \
 	src/row_trigger.o \
-	src/sql_api.o
+	src/launcher.o \
+	src/membership.o \
+	src/sql_api.o \
+	src/status.o \
+	src/tables.o
 
 DATA = sql/cosmosrep--$(EXTVERSION).sql
 

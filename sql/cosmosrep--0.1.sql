@@ -15,6 +15,7 @@ CREATE TABLE cosmosrep.region (
     dsn               text        NOT NULL,
     is_local          boolean     NOT NULL DEFAULT false,
     failover_priority integer     NOT NULL DEFAULT 0,
+    paused            boolean     NOT NULL DEFAULT false,
     created_at        timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
 CREATE UNIQUE INDEX region_one_local ON cosmosrep.region (is_local) WHERE is_local;
@@ -178,3 +179,108 @@ CREATE VIEW cosmosrep.tables AS
 COMMENT ON VIEW cosmosrep.tables IS
     'multi-region tables the current user may read, with their conflict policy';
 GRANT SELECT ON cosmosrep.tables TO PUBLIC;
+
+--
+-- Membership
+--
+
+CREATE FUNCTION cosmosrep.join_region(region_name text, dsn text, via text)
+RETURNS smallint
+AS 'MODULE_PATHNAME', 'cosmosrep_join_region'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION cosmosrep.join_region(text, text, text) IS
+    'joins this database to the group of the region reached by via, copying the multi-region tables';
+REVOKE ALL ON FUNCTION cosmosrep.join_region(text, text, text) FROM PUBLIC;
+
+CREATE FUNCTION cosmosrep.add_region(region_id smallint, region_name text, dsn text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'cosmosrep_add_region'
+LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION cosmosrep.add_region(smallint, text, text) IS
+    'registers a joining region (called by cosmosrep.join_region)';
+REVOKE ALL ON FUNCTION cosmosrep.add_region(smallint, text, text) FROM PUBLIC;
+
+CREATE FUNCTION cosmosrep.forget_region(region_name text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'cosmosrep_forget_region'
+LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION cosmosrep.forget_region(text) IS
+    'removes a region from this region only, with its slot and origin (called by cosmosrep.remove_region)';
+REVOKE ALL ON FUNCTION cosmosrep.forget_region(text) FROM PUBLIC;
+
+CREATE FUNCTION cosmosrep.remove_region(region_name text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'cosmosrep_remove_region'
+LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION cosmosrep.remove_region(text) IS
+    'removes a region from the group: from this region and every other one';
+REVOKE ALL ON FUNCTION cosmosrep.remove_region(text) FROM PUBLIC;
+
+CREATE FUNCTION cosmosrep.pause_region(region_name text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'cosmosrep_pause_region'
+LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION cosmosrep.pause_region(text) IS
+    'stops applying the changes of a region here (its slot keeps them)';
+REVOKE ALL ON FUNCTION cosmosrep.pause_region(text) FROM PUBLIC;
+
+CREATE FUNCTION cosmosrep.resume_region(region_name text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'cosmosrep_resume_region'
+LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION cosmosrep.resume_region(text) IS
+    'resumes applying the changes of a paused region';
+REVOKE ALL ON FUNCTION cosmosrep.resume_region(text) FROM PUBLIC;
+
+--
+-- Monitoring
+--
+
+CREATE FUNCTION cosmosrep.peer_status(
+    OUT peer_id integer,
+    OUT state text,
+    OUT worker_pid integer,
+    OUT received_lsn pg_lsn,
+    OUT applied_lsn pg_lsn,
+    OUT peer_end_lsn pg_lsn,
+    OUT last_commit_time timestamptz,
+    OUT transactions_applied bigint,
+    OUT changes_applied bigint,
+    OUT latency_p50_ms double precision,
+    OUT latency_p99_ms double precision,
+    OUT last_error text,
+    OUT last_error_at timestamptz)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'cosmosrep_peer_status'
+LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION cosmosrep.peer_status() IS
+    'what the apply workers of this database report, one row per peer region';
+
+CREATE VIEW cosmosrep.replication_status AS
+    SELECT src.region_name AS source_region,
+           dst.region_name AS target_region,
+           CASE WHEN src.paused THEN 'paused'
+                ELSE coalesce(s.state, 'stopped')
+           END AS state,
+           s.worker_pid,
+           s.received_lsn,
+           s.applied_lsn,
+           greatest(pg_catalog.pg_wal_lsn_diff(s.peer_end_lsn,
+                        greatest(s.received_lsn, s.applied_lsn)), 0)::bigint AS lag_bytes,
+           CASE WHEN s.peer_end_lsn <= greatest(s.received_lsn, s.applied_lsn) THEN 0
+                ELSE extract(epoch FROM pg_catalog.now() - s.last_commit_time)
+           END AS lag_seconds,
+           s.last_commit_time,
+           s.transactions_applied,
+           s.changes_applied,
+           s.latency_p50_ms,
+           s.latency_p99_ms,
+           s.last_error,
+           s.last_error_at
+      FROM cosmosrep.region src
+      JOIN cosmosrep.region dst ON dst.is_local
+      LEFT JOIN cosmosrep.peer_status() s ON s.peer_id = src.region_id
+     WHERE NOT src.is_local;
+COMMENT ON VIEW cosmosrep.replication_status IS
+    'per region pair (source to this region): state, lag, latency percentiles, throughput and the last error';
+GRANT SELECT ON cosmosrep.replication_status TO PUBLIC;

@@ -35,6 +35,7 @@
 
 #include "catalog.h"
 #include "cosmosrep.h"
+#include "launcher.h"
 
 PG_FUNCTION_INFO_V1(cosmosrep_config_changed);
 
@@ -131,7 +132,7 @@ cr_get_regions(void)
 	MemoryContext callerctx = CurrentMemoryContext;
 
 	SPI_connect();
-	cr_spi_exec("SELECT region_id, region_name, dsn, is_local, failover_priority"
+	cr_spi_exec("SELECT region_id, region_name, dsn, is_local, failover_priority, paused"
 				" FROM cosmosrep.region ORDER BY region_id",
 				0, NULL, NULL, NULL, true);
 	for (uint64 i = 0; i < SPI_processed; i++)
@@ -147,6 +148,7 @@ cr_get_regions(void)
 		r->dsn = SPI_getvalue(tup, desc, 3);
 		r->is_local = DatumGetBool(SPI_getbinval(tup, desc, 4, &isnull));
 		r->failover_priority = DatumGetInt32(SPI_getbinval(tup, desc, 5, &isnull));
+		r->paused = DatumGetBool(SPI_getbinval(tup, desc, 6, &isnull));
 		result = lappend(result, r);
 		MemoryContextSwitchTo(spictx);
 	}
@@ -167,6 +169,72 @@ cr_get_region_by_name(const char *name)
 			return r;
 	}
 	return NULL;
+}
+
+CrRegion *
+cr_get_region_by_id(int id)
+{
+	ListCell   *lc;
+
+	foreach(lc, cr_get_regions())
+	{
+		CrRegion   *r = lfirst(lc);
+
+		if (r->id == id)
+			return r;
+	}
+	return NULL;
+}
+
+void
+cr_delete_region(int id)
+{
+	Oid			argtypes[1] = {INT2OID};
+	Datum		values[1] = {Int16GetDatum(id)};
+
+	SPI_connect();
+	cr_spi_exec("DELETE FROM cosmosrep.region WHERE region_id = $1",
+				1, argtypes, values, NULL, false);
+	SPI_finish();
+}
+
+void
+cr_set_region_paused(int id, bool paused)
+{
+	Oid			argtypes[2] = {INT2OID, BOOLOID};
+	Datum		values[2] = {Int16GetDatum(id), BoolGetDatum(paused)};
+
+	SPI_connect();
+	cr_spi_exec("UPDATE cosmosrep.region SET paused = $2 WHERE region_id = $1",
+				2, argtypes, values, NULL, false);
+	SPI_finish();
+}
+
+/*
+ * All multi-region tables of this database.
+ */
+List *
+cr_get_table_configs(void)
+{
+	List	   *result = NIL;
+	MemoryContext callerctx = CurrentMemoryContext;
+
+	SPI_connect();
+	cr_spi_exec("SELECT relid::oid FROM cosmosrep.replicated_table ORDER BY relid",
+				0, NULL, NULL, NULL, true);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		MemoryContext spictx = MemoryContextSwitchTo(callerctx);
+
+		result = lappend_oid(result,
+							 DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i],
+															SPI_tuptable->tupdesc,
+															1, &isnull)));
+		MemoryContextSwitchTo(spictx);
+	}
+	SPI_finish();
+	return result;
 }
 
 void
@@ -300,5 +368,6 @@ cosmosrep_config_changed(PG_FUNCTION_ARGS)
 				 errmsg("cosmosrep.config_changed() must be called as a trigger")));
 
 	CacheInvalidateRelcache(trigdata->tg_relation);
+	cr_wake_launcher_at_commit();
 	PG_RETURN_POINTER(NULL);
 }

@@ -20,6 +20,7 @@ typedef struct CrRegion
 	char	   *dsn;
 	bool		is_local;
 	int			failover_priority;
+	bool		paused;
 } CrRegion;
 
 typedef struct CrTableConfig
@@ -34,7 +35,11 @@ extern Oid	cr_schema_oid(void);
 extern int	cr_local_region_id(bool missing_ok);
 extern List *cr_get_regions(void);
 extern CrRegion *cr_get_region_by_name(const char *name);
+extern CrRegion *cr_get_region_by_id(int id);
 extern void cr_insert_region(const CrRegion *region);
+extern void cr_delete_region(int id);
+extern void cr_set_region_paused(int id, bool paused);
+extern List *cr_get_table_configs(void);
 
 extern CrTableConfig *cr_get_table_config(Oid relid);
 extern void cr_insert_table_config(const CrTableConfig *config);

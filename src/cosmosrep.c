@@ -30,6 +30,7 @@
 
 #include "cosmosrep.h"
 #include "hlc.h"
+#include "launcher.h"
 #include "shmem.h"
 
 PG_MODULE_MAGIC;
@@ -60,6 +61,8 @@ _PG_init(void)
 	shmem_request_hook = cr_shmem_request;
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = cr_shmem_startup;
+
+	cr_launcher_register();
 }
 
 static void
@@ -68,7 +71,7 @@ cr_shmem_request(void)
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 
-	RequestAddinShmemSpace(cr_hlc_shmem_size());
+	RequestAddinShmemSpace(add_size(cr_hlc_shmem_size(), cr_launcher_shmem_size()));
 	RequestNamedLWLockTranche("cosmosrep", CR_NUM_LWLOCKS);
 }
 
@@ -81,6 +84,7 @@ cr_shmem_startup(void)
 	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
 	cr_lwlocks = GetNamedLWLockTranche("cosmosrep");
 	cr_hlc_shmem_init();
+	cr_launcher_shmem_init();
 	LWLockRelease(AddinShmemInitLock);
 }
 

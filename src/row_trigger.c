@@ -8,9 +8,10 @@
  *	  as base, the version of the row it replaces: the base travels with the
  *	  new row and tells the other regions which version this write was made
  *	  against, so that "concurrent" can mean concurrent.  DELETE leaves the
- *	  row alone and writes a transactional logical message carrying the
- *	  deleted row's version; the output plugin attaches it to the delete,
- *	  whose WAL record holds only the primary key.
+ *	  row alone and writes a transactional logical message carrying a new
+ *	  version for the delete and the deleted row's version as its base; the
+ *	  output plugin attaches both to the delete, whose WAL record holds only
+ *	  the primary key.
  *
  *	  The trigger fires for local writes only.  Apply workers and the
  *	  initial copy run with session_replication_role = replica, so rows
@@ -86,6 +87,7 @@ cosmosrep_stamp_row(PG_FUNCTION_ARGS)
 			CrDeleteBase payload;
 
 			payload.relid = RelationGetRelid(rel);
+			payload.version = cr_hlc_next_version(cr_local_region_id(false));
 			payload.base_version =
 				DatumGetInt64(heap_getattr(trigdata->tg_trigtuple, version_att,
 										   desc, &isnull));

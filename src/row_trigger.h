@@ -13,12 +13,13 @@
 
 /*
  * Payload of the transactional logical message written before each local
- * delete: the version the deleted row had, which the output plugin ships
- * as the delete's base version.
+ * delete: the delete's own version and the version the deleted row had
+ * (its base), which the output plugin ships with the delete.
  */
 typedef struct CrDeleteBase
 {
 	Oid			relid;
+	int64		version;
 	int64		base_version;
 } CrDeleteBase;
 

@@ -19,6 +19,8 @@ our @EXPORT = qw(
   new_region
   region_dsn
   crash_region
+  make_group
+  wait_for_same_table
   table_checksum
   wait_for_value
 );
@@ -87,6 +89,46 @@ sub crash_region
 	}
 	$node->start;
 	return;
+}
+
+# make_group(@names): one started region per name; the first creates the
+# group, the others join it through the first, one after another.
+sub make_group
+{
+	my @names = @_;
+	my @nodes;
+
+	for my $name (@names)
+	{
+		my $node = new_region($name, create => !@nodes);
+		if (@nodes)
+		{
+			$node->safe_psql('postgres', sprintf(
+				"SELECT cosmosrep.join_region('%s', '%s', via => '%s')",
+				$name, region_dsn($node), region_dsn($nodes[0])));
+		}
+		push @nodes, $node;
+	}
+	return @nodes;
+}
+
+# wait_for_same_table(\@nodes, $table): poll until the ordered checksum
+# of $table is the same in every region; true when it is.
+sub wait_for_same_table
+{
+	my ($nodes, $table) = @_;
+	my $first = $nodes->[0];
+	my $deadline = time + $PostgreSQL::Test::Utils::timeout_default;
+
+	while (time < $deadline)
+	{
+		my %sums = map { (table_checksum($_, $table) => 1) } @$nodes;
+		return ok(1, "$table is identical in every region")
+		  if keys %sums == 1;
+		select(undef, undef, undef, 0.2);
+	}
+	my $detail = join(', ', map { $_->name . '=' . table_checksum($_, $table) } @$nodes);
+	return ok(0, "$table is identical in every region ($detail)");
 }
 
 # The libpq connection string other regions use to reach $node.

@@ -1,0 +1,239 @@
+--
+-- Errors: what enable_table, alter_table_policy, disable_table, the row
+-- trigger and the version functions refuse, and that a refused call
+-- changes nothing.
+--
+CREATE EXTENSION cosmosrep;
+
+-- the columns of a table, in order, as one line
+CREATE FUNCTION pg_temp.columns_of(rel regclass) RETURNS text
+LANGUAGE sql AS $$
+    SELECT string_agg(attname || ' ' || format_type(atttypid, atttypmod), ', '
+                      ORDER BY attnum)
+      FROM pg_attribute
+     WHERE attrelid = rel AND attnum > 0 AND NOT attisdropped
+$$;
+
+-- the user-visible triggers of a table
+CREATE FUNCTION pg_temp.triggers_of(rel regclass) RETURNS text
+LANGUAGE sql AS $$
+    SELECT coalesce(string_agg(tgname, ', ' ORDER BY tgname), '(none)')
+      FROM pg_trigger
+     WHERE tgrelid = rel AND NOT tgisinternal
+$$;
+
+CREATE TABLE items (id int PRIMARY KEY, name text);
+INSERT INTO items VALUES (1, 'one');
+
+--
+-- Before the database is a region
+--
+
+-- Bad input: enable_table before create_region
+SELECT cosmosrep.enable_table('items');
+
+-- Bad input: a version before create_region
+SELECT cosmosrep.next_version();
+
+-- nothing changed
+SELECT pg_temp.columns_of('items'), pg_temp.triggers_of('items');
+SELECT count(*) AS tables FROM cosmosrep.tables;
+
+-- once the database is a region, the same session can enable tables
+SELECT cosmosrep.create_region('eastus2', 'host=10.0.0.1 dbname=shop');
+
+--
+-- Relations that cannot be multi-region
+--
+
+CREATE TABLE no_pk (id int, name text);
+CREATE TABLE unique_only (id int UNIQUE NOT NULL, name text);
+CREATE VIEW items_view AS SELECT * FROM items;
+CREATE SEQUENCE items_seq;
+CREATE MATERIALIZED VIEW items_matview AS SELECT * FROM items;
+CREATE TABLE measurements (id int PRIMARY KEY) PARTITION BY RANGE (id);
+CREATE TEMPORARY TABLE scratch (id int PRIMARY KEY);
+CREATE UNLOGGED TABLE cache (id int PRIMARY KEY);
+CREATE TABLE has_version (id int PRIMARY KEY, _cr_version bigint);
+CREATE TABLE has_base (id int PRIMARY KEY, _cr_base bigint);
+CREATE TABLE has_region (id int PRIMARY KEY, _cr_region text);
+
+-- Bad input: a table without a primary key
+SELECT cosmosrep.enable_table('no_pk');
+
+-- Bad input: a unique constraint is not a primary key
+SELECT cosmosrep.enable_table('unique_only');
+
+-- Bad input: a view
+SELECT cosmosrep.enable_table('items_view');
+
+-- Bad input: a sequence
+SELECT cosmosrep.enable_table('items_seq');
+
+-- Bad input: a materialized view
+SELECT cosmosrep.enable_table('items_matview');
+
+-- Bad input: a partitioned table
+SELECT cosmosrep.enable_table('measurements');
+
+-- Bad input: a temporary table
+SELECT cosmosrep.enable_table('scratch');
+
+-- Bad input: an unlogged table
+SELECT cosmosrep.enable_table('cache');
+
+-- Bad input: a table that already has a column _cr_version
+SELECT cosmosrep.enable_table('has_version');
+
+-- Bad input: a table that already has a column _cr_base
+SELECT cosmosrep.enable_table('has_base');
+
+-- Bad input: a table that already has a column _cr_region
+SELECT cosmosrep.enable_table('has_region');
+
+-- Bad input: a configuration table of cosmosrep itself
+SELECT cosmosrep.enable_table('cosmosrep.region');
+
+-- Bad input: a relation that does not exist
+SELECT cosmosrep.enable_table('no_such_table');
+
+-- Bad input: a null relation
+SELECT cosmosrep.enable_table(NULL);
+
+-- Bad input: a null relation for alter_table_policy
+SELECT cosmosrep.alter_table_policy(NULL, 'manual');
+
+-- disable_table is strict: a null relation does nothing
+SELECT cosmosrep.disable_table(NULL);
+
+-- none of them changed
+SELECT count(*) AS tables FROM cosmosrep.tables;
+SELECT c.relname, pg_temp.columns_of(c.oid), pg_temp.triggers_of(c.oid)
+  FROM pg_class c
+ WHERE c.relname IN ('no_pk', 'unique_only', 'measurements', 'scratch', 'cache',
+                     'has_version', 'has_base', 'has_region')
+ ORDER BY c.relname;
+
+--
+-- Enabled and not enabled
+--
+
+SELECT cosmosrep.enable_table('items', policy => 'manual');
+
+-- Bad input: enabling a table twice
+SELECT cosmosrep.enable_table('items');
+
+-- Bad input: enabling a table twice, with another policy
+SELECT cosmosrep.enable_table('items', policy => 'last_writer_wins', path => 'name');
+
+-- Bad input: disable_table of a table that is not multi-region
+SELECT cosmosrep.disable_table('no_pk');
+
+-- Bad input: alter_table_policy of a table that is not multi-region
+SELECT cosmosrep.alter_table_policy('no_pk', 'manual');
+
+-- Bad input: disable_table of a view
+SELECT cosmosrep.disable_table('items_view');
+
+-- items is enabled once, with its first policy
+SELECT table_name, policy, path FROM cosmosrep.tables;
+SELECT pg_temp.columns_of('items'), pg_temp.triggers_of('items');
+
+--
+-- Ownership
+--
+
+CREATE ROLE regress_cr_intruder;
+GRANT USAGE ON SCHEMA cosmosrep TO regress_cr_intruder;
+GRANT SELECT, INSERT, UPDATE, DELETE ON items, no_pk TO regress_cr_intruder;
+SET ROLE regress_cr_intruder;
+
+-- Bad input: enable_table by a user who does not own the table
+SELECT cosmosrep.enable_table('no_pk');
+
+-- Bad input: alter_table_policy by a user who does not own the table
+SELECT cosmosrep.alter_table_policy('items', 'last_writer_wins');
+
+-- Bad input: disable_table by a user who does not own the table
+SELECT cosmosrep.disable_table('items');
+
+-- Bad input: create_region by an ordinary user
+SELECT cosmosrep.create_region('westeurope', 'host=10.0.0.2 dbname=shop');
+
+-- Bad input: observe_version by an ordinary user
+SELECT cosmosrep.observe_version(1);
+
+RESET ROLE;
+
+-- writing to an enabled table needs the table privileges only, not even
+-- access to the cosmosrep schema
+REVOKE USAGE ON SCHEMA cosmosrep FROM regress_cr_intruder;
+SET ROLE regress_cr_intruder;
+UPDATE items SET name = 'uno' WHERE id = 1;
+SELECT name, _cr_base > 0 AS based FROM items;
+RESET ROLE;
+
+-- the policy is unchanged
+SELECT table_name, policy, path FROM cosmosrep.tables;
+SELECT count(*) AS regions FROM cosmosrep.regions;
+
+--
+-- The row trigger
+--
+
+-- Bad input: stamp_row called directly
+SELECT cosmosrep.stamp_row();
+
+-- Bad input: stamp_row as an AFTER trigger
+CREATE TABLE misuse (id int PRIMARY KEY, _cr_version bigint, _cr_base bigint);
+CREATE TRIGGER stamp_after AFTER INSERT ON misuse
+    FOR EACH ROW EXECUTE FUNCTION cosmosrep.stamp_row();
+INSERT INTO misuse (id) VALUES (1);
+DROP TRIGGER stamp_after ON misuse;
+
+-- Bad input: stamp_row as a statement trigger
+CREATE TRIGGER stamp_statement BEFORE INSERT ON misuse
+    FOR EACH STATEMENT EXECUTE FUNCTION cosmosrep.stamp_row();
+INSERT INTO misuse (id) VALUES (1);
+DROP TRIGGER stamp_statement ON misuse;
+
+-- Bad input: stamp_row on a table without the cosmosrep columns
+CREATE TRIGGER stamp_before BEFORE INSERT ON no_pk
+    FOR EACH ROW EXECUTE FUNCTION cosmosrep.stamp_row();
+INSERT INTO no_pk VALUES (1, 'one');
+DROP TRIGGER stamp_before ON no_pk;
+
+-- Bad input: stamp_row on a table with a version column but no base column
+CREATE TRIGGER stamp_before BEFORE INSERT ON has_version
+    FOR EACH ROW EXECUTE FUNCTION cosmosrep.stamp_row();
+INSERT INTO has_version VALUES (1, 0);
+DROP TRIGGER stamp_before ON has_version;
+
+-- none of the inserts happened
+SELECT (SELECT count(*) FROM misuse) AS misuse,
+       (SELECT count(*) FROM no_pk) AS no_pk,
+       (SELECT count(*) FROM has_version) AS has_version;
+
+-- Bad input: config_changed called directly
+SELECT cosmosrep.config_changed();
+
+--
+-- Versions
+--
+
+-- Bad input: observe_version of 0
+SELECT cosmosrep.observe_version(0);
+
+-- Bad input: observe_version of a negative number
+SELECT cosmosrep.observe_version(-1);
+
+-- observe_version is strict: null does nothing
+SELECT cosmosrep.observe_version(NULL);
+
+DROP VIEW items_view;
+DROP MATERIALIZED VIEW items_matview;
+DROP TABLE items, no_pk, unique_only, measurements, scratch, cache,
+    has_version, has_base, has_region, misuse;
+DROP SEQUENCE items_seq;
+DROP EXTENSION cosmosrep CASCADE;
+DROP ROLE regress_cr_intruder;

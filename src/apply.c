@@ -1,0 +1,936 @@
+/*-------------------------------------------------------------------------
+ *
+ * apply.c
+ *	  The apply worker: streams one peer region's changes and applies them.
+ *
+ * NOTES
+ *	  One apply worker runs per (database, peer region).  It connects to
+ *	  the peer in replication mode and runs START_REPLICATION on the slot
+ *	  "cr_<peer>_<local>" from the position stored in the replication origin
+ *	  "cosmosrep_<peer>".  Each remote transaction is applied in one local
+ *	  transaction that commits with replorigin_session_origin_lsn set to
+ *	  the remote commit's end, so the origin advances atomically with the
+ *	  data: after a crash of either side the stream restarts exactly after
+ *	  the last applied transaction (exactly once).
+ *
+ *	  Rows are applied at executor level: primary key index lookup
+ *	  (RelationFindReplTupleByIndex) and ExecSimpleRelationInsert/Update/
+ *	  Delete, with session_replication_role = replica so that the row
+ *	  trigger keeps the incoming versions.  Between writes that collide the
+ *	  higher version wins (a missing row is recreated by an update; a
+ *	  delete removes only a row older than itself); conflict recording and
+ *	  the other policies build on the same comparison.
+ *
+ *	  Feedback: every second, and when the peer asks, the worker reports
+ *	  as flushed the end of the last applied transaction once its local
+ *	  commit is flushed (or, while no transaction is open, everything
+ *	  received), so the peer's slot retains what is not yet safe here.
+ *
+ *	  Memory: ApplyContext lives as long as the worker (relation map);
+ *	  ApplyMessageContext is reset after every protocol message.
+ *
+ * IDENTIFICATION
+ *	  src/apply.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/relation.h"
+#include "access/table.h"
+#include "access/xact.h"
+#include "access/xlog.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "commands/tablecmds.h"
+#include "commands/trigger.h"
+#include "executor/executor.h"
+#include "executor/spi.h"
+#include "libpq/pqformat.h"
+#include "miscadmin.h"
+#include "nodes/makefuncs.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "replication/logicalproto.h"
+#include "replication/origin.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/lmgr.h"
+#include "tcop/tcopprot.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "catalog.h"
+#include "cosmosrep.h"
+#include "hlc.h"
+#include "launcher.h"
+#include "protocol.h"
+#include "remote.h"
+#include "shmem.h"
+#include "tables.h"
+
+#define FEEDBACK_INTERVAL_MS	1000
+
+/* a remote relation and how it maps onto the local table */
+typedef struct ApplyRel
+{
+	LogicalRepRelId remoteid;	/* hash key */
+	LogicalRepRelation *remoterel;	/* in ApplyContext */
+	bool		map_valid;
+	Oid			localrelid;
+	int			natts;			/* local attributes */
+	int		   *remote_index;	/* local attno - 1 -> remote column, -1 */
+	FmgrInfo   *infuncs;
+	Oid		   *ioparams;
+	AttrNumber	version_att;
+	AttrNumber	base_att;
+} ApplyRel;
+
+/* the executor state of one change */
+typedef struct ApplyExec
+{
+	Relation	rel;
+	EState	   *estate;
+	ResultRelInfo *rri;
+	EPQState	epqstate;
+	TupleTableSlot *remoteslot;
+	TupleTableSlot *localslot;
+	Oid			pkindex;
+} ApplyExec;
+
+static MemoryContext ApplyContext = NULL;
+static MemoryContext ApplyMessageContext = NULL;
+static HTAB *ApplyRelMap = NULL;
+
+static CrPeerStatus *MyPeer = NULL;
+static int	MyPeerIndex = -1;
+static char *PeerName = NULL;
+static PGconn *PeerConn = NULL;
+
+static bool in_remote_transaction = false;
+static XLogRecPtr last_received = InvalidXLogRecPtr;
+static XLogRecPtr last_applied_end = InvalidXLogRecPtr;
+static XLogRecPtr last_local_commit = InvalidXLogRecPtr;
+static TimestampTz last_feedback = 0;
+static TimestampTz remote_commit_time = 0;
+static int	changes_in_transaction = 0;
+
+static void apply_worker_exit(int code, Datum arg);
+static void apply_loop(void);
+static void apply_dispatch(StringInfo s);
+static void send_feedback(bool force, bool request_reply);
+static void set_state(CrPeerState state);
+static void record_error(const char *message);
+static void apply_rel_invalidate(Datum arg, Oid relid);
+static ApplyRel *apply_rel_lookup(LogicalRepRelId remoteid);
+static void apply_rel_map(ApplyRel *ar, Relation rel);
+static void exec_begin(ApplyExec *ex, ApplyRel *ar);
+static void exec_end(ApplyExec *ex);
+static void slot_fill(ApplyExec *ex, ApplyRel *ar, LogicalRepTupleData *tup,
+					  TupleTableSlot *slot, TupleTableSlot *existing);
+static int64 slot_version(TupleTableSlot *slot, AttrNumber att, bool *isnull);
+static bool find_local_row(ApplyExec *ex, TupleTableSlot *key);
+static void handle_begin(StringInfo s);
+static void handle_commit(StringInfo s);
+static void handle_relation(StringInfo s);
+static void handle_insert(StringInfo s);
+static void handle_update(StringInfo s);
+static void handle_delete(StringInfo s);
+static void handle_truncate(StringInfo s);
+static void handle_message(StringInfo s);
+
+/* ----------------------------------------------------------------
+ * Status reporting
+ * ----------------------------------------------------------------
+ */
+
+static void
+set_state(CrPeerState state)
+{
+	SpinLockAcquire(&MyPeer->mutex);
+	MyPeer->state = state;
+	SpinLockRelease(&MyPeer->mutex);
+}
+
+static void
+record_error(const char *message)
+{
+	SpinLockAcquire(&MyPeer->mutex);
+	strlcpy(MyPeer->last_error, message, CR_ERROR_LEN);
+	MyPeer->last_error_at = GetCurrentTimestamp();
+	MyPeer->state = CR_PEER_ERROR;
+	SpinLockRelease(&MyPeer->mutex);
+}
+
+static void
+apply_worker_exit(int code, Datum arg)
+{
+	if (PeerConn)
+	{
+		PQfinish(PeerConn);
+		PeerConn = NULL;
+	}
+	LWLockAcquire(cr_shmem_lwlock(CR_LWLOCK_WORKERS), LW_EXCLUSIVE);
+	if (MyPeer->pid == MyProcPid || MyPeer->pid == 0)
+		MyPeer->pid = 0;
+	LWLockRelease(cr_shmem_lwlock(CR_LWLOCK_WORKERS));
+	SpinLockAcquire(&MyPeer->mutex);
+	if (MyPeer->state != CR_PEER_ERROR)
+		MyPeer->state = CR_PEER_STOPPED;
+	SpinLockRelease(&MyPeer->mutex);
+}
+
+/* ----------------------------------------------------------------
+ * Relation map
+ * ----------------------------------------------------------------
+ */
+
+static void
+apply_rel_invalidate(Datum arg, Oid relid)
+{
+	HASH_SEQ_STATUS status;
+	ApplyRel   *ar;
+
+	if (ApplyRelMap == NULL)
+		return;
+	hash_seq_init(&status, ApplyRelMap);
+	while ((ar = hash_seq_search(&status)) != NULL)
+	{
+		if (relid == InvalidOid || ar->localrelid == relid)
+			ar->map_valid = false;
+	}
+}
+
+static ApplyRel *
+apply_rel_lookup(LogicalRepRelId remoteid)
+{
+	ApplyRel   *ar = hash_search(ApplyRelMap, &remoteid, HASH_FIND, NULL);
+
+	if (ar == NULL)
+		elog(ERROR, "no relation message for remote relation %u", remoteid);
+	return ar;
+}
+
+/*
+ * Map the remote columns onto rel by name.  The two must have the same
+ * columns (generated ones excepted), and rel must be multi-region.
+ */
+static void
+apply_rel_map(ApplyRel *ar, Relation rel)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+	LogicalRepRelation *remote = ar->remoterel;
+	MemoryContext oldctx = MemoryContextSwitchTo(ApplyContext);
+	int			matched = 0;
+
+	if (ar->remote_index)
+	{
+		pfree(ar->remote_index);
+		pfree(ar->infuncs);
+		pfree(ar->ioparams);
+	}
+	ar->natts = desc->natts;
+	ar->remote_index = palloc(sizeof(int) * desc->natts);
+	ar->infuncs = palloc0(sizeof(FmgrInfo) * desc->natts);
+	ar->ioparams = palloc0(sizeof(Oid) * desc->natts);
+
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+		Oid			infunc;
+
+		ar->remote_index[i] = -1;
+		if (att->attisdropped || att->attgenerated)
+			continue;
+		for (int r = 0; r < remote->natts; r++)
+		{
+			if (strcmp(remote->attnames[r], NameStr(att->attname)) == 0)
+			{
+				ar->remote_index[i] = r;
+				break;
+			}
+		}
+		if (ar->remote_index[i] < 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_DATATYPE_MISMATCH),
+					 errmsg("table \"%s.%s\" has different columns in region \"%s\"",
+							remote->nspname, remote->relname, PeerName),
+					 errdetail("Column \"%s\" exists only in this region.",
+							   NameStr(att->attname)),
+					 errhint("Give the table the same columns in every region; replication of it waits until then.")));
+		matched++;
+		getTypeInputInfo(att->atttypid, &infunc, &ar->ioparams[i]);
+		fmgr_info_cxt(infunc, &ar->infuncs[i], ApplyContext);
+	}
+	if (matched != remote->natts)
+	{
+		for (int r = 0; r < remote->natts; r++)
+		{
+			if (SPI_fnumber(desc, remote->attnames[r]) <= 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_DATATYPE_MISMATCH),
+						 errmsg("table \"%s.%s\" has different columns in region \"%s\"",
+								remote->nspname, remote->relname, PeerName),
+						 errdetail("Column \"%s\" exists only in region \"%s\".",
+								   remote->attnames[r], PeerName),
+						 errhint("Give the table the same columns in every region; replication of it waits until then.")));
+		}
+	}
+
+	ar->version_att = SPI_fnumber(desc, CR_VERSION_COLUMN);
+	ar->base_att = SPI_fnumber(desc, CR_BASE_COLUMN);
+	if (ar->version_att <= 0 || ar->base_att <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("table \"%s.%s\" is multi-region in region \"%s\" but not in this region",
+						remote->nspname, remote->relname, PeerName)));
+	ar->localrelid = RelationGetRelid(rel);
+	ar->map_valid = true;
+	MemoryContextSwitchTo(oldctx);
+}
+
+/* ----------------------------------------------------------------
+ * Executor state per change
+ * ----------------------------------------------------------------
+ */
+
+/*
+ * Open the local table of ar (RowExclusiveLock, kept until commit), map it
+ * if needed, and set up an executor state with its indexes open.
+ */
+static void
+exec_begin(ApplyExec *ex, ApplyRel *ar)
+{
+	RangeTblEntry *rte;
+	Oid			relid;
+
+	relid = RangeVarGetRelid(makeRangeVar(ar->remoterel->nspname,
+										  ar->remoterel->relname, -1),
+							 RowExclusiveLock, true);
+	if (!OidIsValid(relid))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("table \"%s.%s\" replicated from region \"%s\" does not exist in this region",
+						ar->remoterel->nspname, ar->remoterel->relname, PeerName),
+				 errhint("Create the table with the same columns in every region; replication from \"%s\" resumes once it exists.",
+						 PeerName)));
+	ex->rel = table_open(relid, NoLock);
+	if (!ar->map_valid || ar->localrelid != relid)
+		apply_rel_map(ar, ex->rel);
+
+	ex->pkindex = RelationGetPrimaryKeyIndex(ex->rel);
+	if (!OidIsValid(ex->pkindex))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("table \"%s\" has no primary key in this region",
+						RelationGetRelationName(ex->rel))));
+
+	ex->estate = CreateExecutorState();
+	rte = makeNode(RangeTblEntry);
+	rte->rtekind = RTE_RELATION;
+	rte->relid = relid;
+	rte->relkind = ex->rel->rd_rel->relkind;
+	rte->rellockmode = RowExclusiveLock;
+	ExecInitRangeTable(ex->estate, list_make1(rte));
+	ex->rri = makeNode(ResultRelInfo);
+	InitResultRelInfo(ex->rri, ex->rel, 1, NULL, 0);
+	ex->estate->es_output_cid = GetCurrentCommandId(true);
+	ExecOpenIndices(ex->rri, false);
+	EvalPlanQualInit(&ex->epqstate, ex->estate, NULL, NIL, -1);
+	ex->remoteslot = ExecInitExtraTupleSlot(ex->estate, RelationGetDescr(ex->rel),
+											&TTSOpsVirtual);
+	ex->localslot = table_slot_create(ex->rel, &ex->estate->es_tupleTable);
+	AfterTriggerBeginQuery();
+}
+
+static void
+exec_end(ApplyExec *ex)
+{
+	AfterTriggerEndQuery(ex->estate);
+	EvalPlanQualEnd(&ex->epqstate);
+	ExecCloseIndices(ex->rri);
+	ExecResetTupleTable(ex->estate->es_tupleTable, false);
+	FreeExecutorState(ex->estate);
+	table_close(ex->rel, NoLock);
+	CommandCounterIncrement();
+}
+
+/*
+ * Build the local form of a remote tuple in slot.  Columns the peer sent
+ * as "unchanged" (TOASTed values an UPDATE did not touch) come from the
+ * existing local row, or stay NULL when there is none.
+ */
+static void
+slot_fill(ApplyExec *ex, ApplyRel *ar, LogicalRepTupleData *tup,
+		  TupleTableSlot *slot, TupleTableSlot *existing)
+{
+	TupleDesc	desc = slot->tts_tupleDescriptor;
+
+	ExecClearTuple(slot);
+	if (existing)
+		slot_getallattrs(existing);
+	for (int i = 0; i < desc->natts; i++)
+	{
+		int			r = ar->remote_index[i];
+
+		slot->tts_values[i] = (Datum) 0;
+		slot->tts_isnull[i] = true;
+		if (r < 0 || r >= tup->ncols)
+			continue;
+		switch (tup->colstatus[r])
+		{
+			case LOGICALREP_COLUMN_TEXT:
+				slot->tts_values[i] =
+					InputFunctionCall(&ar->infuncs[i], tup->colvalues[r].data,
+									  ar->ioparams[i],
+									  TupleDescAttr(desc, i)->atttypmod);
+				slot->tts_isnull[i] = false;
+				break;
+			case LOGICALREP_COLUMN_UNCHANGED:
+				if (existing)
+				{
+					slot->tts_values[i] = existing->tts_values[i];
+					slot->tts_isnull[i] = existing->tts_isnull[i];
+				}
+				break;
+			case LOGICALREP_COLUMN_NULL:
+				break;
+			default:
+				elog(ERROR, "unexpected column status %c", tup->colstatus[r]);
+		}
+	}
+	ExecStoreVirtualTuple(slot);
+}
+
+static int64
+slot_version(TupleTableSlot *slot, AttrNumber att, bool *isnull)
+{
+	Datum		d = slot_getattr(slot, att, isnull);
+
+	return *isnull ? 0 : DatumGetInt64(d);
+}
+
+/*
+ * Find and lock the local row with the primary key of key.
+ */
+static bool
+find_local_row(ApplyExec *ex, TupleTableSlot *key)
+{
+	return RelationFindReplTupleByIndex(ex->rel, ex->pkindex, LockTupleExclusive,
+										key, ex->localslot);
+}
+
+/* ----------------------------------------------------------------
+ * Protocol message handlers
+ * ----------------------------------------------------------------
+ */
+
+static void
+handle_begin(StringInfo s)
+{
+	LogicalRepBeginData begin;
+
+	logicalrep_read_begin(s, &begin);
+	remote_commit_time = begin.committime;
+	StartTransactionCommand();
+	in_remote_transaction = true;
+	changes_in_transaction = 0;
+}
+
+static void
+handle_commit(StringInfo s)
+{
+	LogicalRepCommitData commit;
+	TimestampTz now;
+
+	logicalrep_read_commit(s, &commit);
+	if (!in_remote_transaction)
+		elog(ERROR, "COMMIT without BEGIN from region \"%s\"", PeerName);
+
+	replorigin_session_origin_lsn = commit.end_lsn;
+	replorigin_session_origin_timestamp = commit.committime;
+	CommitTransactionCommand();
+	last_local_commit = XactLastCommitEnd;
+	in_remote_transaction = false;
+	last_applied_end = commit.end_lsn;
+
+	now = GetCurrentTimestamp();
+	SpinLockAcquire(&MyPeer->mutex);
+	MyPeer->applied_lsn = commit.end_lsn;
+	MyPeer->last_commit_time = commit.committime;
+	MyPeer->last_applied_at = now;
+	MyPeer->transactions_applied++;
+	MyPeer->changes_applied += changes_in_transaction;
+	MyPeer->latency_us[MyPeer->latency_next] = Max(0, now - commit.committime);
+	MyPeer->latency_next = (MyPeer->latency_next + 1) % CR_LATENCY_SAMPLES;
+	if (MyPeer->latency_count < CR_LATENCY_SAMPLES)
+		MyPeer->latency_count++;
+	SpinLockRelease(&MyPeer->mutex);
+
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+static void
+handle_relation(StringInfo s)
+{
+	MemoryContext oldctx = MemoryContextSwitchTo(ApplyContext);
+	LogicalRepRelation *rel = logicalrep_read_rel(s);
+	bool		found;
+	ApplyRel   *ar = hash_search(ApplyRelMap, &rel->remoteid, HASH_ENTER, &found);
+
+	if (!found)
+	{
+		ar->remote_index = NULL;
+		ar->infuncs = NULL;
+		ar->ioparams = NULL;
+	}
+	else
+	{
+		/* the old description is replaced; its strings stay until exit */
+		pfree(ar->remoterel);
+	}
+	ar->remoterel = rel;
+	ar->map_valid = false;
+	ar->localrelid = InvalidOid;
+	MemoryContextSwitchTo(oldctx);
+}
+
+static void
+handle_insert(StringInfo s)
+{
+	LogicalRepTupleData newtup;
+	ApplyRel   *ar = apply_rel_lookup(logicalrep_read_insert(s, &newtup));
+	ApplyExec	ex;
+	bool		isnull;
+	int64		incoming;
+
+	PushActiveSnapshot(GetTransactionSnapshot());
+	exec_begin(&ex, ar);
+	slot_fill(&ex, ar, &newtup, ex.remoteslot, NULL);
+	incoming = slot_version(ex.remoteslot, ar->version_att, &isnull);
+	cr_hlc_observe(incoming);
+
+	if (find_local_row(&ex, ex.remoteslot))
+	{
+		/* the key exists here: the newer write wins */
+		if (incoming > slot_version(ex.localslot, ar->version_att, &isnull))
+			ExecSimpleRelationUpdate(ex.rri, ex.estate, &ex.epqstate,
+									 ex.localslot, ex.remoteslot);
+	}
+	else
+		ExecSimpleRelationInsert(ex.rri, ex.estate, ex.remoteslot);
+
+	exec_end(&ex);
+	PopActiveSnapshot();
+	changes_in_transaction++;
+}
+
+static void
+handle_update(StringInfo s)
+{
+	LogicalRepTupleData oldtup;
+	LogicalRepTupleData newtup;
+	bool		has_oldtup;
+	ApplyRel   *ar;
+	ApplyExec	ex;
+	TupleTableSlot *keyslot;
+	bool		isnull;
+	int64		incoming;
+
+	ar = apply_rel_lookup(logicalrep_read_update(s, &has_oldtup, &oldtup, &newtup));
+	PushActiveSnapshot(GetTransactionSnapshot());
+	exec_begin(&ex, ar);
+
+	/* the key that identifies the row: the old one when the key changed */
+	keyslot = ex.remoteslot;
+	slot_fill(&ex, ar, has_oldtup ? &oldtup : &newtup, keyslot, NULL);
+
+	if (find_local_row(&ex, keyslot))
+	{
+		slot_fill(&ex, ar, &newtup, ex.remoteslot, ex.localslot);
+		incoming = slot_version(ex.remoteslot, ar->version_att, &isnull);
+		cr_hlc_observe(incoming);
+		if (incoming > slot_version(ex.localslot, ar->version_att, &isnull))
+			ExecSimpleRelationUpdate(ex.rri, ex.estate, &ex.epqstate,
+									 ex.localslot, ex.remoteslot);
+	}
+	else
+	{
+		/* deleted here meanwhile: the update recreates the row */
+		slot_fill(&ex, ar, &newtup, ex.remoteslot, NULL);
+		incoming = slot_version(ex.remoteslot, ar->version_att, &isnull);
+		cr_hlc_observe(incoming);
+		ExecSimpleRelationInsert(ex.rri, ex.estate, ex.remoteslot);
+	}
+
+	exec_end(&ex);
+	PopActiveSnapshot();
+	changes_in_transaction++;
+}
+
+static void
+handle_delete(StringInfo s)
+{
+	LogicalRepTupleData oldtup;
+	ApplyRel   *ar = apply_rel_lookup(logicalrep_read_delete(s, &oldtup));
+	ApplyExec	ex;
+	bool		unversioned;
+	bool		isnull;
+	int64		incoming;
+
+	PushActiveSnapshot(GetTransactionSnapshot());
+	exec_begin(&ex, ar);
+	slot_fill(&ex, ar, &oldtup, ex.remoteslot, NULL);
+	incoming = slot_version(ex.remoteslot, ar->version_att, &unversioned);
+	if (!unversioned)
+		cr_hlc_observe(incoming);
+
+	/* a delete removes only a row older than itself */
+	if (find_local_row(&ex, ex.remoteslot) &&
+		(unversioned ||
+		 incoming > slot_version(ex.localslot, ar->version_att, &isnull)))
+		ExecSimpleRelationDelete(ex.rri, ex.estate, &ex.epqstate, ex.localslot);
+
+	exec_end(&ex);
+	PopActiveSnapshot();
+	changes_in_transaction++;
+}
+
+static void
+handle_truncate(StringInfo s)
+{
+	bool		cascade;
+	bool		restart_seqs;
+	List	   *remote_relids = logicalrep_read_truncate(s, &cascade, &restart_seqs);
+	List	   *rels = NIL;
+	List	   *relids = NIL;
+	ListCell   *lc;
+
+	PushActiveSnapshot(GetTransactionSnapshot());
+	foreach(lc, remote_relids)
+	{
+		ApplyRel   *ar = apply_rel_lookup(lfirst_oid(lc));
+		Oid			relid = RangeVarGetRelid(makeRangeVar(ar->remoterel->nspname,
+														  ar->remoterel->relname, -1),
+											 AccessExclusiveLock, false);
+		Relation	rel = table_open(relid, NoLock);
+
+		rels = lappend(rels, rel);
+		relids = lappend_oid(relids, relid);
+	}
+#if PG_VERSION_NUM >= 160000
+	ExecuteTruncateGuts(rels, relids, NIL, DROP_RESTRICT, restart_seqs, false);
+#else
+	ExecuteTruncateGuts(rels, relids, NIL, DROP_RESTRICT, restart_seqs);
+#endif
+	foreach(lc, rels)
+		table_close((Relation) lfirst(lc), NoLock);
+	PopActiveSnapshot();
+	CommandCounterIncrement();
+	changes_in_transaction++;
+}
+
+static void
+handle_message(StringInfo s)
+{
+	CrMessage	msg;
+
+	cr_read_message(s, &msg);
+	if (strcmp(msg.prefix, CR_DDL_MESSAGE_PREFIX) != 0)
+		return;
+	if (!in_remote_transaction)
+		elog(ERROR, "DDL message outside a transaction from region \"%s\"", PeerName);
+	PushActiveSnapshot(GetTransactionSnapshot());
+	cr_table_apply_ddl(msg.content, msg.size, PeerName);
+	PopActiveSnapshot();
+	CommandCounterIncrement();
+}
+
+static void
+apply_dispatch(StringInfo s)
+{
+	LogicalRepMsgType action = pq_getmsgbyte(s);
+
+	switch (action)
+	{
+		case LOGICAL_REP_MSG_BEGIN:
+			handle_begin(s);
+			break;
+		case LOGICAL_REP_MSG_COMMIT:
+			handle_commit(s);
+			break;
+		case LOGICAL_REP_MSG_RELATION:
+			handle_relation(s);
+			break;
+		case LOGICAL_REP_MSG_INSERT:
+			handle_insert(s);
+			break;
+		case LOGICAL_REP_MSG_UPDATE:
+			handle_update(s);
+			break;
+		case LOGICAL_REP_MSG_DELETE:
+			handle_delete(s);
+			break;
+		case LOGICAL_REP_MSG_TRUNCATE:
+			handle_truncate(s);
+			break;
+		case LOGICAL_REP_MSG_MESSAGE:
+			handle_message(s);
+			break;
+		default:
+			ereport(ERROR,
+					(errcode(ERRCODE_PROTOCOL_VIOLATION),
+					 errmsg("invalid message type \"%c\" from region \"%s\"",
+							action, PeerName)));
+	}
+}
+
+/* ----------------------------------------------------------------
+ * Stream loop
+ * ----------------------------------------------------------------
+ */
+
+/*
+ * Tell the peer how far we have received and safely applied.
+ */
+static void
+send_feedback(bool force, bool request_reply)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	XLogRecPtr	flushed;
+	StringInfoData buf;
+
+	if (!force && !TimestampDifferenceExceeds(last_feedback, now, FEEDBACK_INTERVAL_MS))
+		return;
+
+	/* what we applied is safe once its local commit record is flushed */
+	if (!XLogRecPtrIsInvalid(last_local_commit))
+		XLogFlush(last_local_commit);
+	flushed = in_remote_transaction ? last_applied_end : Max(last_received, last_applied_end);
+
+	initStringInfo(&buf);
+	pq_sendbyte(&buf, 'r');
+	pq_sendint64(&buf, last_received);	/* write */
+	pq_sendint64(&buf, flushed);	/* flush */
+	pq_sendint64(&buf, flushed);	/* apply */
+	pq_sendint64(&buf, now);
+	pq_sendbyte(&buf, request_reply ? 1 : 0);
+	if (PQputCopyData(PeerConn, buf.data, buf.len) <= 0 || PQflush(PeerConn))
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("could not send feedback to region \"%s\": %s",
+						PeerName, PQerrorMessage(PeerConn))));
+	pfree(buf.data);
+	last_feedback = now;
+}
+
+static void
+apply_loop(void)
+{
+	for (;;)
+	{
+		int			rc;
+		int			len;
+		char	   *buf = NULL;
+
+		CHECK_FOR_INTERRUPTS();
+		Assert(CurrentMemoryContext == ApplyMessageContext);
+
+		if (!PQconsumeInput(PeerConn))
+			ereport(ERROR,
+					(errcode(ERRCODE_CONNECTION_FAILURE),
+					 errmsg("lost connection to region \"%s\": %s",
+							PeerName, PQerrorMessage(PeerConn))));
+
+		while ((len = PQgetCopyData(PeerConn, &buf, 1)) > 0)
+		{
+			StringInfoData s;
+			char		kind;
+			bool		reply = false;
+
+			s.data = buf;
+			s.len = len;
+			s.cursor = 0;
+			s.maxlen = -1;
+			kind = pq_getmsgbyte(&s);
+			if (kind == 'w')
+			{
+				XLogRecPtr	start = pq_getmsgint64(&s);
+				XLogRecPtr	end = pq_getmsgint64(&s);
+
+				(void) pq_getmsgint64(&s);	/* send time */
+				last_received = Max(last_received, start);
+				SpinLockAcquire(&MyPeer->mutex);
+				MyPeer->received_lsn = last_received;
+				MyPeer->peer_end_lsn = Max(MyPeer->peer_end_lsn, end);
+				MyPeer->last_message_at = GetCurrentTimestamp();
+				SpinLockRelease(&MyPeer->mutex);
+				apply_dispatch(&s);
+			}
+			else if (kind == 'k')
+			{
+				XLogRecPtr	end = pq_getmsgint64(&s);
+
+				(void) pq_getmsgint64(&s);	/* send time */
+				reply = pq_getmsgbyte(&s);
+				last_received = Max(last_received, end);
+				SpinLockAcquire(&MyPeer->mutex);
+				MyPeer->received_lsn = last_received;
+				MyPeer->peer_end_lsn = Max(MyPeer->peer_end_lsn, end);
+				MyPeer->last_message_at = GetCurrentTimestamp();
+				if (!in_remote_transaction)
+					MyPeer->state = MyPeer->peer_end_lsn > last_applied_end &&
+						MyPeer->peer_end_lsn > last_received ?
+						CR_PEER_CATCHING_UP : CR_PEER_STREAMING;
+				SpinLockRelease(&MyPeer->mutex);
+			}
+			PQfreemem(buf);
+			buf = NULL;
+			MemoryContextSwitchTo(ApplyMessageContext);
+			MemoryContextReset(ApplyMessageContext);
+			if (reply)
+				send_feedback(true, false);
+		}
+		if (len == -1)
+			ereport(ERROR,
+					(errcode(ERRCODE_CONNECTION_FAILURE),
+					 errmsg("region \"%s\" ended the replication stream", PeerName)));
+		if (len == -2)
+			ereport(ERROR,
+					(errcode(ERRCODE_CONNECTION_FAILURE),
+					 errmsg("could not read from region \"%s\": %s",
+							PeerName, PQerrorMessage(PeerConn))));
+
+		send_feedback(false, false);
+
+		rc = WaitLatchOrSocket(MyLatch,
+							   WL_SOCKET_READABLE | WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							   PQsocket(PeerConn), FEEDBACK_INTERVAL_MS, PG_WAIT_EXTENSION);
+		if (rc & WL_LATCH_SET)
+		{
+			ResetLatch(MyLatch);
+			CHECK_FOR_INTERRUPTS();
+		}
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+	}
+}
+
+void
+cosmosrep_apply_main(Datum arg)
+{
+	Oid			dboid;
+	RepOriginId originid;
+	XLogRecPtr	startpos;
+	CrRegion   *peer;
+	char	   *origin_name;
+	char	   *slot_name;
+	char	   *peer_dsn;
+	char	   *local_name;
+	HASHCTL		ctl;
+	PGresult   *res;
+
+	memcpy(&dboid, MyBgworkerEntry->bgw_extra, sizeof(Oid));
+	MyPeerIndex = DatumGetInt32(arg);
+	MyPeer = cr_peer_status(MyPeerIndex);
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
+	before_shmem_exit(apply_worker_exit, (Datum) 0);
+
+	ApplyContext = AllocSetContextCreate(TopMemoryContext, "cosmosrep apply",
+										 ALLOCSET_DEFAULT_SIZES);
+	ApplyMessageContext = AllocSetContextCreate(ApplyContext,
+												"cosmosrep apply message",
+												ALLOCSET_DEFAULT_SIZES);
+	ctl.keysize = sizeof(LogicalRepRelId);
+	ctl.entrysize = sizeof(ApplyRel);
+	ctl.hcxt = ApplyContext;
+	ApplyRelMap = hash_create("cosmosrep apply relations", 64, &ctl,
+							  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	CacheRegisterRelcacheCallback(apply_rel_invalidate, (Datum) 0);
+
+	/* rows from other regions keep their versions: no local row trigger */
+	SetConfigOption("session_replication_role", "replica", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("search_path", "", PGC_SUSET, PGC_S_OVERRIDE);
+
+	PG_TRY();
+	{
+		MemoryContextSwitchTo(ApplyContext);
+		StartTransactionCommand();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		peer = cr_get_region_by_id(MyPeer->peer_id);
+		if (peer == NULL)
+			proc_exit(0);
+		/* what outlives this transaction goes to ApplyContext */
+		MemoryContextSwitchTo(ApplyContext);
+		PeerName = pstrdup(peer->name);
+		peer_dsn = pstrdup(peer->dsn);
+		local_name = pstrdup(cr_get_region_by_id(cr_local_region_id(false))->name);
+		origin_name = psprintf("cosmosrep_%s", PeerName);
+		slot_name = psprintf("cr_%s_%s", PeerName, local_name);
+		originid = replorigin_by_name(origin_name, true);
+		if (originid == InvalidRepOriginId)
+			originid = replorigin_create(origin_name);
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+		MemoryContextSwitchTo(ApplyContext);
+		pgstat_report_appname(psprintf("cosmosrep apply from %s", PeerName));
+
+#if PG_VERSION_NUM >= 160000
+		replorigin_session_setup(originid, 0);
+#else
+		replorigin_session_setup(originid);
+#endif
+		replorigin_session_origin = originid;
+		startpos = replorigin_session_get_progress(false);
+		last_applied_end = startpos;
+		last_received = startpos;
+
+		set_state(CR_PEER_CONNECTING);
+		PeerConn = cr_remote_connect(peer_dsn, true,
+									 psprintf("cosmosrep_%s", local_name), PeerName);
+		res = cr_remote_exec(PeerConn,
+							 psprintf("START_REPLICATION SLOT %s LOGICAL %X/%X (protocol_version '%d')",
+									  slot_name, LSN_FORMAT_ARGS(startpos),
+									  CR_PROTOCOL_VERSION),
+							 PGRES_COPY_BOTH, PeerName);
+		PQclear(res);
+
+		set_state(CR_PEER_CATCHING_UP);
+		LWLockAcquire(cr_shmem_lwlock(CR_LWLOCK_WORKERS), LW_EXCLUSIVE);
+		MyPeer->failures = 0;
+		MyPeer->next_start = 0;
+		LWLockRelease(cr_shmem_lwlock(CR_LWLOCK_WORKERS));
+		ereport(LOG,
+				(errmsg("cosmosrep apply worker streaming from region \"%s\" at %X/%X",
+						PeerName, LSN_FORMAT_ARGS(startpos))));
+
+		MemoryContextSwitchTo(ApplyMessageContext);
+		apply_loop();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(ApplyContext);
+		edata = CopyErrorData();
+		record_error(edata->message);
+		FreeErrorData(edata);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+}

@@ -1,0 +1,82 @@
+/*-------------------------------------------------------------------------
+ *
+ * launcher.h
+ *	  Background workers of cosmosrep and the shared state they report.
+ *
+ * IDENTIFICATION
+ *	  src/launcher.h
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef CR_LAUNCHER_H
+#define CR_LAUNCHER_H
+
+#include "access/xlogdefs.h"
+#include "datatype/timestamp.h"
+#include "storage/spin.h"
+
+#define CR_MAX_DATABASES		64
+#define CR_MAX_PEERS			256
+#define CR_LATENCY_SAMPLES		1024
+#define CR_ERROR_LEN			512
+
+typedef enum CrPeerState
+{
+	CR_PEER_STOPPED = 0,
+	CR_PEER_PAUSED,
+	CR_PEER_CONNECTING,
+	CR_PEER_CATCHING_UP,
+	CR_PEER_STREAMING,
+	CR_PEER_UNREACHABLE,
+	CR_PEER_ERROR
+} CrPeerState;
+
+extern const char *const CrPeerStateNames[];
+
+/*
+ * What one apply worker reports about the peer it streams from.  The entry
+ * outlives the worker, so that the last error survives a restart.
+ *
+ * in_use, dboid, peer_id and pid are protected by CR_LWLOCK_WORKERS; the
+ * rest by "mutex", and written only by the apply worker owning the entry.
+ */
+typedef struct CrPeerStatus
+{
+	bool		in_use;
+	Oid			dboid;
+	int			peer_id;
+	pid_t		pid;			/* running apply worker, 0 if none */
+	int			failures;		/* consecutive failed starts */
+	TimestampTz next_start;		/* launcher waits until then (backoff) */
+
+	slock_t		mutex;
+	CrPeerState state;
+	XLogRecPtr	received_lsn;	/* last position received from the peer */
+	XLogRecPtr	applied_lsn;	/* end of the last applied transaction */
+	XLogRecPtr	peer_end_lsn;	/* end of the peer's WAL, as it reported */
+	TimestampTz last_commit_time;	/* origin commit time of last applied */
+	TimestampTz last_applied_at;
+	TimestampTz last_message_at;
+	int64		transactions_applied;
+	int64		changes_applied;
+	int			latency_next;	/* ring of latencies, microseconds */
+	int			latency_count;
+	int64		latency_us[CR_LATENCY_SAMPLES];
+	char		last_error[CR_ERROR_LEN];
+	TimestampTz last_error_at;
+} CrPeerStatus;
+
+extern Size cr_launcher_shmem_size(void);
+extern void cr_launcher_shmem_init(void);
+extern void cr_launcher_register(void);
+
+extern CrPeerStatus *cr_peer_status(int index);
+extern int	cr_peer_status_count(void);
+extern void cr_wake_launcher_at_commit(void);
+
+/* bgworker entry points */
+extern PGDLLEXPORT void cosmosrep_supervisor_main(Datum arg);
+extern PGDLLEXPORT void cosmosrep_launcher_main(Datum arg);
+extern PGDLLEXPORT void cosmosrep_apply_main(Datum arg);
+
+#endif							/* CR_LAUNCHER_H */

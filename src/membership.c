@@ -1,0 +1,799 @@
+/*-------------------------------------------------------------------------
+ *
+ * membership.c
+ *	  Region membership: joining a group, registering and removing
+ *	  regions, pausing and resuming replication from a region.
+ *
+ * NOTES
+ *	  Join (cosmosrep.join_region, run on the new region X with the
+ *	  connection string of a member A of the group):
+ *
+ *	  1. Read the group's regions and multi-region tables from A.
+ *	  2. Create X's slots for every member (cr_X_<P>), before X writes
+ *		 anything, so each member will receive all of X's writes.
+ *	  3. Create every other member's slot for X (cr_<P>_X) at LSN L_P and
+ *		 wait until A has confirmed P's stream up to L_P: all of P's
+ *		 writes before L_P are then in A's data.
+ *	  4. Create A's slot for X exporting its snapshot; copy every
+ *		 multi-region table from A at that snapshot.  A's writes up to the
+ *		 snapshot are in the copy, later ones come from the slot: the copy
+ *		 and the stream start at the same point.
+ *	  5. Position X's origin for every P at L_P, so X's apply workers start
+ *		 where the slots start.  Writes of P after L_P that A had applied
+ *		 before its snapshot arrive twice and are skipped by the version
+ *		 comparison (an equal version is not newer).
+ *	  6. Register X in every member (cosmosrep.add_region), whose launcher
+ *		 then starts streaming from X.
+ *
+ *	  The copy runs with A's replication origin as session origin, so X's
+ *	  slots never send the copied rows back.  Everything local happens in
+ *	  the caller's transaction; slots created before a failure are dropped
+ *	  again on a best-effort basis.
+ *
+ * IDENTIFICATION
+ *	  src/membership.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <signal.h>
+
+#include "access/relation.h"
+#include "access/table.h"
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "commands/copy.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "nodes/makefuncs.h"
+#include "parser/parse_relation.h"
+#include "replication/origin.h"
+#include "replication/slot.h"
+#include "storage/latch.h"
+#include "pgstat.h"
+#include "utils/builtins.h"
+#include "utils/varlena.h"
+#include "utils/guc.h"
+#include "utils/lsyscache.h"
+#include "utils/pg_lsn.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
+
+#include "catalog.h"
+#include "cosmosrep.h"
+#include "hlc.h"
+#include "launcher.h"
+#include "membership.h"
+#include "remote.h"
+#include "shmem.h"
+#include "tables.h"
+
+#define JOIN_CATCHUP_TIMEOUT_MS		120000
+
+PG_FUNCTION_INFO_V1(cosmosrep_join_region);
+PG_FUNCTION_INFO_V1(cosmosrep_add_region);
+PG_FUNCTION_INFO_V1(cosmosrep_forget_region);
+PG_FUNCTION_INFO_V1(cosmosrep_remove_region);
+PG_FUNCTION_INFO_V1(cosmosrep_pause_region);
+PG_FUNCTION_INFO_V1(cosmosrep_resume_region);
+
+typedef struct JoinMember
+{
+	int			id;
+	char	   *name;
+	char	   *dsn;
+	PGconn	   *repl;			/* replication connection, for its slot */
+	PGconn	   *sql;			/* SQL connection */
+	XLogRecPtr	slot_lsn;		/* start of its slot for the new region */
+	bool		slot_created;
+	bool		local_slot_created;
+} JoinMember;
+
+typedef struct JoinTable
+{
+	char	   *nspname;
+	char	   *relname;
+	char	   *policy;
+	char	   *path;
+	char	   *resolver;
+} JoinTable;
+
+/* COPY data source of the join */
+static PGconn *copy_conn = NULL;
+static char *copy_buf = NULL;
+static int	copy_len = 0;
+static int	copy_pos = 0;
+static bool copy_done = false;
+
+static void check_plugin_allowed(PGconn *conn, const char *region);
+static XLogRecPtr create_slot(PGconn *repl, const char *slot, const char *region,
+							  char **snapshot);
+static void wait_for_confirmed(JoinMember *member, const char *via_region,
+							   const char *local_name);
+static void copy_table(JoinTable *t, PGconn *conn, const char *via_region);
+static int	copy_read_data(void *outbuf, int minread, int maxread);
+static void stop_apply_worker(int peer_id);
+static void forget_region(const char *name);
+static char *quoted_literal(const char *s);
+
+static char *
+quoted_literal(const char *s)
+{
+	return quote_literal_cstr(s);
+}
+
+/*
+ * Refuse early, with cosmosrep's own message, a region whose server would
+ * refuse the output plugin (PostgreSQL 15.19 and later).
+ */
+static void
+check_plugin_allowed(PGconn *conn, const char *region)
+{
+	PGresult   *res = cr_remote_exec(conn,
+									 "SELECT pg_catalog.current_setting('output_plugin_libraries', true)",
+									 PGRES_TUPLES_OK, region);
+	bool		ok = true;
+
+	if (!PQgetisnull(res, 0, 0))
+	{
+		List	   *plugins;
+		char	   *value = pstrdup(PQgetvalue(res, 0, 0));
+		ListCell   *lc;
+
+		ok = false;
+		if (SplitIdentifierString(value, ',', &plugins))
+		{
+			foreach(lc, plugins)
+				ok |= strcmp((char *) lfirst(lc), COSMOSREP_PLUGIN) == 0;
+		}
+	}
+	PQclear(res);
+	if (!ok)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("region \"%s\" does not allow the cosmosrep output plugin", region),
+				 errhint("Add cosmosrep to \"output_plugin_libraries\" in the postgresql.conf of region \"%s\" and reload it.",
+						 region)));
+}
+
+/*
+ * Create a logical slot using the cosmosrep plugin; with snapshot, export
+ * the slot's snapshot (valid while repl stays idle) and return its name.
+ */
+static XLogRecPtr
+create_slot(PGconn *repl, const char *slot, const char *region, char **snapshot)
+{
+	PGresult   *res;
+	XLogRecPtr	lsn;
+
+	res = cr_remote_exec(repl,
+						 psprintf("CREATE_REPLICATION_SLOT %s LOGICAL %s (SNAPSHOT '%s')",
+								  slot, COSMOSREP_PLUGIN,
+								  snapshot ? "export" : "nothing"),
+						 PGRES_TUPLES_OK, region);
+	lsn = DatumGetLSN(DirectFunctionCall1(pg_lsn_in,
+										  CStringGetDatum(PQgetvalue(res, 0, 1))));
+	if (snapshot)
+		*snapshot = pstrdup(PQgetvalue(res, 0, 2));
+	PQclear(res);
+	return lsn;
+}
+
+/*
+ * Wait until the via region has confirmed member's stream up to the start
+ * of member's new slot.
+ */
+static void
+wait_for_confirmed(JoinMember *member, const char *via_region,
+				   const char *local_name)
+{
+	char	   *sql = psprintf("SELECT confirmed_flush_lsn >= '%X/%X'::pg_lsn"
+							   " FROM pg_catalog.pg_replication_slots WHERE slot_name = 'cr_%s_%s'",
+							   LSN_FORMAT_ARGS(member->slot_lsn), member->name, via_region);
+	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													   JOIN_CATCHUP_TIMEOUT_MS);
+
+	for (;;)
+	{
+		PGresult   *res = cr_remote_exec(member->sql, sql, PGRES_TUPLES_OK, member->name);
+		bool		done = PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+
+		PQclear(res);
+		if (done)
+			return;
+		if (GetCurrentTimestamp() > deadline)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("region \"%s\" has not caught up with region \"%s\"",
+							via_region, member->name),
+					 errdetail("Region \"%s\" must have applied the writes of region \"%s\" up to %X/%X before it can be copied.",
+							   via_region, member->name, LSN_FORMAT_ARGS(member->slot_lsn)),
+					 errhint("Check cosmosrep.replication_status in region \"%s\", then call cosmosrep.join_region again.",
+							 via_region)));
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 100, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
+/* COPY FROM callback: the next bytes of the COPY TO STDOUT from the peer */
+static int
+copy_read_data(void *outbuf, int minread, int maxread)
+{
+	int			total = 0;
+
+	while (total < maxread && !copy_done)
+	{
+		if (copy_pos < copy_len)
+		{
+			int			n = Min(copy_len - copy_pos, maxread - total);
+
+			memcpy((char *) outbuf + total, copy_buf + copy_pos, n);
+			copy_pos += n;
+			total += n;
+			continue;
+		}
+		if (copy_buf)
+		{
+			PQfreemem(copy_buf);
+			copy_buf = NULL;
+		}
+		copy_len = PQgetCopyData(copy_conn, &copy_buf, 1);
+		copy_pos = 0;
+		if (copy_len == 0)
+		{
+			/* nothing buffered: hand over what we have, or wait */
+			if (total >= minread)
+				break;
+			cr_remote_wait_readable(copy_conn);
+			if (!PQconsumeInput(copy_conn))
+				ereport(ERROR,
+						(errcode(ERRCODE_CONNECTION_FAILURE),
+						 errmsg("lost connection during the initial copy: %s",
+								PQerrorMessage(copy_conn))));
+		}
+		else if (copy_len == -1)
+		{
+			PGresult   *res = PQgetResult(copy_conn);
+
+			if (PQresultStatus(res) != PGRES_COMMAND_OK)
+				ereport(ERROR,
+						(errcode(ERRCODE_CONNECTION_FAILURE),
+						 errmsg("initial copy failed: %s", PQresultErrorMessage(res))));
+			PQclear(res);
+			while ((res = PQgetResult(copy_conn)) != NULL)
+				PQclear(res);
+			copy_buf = NULL;
+			copy_len = 0;
+			copy_done = true;
+		}
+		else if (copy_len < 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_CONNECTION_FAILURE),
+					 errmsg("initial copy failed: %s", PQerrorMessage(copy_conn))));
+	}
+	return total;
+}
+
+/*
+ * Copy one multi-region table from the via region into the (empty,
+ * already enabled) local table, versions included.
+ */
+static void
+copy_table(JoinTable *t, PGconn *conn, const char *via_region)
+{
+	Oid			relid = RangeVarGetRelid(makeRangeVar(t->nspname, t->relname, -1),
+										 RowExclusiveLock, false);
+	Relation	rel = table_open(relid, NoLock);
+	TupleDesc	desc = RelationGetDescr(rel);
+	List	   *attnames = NIL;
+	StringInfoData cols;
+	ParseState *pstate;
+	CopyFromState cstate;
+	PGresult   *res;
+
+	initStringInfo(&cols);
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		if (att->attisdropped || att->attgenerated)
+			continue;
+		attnames = lappend(attnames, makeString(pstrdup(NameStr(att->attname))));
+		appendStringInfo(&cols, "%s%s", cols.len ? ", " : "",
+						 quote_identifier(NameStr(att->attname)));
+	}
+
+	res = cr_remote_exec(conn,
+						 psprintf("COPY %s (%s) TO STDOUT",
+								  quote_qualified_identifier(t->nspname, t->relname),
+								  cols.data),
+						 PGRES_COPY_OUT, via_region);
+	PQclear(res);
+
+	copy_conn = conn;
+	copy_buf = NULL;
+	copy_len = copy_pos = 0;
+	copy_done = false;
+
+	pstate = make_parsestate(NULL);
+	(void) addRangeTableEntryForRelation(pstate, rel, RowExclusiveLock,
+										 NULL, false, false);
+	cstate = BeginCopyFrom(pstate, rel, NULL, NULL, false, copy_read_data,
+						   attnames, NIL);
+	(void) CopyFrom(cstate);
+	EndCopyFrom(cstate);
+	table_close(rel, NoLock);
+	copy_conn = NULL;
+	CommandCounterIncrement();
+}
+
+Datum
+cosmosrep_join_region(PG_FUNCTION_ARGS)
+{
+	char	   *name;
+	char	   *dsn;
+	char	   *via;
+	PGconn	   *viaconn = NULL;
+	PGconn	   *localrepl = NULL;
+	List	   *members = NIL;
+	List	   *tables = NIL;
+	JoinMember *via_member = NULL;
+	char	   *snapshot = NULL;
+	int			new_id = 1;
+	ListCell   *lc;
+	PGresult   *res;
+	volatile bool session_origin_set = false;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("region name, connection string and via must not be null")));
+	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	dsn = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	via = text_to_cstring(PG_GETARG_TEXT_PP(2));
+
+	cr_require_preload();
+	cr_validate_region_name(name);
+	cr_validate_dsn(dsn);
+	cr_validate_dsn(via);
+	if (IsTransactionBlock())
+		ereport(ERROR,
+				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
+				 errmsg("cosmosrep.join_region cannot run inside a transaction block")));
+	if (cr_local_region_id(true) > 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_DUPLICATE_OBJECT),
+				 errmsg("this database is already a cosmosrep region")));
+
+	PG_TRY();
+	{
+		/* 1. the group, as the via region knows it */
+		viaconn = cr_remote_connect(via, false, "cosmosrep join", "via");
+		res = cr_remote_exec(viaconn,
+							 "SELECT region_id, region_name, dsn, is_local FROM cosmosrep.region ORDER BY region_id",
+							 PGRES_TUPLES_OK, "via");
+		for (int i = 0; i < PQntuples(res); i++)
+		{
+			JoinMember *m = palloc0(sizeof(JoinMember));
+
+			m->id = atoi(PQgetvalue(res, i, 0));
+			m->name = pstrdup(PQgetvalue(res, i, 1));
+			m->dsn = pstrdup(PQgetvalue(res, i, 2));
+			members = lappend(members, m);
+			if (strcmp(PQgetvalue(res, i, 3), "t") == 0)
+				via_member = m;
+			new_id = Max(new_id, m->id + 1);
+			if (strcmp(m->name, name) == 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_DUPLICATE_OBJECT),
+						 errmsg("region \"%s\" already exists", name)));
+		}
+		PQclear(res);
+		if (via_member == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("the database named by via is not a cosmosrep region"),
+					 errhint("Call cosmosrep.create_region there first.")));
+		if (new_id > CR_MAX_REGION_ID)
+			ereport(ERROR,
+					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+					 errmsg("a group has at most %d regions", CR_MAX_REGION_ID)));
+		via_member->sql = viaconn;
+
+		res = cr_remote_exec(viaconn,
+							 "SELECT n.nspname, c.relname, t.policy, t.path,"
+							 " CASE WHEN t.resolver IS NULL THEN NULL"
+							 " ELSE pg_catalog.quote_ident(pn.nspname) || '.' || pg_catalog.quote_ident(p.proname) END"
+							 " FROM cosmosrep.replicated_table t"
+							 " JOIN pg_catalog.pg_class c ON c.oid = t.relid"
+							 " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+							 " LEFT JOIN pg_catalog.pg_proc p ON p.oid = t.resolver"
+							 " LEFT JOIN pg_catalog.pg_namespace pn ON pn.oid = p.pronamespace"
+							 " ORDER BY 1, 2",
+							 PGRES_TUPLES_OK, via_member->name);
+		for (int i = 0; i < PQntuples(res); i++)
+		{
+			JoinTable  *t = palloc0(sizeof(JoinTable));
+
+			t->nspname = pstrdup(PQgetvalue(res, i, 0));
+			t->relname = pstrdup(PQgetvalue(res, i, 1));
+			t->policy = pstrdup(PQgetvalue(res, i, 2));
+			t->path = PQgetisnull(res, i, 3) ? NULL : pstrdup(PQgetvalue(res, i, 3));
+			t->resolver = PQgetisnull(res, i, 4) ? NULL : pstrdup(PQgetvalue(res, i, 4));
+			tables = lappend(tables, t);
+		}
+		PQclear(res);
+
+		/* every local table must exist and be empty before anything changes */
+		foreach(lc, tables)
+		{
+			JoinTable  *t = lfirst(lc);
+			Oid			relid = RangeVarGetRelid(makeRangeVar(t->nspname, t->relname, -1),
+												 NoLock, true);
+			bool		empty;
+
+			if (!OidIsValid(relid))
+				ereport(ERROR,
+						(errcode(ERRCODE_UNDEFINED_TABLE),
+						 errmsg("multi-region table \"%s.%s\" does not exist in this database",
+								t->nspname, t->relname),
+						 errhint("Create every multi-region table of the group, with the same columns, before joining.")));
+			SPI_connect();
+			SPI_execute(psprintf("SELECT NOT EXISTS (SELECT 1 FROM %s)",
+								 quote_qualified_identifier(t->nspname, t->relname)),
+						true, 1);
+			empty = strcmp(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1), "t") == 0;
+			SPI_finish();
+			if (!empty)
+				ereport(ERROR,
+						(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+						 errmsg("table \"%s.%s\" is not empty", t->nspname, t->relname),
+						 errhint("A joining region receives the rows of multi-region tables from the group; start with empty tables.")));
+		}
+
+		/* 2. slots here for every member, before this region writes */
+		check_plugin_allowed(viaconn, via_member->name);
+		{
+			const char *local_plugins = GetConfigOption("output_plugin_libraries", true, false);
+
+			if (local_plugins && strstr(local_plugins, COSMOSREP_PLUGIN) == NULL)
+				ereport(ERROR,
+						(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+						 errmsg("region \"%s\" does not allow the cosmosrep output plugin", name),
+						 errhint("Add cosmosrep to \"output_plugin_libraries\" in the postgresql.conf of region \"%s\" and reload it.",
+								 name)));
+		}
+		localrepl = cr_remote_connect(dsn, true, "cosmosrep join", name);
+		foreach(lc, members)
+		{
+			JoinMember *m = lfirst(lc);
+
+			(void) create_slot(localrepl, psprintf("cr_%s_%s", name, m->name), name, NULL);
+			m->local_slot_created = true;
+		}
+
+		/* 3. the other members' slots, and the via region caught up with them */
+		foreach(lc, members)
+		{
+			JoinMember *m = lfirst(lc);
+
+			if (m == via_member)
+				continue;
+			m->sql = cr_remote_connect(m->dsn, false, "cosmosrep join", m->name);
+			check_plugin_allowed(m->sql, m->name);
+			m->repl = cr_remote_connect(m->dsn, true, "cosmosrep join", m->name);
+			m->slot_lsn = create_slot(m->repl, psprintf("cr_%s_%s", m->name, name),
+									  m->name, NULL);
+			m->slot_created = true;
+			wait_for_confirmed(m, via_member->name, name);
+		}
+
+		/* 4. the via region's slot and its snapshot */
+		via_member->repl = cr_remote_connect(via_member->dsn, true, "cosmosrep join",
+											 via_member->name);
+		via_member->slot_lsn = create_slot(via_member->repl,
+										   psprintf("cr_%s_%s", via_member->name, name),
+										   via_member->name, &snapshot);
+		via_member->slot_created = true;
+
+		/* local catalog: the group and this region */
+		foreach(lc, members)
+		{
+			JoinMember *m = lfirst(lc);
+			CrRegion	r = {m->id, m->name, m->dsn, false, 0, false};
+
+			cr_insert_region(&r);
+		}
+		{
+			CrRegion	self = {new_id, name, dsn, true, 0, false};
+
+			cr_insert_region(&self);
+		}
+
+		/* 5. origins at the start of each slot; copy under the via origin */
+		foreach(lc, members)
+		{
+			JoinMember *m = lfirst(lc);
+			char	   *origin_name = psprintf("cosmosrep_%s", m->name);
+			RepOriginId origin = replorigin_by_name(origin_name, true);
+
+			if (origin == InvalidRepOriginId)
+				origin = replorigin_create(origin_name);
+			replorigin_advance(origin, m->slot_lsn, InvalidXLogRecPtr, true, true);
+			if (m == via_member)
+			{
+#if PG_VERSION_NUM >= 160000
+				replorigin_session_setup(origin, 0);
+#else
+				replorigin_session_setup(origin);
+#endif
+				replorigin_session_origin = origin;
+				session_origin_set = true;
+			}
+		}
+
+		{
+			int			nestlevel = NewGUCNestLevel();
+
+			(void) set_config_option("session_replication_role", "replica",
+									 PGC_SUSET, PGC_S_SESSION, GUC_ACTION_SAVE,
+									 true, 0, false);
+			cr_remote_command(viaconn, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+							  via_member->name);
+			cr_remote_command(viaconn,
+							  psprintf("SET TRANSACTION SNAPSHOT %s", quoted_literal(snapshot)),
+							  via_member->name);
+			foreach(lc, tables)
+			{
+				JoinTable  *t = lfirst(lc);
+				Oid			relid = RangeVarGetRelid(makeRangeVar(t->nspname, t->relname, -1),
+													 NoLock, false);
+
+				cr_table_enable(relid, t->policy, t->path, t->resolver);
+				copy_table(t, viaconn, via_member->name);
+
+				/* the clock must run ahead of every copied version */
+				SPI_connect();
+				SPI_execute(psprintf("SELECT max(%s) FROM %s", CR_VERSION_COLUMN,
+									 quote_qualified_identifier(t->nspname, t->relname)),
+							true, 1);
+				{
+					bool		isnull;
+					Datum		maxv = SPI_getbinval(SPI_tuptable->vals[0],
+													 SPI_tuptable->tupdesc, 1, &isnull);
+
+					if (!isnull)
+						cr_hlc_observe(DatumGetInt64(maxv));
+				}
+				SPI_finish();
+			}
+			cr_remote_command(viaconn, "COMMIT", via_member->name);
+			AtEOXact_GUC(true, nestlevel);
+		}
+		replorigin_session_reset();
+		replorigin_session_origin = InvalidRepOriginId;
+		session_origin_set = false;
+
+		/* 6. register this region in every member */
+		foreach(lc, members)
+		{
+			JoinMember *m = lfirst(lc);
+
+			if (m->sql == NULL)
+				m->sql = cr_remote_connect(m->dsn, false, "cosmosrep join", m->name);
+			PQclear(cr_remote_exec(m->sql,
+								   psprintf("SELECT cosmosrep.add_region(%d::smallint, %s, %s)",
+											new_id, quoted_literal(name), quoted_literal(dsn)),
+								   PGRES_TUPLES_OK, m->name));
+		}
+	}
+	PG_CATCH();
+	{
+		if (session_origin_set)
+		{
+			replorigin_session_reset();
+			replorigin_session_origin = InvalidRepOriginId;
+		}
+		/* best effort: drop the slots this attempt created */
+		foreach(lc, members)
+		{
+			JoinMember *m = lfirst(lc);
+
+			if (m->slot_created && m->repl)
+				PQclear(PQexec(m->repl, psprintf("DROP_REPLICATION_SLOT cr_%s_%s", m->name, name)));
+			if (m->local_slot_created && localrepl)
+				PQclear(PQexec(localrepl, psprintf("DROP_REPLICATION_SLOT cr_%s_%s", name, m->name)));
+			if (m->repl)
+				PQfinish(m->repl);
+			if (m->sql && m->sql != viaconn)
+				PQfinish(m->sql);
+		}
+		if (localrepl)
+			PQfinish(localrepl);
+		if (viaconn)
+			PQfinish(viaconn);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+
+	foreach(lc, members)
+	{
+		JoinMember *m = lfirst(lc);
+
+		if (m->repl)
+			PQfinish(m->repl);
+		if (m->sql && m->sql != viaconn)
+			PQfinish(m->sql);
+	}
+	PQfinish(localrepl);
+	PQfinish(viaconn);
+
+	cr_wake_launcher_at_commit();
+	PG_RETURN_INT16(new_id);
+}
+
+/*
+ * Register a region that joins the group; called by join_region through
+ * a connection from the joining region.
+ */
+Datum
+cosmosrep_add_region(PG_FUNCTION_ARGS)
+{
+	int			id = PG_GETARG_INT16(0);
+	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	char	   *dsn = text_to_cstring(PG_GETARG_TEXT_PP(2));
+	CrRegion	region = {id, name, dsn, false, 0, false};
+
+	cr_require_preload();
+	cr_local_region_id(false);
+	cr_validate_region_name(name);
+	cr_validate_dsn(dsn);
+	if (cr_get_region_by_name(name) != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_DUPLICATE_OBJECT),
+				 errmsg("region \"%s\" already exists", name)));
+	if (cr_get_region_by_id(id) != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_DUPLICATE_OBJECT),
+				 errmsg("region id %d is already used", id)));
+	cr_insert_region(&region);
+	PG_RETURN_VOID();
+}
+
+/* stop the apply worker streaming from peer_id, if one runs */
+static void
+stop_apply_worker(int peer_id)
+{
+	for (int i = 0; i < cr_peer_status_count(); i++)
+	{
+		CrPeerStatus *ps = cr_peer_status(i);
+
+		LWLockAcquire(cr_shmem_lwlock(CR_LWLOCK_WORKERS), LW_SHARED);
+		if (ps->in_use && ps->dboid == MyDatabaseId && ps->peer_id == peer_id &&
+			ps->pid > 0)
+			kill(ps->pid, SIGTERM);
+		LWLockRelease(cr_shmem_lwlock(CR_LWLOCK_WORKERS));
+	}
+}
+
+/*
+ * Remove a peer from this region only: its row, the slot it streams from
+ * here and the origin of its stream.
+ */
+static void
+forget_region(const char *name)
+{
+	CrRegion   *peer = cr_get_region_by_name(name);
+	CrRegion   *local = cr_get_region_by_id(cr_local_region_id(false));
+	char	   *slot;
+
+	if (peer == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("region \"%s\" does not exist", name)));
+	if (peer->is_local)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("region \"%s\" is this region", name),
+				 errhint("Remove a region from another member of the group.")));
+
+	cr_delete_region(peer->id);
+	stop_apply_worker(peer->id);
+	replorigin_drop_by_name(psprintf("cosmosrep_%s", name), true, false);
+
+	slot = psprintf("cr_%s_%s", local->name, name);
+	if (SearchNamedReplicationSlot(slot, true) != NULL)
+	{
+		SPI_connect();
+		SPI_execute(psprintf("SELECT pg_catalog.pg_terminate_backend(active_pid, 5000)"
+							 " FROM pg_catalog.pg_replication_slots"
+							 " WHERE slot_name = %s AND active_pid IS NOT NULL",
+							 quoted_literal(slot)), false, 0);
+		SPI_finish();
+		ReplicationSlotDrop(slot, false);
+	}
+	cr_wake_launcher_at_commit();
+}
+
+Datum
+cosmosrep_forget_region(PG_FUNCTION_ARGS)
+{
+	cr_require_preload();
+	forget_region(text_to_cstring(PG_GETARG_TEXT_PP(0)));
+	PG_RETURN_VOID();
+}
+
+/*
+ * Remove a region from the group: forget it here and in every other
+ * remaining region.
+ */
+Datum
+cosmosrep_remove_region(PG_FUNCTION_ARGS)
+{
+	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	List	   *regions;
+	ListCell   *lc;
+
+	cr_require_preload();
+	regions = cr_get_regions();
+	forget_region(name);
+	foreach(lc, regions)
+	{
+		CrRegion   *r = lfirst(lc);
+		PGconn	   *conn;
+
+		if (r->is_local || strcmp(r->name, name) == 0)
+			continue;
+		conn = cr_remote_connect(r->dsn, false, "cosmosrep remove_region", r->name);
+		PG_TRY();
+		{
+			PQclear(cr_remote_exec(conn,
+								   psprintf("SELECT cosmosrep.forget_region(%s)",
+											quoted_literal(name)),
+								   PGRES_TUPLES_OK, r->name));
+		}
+		PG_FINALLY();
+		{
+			PQfinish(conn);
+		}
+		PG_END_TRY();
+	}
+	PG_RETURN_VOID();
+}
+
+static void
+set_paused(const char *name, bool paused)
+{
+	CrRegion   *peer;
+
+	cr_require_preload();
+	peer = cr_get_region_by_name(name);
+	if (peer == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("region \"%s\" does not exist", name)));
+	if (peer->is_local)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("region \"%s\" is this region", name),
+				 errhint("Pause replication from the other regions instead.")));
+	cr_set_region_paused(peer->id, paused);
+}
+
+Datum
+cosmosrep_pause_region(PG_FUNCTION_ARGS)
+{
+	set_paused(text_to_cstring(PG_GETARG_TEXT_PP(0)), true);
+	PG_RETURN_VOID();
+}
+
+Datum
+cosmosrep_resume_region(PG_FUNCTION_ARGS)
+{
+	set_paused(text_to_cstring(PG_GETARG_TEXT_PP(0)), false);
+	PG_RETURN_VOID();
+}

@@ -1,0 +1,431 @@
+/*-------------------------------------------------------------------------
+ *
+ * output_plugin.c
+ *	  Logical decoding output plugin: what a region sends to its peers.
+ *
+ * NOTES
+ *	  The plugin lives in cosmosrep's shared library, so a slot created with
+ *	  plugin 'cosmosrep' loads it (and since PostgreSQL 15.19 the server
+ *	  must list it in output_plugin_libraries).  It decides what to send;
+ *	  protocol.c decides how.
+ *
+ *	  - Only changes that originated in this region are sent: anything
+ *		applied by an apply worker or copied during a join carries a
+ *		replication origin and is filtered out, so a full mesh never loops.
+ *	  - Only multi-region tables are sent: a table is multi-region when it
+ *		has cosmosrep's version and base columns, which only enable_table
+ *		adds.  The answer is cached per relation and dropped by relcache
+ *		invalidation, like pgoutput's RelationSyncCache.
+ *	  - A relation's schema is sent before its first change and again
+ *		after each invalidation.
+ *	  - Empty transactions are not sent: BEGIN goes out with the first
+ *		change or DDL message of a transaction.
+ *	  - The row trigger's delete message is held until the delete it
+ *		belongs to, whose key tuple then carries the delete's version and
+ *		base.
+ *
+ *	  Memory: per-change allocations go to "cosmosrep change" context,
+ *	  reset after every change; the relation cache lives in its own
+ *	  context for the life of the decoding session.
+ *
+ * IDENTIFICATION
+ *	  src/output_plugin.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/relation.h"
+#include "commands/defrem.h"
+#include "executor/executor.h"
+#include "executor/spi.h"
+#include "replication/logical.h"
+#include "replication/origin.h"
+#include "replication/output_plugin.h"
+#include "utils/builtins.h"
+#include "utils/inval.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+
+#include "cosmosrep.h"
+#include "protocol.h"
+#include "row_trigger.h"
+
+/* the tuple of a decoded change; PostgreSQL 17 dropped ReorderBufferTupleBuf */
+#if PG_VERSION_NUM >= 170000
+#define CR_CHANGE_TUPLE(t)	(t)
+#else
+#define CR_CHANGE_TUPLE(t)	((t) ? &(t)->tuple : NULL)
+#endif
+
+typedef struct CrRelSyncEntry
+{
+	Oid			relid;			/* hash key */
+	bool		valid;			/* false after an invalidation */
+	bool		replicated;		/* has cosmosrep's columns */
+	bool		schema_sent;
+	AttrNumber	version_att;
+	AttrNumber	base_att;
+} CrRelSyncEntry;
+
+typedef struct CrDecodingData
+{
+	MemoryContext change_context;	/* reset after every callback */
+	bool		begin_sent;		/* BEGIN of the current transaction sent */
+	bool		have_delete_base;
+	CrDeleteBase delete_base;	/* from the row trigger, for the next delete */
+} CrDecodingData;
+
+/* relation cache; survives across transactions of one decoding session */
+static HTAB *RelSyncCache = NULL;
+static MemoryContext RelSyncContext = NULL;
+
+extern PGDLLEXPORT void _PG_output_plugin_init(OutputPluginCallbacks *cb);
+
+static void cr_startup(LogicalDecodingContext *ctx, OutputPluginOptions *opt,
+					   bool is_init);
+static void cr_shutdown(LogicalDecodingContext *ctx);
+static void cr_begin(LogicalDecodingContext *ctx, ReorderBufferTXN *txn);
+static void cr_commit(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
+					  XLogRecPtr commit_lsn);
+static void cr_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
+					  Relation rel, ReorderBufferChange *change);
+static void cr_truncate(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
+						int nrelations, Relation relations[],
+						ReorderBufferChange *change);
+static void cr_message(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
+					   XLogRecPtr message_lsn, bool transactional,
+					   const char *prefix, Size message_size,
+					   const char *message);
+static bool cr_filter_by_origin(LogicalDecodingContext *ctx,
+								RepOriginId origin_id);
+
+static CrRelSyncEntry *get_rel_sync_entry(Relation rel);
+static void rel_sync_invalidate(Datum arg, Oid relid);
+static void send_begin_if_needed(LogicalDecodingContext *ctx,
+								 ReorderBufferTXN *txn);
+static void send_relation_if_needed(LogicalDecodingContext *ctx,
+									CrRelSyncEntry *entry, Relation rel);
+static TupleTableSlot *tuple_slot(Relation rel, HeapTuple tuple);
+
+void
+_PG_output_plugin_init(OutputPluginCallbacks *cb)
+{
+	cb->startup_cb = cr_startup;
+	cb->begin_cb = cr_begin;
+	cb->change_cb = cr_change;
+	cb->truncate_cb = cr_truncate;
+	cb->message_cb = cr_message;
+	cb->commit_cb = cr_commit;
+	cb->filter_by_origin_cb = cr_filter_by_origin;
+	cb->shutdown_cb = cr_shutdown;
+}
+
+static void
+cr_startup(LogicalDecodingContext *ctx, OutputPluginOptions *opt, bool is_init)
+{
+	CrDecodingData *data = palloc0(sizeof(CrDecodingData));
+	ListCell   *lc;
+	bool		have_version = false;
+
+	data->change_context = AllocSetContextCreate(ctx->context,
+												 "cosmosrep change",
+												 ALLOCSET_DEFAULT_SIZES);
+	ctx->output_plugin_private = data;
+	opt->output_type = OUTPUT_PLUGIN_BINARY_OUTPUT;
+	opt->receive_rewrites = false;
+
+	foreach(lc, ctx->output_plugin_options)
+	{
+		DefElem    *elem = lfirst(lc);
+
+		if (strcmp(elem->defname, "protocol_version") == 0)
+		{
+			int			version = pg_strtoint32(defGetString(elem));
+
+			if (version != CR_PROTOCOL_VERSION)
+				ereport(ERROR,
+						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+						 errmsg("cosmosrep protocol version %d is not supported", version),
+						 errdetail("This region speaks protocol version %d.",
+								   CR_PROTOCOL_VERSION),
+						 errhint("Install the same cosmosrep version in every region.")));
+			have_version = true;
+		}
+		else
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("unrecognized cosmosrep option \"%s\"", elem->defname)));
+	}
+	if (!is_init && !have_version)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("cosmosrep option \"protocol_version\" is missing")));
+
+	if (RelSyncCache == NULL)
+	{
+		HASHCTL		ctl;
+
+		RelSyncContext = AllocSetContextCreate(CacheMemoryContext,
+											   "cosmosrep relation sync cache",
+											   ALLOCSET_SMALL_SIZES);
+		ctl.keysize = sizeof(Oid);
+		ctl.entrysize = sizeof(CrRelSyncEntry);
+		ctl.hcxt = RelSyncContext;
+		RelSyncCache = hash_create("cosmosrep relation sync cache", 128, &ctl,
+								   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+		CacheRegisterRelcacheCallback(rel_sync_invalidate, (Datum) 0);
+	}
+}
+
+static void
+cr_shutdown(LogicalDecodingContext *ctx)
+{
+	/* the relcache callback cannot be unregistered: keep the (empty) hash */
+	if (RelSyncCache != NULL)
+	{
+		HASH_SEQ_STATUS status;
+		CrRelSyncEntry *entry;
+
+		hash_seq_init(&status, RelSyncCache);
+		while ((entry = hash_seq_search(&status)) != NULL)
+			hash_search(RelSyncCache, &entry->relid, HASH_REMOVE, NULL);
+	}
+}
+
+static void
+rel_sync_invalidate(Datum arg, Oid relid)
+{
+	HASH_SEQ_STATUS status;
+	CrRelSyncEntry *entry;
+
+	if (RelSyncCache == NULL)
+		return;
+	if (OidIsValid(relid))
+	{
+		entry = hash_search(RelSyncCache, &relid, HASH_FIND, NULL);
+		if (entry)
+			entry->valid = false;
+		return;
+	}
+	hash_seq_init(&status, RelSyncCache);
+	while ((entry = hash_seq_search(&status)) != NULL)
+		entry->valid = false;
+}
+
+static CrRelSyncEntry *
+get_rel_sync_entry(Relation rel)
+{
+	Oid			relid = RelationGetRelid(rel);
+	bool		found;
+	CrRelSyncEntry *entry = hash_search(RelSyncCache, &relid, HASH_ENTER, &found);
+
+	if (!found || !entry->valid)
+	{
+		TupleDesc	desc = RelationGetDescr(rel);
+
+		entry->version_att = SPI_fnumber(desc, CR_VERSION_COLUMN);
+		entry->base_att = SPI_fnumber(desc, CR_BASE_COLUMN);
+		entry->replicated = entry->version_att > 0 && entry->base_att > 0;
+		entry->schema_sent = false;
+		entry->valid = true;
+	}
+	return entry;
+}
+
+static bool
+cr_filter_by_origin(LogicalDecodingContext *ctx, RepOriginId origin_id)
+{
+	return origin_id != InvalidRepOriginId;
+}
+
+static void
+cr_begin(LogicalDecodingContext *ctx, ReorderBufferTXN *txn)
+{
+	CrDecodingData *data = ctx->output_plugin_private;
+
+	data->begin_sent = false;
+	data->have_delete_base = false;
+}
+
+static void
+send_begin_if_needed(LogicalDecodingContext *ctx, ReorderBufferTXN *txn)
+{
+	CrDecodingData *data = ctx->output_plugin_private;
+
+	if (data->begin_sent)
+		return;
+	OutputPluginPrepareWrite(ctx, false);
+	cr_write_begin(ctx->out, txn);
+	OutputPluginWrite(ctx, false);
+	data->begin_sent = true;
+}
+
+static void
+send_relation_if_needed(LogicalDecodingContext *ctx, CrRelSyncEntry *entry,
+						Relation rel)
+{
+	if (entry->schema_sent)
+		return;
+	OutputPluginPrepareWrite(ctx, false);
+	cr_write_relation(ctx->out, rel);
+	OutputPluginWrite(ctx, false);
+	entry->schema_sent = true;
+}
+
+static void
+cr_commit(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
+		  XLogRecPtr commit_lsn)
+{
+	CrDecodingData *data = ctx->output_plugin_private;
+
+	if (!data->begin_sent)
+	{
+		/* nothing of ours in it; let the slot advance past it anyway */
+		OutputPluginUpdateProgress(ctx, true);
+		return;
+	}
+	OutputPluginPrepareWrite(ctx, true);
+	cr_write_commit(ctx->out, txn, commit_lsn);
+	OutputPluginWrite(ctx, true);
+	data->begin_sent = false;
+}
+
+/* a heap tuple slot holding tuple, in the current memory context */
+static TupleTableSlot *
+tuple_slot(Relation rel, HeapTuple tuple)
+{
+	TupleTableSlot *slot = MakeSingleTupleTableSlot(RelationGetDescr(rel),
+													&TTSOpsVirtual);
+	TupleTableSlot *heapslot = MakeSingleTupleTableSlot(RelationGetDescr(rel),
+														&TTSOpsHeapTuple);
+
+	ExecStoreHeapTuple(tuple, heapslot, false);
+	slot_getallattrs(heapslot);
+	ExecClearTuple(slot);
+	memcpy(slot->tts_values, heapslot->tts_values,
+		   sizeof(Datum) * heapslot->tts_nvalid);
+	memcpy(slot->tts_isnull, heapslot->tts_isnull,
+		   sizeof(bool) * heapslot->tts_nvalid);
+	ExecStoreVirtualTuple(slot);
+	ExecDropSingleTupleTableSlot(heapslot);
+	return slot;
+}
+
+static void
+cr_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation rel,
+		  ReorderBufferChange *change)
+{
+	CrDecodingData *data = ctx->output_plugin_private;
+	CrRelSyncEntry *entry = get_rel_sync_entry(rel);
+	MemoryContext oldctx;
+	TupleTableSlot *newslot = NULL;
+	TupleTableSlot *oldslot = NULL;
+	HeapTuple	newtuple = CR_CHANGE_TUPLE(change->data.tp.newtuple);
+	HeapTuple	oldtuple = CR_CHANGE_TUPLE(change->data.tp.oldtuple);
+
+	if (!entry->replicated)
+		return;
+
+	oldctx = MemoryContextSwitchTo(data->change_context);
+	send_begin_if_needed(ctx, txn);
+	send_relation_if_needed(ctx, entry, rel);
+
+	if (newtuple)
+		newslot = tuple_slot(rel, newtuple);
+	if (oldtuple)
+		oldslot = tuple_slot(rel, oldtuple);
+
+	OutputPluginPrepareWrite(ctx, true);
+	switch (change->action)
+	{
+		case REORDER_BUFFER_CHANGE_INSERT:
+			cr_write_insert(ctx->out, rel, newslot);
+			break;
+		case REORDER_BUFFER_CHANGE_UPDATE:
+			cr_write_update(ctx->out, rel, oldslot, newslot);
+			break;
+		case REORDER_BUFFER_CHANGE_DELETE:
+			if (oldslot == NULL)
+				elog(ERROR, "delete on table \"%s\" has no old key",
+					 RelationGetRelationName(rel));
+			/* the key tuple carries the delete's version and base */
+			if (data->have_delete_base &&
+				data->delete_base.relid == RelationGetRelid(rel))
+			{
+				oldslot->tts_values[entry->version_att - 1] =
+					Int64GetDatum(data->delete_base.version);
+				oldslot->tts_isnull[entry->version_att - 1] = false;
+				oldslot->tts_values[entry->base_att - 1] =
+					Int64GetDatum(data->delete_base.base_version);
+				oldslot->tts_isnull[entry->base_att - 1] = false;
+			}
+			data->have_delete_base = false;
+			cr_write_delete(ctx->out, rel, oldslot);
+			break;
+		default:
+			elog(ERROR, "unexpected change action %d", (int) change->action);
+	}
+	OutputPluginWrite(ctx, true);
+
+	MemoryContextSwitchTo(oldctx);
+	MemoryContextReset(data->change_context);
+}
+
+static void
+cr_truncate(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
+			int nrelations, Relation relations[], ReorderBufferChange *change)
+{
+	CrDecodingData *data = ctx->output_plugin_private;
+	MemoryContext oldctx = MemoryContextSwitchTo(data->change_context);
+	Oid		   *relids = palloc(nrelations * sizeof(Oid));
+	int			nrelids = 0;
+
+	for (int i = 0; i < nrelations; i++)
+	{
+		CrRelSyncEntry *entry = get_rel_sync_entry(relations[i]);
+
+		if (!entry->replicated)
+			continue;
+		send_begin_if_needed(ctx, txn);
+		send_relation_if_needed(ctx, entry, relations[i]);
+		relids[nrelids++] = RelationGetRelid(relations[i]);
+	}
+	if (nrelids > 0)
+	{
+		OutputPluginPrepareWrite(ctx, true);
+		cr_write_truncate(ctx->out, nrelids, relids,
+						  change->data.truncate.cascade,
+						  change->data.truncate.restart_seqs);
+		OutputPluginWrite(ctx, true);
+	}
+	MemoryContextSwitchTo(oldctx);
+	MemoryContextReset(data->change_context);
+}
+
+static void
+cr_message(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
+		   XLogRecPtr message_lsn, bool transactional, const char *prefix,
+		   Size message_size, const char *message)
+{
+	CrDecodingData *data = ctx->output_plugin_private;
+
+	if (!transactional)
+		return;
+
+	if (strcmp(prefix, CR_DELETE_BASE_PREFIX) == 0)
+	{
+		if (message_size != sizeof(CrDeleteBase))
+			elog(ERROR, "unexpected size %zu of message \"%s\"",
+				 message_size, prefix);
+		memcpy(&data->delete_base, message, sizeof(CrDeleteBase));
+		data->have_delete_base = true;
+	}
+	else if (strcmp(prefix, CR_DDL_MESSAGE_PREFIX) == 0)
+	{
+		send_begin_if_needed(ctx, txn);
+		OutputPluginPrepareWrite(ctx, true);
+		cr_write_message(ctx->out, message_lsn, prefix, message_size, message);
+		OutputPluginWrite(ctx, true);
+	}
+}

@@ -1,0 +1,107 @@
+/*-------------------------------------------------------------------------
+ *
+ * protocol.c
+ *	  The wire format between cosmosrep regions, both directions.
+ *
+ * NOTES
+ *	  cosmosrep ships PostgreSQL's own logical replication messages
+ *	  (replication/logical/proto.c): BEGIN, RELATION, INSERT, UPDATE,
+ *	  DELETE, TRUNCATE, MESSAGE and COMMIT, with column values in text
+ *	  form so that regions need only agree on column names and types, not
+ *	  on type OIDs.  What cosmosrep adds travels inside those messages:
+ *
+ *	  - every row carries its version (_cr_version) and the version it was
+ *		written against (_cr_base) as ordinary columns;
+ *	  - a DELETE's key tuple carries the delete's own version and base in
+ *		the same two columns (the output plugin fills them from the
+ *		row trigger's logical message);
+ *	  - table DDL (enable, alter policy, disable) is a transactional
+ *		MESSAGE with prefix CR_DDL_MESSAGE_PREFIX, ordered with the rows.
+ *
+ *	  Functions that wrap core helpers exist so that version differences in
+ *	  their signatures are handled here only.  The protocol version is
+ *	  checked at START_REPLICATION (output plugin option).
+ *
+ * IDENTIFICATION
+ *	  src/protocol.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/transam.h"
+#include "libpq/pqformat.h"
+
+#include "protocol.h"
+
+void
+cr_write_begin(StringInfo out, ReorderBufferTXN *txn)
+{
+	logicalrep_write_begin(out, txn);
+}
+
+void
+cr_write_commit(StringInfo out, ReorderBufferTXN *txn, XLogRecPtr commit_lsn)
+{
+	logicalrep_write_commit(out, txn, commit_lsn);
+}
+
+void
+cr_write_relation(StringInfo out, Relation rel)
+{
+	logicalrep_write_rel(out, InvalidTransactionId, rel, NULL);
+}
+
+void
+cr_write_insert(StringInfo out, Relation rel, TupleTableSlot *newslot)
+{
+	logicalrep_write_insert(out, InvalidTransactionId, rel, newslot, false, NULL);
+}
+
+void
+cr_write_update(StringInfo out, Relation rel, TupleTableSlot *oldslot,
+				TupleTableSlot *newslot)
+{
+	logicalrep_write_update(out, InvalidTransactionId, rel, oldslot, newslot,
+							false, NULL);
+}
+
+void
+cr_write_delete(StringInfo out, Relation rel, TupleTableSlot *oldslot)
+{
+	logicalrep_write_delete(out, InvalidTransactionId, rel, oldslot, false, NULL);
+}
+
+void
+cr_write_truncate(StringInfo out, int nrelids, Oid *relids, bool cascade,
+				  bool restart_seqs)
+{
+	logicalrep_write_truncate(out, InvalidTransactionId, nrelids, relids,
+							  cascade, restart_seqs);
+}
+
+void
+cr_write_message(StringInfo out, XLogRecPtr lsn, const char *prefix,
+				 Size size, const char *content)
+{
+	logicalrep_write_message(out, InvalidTransactionId, lsn, true, prefix,
+							 size, content);
+}
+
+/*
+ * Read a MESSAGE (its type byte already consumed).  The content points
+ * into the input buffer.
+ */
+void
+cr_read_message(StringInfo in, CrMessage *msg)
+{
+	uint8		flags = pq_getmsgint(in, 1);
+
+	if (flags & ~((uint8) 1))
+		elog(ERROR, "unrecognized flags %u in message", flags);
+	msg->transactional = (flags & 1) != 0;
+	msg->lsn = pq_getmsgint64(in);
+	msg->prefix = pstrdup(pq_getmsgstring(in));
+	msg->size = pq_getmsgint(in, 4);
+	msg->content = pq_getmsgbytes(in, msg->size);
+}

@@ -1,0 +1,190 @@
+/*-------------------------------------------------------------------------
+ *
+ * remote.c
+ *	  libpq connections from cosmosrep backends and workers to other regions.
+ *
+ * NOTES
+ *	  Everything here is non-blocking libpq driven by WaitLatchOrSocket, so
+ *	  a backend or worker waiting on a peer still answers SIGTERM, query
+ *	  cancel and postmaster death.  Errors are reported with ereport and
+ *	  name the region; the caller owns the PGconn and must PQfinish it
+ *	  (including on error, from a PG_FINALLY block).  SQL connections set
+ *	  search_path to '' first; all cosmosrep SQL is schema-qualified.
+ *
+ * IDENTIFICATION
+ *	  src/remote.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "mb/pg_wchar.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "storage/latch.h"
+#include "utils/wait_event.h"
+
+#include "remote.h"
+
+static char *conn_error(PGconn *conn);
+
+/* libpq's error text without its trailing newline, in palloc'd memory */
+static char *
+conn_error(PGconn *conn)
+{
+	char	   *msg = pstrdup(PQerrorMessage(conn));
+	size_t		len = strlen(msg);
+
+	while (len > 0 && msg[len - 1] == '\n')
+		msg[--len] = '\0';
+	return msg;
+}
+
+/*
+ * Connect to a region.  With replication, the connection speaks the
+ * replication protocol in the database named by the dsn.
+ */
+PGconn *
+cr_remote_connect(const char *dsn, bool replication, const char *appname,
+				  const char *region)
+{
+	const char *keys[5];
+	const char *vals[5];
+	int			n = 0;
+	PGconn	   *conn;
+	PostgresPollingStatusType status = PGRES_POLLING_WRITING;
+
+	keys[n] = "dbname";
+	vals[n++] = dsn;
+	if (replication)
+	{
+		keys[n] = "replication";
+		vals[n++] = "database";
+	}
+	keys[n] = "fallback_application_name";
+	vals[n++] = appname;
+	keys[n] = "client_encoding";
+	vals[n++] = GetDatabaseEncodingName();
+	keys[n] = NULL;
+	vals[n] = NULL;
+
+	conn = PQconnectStartParams(keys, vals, true);
+	if (conn == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory while connecting to region \"%s\"", region)));
+
+	while (PQstatus(conn) != CONNECTION_BAD && status != PGRES_POLLING_OK &&
+		   status != PGRES_POLLING_FAILED)
+	{
+		int			events = status == PGRES_POLLING_READING ?
+			WL_SOCKET_READABLE : WL_SOCKET_WRITEABLE;
+		int			rc;
+
+		rc = WaitLatchOrSocket(MyLatch, events | WL_LATCH_SET | WL_EXIT_ON_PM_DEATH,
+							   PQsocket(conn), -1L, PG_WAIT_EXTENSION);
+		if (rc & WL_LATCH_SET)
+		{
+			ResetLatch(MyLatch);
+			if (InterruptPending)
+			{
+				PQfinish(conn);
+				CHECK_FOR_INTERRUPTS();
+			}
+		}
+		status = PQconnectPoll(conn);
+	}
+
+	if (PQstatus(conn) != CONNECTION_OK)
+	{
+		char	   *msg = conn_error(conn);
+
+		PQfinish(conn);
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("could not connect to region \"%s\": %s", region, msg)));
+	}
+
+	if (!replication)
+		cr_remote_command(conn, "SET search_path = ''", region);
+	return conn;
+}
+
+/*
+ * Wait until the connection has input, answering interrupts meanwhile.
+ */
+void
+cr_remote_wait_readable(PGconn *conn)
+{
+	int			rc;
+
+	rc = WaitLatchOrSocket(MyLatch, WL_SOCKET_READABLE | WL_LATCH_SET | WL_EXIT_ON_PM_DEATH,
+						   PQsocket(conn), -1L, PG_WAIT_EXTENSION);
+	if (rc & WL_LATCH_SET)
+	{
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
+/*
+ * Run one statement and return its last result, which must have status
+ * expected.  The caller PQclears the result.
+ */
+PGresult *
+cr_remote_exec(PGconn *conn, const char *sql, ExecStatusType expected,
+			   const char *region)
+{
+	PGresult   *last = NULL;
+	PGresult   *res;
+
+	if (!PQsendQuery(conn, sql))
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("could not send query to region \"%s\": %s",
+						region, conn_error(conn))));
+	for (;;)
+	{
+		while (PQisBusy(conn))
+		{
+			cr_remote_wait_readable(conn);
+			if (!PQconsumeInput(conn))
+				ereport(ERROR,
+						(errcode(ERRCODE_CONNECTION_FAILURE),
+						 errmsg("lost connection to region \"%s\": %s",
+								region, conn_error(conn))));
+		}
+		res = PQgetResult(conn);
+		if (res == NULL)
+			break;
+		if (last)
+			PQclear(last);
+		last = res;
+		/* CREATE_REPLICATION_SLOT ... EXPORT_SNAPSHOT keeps the result open */
+		if (PQresultStatus(res) == PGRES_COPY_OUT || PQresultStatus(res) == PGRES_COPY_BOTH)
+			break;
+	}
+
+	if (last == NULL || PQresultStatus(last) != expected)
+	{
+		char	   *msg = last ? pstrdup(PQresultErrorMessage(last)) : conn_error(conn);
+		size_t		len = strlen(msg);
+
+		while (len > 0 && msg[len - 1] == '\n')
+			msg[--len] = '\0';
+		if (last)
+			PQclear(last);
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_EXCEPTION),
+				 errmsg("query on region \"%s\" failed: %s", region, msg),
+				 errcontext("remote query: %s", sql)));
+	}
+	return last;
+}
+
+/* run a statement that returns no rows */
+void
+cr_remote_command(PGconn *conn, const char *sql, const char *region)
+{
+	PQclear(cr_remote_exec(conn, sql, PGRES_COMMAND_OK, region));
+}

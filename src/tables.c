@@ -1,0 +1,407 @@
+/*-------------------------------------------------------------------------
+ *
+ * tables.c
+ *	  Making tables multi-region: enable, alter policy, disable.
+ *
+ * NOTES
+ *	  Each operation validates everything before its first change and runs
+ *	  in the caller's transaction, so a rejected call changes nothing.  It
+ *	  also writes a transactional logical message (CR_DDL_MESSAGE_PREFIX)
+ *	  that the output plugin ships, ordered with the rows, so the other
+ *	  regions repeat the operation (cr_table_apply_ddl) before they apply
+ *	  any row of the table written after it.  When an apply worker repeats
+ *	  an operation its own message carries the worker's replication origin
+ *	  and is not shipped again.
+ *
+ * IDENTIFICATION
+ *	  src/tables.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/relation.h"
+#include "access/xlog.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_am.h"
+#include "catalog/pg_type.h"
+#include "commands/defrem.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "nodes/makefuncs.h"
+#include "parser/parse_func.h"
+#include "replication/message.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/regproc.h"
+#include "utils/rel.h"
+#include "utils/relcache.h"
+
+#include "catalog.h"
+#include "cosmosrep.h"
+#include "protocol.h"
+#include "tables.h"
+
+static const char *const cr_added_columns[] = {
+	CR_VERSION_COLUMN, CR_BASE_COLUMN, CR_REGION_COLUMN
+};
+
+static Relation open_user_table(Oid relid, bool must_be_enabled);
+static CrTableConfig *build_table_config(Relation rel, const char *policy,
+										 const char *path, const char *resolver);
+static Oid	lookup_resolver(Relation rel, const char *name);
+static void spi_run_ddl(const char *sql);
+static void log_table_ddl(char action, Relation rel, const char *policy,
+						  const char *path, const char *resolver);
+static const char *next_ddl_field(const char **cursor, const char *end);
+
+/*
+ * Open a user table for enable/alter/disable after checking what every one
+ * of them requires.  The relation is returned open and locked in
+ * AccessExclusiveLock mode, which the caller keeps until commit.
+ */
+static Relation
+open_user_table(Oid relid, bool must_be_enabled)
+{
+	Relation	rel = relation_open(relid, AccessExclusiveLock);
+	const char *relname = RelationGetRelationName(rel);
+	bool		enabled;
+
+	if (rel->rd_rel->relkind != RELKIND_RELATION)
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("\"%s\" is not a table", relname),
+				 errdetail("Only ordinary tables can be multi-region.")));
+
+	if (rel->rd_rel->relpersistence != RELPERSISTENCE_PERMANENT)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("table \"%s\" is not a permanent table", relname),
+				 errdetail("Temporary and unlogged tables are not written to the WAL that replication reads.")));
+
+	if (RelationGetNamespace(rel) == cr_schema_oid())
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("table \"%s\" belongs to cosmosrep", relname)));
+
+#if PG_VERSION_NUM >= 160000
+	if (!object_ownercheck(RelationRelationId, relid, GetUserId()))
+#else
+	if (!pg_class_ownercheck(relid, GetUserId()))
+#endif
+		aclcheck_error(ACLCHECK_NOT_OWNER, OBJECT_TABLE, relname);
+
+	enabled = cr_get_table_config(relid) != NULL;
+	if (must_be_enabled && !enabled)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("table \"%s\" is not multi-region", relname),
+				 errhint("Call cosmosrep.enable_table first.")));
+	if (!must_be_enabled && enabled)
+		ereport(ERROR,
+				(errcode(ERRCODE_DUPLICATE_OBJECT),
+				 errmsg("table \"%s\" is already multi-region", relname),
+				 errhint("Use cosmosrep.alter_table_policy to change its conflict policy.")));
+	return rel;
+}
+
+/*
+ * Validate the policy arguments (policy, path, resolver) of enable_table
+ * and alter_table_policy and return the configuration they declare.
+ */
+static CrTableConfig *
+build_table_config(Relation rel, const char *policy, const char *path,
+				   const char *resolver)
+{
+	CrTableConfig *config = palloc0(sizeof(CrTableConfig));
+	const char *relname = RelationGetRelationName(rel);
+
+	config->relid = RelationGetRelid(rel);
+	config->policy = pstrdup(policy);
+	config->path = path ? pstrdup(path) : NULL;
+
+	if (strcmp(config->policy, "last_writer_wins") != 0 &&
+		strcmp(config->policy, "custom") != 0 &&
+		strcmp(config->policy, "manual") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unknown conflict policy \"%s\"", config->policy),
+				 errhint("The conflict policies are last_writer_wins, custom and manual.")));
+
+	if (config->path != NULL)
+	{
+		AttrNumber	attnum;
+		Oid			typid;
+
+		if (strcmp(config->policy, "last_writer_wins") != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("conflict policy \"%s\" does not take a path", config->policy),
+					 errhint("Only last_writer_wins compares a column named by path.")));
+
+		attnum = get_attnum(config->relid, config->path);
+		if (attnum == InvalidAttrNumber || attnum < 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_COLUMN),
+					 errmsg("column \"%s\" of table \"%s\" does not exist",
+							config->path, relname)));
+
+		typid = get_atttype(config->relid, attnum);
+		if (!OidIsValid(GetDefaultOpClass(typid, BTREE_AM_OID)))
+			ereport(ERROR,
+					(errcode(ERRCODE_DATATYPE_MISMATCH),
+					 errmsg("column \"%s\" has type %s, which has no ordering",
+							config->path, format_type_be(typid)),
+					 errhint("A path column needs a type with a default btree operator class, such as a number or a timestamp.")));
+	}
+
+	if (strcmp(config->policy, "custom") == 0)
+	{
+		if (resolver == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("conflict policy \"custom\" requires a resolver"),
+					 errhint("Pass the name of a function as resolver.")));
+		config->resolver = lookup_resolver(rel, resolver);
+	}
+	else if (resolver != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("conflict policy \"%s\" does not take a resolver", config->policy),
+				 errhint("Use policy => 'custom' with a resolver.")));
+
+	return config;
+}
+
+/*
+ * Find the resolver function for rel: (incoming rel, existing rel,
+ * is_tombstone boolean, conflict_kind text) RETURNS rel.
+ */
+static Oid
+lookup_resolver(Relation rel, const char *name)
+{
+	Oid			rowtype = rel->rd_rel->reltype;
+	Oid			argtypes[4] = {rowtype, rowtype, BOOLOID, TEXTOID};
+	List	   *names = stringToQualifiedNameList(name);
+	Oid			funcid = LookupFuncName(names, 4, argtypes, true);
+	char	   *rowtypename = format_type_be(rowtype);
+
+	if (!OidIsValid(funcid) || get_func_rettype(funcid) != rowtype)
+	{
+		if (!OidIsValid(funcid) &&
+			FuncnameGetCandidates(names, -1, NIL, false, false, false, true) == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_FUNCTION),
+					 errmsg("resolver function \"%s\" does not exist", name)));
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_FUNCTION_DEFINITION),
+				 errmsg("function \"%s\" cannot resolve conflicts of table \"%s\"",
+						name, RelationGetRelationName(rel)),
+				 errdetail("A resolver must take (incoming %s, existing %s, is_tombstone boolean, conflict_kind text) and return %s.",
+						   rowtypename, rowtypename, rowtypename)));
+	}
+	return funcid;
+}
+
+static void
+spi_run_ddl(const char *sql)
+{
+	int			rc;
+
+	SPI_connect();
+	rc = SPI_execute(sql, false, 0);
+	if (rc != SPI_OK_UTILITY)
+		elog(ERROR, "SPI_execute failed for \"%s\": %s", sql, SPI_result_code_string(rc));
+	SPI_finish();
+}
+
+/*
+ * Make a table multi-region: validate, add the columns (existing rows get
+ * a version each), install the row trigger, record the policy, and tell
+ * the other regions through the stream.
+ */
+void
+cr_table_enable(Oid relid, const char *policy, const char *path,
+				const char *resolver)
+{
+	Relation	rel;
+	CrTableConfig *config;
+	char	   *qualname;
+	const char *relname;
+	TupleDesc	desc;
+
+	cr_require_preload();
+	cr_local_region_id(false);
+
+	rel = open_user_table(relid, false);
+	relname = RelationGetRelationName(rel);
+	desc = RelationGetDescr(rel);
+
+	if (!OidIsValid(RelationGetPrimaryKeyIndex(rel)))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("table \"%s\" has no primary key", relname),
+				 errhint("Add a primary key, then call cosmosrep.enable_table again.")));
+
+	for (int i = 0; i < lengthof(cr_added_columns); i++)
+	{
+		if (SPI_fnumber(desc, cr_added_columns[i]) > 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_DUPLICATE_COLUMN),
+					 errmsg("column \"%s\" of table \"%s\" already exists",
+							cr_added_columns[i], relname),
+					 errhint("cosmosrep adds the columns %s, %s and %s; rename that column first.",
+							 CR_VERSION_COLUMN, CR_BASE_COLUMN, CR_REGION_COLUMN)));
+	}
+
+	config = build_table_config(rel, policy, path, resolver);
+	qualname = quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
+										  relname);
+	log_table_ddl(CR_DDL_ENABLE, rel, policy, path, resolver);
+	/* ALTER TABLE refuses a table this session still has open */
+	relation_close(rel, NoLock);
+
+	/* existing rows get a distinct version each from the volatile default */
+	spi_run_ddl(psprintf("ALTER TABLE %s"
+						 " ADD COLUMN %s bigint NOT NULL DEFAULT cosmosrep.next_version(),"
+						 " ADD COLUMN %s bigint NOT NULL DEFAULT 0,"
+						 " ADD COLUMN %s smallint NOT NULL"
+						 " GENERATED ALWAYS AS (cosmosrep.version_region(%s)) STORED",
+						 qualname, CR_VERSION_COLUMN, CR_BASE_COLUMN,
+						 CR_REGION_COLUMN, CR_VERSION_COLUMN));
+	spi_run_ddl(psprintf("CREATE TRIGGER %s BEFORE INSERT OR UPDATE OR DELETE ON %s"
+						 " FOR EACH ROW EXECUTE FUNCTION cosmosrep.stamp_row()",
+						 CR_TRIGGER_NAME, qualname));
+	cr_insert_table_config(config);
+}
+
+/*
+ * Change the declared conflict policy of a multi-region table, in every
+ * region.
+ */
+void
+cr_table_alter_policy(Oid relid, const char *policy, const char *path,
+					  const char *resolver)
+{
+	Relation	rel = open_user_table(relid, true);
+	CrTableConfig *config = build_table_config(rel, policy, path, resolver);
+
+	log_table_ddl(CR_DDL_ALTER_POLICY, rel, policy, path, resolver);
+	relation_close(rel, NoLock);
+	cr_update_table_config(config);
+}
+
+/*
+ * Make a multi-region table local again, in every region.
+ */
+void
+cr_table_disable(Oid relid)
+{
+	Relation	rel = open_user_table(relid, true);
+	char	   *qualname;
+
+	qualname = quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
+										  RelationGetRelationName(rel));
+	log_table_ddl(CR_DDL_DISABLE, rel, NULL, NULL, NULL);
+	relation_close(rel, NoLock);
+
+	spi_run_ddl(psprintf("DROP TRIGGER %s ON %s", CR_TRIGGER_NAME, qualname));
+	spi_run_ddl(psprintf("ALTER TABLE %s DROP COLUMN %s, DROP COLUMN %s, DROP COLUMN %s",
+						 qualname, CR_REGION_COLUMN, CR_BASE_COLUMN, CR_VERSION_COLUMN));
+	cr_delete_table_config(relid);
+}
+
+/* ----------------------------------------------------------------
+ * DDL messages
+ * ----------------------------------------------------------------
+ */
+
+/*
+ * Write the transactional message that repeats a table DDL in the other
+ * regions: the action byte, then schema, table, policy, path and resolver
+ * as NUL-terminated strings ("" for none).
+ */
+static void
+log_table_ddl(char action, Relation rel, const char *policy, const char *path,
+			  const char *resolver)
+{
+	StringInfoData buf;
+
+	if (!XLogLogicalInfoActive())
+		return;
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, action);
+	appendBinaryStringInfo(&buf, get_namespace_name(RelationGetNamespace(rel)),
+						   strlen(get_namespace_name(RelationGetNamespace(rel))) + 1);
+	appendBinaryStringInfo(&buf, RelationGetRelationName(rel),
+						   strlen(RelationGetRelationName(rel)) + 1);
+	appendBinaryStringInfo(&buf, policy ? policy : "", strlen(policy ? policy : "") + 1);
+	appendBinaryStringInfo(&buf, path ? path : "", strlen(path ? path : "") + 1);
+	appendBinaryStringInfo(&buf, resolver ? resolver : "", strlen(resolver ? resolver : "") + 1);
+	LogLogicalMessage(CR_DDL_MESSAGE_PREFIX, buf.data, buf.len, true);
+	pfree(buf.data);
+}
+
+/* the next NUL-terminated string of a DDL message, NULL for "" */
+static const char *
+next_ddl_field(const char **cursor, const char *end)
+{
+	const char *field = *cursor;
+	size_t		len = strnlen(field, end - field);
+
+	if (field + len >= end)
+		elog(ERROR, "truncated cosmosrep DDL message");
+	*cursor = field + len + 1;
+	return len == 0 ? NULL : field;
+}
+
+/*
+ * Repeat a table DDL received from another region.  A table missing here
+ * is an error: replication from that region waits until it exists.
+ */
+void
+cr_table_apply_ddl(const char *content, Size size, const char *origin_region)
+{
+	const char *end = content + size;
+	const char *cursor = content + 1;
+	const char *nspname;
+	const char *relname;
+	const char *policy;
+	const char *path;
+	const char *resolver;
+	Oid			relid;
+
+	if (size < 1)
+		elog(ERROR, "empty cosmosrep DDL message");
+	nspname = next_ddl_field(&cursor, end);
+	relname = next_ddl_field(&cursor, end);
+	policy = next_ddl_field(&cursor, end);
+	path = next_ddl_field(&cursor, end);
+	resolver = next_ddl_field(&cursor, end);
+
+	relid = RangeVarGetRelid(makeRangeVar(pstrdup(nspname), pstrdup(relname), -1),
+							 AccessExclusiveLock, true);
+	if (!OidIsValid(relid))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("table \"%s.%s\" enabled in region \"%s\" does not exist in this region",
+						nspname, relname, origin_region),
+				 errhint("Create the table with the same columns in every region; replication from \"%s\" resumes once it exists.",
+						 origin_region)));
+
+	switch (content[0])
+	{
+		case CR_DDL_ENABLE:
+			cr_table_enable(relid, policy, path, resolver);
+			break;
+		case CR_DDL_ALTER_POLICY:
+			cr_table_alter_policy(relid, policy, path, resolver);
+			break;
+		case CR_DDL_DISABLE:
+			cr_table_disable(relid);
+			break;
+		default:
+			elog(ERROR, "unrecognized cosmosrep DDL action %d", content[0]);
+	}
+}

@@ -1,0 +1,27 @@
+/*-------------------------------------------------------------------------
+ *
+ * tables.h
+ *	  Making tables multi-region: enable, alter policy, disable.
+ *
+ * IDENTIFICATION
+ *	  src/tables.h
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef CR_TABLES_H
+#define CR_TABLES_H
+
+/* actions of a DDL message */
+#define CR_DDL_ENABLE			'E'
+#define CR_DDL_ALTER_POLICY		'A'
+#define CR_DDL_DISABLE			'D'
+
+extern void cr_table_enable(Oid relid, const char *policy, const char *path,
+							const char *resolver);
+extern void cr_table_alter_policy(Oid relid, const char *policy,
+								  const char *path, const char *resolver);
+extern void cr_table_disable(Oid relid);
+extern void cr_table_apply_ddl(const char *content, Size size,
+							   const char *origin_region);
+
+#endif							/* CR_TABLES_H */
