@@ -419,12 +419,28 @@ slot_version(TupleTableSlot *slot, AttrNumber att, bool *isnull)
 
 /*
  * Find and lock the local row with the primary key of key.
+ *
+ * The lookup uses a dirty snapshot, and an index scan can miss a row that
+ * a local session is updating at that moment (PostgreSQL commitfest entry
+ * 5151).  "Missing" decides between recreating and skipping, so a miss is
+ * confirmed by looking twice more, a few milliseconds apart, which gives
+ * such a writer time to commit.  A row recreated wrongly is still caught:
+ * its insert fails on the primary key and the transaction is retried.
  */
 static bool
 find_local_row(ApplyExec *ex, TupleTableSlot *key)
 {
-	return RelationFindReplTupleByIndex(ex->rel, ex->pkindex, LockTupleExclusive,
-										key, ex->localslot);
+	for (int attempt = 0; attempt < 3; attempt++)
+	{
+		if (RelationFindReplTupleByIndex(ex->rel, ex->pkindex, LockTupleExclusive,
+										 key, ex->localslot))
+			return true;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 5, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+	return false;
 }
 
 /* ----------------------------------------------------------------
