@@ -136,7 +136,7 @@ static void exec_end(ApplyExec *ex);
 static void slot_fill(ApplyExec *ex, ApplyRel *ar, LogicalRepTupleData *tup,
 					  TupleTableSlot *slot, TupleTableSlot *existing);
 static int64 slot_version(TupleTableSlot *slot, AttrNumber att, bool *isnull);
-static bool find_local_row(ApplyExec *ex, TupleTableSlot *key);
+static bool find_local_row(ApplyExec *ex, TupleTableSlot *key, bool confirm_miss);
 static void handle_begin(StringInfo s);
 static void handle_commit(StringInfo s);
 static void handle_relation(StringInfo s);
@@ -422,15 +422,15 @@ slot_version(TupleTableSlot *slot, AttrNumber att, bool *isnull)
  *
  * The lookup uses a dirty snapshot, and an index scan can miss a row that
  * a local session is updating at that moment (PostgreSQL commitfest entry
- * 5151).  "Missing" decides between recreating and skipping, so a miss is
- * confirmed by looking twice more, a few milliseconds apart, which gives
+ * 5151).  Where "missing" decides between recreating and skipping
+ * (updates and deletes), a miss is confirmed by looking twice more, a few milliseconds apart, which gives
  * such a writer time to commit.  A row recreated wrongly is still caught:
  * its insert fails on the primary key and the transaction is retried.
  */
 static bool
-find_local_row(ApplyExec *ex, TupleTableSlot *key)
+find_local_row(ApplyExec *ex, TupleTableSlot *key, bool confirm_miss)
 {
-	for (int attempt = 0; attempt < 3; attempt++)
+	for (int attempt = 0; attempt < (confirm_miss ? 3 : 1); attempt++)
 	{
 		if (RelationFindReplTupleByIndex(ex->rel, ex->pkindex, LockTupleExclusive,
 										 key, ex->localslot))
@@ -533,7 +533,7 @@ handle_insert(StringInfo s)
 	incoming = slot_version(ex.remoteslot, ar->version_att, &isnull);
 	cr_hlc_observe(incoming);
 
-	if (find_local_row(&ex, ex.remoteslot))
+	if (find_local_row(&ex, ex.remoteslot, false))
 	{
 		/* the key exists here: the newer write wins */
 		if (incoming > slot_version(ex.localslot, ar->version_att, &isnull))
@@ -568,7 +568,7 @@ handle_update(StringInfo s)
 	keyslot = ex.remoteslot;
 	slot_fill(&ex, ar, has_oldtup ? &oldtup : &newtup, keyslot, NULL);
 
-	if (find_local_row(&ex, keyslot))
+	if (find_local_row(&ex, keyslot, true))
 	{
 		slot_fill(&ex, ar, &newtup, ex.remoteslot, ex.localslot);
 		incoming = slot_version(ex.remoteslot, ar->version_att, &isnull);
@@ -609,7 +609,7 @@ handle_delete(StringInfo s)
 		cr_hlc_observe(incoming);
 
 	/* a delete removes only a row older than itself */
-	if (find_local_row(&ex, ex.remoteslot) &&
+	if (find_local_row(&ex, ex.remoteslot, true) &&
 		(unversioned ||
 		 incoming > slot_version(ex.localslot, ar->version_att, &isnull)))
 		ExecSimpleRelationDelete(ex.rri, ex.estate, &ex.epqstate, ex.localslot);
