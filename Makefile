@@ -16,7 +16,8 @@ OBJS = \
 	src/membership.o \
 	src/sql_api.o \
 	src/status.o \
-	src/tables.o
+	src/tables.o \
+	src/tombstone.o
 
 DATA = sql/cosmosrep--$(EXTVERSION).sql
 

@@ -54,6 +54,33 @@ CREATE TRIGGER config_changed
     AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON cosmosrep.replicated_table
     FOR EACH STATEMENT EXECUTE FUNCTION cosmosrep.config_changed();
 
+-- Versions of deleted rows, so that a late update does not resurrect a row
+-- that a newer delete removed.  State, not configuration: not dumped.
+CREATE TABLE cosmosrep.tombstone (
+    relid      oid         NOT NULL,
+    key        text        NOT NULL,
+    version    bigint      NOT NULL,
+    deleted_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (relid, key)
+);
+REVOKE ALL ON cosmosrep.tombstone FROM PUBLIC;
+COMMENT ON TABLE cosmosrep.tombstone IS
+    'primary keys and delete versions of deleted rows of multi-region tables';
+
+CREATE FUNCTION cosmosrep.purge_tombstones(older_than interval DEFAULT '7 days')
+RETURNS bigint
+LANGUAGE sql VOLATILE STRICT
+AS $$
+    WITH purged AS (
+        DELETE FROM cosmosrep.tombstone
+         WHERE deleted_at OPERATOR(pg_catalog.<) pg_catalog.now() OPERATOR(pg_catalog.-) older_than
+        RETURNING 1)
+    SELECT pg_catalog.count(*) FROM purged
+$$;
+COMMENT ON FUNCTION cosmosrep.purge_tombstones(interval) IS
+    'removes tombstones older than the given age (keep them longer than any partition lasts)';
+REVOKE ALL ON FUNCTION cosmosrep.purge_tombstones(interval) FROM PUBLIC;
+
 --
 -- Versions (hybrid logical clock)
 --

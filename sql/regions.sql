@@ -33,6 +33,8 @@ SELECT cosmosrep.create_region('eastus', 'host=''10.0.0.1');
 
 -- none of the rejected calls created a region
 SELECT count(*) AS regions FROM cosmosrep.regions;
+
+-- Bad input: a version while the database is not yet a region
 SELECT cosmosrep.next_version();
 
 -- the first region of a group gets id 1 and is the local region

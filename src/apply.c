@@ -17,9 +17,10 @@
  *	  (RelationFindReplTupleByIndex) and ExecSimpleRelationInsert/Update/
  *	  Delete, with session_replication_role = replica so that the row
  *	  trigger keeps the incoming versions.  Between writes that collide the
- *	  higher version wins (a missing row is recreated by an update; a
- *	  delete removes only a row older than itself); conflict recording and
- *	  the other policies build on the same comparison.
+ *	  higher version wins: a delete removes only a row older than itself
+ *	  and leaves a tombstone; an update for a missing row recreates it only
+ *	  if it is newer than the tombstone.  Conflict recording and the other
+ *	  policies build on the same comparison.
  *
  *	  Feedback: every second, and when the peer asks, the worker reports
  *	  as flushed the end of the last applied transaction once its local
@@ -75,6 +76,7 @@
 #include "remote.h"
 #include "shmem.h"
 #include "tables.h"
+#include "tombstone.h"
 
 #define FEEDBACK_INTERVAL_MS	1000
 
@@ -579,11 +581,16 @@ handle_update(StringInfo s)
 	}
 	else
 	{
-		/* deleted here meanwhile: the update recreates the row */
+		/*
+		 * Deleted here meanwhile: the update recreates the row unless the
+		 * delete is newer.
+		 */
 		slot_fill(&ex, ar, &newtup, ex.remoteslot, NULL);
 		incoming = slot_version(ex.remoteslot, ar->version_att, &isnull);
 		cr_hlc_observe(incoming);
-		ExecSimpleRelationInsert(ex.rri, ex.estate, ex.remoteslot);
+		if (incoming > cr_tombstone_version(RelationGetRelid(ex.rel),
+											cr_tombstone_key(ex.rel, keyslot)))
+			ExecSimpleRelationInsert(ex.rri, ex.estate, ex.remoteslot);
 	}
 
 	exec_end(&ex);
@@ -609,10 +616,20 @@ handle_delete(StringInfo s)
 		cr_hlc_observe(incoming);
 
 	/* a delete removes only a row older than itself */
-	if (find_local_row(&ex, ex.remoteslot, true) &&
-		(unversioned ||
-		 incoming > slot_version(ex.localslot, ar->version_att, &isnull)))
+	if (!find_local_row(&ex, ex.remoteslot, true))
+	{
+		if (!unversioned)
+			cr_tombstone_record(RelationGetRelid(ex.rel),
+								cr_tombstone_key(ex.rel, ex.remoteslot), incoming);
+	}
+	else if (unversioned ||
+			 incoming > slot_version(ex.localslot, ar->version_att, &isnull))
+	{
 		ExecSimpleRelationDelete(ex.rri, ex.estate, &ex.epqstate, ex.localslot);
+		if (!unversioned)
+			cr_tombstone_record(RelationGetRelid(ex.rel),
+								cr_tombstone_key(ex.rel, ex.remoteslot), incoming);
+	}
 
 	exec_end(&ex);
 	PopActiveSnapshot();

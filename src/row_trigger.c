@@ -11,7 +11,7 @@
  *	  row alone and writes a transactional logical message carrying a new
  *	  version for the delete and the deleted row's version as its base; the
  *	  output plugin attaches both to the delete, whose WAL record holds only
- *	  the primary key.
+ *	  the primary key.  The delete also leaves a tombstone (tombstone.c).
  *
  *	  The trigger fires for local writes only.  Apply workers and the
  *	  initial copy run with session_replication_role = replica, so rows
@@ -36,6 +36,7 @@
 #include "cosmosrep.h"
 #include "hlc.h"
 #include "row_trigger.h"
+#include "tombstone.h"
 
 PG_FUNCTION_INFO_V1(cosmosrep_stamp_row);
 
@@ -93,6 +94,9 @@ cosmosrep_stamp_row(PG_FUNCTION_ARGS)
 										   desc, &isnull));
 			LogLogicalMessage(CR_DELETE_BASE_PREFIX, (const char *) &payload,
 							  sizeof(payload), true);
+			cr_tombstone_record(payload.relid,
+								cr_tombstone_key(rel, trigdata->tg_trigslot),
+								payload.version);
 		}
 		return PointerGetDatum(trigdata->tg_trigtuple);
 	}

@@ -12,7 +12,7 @@
 
 BEGIN;
 CREATE EXTENSION cosmosrep;
-SELECT plan(20);
+SELECT plan(21);
 
 SELECT throws_ok('SELECT cosmosrep.next_version()', '55000',
                  'this database is not a cosmosrep region',
@@ -76,7 +76,7 @@ SELECT cmp_ok(cosmosrep.next_version(), '>', (SELECT version FROM observed),
 
 -- local writes
 CREATE TABLE pgtap_orders (id int PRIMARY KEY, qty int);
-SELECT cosmosrep.enable_table('pgtap_orders');
+SELECT lives_ok($$SELECT cosmosrep.enable_table('pgtap_orders')$$, 'enable_table');
 INSERT INTO pgtap_orders VALUES (1, 1);
 CREATE TEMP TABLE before_update AS SELECT _cr_version AS version FROM pgtap_orders;
 UPDATE pgtap_orders SET qty = 2;
