@@ -42,6 +42,7 @@
 #include "cosmosrep.h"
 #include "protocol.h"
 #include "tables.h"
+#include "tombstone.h"
 
 static const char *const cr_added_columns[] = {
 	CR_VERSION_COLUMN, CR_BASE_COLUMN, CR_REGION_COLUMN
@@ -310,6 +311,7 @@ cr_table_disable(Oid relid)
 	spi_run_ddl(psprintf("ALTER TABLE %s DROP COLUMN %s, DROP COLUMN %s, DROP COLUMN %s",
 						 qualname, CR_REGION_COLUMN, CR_BASE_COLUMN, CR_VERSION_COLUMN));
 	cr_delete_table_config(relid);
+	cr_tombstone_forget_table(relid);
 }
 
 /* ----------------------------------------------------------------

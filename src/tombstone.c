@@ -39,6 +39,7 @@
 
 static SPIPlanPtr record_plan = NULL;
 static SPIPlanPtr lookup_plan = NULL;
+static SPIPlanPtr forget_plan = NULL;
 
 static SPIPlanPtr prepare_once(SPIPlanPtr *plan, const char *sql, int nargs,
 							   Oid *argtypes);
@@ -174,4 +175,25 @@ cr_tombstone_version(Oid relid, const char *key)
 	}
 	SPI_finish();
 	return version;
+}
+
+/*
+ * Drop the tombstones of a table that stops being multi-region.
+ */
+void
+cr_tombstone_forget_table(Oid relid)
+{
+	Oid			argtypes[1] = {OIDOID};
+	Datum		values[1] = {ObjectIdGetDatum(relid)};
+	int			rc;
+
+	SPI_connect();
+	rc = execute_as_owner(prepare_once(&forget_plan,
+									   "DELETE FROM cosmosrep.tombstone"
+									   " WHERE relid OPERATOR(pg_catalog.=) $1",
+									   1, argtypes),
+						  values, false, 0);
+	if (rc != SPI_OK_DELETE)
+		elog(ERROR, "could not drop tombstones: %s", SPI_result_code_string(rc));
+	SPI_finish();
 }

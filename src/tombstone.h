@@ -17,5 +17,6 @@
 extern char *cr_tombstone_key(Relation rel, TupleTableSlot *slot);
 extern void cr_tombstone_record(Oid relid, const char *key, int64 version);
 extern int64 cr_tombstone_version(Oid relid, const char *key);
+extern void cr_tombstone_forget_table(Oid relid);
 
 #endif							/* CR_TOMBSTONE_H */
