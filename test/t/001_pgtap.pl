@@ -12,7 +12,8 @@ use CosmosRep::Test;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-my $pgtap_dir = File::Spec->catdir(dirname(File::Spec->rel2abs(__FILE__)), '..', 'pgtap');
+# test/pgtap, next to this file's directory test/t
+my $pgtap_dir = File::Spec->catdir(dirname(dirname(File::Spec->rel2abs(__FILE__))), 'pgtap');
 my @pgtap_files = sort glob("$pgtap_dir/*.sql");
 BAIL_OUT("no pgTAP files in $pgtap_dir") unless @pgtap_files;
 
@@ -30,11 +31,16 @@ my ($stdout, $stderr) = ('', '');
 my $ran = IPC::Run::run(\@cmd, '>', \$stdout, '2>', \$stderr);
 my $exit = $? >> 8;
 
-ok($ran && $exit == 0,
-	'the pgTAP tests of the SQL API pass (' . scalar(@pgtap_files) . ' files)')
-  or diag("pg_prove exited with $exit\n$stdout\n$stderr");
-note($stdout);
-note($stderr) if $stderr ne '';
+if (ok($ran && $exit == 0,
+		'the pgTAP tests of the SQL API pass (' . scalar(@pgtap_files) . ' files)'))
+{
+	note($stdout);
+	note($stderr) if $stderr ne '';
+}
+else
+{
+	diag("pg_prove exited with $exit\n$stdout\n$stderr");
+}
 
 # every file cleaned up after itself
 is($node->safe_psql('postgres',

@@ -1,0 +1,38 @@
+--
+-- The cosmosrep output plugin: the options a logical replication client
+-- must pass, and what it refuses.
+--
+CREATE EXTENSION cosmosrep;
+SELECT cosmosrep.create_region('eastus2', 'host=10.0.0.1 dbname=shop');
+
+-- creating a slot needs no option
+SELECT slot_name FROM pg_create_logical_replication_slot('regress_cr_slot', 'cosmosrep');
+SELECT slot_name, plugin, slot_type FROM pg_replication_slots WHERE slot_name = 'regress_cr_slot';
+
+CREATE TABLE items (id int PRIMARY KEY, name text);
+SELECT cosmosrep.enable_table('items');
+INSERT INTO items VALUES (1, 'one');
+
+-- Bad input: no protocol_version
+SELECT count(*) FROM pg_logical_slot_peek_binary_changes('regress_cr_slot', NULL, NULL);
+
+-- Bad input: a protocol version this region does not speak
+SELECT count(*) FROM pg_logical_slot_peek_binary_changes('regress_cr_slot', NULL, NULL,
+    'protocol_version', '99');
+
+-- Bad input: an unknown option
+SELECT count(*) FROM pg_logical_slot_peek_binary_changes('regress_cr_slot', NULL, NULL,
+    'protocol_version', '1', 'colour', 'blue');
+
+-- Bad input: text output from a binary plugin
+SELECT count(*) FROM pg_logical_slot_peek_changes('regress_cr_slot', NULL, NULL,
+    'protocol_version', '1');
+
+-- with the right options the plugin streams the changes
+SELECT count(*) > 0 AS has_changes
+  FROM pg_logical_slot_peek_binary_changes('regress_cr_slot', NULL, NULL,
+    'protocol_version', '1');
+
+SELECT pg_drop_replication_slot('regress_cr_slot');
+DROP TABLE items;
+DROP EXTENSION cosmosrep CASCADE;
