@@ -2,6 +2,10 @@
 
 \echo Use "CREATE EXTENSION cosmosrep" to load this file. \quit
 
+-- The schema belongs to the extension, so DROP EXTENSION removes it.
+CREATE SCHEMA cosmosrep;
+GRANT USAGE ON SCHEMA cosmosrep TO PUBLIC;
+
 --
 -- Configuration tables.  Both are dumped by pg_dump with the database
 -- (pg_extension_config_dump) and readable only through the views below.
@@ -311,3 +315,35 @@ CREATE VIEW cosmosrep.replication_status AS
 COMMENT ON VIEW cosmosrep.replication_status IS
     'per region pair (source to this region): state, lag, latency percentiles, throughput and the last error';
 GRANT SELECT ON cosmosrep.replication_status TO PUBLIC;
+
+--
+-- Keeping the configuration true when objects are dropped
+--
+
+CREATE FUNCTION cosmosrep.on_sql_drop()
+RETURNS event_trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog
+AS $$
+DECLARE
+    obj record;
+BEGIN
+    FOR obj IN SELECT * FROM pg_event_trigger_dropped_objects() LOOP
+        IF obj.object_type = 'table' THEN
+            DELETE FROM cosmosrep.replicated_table WHERE relid::oid = obj.objid;
+            DELETE FROM cosmosrep.tombstone WHERE relid = obj.objid;
+        ELSIF obj.object_type = 'function'
+              AND EXISTS (SELECT 1 FROM cosmosrep.replicated_table
+                           WHERE resolver::oid = obj.objid) THEN
+            RAISE EXCEPTION 'cannot drop function % because it resolves conflicts of a multi-region table',
+                obj.object_identity
+                USING ERRCODE = 'dependent_objects_still_exist',
+                      HINT = 'Change the policy with cosmosrep.alter_table_policy first.';
+        END IF;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION cosmosrep.on_sql_drop() IS
+    'event trigger: forgets dropped multi-region tables, protects resolvers in use';
+CREATE EVENT TRIGGER cosmosrep_sql_drop ON sql_drop
+    EXECUTE FUNCTION cosmosrep.on_sql_drop();

@@ -210,13 +210,32 @@ SELECT cosmosrep.alter_table_policy('accounts', 'custom', resolver => 'resolve_l
 -- the policies are unchanged
 SELECT table_name, policy, path, resolver FROM cosmosrep.tables ORDER BY table_name::text;
 
-DROP FUNCTION resolve_ledger(ledger, ledger, boolean, text),
-    two_arguments(accounts, accounts),
+-- Bad input: a column of cosmosrep as path
+SELECT cosmosrep.alter_table_policy('accounts', 'last_writer_wins', path => '_cr_base');
+
+-- Bad input: dropping a resolver that a table uses
+DROP FUNCTION resolve_ledger(ledger, ledger, boolean, text);
+
+-- the policies are unchanged, and the resolver still exists
+SELECT table_name, policy, path, resolver FROM cosmosrep.tables ORDER BY table_name::text;
+SELECT count(*) FROM pg_proc WHERE proname = 'resolve_ledger';
+
+-- a resolver no table uses any more can be dropped
+SELECT cosmosrep.alter_table_policy('ledger', 'manual');
+DROP FUNCTION resolve_ledger(ledger, ledger, boolean, text);
+
+-- dropping a multi-region table forgets its configuration
+DROP TABLE ledger;
+SELECT table_name, policy FROM cosmosrep.tables ORDER BY table_name::text;
+SELECT count(*) FROM cosmosrep.replicated_table;
+
+SELECT cosmosrep.disable_table('accounts');
+DROP FUNCTION two_arguments(accounts, accounts),
     returns_boolean(accounts, accounts, boolean, text),
     arguments_reordered(boolean, text, accounts, accounts),
     resolve_accounts(accounts, accounts, boolean, text),
     resolve_accounts(accounts, accounts),
     resolvers."Resolve Accounts"(accounts, accounts, boolean, text);
 DROP SCHEMA resolvers;
-DROP TABLE accounts, ledger;
+DROP TABLE accounts;
 DROP EXTENSION cosmosrep CASCADE;

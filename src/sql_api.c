@@ -203,7 +203,8 @@ cosmosrep_redact_dsn(PG_FUNCTION_ARGS)
 	initStringInfo(&buf);
 	for (PQconninfoOption *o = opts; o->keyword != NULL; o++)
 	{
-		if (o->val == NULL || strcmp(o->keyword, "password") == 0)
+		/* dispchar '*' marks secrets: password, sslpassword */
+		if (o->val == NULL || o->dispchar[0] == '*')
 			continue;
 		if (buf.len > 0)
 			appendStringInfoChar(&buf, ' ');

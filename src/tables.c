@@ -65,9 +65,15 @@ static const char *next_ddl_field(const char **cursor, const char *end);
 static Relation
 open_user_table(Oid relid, bool must_be_enabled)
 {
-	Relation	rel = relation_open(relid, AccessExclusiveLock);
-	const char *relname = RelationGetRelationName(rel);
+	Relation	rel = try_relation_open(relid, AccessExclusiveLock);
+	const char *relname;
 	bool		enabled;
+
+	if (rel == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation with OID %u does not exist", relid)));
+	relname = RelationGetRelationName(rel);
 
 	if (rel->rd_rel->relkind != RELKIND_RELATION)
 		ereport(ERROR,
@@ -140,6 +146,14 @@ build_table_config(Relation rel, const char *policy, const char *path,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("conflict policy \"%s\" does not take a path", config->policy),
 					 errhint("Only last_writer_wins compares a column named by path.")));
+
+		if (strcmp(config->path, CR_VERSION_COLUMN) == 0 ||
+			strcmp(config->path, CR_BASE_COLUMN) == 0 ||
+			strcmp(config->path, CR_REGION_COLUMN) == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("column \"%s\" belongs to cosmosrep and cannot be a path", config->path),
+					 errhint("Omit path to compare row versions.")));
 
 		attnum = get_attnum(config->relid, config->path);
 		if (attnum == InvalidAttrNumber || attnum < 0)

@@ -59,8 +59,7 @@ SELECT ok(NOT has_table_privilege('regress_cr_pgtap_user', 'cosmosrep.region', '
 SELECT ok(has_table_privilege('regress_cr_pgtap_user', 'cosmosrep.regions', 'SELECT'),
           'an ordinary role may read cosmosrep.regions');
 
--- the views are of no use to ordinary roles unless they can reach the schema
-SELECT todo('cosmosrep grants no USAGE on its schema yet', 2);
+-- ordinary roles reach the views through the schema
 SELECT schema_privs_are('cosmosrep', 'public', ARRAY['USAGE'],
                         'PUBLIC may use the schema cosmosrep');
 SELECT ok(has_schema_privilege('regress_cr_pgtap_user', 'cosmosrep', 'USAGE'),
