@@ -347,3 +347,30 @@ COMMENT ON FUNCTION cosmosrep.on_sql_drop() IS
     'event trigger: forgets dropped multi-region tables, protects resolvers in use';
 CREATE EVENT TRIGGER cosmosrep_sql_drop ON sql_drop
     EXECUTE FUNCTION cosmosrep.on_sql_drop();
+
+CREATE FUNCTION cosmosrep.check_table(relation oid)
+RETURNS void
+AS 'MODULE_PATHNAME', 'cosmosrep_check_table'
+LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION cosmosrep.check_table(oid) IS
+    'refuses a table definition that no longer fits its multi-region configuration';
+
+CREATE FUNCTION cosmosrep.on_ddl_command_end()
+RETURNS event_trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog
+AS $$
+DECLARE
+    cmd record;
+BEGIN
+    FOR cmd IN SELECT DISTINCT objid FROM pg_event_trigger_ddl_commands()
+                WHERE classid = 'pg_catalog.pg_class'::regclass LOOP
+        PERFORM cosmosrep.check_table(cmd.objid);
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION cosmosrep.on_ddl_command_end() IS
+    'event trigger: keeps multi-region tables consistent with their declared policy';
+CREATE EVENT TRIGGER cosmosrep_ddl_command_end ON ddl_command_end
+    WHEN TAG IN ('ALTER TABLE', 'DROP INDEX', 'ALTER INDEX')
+    EXECUTE FUNCTION cosmosrep.on_ddl_command_end();

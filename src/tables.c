@@ -27,6 +27,7 @@
 #include "catalog/pg_type.h"
 #include "commands/defrem.h"
 #include "executor/spi.h"
+#include "fmgr.h"
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
 #include "parser/parse_func.h"
@@ -43,6 +44,8 @@
 #include "protocol.h"
 #include "tables.h"
 #include "tombstone.h"
+
+PG_FUNCTION_INFO_V1(cosmosrep_check_table);
 
 static const char *const cr_added_columns[] = {
 	CR_VERSION_COLUMN, CR_BASE_COLUMN, CR_REGION_COLUMN
@@ -321,11 +324,52 @@ cr_table_disable(Oid relid)
 	log_table_ddl(CR_DDL_DISABLE, rel, NULL, NULL, NULL);
 	relation_close(rel, NoLock);
 
+	/* forget the table first: the DDL check must not object to the drops */
+	cr_delete_table_config(relid);
+	cr_tombstone_forget_table(relid);
 	spi_run_ddl(psprintf("DROP TRIGGER %s ON %s", CR_TRIGGER_NAME, qualname));
 	spi_run_ddl(psprintf("ALTER TABLE %s DROP COLUMN %s, DROP COLUMN %s, DROP COLUMN %s",
 						 qualname, CR_REGION_COLUMN, CR_BASE_COLUMN, CR_VERSION_COLUMN));
-	cr_delete_table_config(relid);
-	cr_tombstone_forget_table(relid);
+}
+
+/*
+ * After DDL on a multi-region table: it must still be what its declared
+ * configuration needs (primary key, cosmosrep's columns, the path
+ * column), or the DDL is refused.  Called by the event trigger
+ * cosmosrep.on_ddl_command_end.
+ */
+Datum
+cosmosrep_check_table(PG_FUNCTION_ARGS)
+{
+	Oid			relid = PG_GETARG_OID(0);
+	CrTableConfig *config = cr_get_table_config(relid);
+	Relation	rel;
+
+	if (config == NULL)
+		PG_RETURN_VOID();
+	rel = try_relation_open(relid, AccessShareLock);
+	if (rel == NULL)
+		PG_RETURN_VOID();
+
+	if (!OidIsValid(RelationGetPrimaryKeyIndex(rel)))
+		ereport(ERROR,
+				(errcode(ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST),
+				 errmsg("multi-region table \"%s\" must keep a primary key",
+						RelationGetRelationName(rel)),
+				 errhint("Call cosmosrep.disable_table first.")));
+	for (int i = 0; i < lengthof(cr_added_columns); i++)
+	{
+		if (SPI_fnumber(RelationGetDescr(rel), cr_added_columns[i]) <= 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST),
+					 errmsg("multi-region table \"%s\" must keep column \"%s\"",
+							RelationGetRelationName(rel), cr_added_columns[i]),
+					 errhint("Call cosmosrep.disable_table first.")));
+	}
+	if (config->path != NULL)
+		(void) build_table_config(rel, "last_writer_wins", config->path, NULL);
+	relation_close(rel, AccessShareLock);
+	PG_RETURN_VOID();
 }
 
 /* ----------------------------------------------------------------
