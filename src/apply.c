@@ -425,24 +425,28 @@ slot_version(TupleTableSlot *slot, AttrNumber att, bool *isnull)
  * The lookup uses a dirty snapshot, and an index scan can miss a row that
  * a local session is updating at that moment (PostgreSQL commitfest entry
  * 5151).  Where "missing" decides between recreating and skipping
- * (updates and deletes), a miss is confirmed by looking twice more, a few milliseconds apart, which gives
- * such a writer time to commit.  A row recreated wrongly is still caught:
- * its insert fails on the primary key and the transaction is retried.
+ * (updates and deletes), a miss is confirmed by looking twice more, a few
+ * milliseconds apart, which gives such a writer time to commit.  A row
+ * recreated wrongly is still caught: its insert fails on the primary key
+ * and the transaction is retried.
  */
 static bool
 find_local_row(ApplyExec *ex, TupleTableSlot *key, bool confirm_miss)
 {
-	for (int attempt = 0; attempt < (confirm_miss ? 3 : 1); attempt++)
+	int			attempts = confirm_miss ? 3 : 1;
+
+	for (int attempt = 1;; attempt++)
 	{
 		if (RelationFindReplTupleByIndex(ex->rel, ex->pkindex, LockTupleExclusive,
 										 key, ex->localslot))
 			return true;
+		if (attempt == attempts)
+			return false;
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 5, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
 	}
-	return false;
 }
 
 /* ----------------------------------------------------------------

@@ -12,8 +12,10 @@
  *	  on both tables sends that invalidation, so a change made by any
  *	  session (or a restore) reaches every backend.
  *
- *	  Callers must be inside a transaction.  Returned structs and strings
- *	  are allocated in the caller's memory context.
+ *	  Callers must be inside a transaction.  Reads are not read-only SPI
+ *	  calls, so they see what the caller's transaction wrote before them
+ *	  (join_region writes the regions and then enables tables).  Returned
+ *	  structs and strings are allocated in the caller's memory context.
  *
  * IDENTIFICATION
  *	  src/catalog.c
@@ -106,7 +108,7 @@ cr_local_region_id(bool missing_ok)
 
 		SPI_connect();
 		cr_spi_exec("SELECT region_id FROM cosmosrep.region WHERE is_local",
-					0, NULL, NULL, NULL, true);
+					0, NULL, NULL, NULL, false);
 		if (SPI_processed == 1)
 			cached_local_region_id =
 				DatumGetInt16(SPI_getbinval(SPI_tuptable->vals[0],
@@ -134,7 +136,7 @@ cr_get_regions(void)
 	SPI_connect();
 	cr_spi_exec("SELECT region_id, region_name, dsn, is_local, failover_priority, paused"
 				" FROM cosmosrep.region ORDER BY region_id",
-				0, NULL, NULL, NULL, true);
+				0, NULL, NULL, NULL, false);
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[i];
@@ -221,7 +223,7 @@ cr_get_table_configs(void)
 
 	SPI_connect();
 	cr_spi_exec("SELECT relid::oid FROM cosmosrep.replicated_table ORDER BY relid",
-				0, NULL, NULL, NULL, true);
+				0, NULL, NULL, NULL, false);
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		bool		isnull;
@@ -271,7 +273,7 @@ cr_get_table_config(Oid relid)
 	SPI_connect();
 	cr_spi_exec("SELECT policy, path, resolver::oid"
 				" FROM cosmosrep.replicated_table WHERE relid = $1",
-				1, argtypes, values, NULL, true);
+				1, argtypes, values, NULL, false);
 	if (SPI_processed == 1)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[0];

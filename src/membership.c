@@ -100,6 +100,15 @@ typedef struct JoinTable
 	char	   *resolver;
 } JoinTable;
 
+/* what a join has set up so far, for the cleanup after an error */
+typedef struct CrJoinState
+{
+	PGconn	   *viaconn;
+	PGconn	   *localrepl;
+	List	   *members;		/* of JoinMember */
+	bool		session_origin_set;
+} CrJoinState;
+
 /* COPY data source of the join */
 static PGconn *copy_conn = NULL;
 static char *copy_buf = NULL;
@@ -337,16 +346,13 @@ cosmosrep_join_region(PG_FUNCTION_ARGS)
 	char	   *name;
 	char	   *dsn;
 	char	   *via;
-	PGconn	   *viaconn = NULL;
-	PGconn	   *localrepl = NULL;
-	List	   *members = NIL;
+	CrJoinState  *st = palloc0(sizeof(CrJoinState));
 	List	   *tables = NIL;
 	JoinMember *via_member = NULL;
 	char	   *snapshot = NULL;
 	int			new_id = 1;
 	ListCell   *lc;
 	PGresult   *res;
-	volatile bool session_origin_set = false;
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
 		ereport(ERROR,
@@ -372,8 +378,8 @@ cosmosrep_join_region(PG_FUNCTION_ARGS)
 	PG_TRY();
 	{
 		/* 1. the group, as the via region knows it */
-		viaconn = cr_remote_connect(via, false, "cosmosrep join", "via");
-		res = cr_remote_exec(viaconn,
+		st->viaconn = cr_remote_connect(via, false, "cosmosrep join", "via");
+		res = cr_remote_exec(st->viaconn,
 							 "SELECT region_id, region_name, dsn, is_local FROM cosmosrep.region ORDER BY region_id",
 							 PGRES_TUPLES_OK, "via");
 		for (int i = 0; i < PQntuples(res); i++)
@@ -383,7 +389,7 @@ cosmosrep_join_region(PG_FUNCTION_ARGS)
 			m->id = atoi(PQgetvalue(res, i, 0));
 			m->name = pstrdup(PQgetvalue(res, i, 1));
 			m->dsn = pstrdup(PQgetvalue(res, i, 2));
-			members = lappend(members, m);
+			st->members = lappend(st->members, m);
 			if (strcmp(PQgetvalue(res, i, 3), "t") == 0)
 				via_member = m;
 			new_id = Max(new_id, m->id + 1);
@@ -402,9 +408,9 @@ cosmosrep_join_region(PG_FUNCTION_ARGS)
 			ereport(ERROR,
 					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
 					 errmsg("a group has at most %d regions", CR_MAX_REGION_ID)));
-		via_member->sql = viaconn;
+		via_member->sql = st->viaconn;
 
-		res = cr_remote_exec(viaconn,
+		res = cr_remote_exec(st->viaconn,
 							 "SELECT n.nspname, c.relname, t.policy, t.path,"
 							 " CASE WHEN t.resolver IS NULL THEN NULL"
 							 " ELSE pg_catalog.quote_ident(pn.nspname) || '.' || pg_catalog.quote_ident(p.proname) END"
@@ -456,7 +462,7 @@ cosmosrep_join_region(PG_FUNCTION_ARGS)
 		}
 
 		/* 2. slots here for every member, before this region writes */
-		check_plugin_allowed(viaconn, via_member->name);
+		check_plugin_allowed(st->viaconn, via_member->name);
 		{
 			const char *local_plugins = GetConfigOption("output_plugin_libraries", true, false);
 
@@ -467,17 +473,17 @@ cosmosrep_join_region(PG_FUNCTION_ARGS)
 						 errhint("Add cosmosrep to \"output_plugin_libraries\" in the postgresql.conf of region \"%s\" and reload it.",
 								 name)));
 		}
-		localrepl = cr_remote_connect(dsn, true, "cosmosrep join", name);
-		foreach(lc, members)
+		st->localrepl = cr_remote_connect(dsn, true, "cosmosrep join", name);
+		foreach(lc, st->members)
 		{
 			JoinMember *m = lfirst(lc);
 
-			(void) create_slot(localrepl, psprintf("cr_%s_%s", name, m->name), name, NULL);
+			(void) create_slot(st->localrepl, psprintf("cr_%s_%s", name, m->name), name, NULL);
 			m->local_slot_created = true;
 		}
 
-		/* 3. the other members' slots, and the via region caught up with them */
-		foreach(lc, members)
+		/* 3. the other st->members' slots, and the via region caught up with them */
+		foreach(lc, st->members)
 		{
 			JoinMember *m = lfirst(lc);
 
@@ -501,7 +507,7 @@ cosmosrep_join_region(PG_FUNCTION_ARGS)
 		via_member->slot_created = true;
 
 		/* local catalog: the group and this region */
-		foreach(lc, members)
+		foreach(lc, st->members)
 		{
 			JoinMember *m = lfirst(lc);
 			CrRegion	r = {m->id, m->name, m->dsn, false, 0, false};
@@ -515,7 +521,7 @@ cosmosrep_join_region(PG_FUNCTION_ARGS)
 		}
 
 		/* 5. origins at the start of each slot; copy under the via origin */
-		foreach(lc, members)
+		foreach(lc, st->members)
 		{
 			JoinMember *m = lfirst(lc);
 			char	   *origin_name = psprintf("cosmosrep_%s", m->name);
@@ -532,7 +538,7 @@ cosmosrep_join_region(PG_FUNCTION_ARGS)
 				replorigin_session_setup(origin);
 #endif
 				replorigin_session_origin = origin;
-				session_origin_set = true;
+				st->session_origin_set = true;
 			}
 		}
 
@@ -542,9 +548,9 @@ cosmosrep_join_region(PG_FUNCTION_ARGS)
 			(void) set_config_option("session_replication_role", "replica",
 									 PGC_SUSET, PGC_S_SESSION, GUC_ACTION_SAVE,
 									 true, 0, false);
-			cr_remote_command(viaconn, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+			cr_remote_command(st->viaconn, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
 							  via_member->name);
-			cr_remote_command(viaconn,
+			cr_remote_command(st->viaconn,
 							  psprintf("SET TRANSACTION SNAPSHOT %s", quoted_literal(snapshot)),
 							  via_member->name);
 			foreach(lc, tables)
@@ -554,7 +560,7 @@ cosmosrep_join_region(PG_FUNCTION_ARGS)
 													 NoLock, false);
 
 				cr_table_enable(relid, t->policy, t->path, t->resolver);
-				copy_table(t, viaconn, via_member->name);
+				copy_table(t, st->viaconn, via_member->name);
 
 				/* the clock must run ahead of every copied version */
 				SPI_connect();
@@ -571,15 +577,15 @@ cosmosrep_join_region(PG_FUNCTION_ARGS)
 				}
 				SPI_finish();
 			}
-			cr_remote_command(viaconn, "COMMIT", via_member->name);
+			cr_remote_command(st->viaconn, "COMMIT", via_member->name);
 			AtEOXact_GUC(true, nestlevel);
 		}
 		replorigin_session_reset();
 		replorigin_session_origin = InvalidRepOriginId;
-		session_origin_set = false;
+		st->session_origin_set = false;
 
 		/* 6. register this region in every member */
-		foreach(lc, members)
+		foreach(lc, st->members)
 		{
 			JoinMember *m = lfirst(lc);
 
@@ -593,44 +599,44 @@ cosmosrep_join_region(PG_FUNCTION_ARGS)
 	}
 	PG_CATCH();
 	{
-		if (session_origin_set)
+		if (st->session_origin_set)
 		{
 			replorigin_session_reset();
 			replorigin_session_origin = InvalidRepOriginId;
 		}
 		/* best effort: drop the slots this attempt created */
-		foreach(lc, members)
+		foreach(lc, st->members)
 		{
 			JoinMember *m = lfirst(lc);
 
 			if (m->slot_created && m->repl)
 				PQclear(PQexec(m->repl, psprintf("DROP_REPLICATION_SLOT cr_%s_%s", m->name, name)));
-			if (m->local_slot_created && localrepl)
-				PQclear(PQexec(localrepl, psprintf("DROP_REPLICATION_SLOT cr_%s_%s", name, m->name)));
+			if (m->local_slot_created && st->localrepl)
+				PQclear(PQexec(st->localrepl, psprintf("DROP_REPLICATION_SLOT cr_%s_%s", name, m->name)));
 			if (m->repl)
 				PQfinish(m->repl);
-			if (m->sql && m->sql != viaconn)
+			if (m->sql && m->sql != st->viaconn)
 				PQfinish(m->sql);
 		}
-		if (localrepl)
-			PQfinish(localrepl);
-		if (viaconn)
-			PQfinish(viaconn);
+		if (st->localrepl)
+			PQfinish(st->localrepl);
+		if (st->viaconn)
+			PQfinish(st->viaconn);
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
 
-	foreach(lc, members)
+	foreach(lc, st->members)
 	{
 		JoinMember *m = lfirst(lc);
 
 		if (m->repl)
 			PQfinish(m->repl);
-		if (m->sql && m->sql != viaconn)
+		if (m->sql && m->sql != st->viaconn)
 			PQfinish(m->sql);
 	}
-	PQfinish(localrepl);
-	PQfinish(viaconn);
+	PQfinish(st->localrepl);
+	PQfinish(st->viaconn);
 
 	cr_wake_launcher_at_commit();
 	PG_RETURN_INT16(new_id);
