@@ -28,6 +28,8 @@
  *	  received), so the peer's slot retains what is not yet safe here.
  *
  *	  Memory: ApplyContext lives as long as the worker (relation map);
+ *	  ApplyTransactionContext holds the executor state of each table for
+ *	  one remote transaction and is reset at its commit;
  *	  ApplyMessageContext is reset after every protocol message.
  *
  * IDENTIFICATION
@@ -93,9 +95,13 @@ typedef struct ApplyRel
 	Oid		   *ioparams;
 	AttrNumber	version_att;
 	AttrNumber	base_att;
+	struct ApplyExec *exec;		/* open in the current transaction, or NULL */
 } ApplyRel;
 
-/* the executor state of one change */
+/*
+ * The executor state of a table in the current remote transaction: opened
+ * at its first change, closed at commit (or before DDL on it).
+ */
 typedef struct ApplyExec
 {
 	Relation	rel;
@@ -109,6 +115,8 @@ typedef struct ApplyExec
 
 static MemoryContext ApplyContext = NULL;
 static MemoryContext ApplyMessageContext = NULL;
+static MemoryContext ApplyTransactionContext = NULL;
+static List *open_rels = NIL;	/* ApplyRels with an exec, in ApplyTransactionContext */
 static HTAB *ApplyRelMap = NULL;
 
 static CrPeerStatus *MyPeer = NULL;
@@ -133,8 +141,10 @@ static void record_error(const char *message);
 static void apply_rel_invalidate(Datum arg, Oid relid);
 static ApplyRel *apply_rel_lookup(LogicalRepRelId remoteid);
 static void apply_rel_map(ApplyRel *ar, Relation rel);
-static void exec_begin(ApplyExec *ex, ApplyRel *ar);
-static void exec_end(ApplyExec *ex);
+static ApplyExec *exec_open(ApplyRel *ar);
+static void exec_close_all(void);
+static void change_begin(void);
+static void change_end(ApplyExec *ex);
 static void slot_fill(ApplyExec *ex, ApplyRel *ar, LogicalRepTupleData *tup,
 					  TupleTableSlot *slot, TupleTableSlot *existing);
 static int64 slot_version(TupleTableSlot *slot, AttrNumber att, bool *isnull);
@@ -304,14 +314,24 @@ apply_rel_map(ApplyRel *ar, Relation rel)
  */
 
 /*
- * Open the local table of ar (RowExclusiveLock, kept until commit), map it
- * if needed, and set up an executor state with its indexes open.
+ * The executor state for ar's local table in this transaction: opened
+ * (RowExclusiveLock, kept until commit, indexes open, relation mapped) at
+ * the first change of the table, reused by the following ones.
  */
-static void
-exec_begin(ApplyExec *ex, ApplyRel *ar)
+static ApplyExec *
+exec_open(ApplyRel *ar)
 {
+	ApplyExec  *ex;
 	RangeTblEntry *rte;
 	Oid			relid;
+	MemoryContext oldctx;
+
+	if (ar->exec)
+	{
+		ex = ar->exec;
+		ex->estate->es_output_cid = GetCurrentCommandId(true);
+		return ex;
+	}
 
 	relid = RangeVarGetRelid(makeRangeVar(ar->remoterel->nspname,
 										  ar->remoterel->relname, -1),
@@ -323,6 +343,9 @@ exec_begin(ApplyExec *ex, ApplyRel *ar)
 						ar->remoterel->nspname, ar->remoterel->relname, PeerName),
 				 errhint("Create the table with the same columns in every region; replication from \"%s\" resumes once it exists.",
 						 PeerName)));
+
+	oldctx = MemoryContextSwitchTo(ApplyTransactionContext);
+	ex = palloc0(sizeof(ApplyExec));
 	ex->rel = table_open(relid, NoLock);
 	if (!ar->map_valid || ar->localrelid != relid)
 		apply_rel_map(ar, ex->rel);
@@ -350,18 +373,56 @@ exec_begin(ApplyExec *ex, ApplyRel *ar)
 											&TTSOpsVirtual);
 	ex->localslot = table_slot_create(ex->rel, &ex->estate->es_tupleTable);
 	AfterTriggerBeginQuery();
+
+	ar->exec = ex;
+	open_rels = lappend(open_rels, ar);
+	MemoryContextSwitchTo(oldctx);
+	return ex;
 }
 
+/*
+ * Close every executor state of this transaction; before commit and
+ * before DDL or TRUNCATE, which must not find the tables open.
+ */
 static void
-exec_end(ApplyExec *ex)
+exec_close_all(void)
 {
-	AfterTriggerEndQuery(ex->estate);
-	EvalPlanQualEnd(&ex->epqstate);
-	ExecCloseIndices(ex->rri);
-	ExecResetTupleTable(ex->estate->es_tupleTable, false);
-	FreeExecutorState(ex->estate);
-	table_close(ex->rel, NoLock);
+	ListCell   *lc;
+
+	foreach(lc, open_rels)
+	{
+		ApplyRel   *ar = lfirst(lc);
+		ApplyExec  *ex = ar->exec;
+
+		AfterTriggerEndQuery(ex->estate);
+		EvalPlanQualEnd(&ex->epqstate);
+		ExecCloseIndices(ex->rri);
+		ExecResetTupleTable(ex->estate->es_tupleTable, false);
+		FreeExecutorState(ex->estate);
+		table_close(ex->rel, NoLock);
+		ar->exec = NULL;
+	}
+	open_rels = NIL;
+	MemoryContextReset(ApplyTransactionContext);
+}
+
+/* every row change runs with a snapshot of its own */
+static void
+change_begin(void)
+{
+	if (!in_remote_transaction)
+		elog(ERROR, "row change outside a transaction from region \"%s\"", PeerName);
+	PushActiveSnapshot(GetTransactionSnapshot());
+}
+
+/* make the change visible to the next one, and free its per-tuple memory */
+static void
+change_end(ApplyExec *ex)
+{
+	ResetPerTupleExprContext(ex->estate);
+	PopActiveSnapshot();
 	CommandCounterIncrement();
+	changes_in_transaction++;
 }
 
 /*
@@ -476,6 +537,7 @@ handle_commit(StringInfo s)
 	if (!in_remote_transaction)
 		elog(ERROR, "COMMIT without BEGIN from region \"%s\"", PeerName);
 
+	exec_close_all();
 	replorigin_session_origin_lsn = commit.end_lsn;
 	replorigin_session_origin_timestamp = commit.committime;
 	CommitTransactionCommand();
@@ -529,29 +591,27 @@ handle_insert(StringInfo s)
 {
 	LogicalRepTupleData newtup;
 	ApplyRel   *ar = apply_rel_lookup(logicalrep_read_insert(s, &newtup));
-	ApplyExec	ex;
+	ApplyExec  *ex;
 	bool		isnull;
 	int64		incoming;
 
-	PushActiveSnapshot(GetTransactionSnapshot());
-	exec_begin(&ex, ar);
-	slot_fill(&ex, ar, &newtup, ex.remoteslot, NULL);
-	incoming = slot_version(ex.remoteslot, ar->version_att, &isnull);
+	change_begin();
+	ex = exec_open(ar);
+	slot_fill(ex, ar, &newtup, ex->remoteslot, NULL);
+	incoming = slot_version(ex->remoteslot, ar->version_att, &isnull);
 	cr_hlc_observe(incoming);
 
-	if (find_local_row(&ex, ex.remoteslot, false))
+	if (find_local_row(ex, ex->remoteslot, false))
 	{
 		/* the key exists here: the newer write wins */
-		if (incoming > slot_version(ex.localslot, ar->version_att, &isnull))
-			ExecSimpleRelationUpdate(ex.rri, ex.estate, &ex.epqstate,
-									 ex.localslot, ex.remoteslot);
+		if (incoming > slot_version(ex->localslot, ar->version_att, &isnull))
+			ExecSimpleRelationUpdate(ex->rri, ex->estate, &ex->epqstate,
+									 ex->localslot, ex->remoteslot);
 	}
 	else
-		ExecSimpleRelationInsert(ex.rri, ex.estate, ex.remoteslot);
+		ExecSimpleRelationInsert(ex->rri, ex->estate, ex->remoteslot);
 
-	exec_end(&ex);
-	PopActiveSnapshot();
-	changes_in_transaction++;
+	change_end(ex);
 }
 
 static void
@@ -561,27 +621,27 @@ handle_update(StringInfo s)
 	LogicalRepTupleData newtup;
 	bool		has_oldtup;
 	ApplyRel   *ar;
-	ApplyExec	ex;
+	ApplyExec  *ex;
 	TupleTableSlot *keyslot;
 	bool		isnull;
 	int64		incoming;
 
 	ar = apply_rel_lookup(logicalrep_read_update(s, &has_oldtup, &oldtup, &newtup));
-	PushActiveSnapshot(GetTransactionSnapshot());
-	exec_begin(&ex, ar);
+	change_begin();
+	ex = exec_open(ar);
 
 	/* the key that identifies the row: the old one when the key changed */
-	keyslot = ex.remoteslot;
-	slot_fill(&ex, ar, has_oldtup ? &oldtup : &newtup, keyslot, NULL);
+	keyslot = ex->remoteslot;
+	slot_fill(ex, ar, has_oldtup ? &oldtup : &newtup, keyslot, NULL);
 
-	if (find_local_row(&ex, keyslot, true))
+	if (find_local_row(ex, keyslot, true))
 	{
-		slot_fill(&ex, ar, &newtup, ex.remoteslot, ex.localslot);
-		incoming = slot_version(ex.remoteslot, ar->version_att, &isnull);
+		slot_fill(ex, ar, &newtup, ex->remoteslot, ex->localslot);
+		incoming = slot_version(ex->remoteslot, ar->version_att, &isnull);
 		cr_hlc_observe(incoming);
-		if (incoming > slot_version(ex.localslot, ar->version_att, &isnull))
-			ExecSimpleRelationUpdate(ex.rri, ex.estate, &ex.epqstate,
-									 ex.localslot, ex.remoteslot);
+		if (incoming > slot_version(ex->localslot, ar->version_att, &isnull))
+			ExecSimpleRelationUpdate(ex->rri, ex->estate, &ex->epqstate,
+									 ex->localslot, ex->remoteslot);
 	}
 	else
 	{
@@ -589,17 +649,15 @@ handle_update(StringInfo s)
 		 * Deleted here meanwhile: the update recreates the row unless the
 		 * delete is newer.
 		 */
-		slot_fill(&ex, ar, &newtup, ex.remoteslot, NULL);
-		incoming = slot_version(ex.remoteslot, ar->version_att, &isnull);
+		slot_fill(ex, ar, &newtup, ex->remoteslot, NULL);
+		incoming = slot_version(ex->remoteslot, ar->version_att, &isnull);
 		cr_hlc_observe(incoming);
-		if (incoming > cr_tombstone_version(RelationGetRelid(ex.rel),
-											cr_tombstone_key(ex.rel, keyslot)))
-			ExecSimpleRelationInsert(ex.rri, ex.estate, ex.remoteslot);
+		if (incoming > cr_tombstone_version(RelationGetRelid(ex->rel),
+											cr_tombstone_key(ex->rel, keyslot)))
+			ExecSimpleRelationInsert(ex->rri, ex->estate, ex->remoteslot);
 	}
 
-	exec_end(&ex);
-	PopActiveSnapshot();
-	changes_in_transaction++;
+	change_end(ex);
 }
 
 static void
@@ -607,37 +665,35 @@ handle_delete(StringInfo s)
 {
 	LogicalRepTupleData oldtup;
 	ApplyRel   *ar = apply_rel_lookup(logicalrep_read_delete(s, &oldtup));
-	ApplyExec	ex;
+	ApplyExec  *ex;
 	bool		unversioned;
 	bool		isnull;
 	int64		incoming;
 
-	PushActiveSnapshot(GetTransactionSnapshot());
-	exec_begin(&ex, ar);
-	slot_fill(&ex, ar, &oldtup, ex.remoteslot, NULL);
-	incoming = slot_version(ex.remoteslot, ar->version_att, &unversioned);
+	change_begin();
+	ex = exec_open(ar);
+	slot_fill(ex, ar, &oldtup, ex->remoteslot, NULL);
+	incoming = slot_version(ex->remoteslot, ar->version_att, &unversioned);
 	if (!unversioned)
 		cr_hlc_observe(incoming);
 
 	/* a delete removes only a row older than itself */
-	if (!find_local_row(&ex, ex.remoteslot, true))
+	if (!find_local_row(ex, ex->remoteslot, true))
 	{
 		if (!unversioned)
-			cr_tombstone_record(RelationGetRelid(ex.rel),
-								cr_tombstone_key(ex.rel, ex.remoteslot), incoming);
+			cr_tombstone_record(RelationGetRelid(ex->rel),
+								cr_tombstone_key(ex->rel, ex->remoteslot), incoming);
 	}
 	else if (unversioned ||
-			 incoming > slot_version(ex.localslot, ar->version_att, &isnull))
+			 incoming > slot_version(ex->localslot, ar->version_att, &isnull))
 	{
-		ExecSimpleRelationDelete(ex.rri, ex.estate, &ex.epqstate, ex.localslot);
+		ExecSimpleRelationDelete(ex->rri, ex->estate, &ex->epqstate, ex->localslot);
 		if (!unversioned)
-			cr_tombstone_record(RelationGetRelid(ex.rel),
-								cr_tombstone_key(ex.rel, ex.remoteslot), incoming);
+			cr_tombstone_record(RelationGetRelid(ex->rel),
+								cr_tombstone_key(ex->rel, ex->remoteslot), incoming);
 	}
 
-	exec_end(&ex);
-	PopActiveSnapshot();
-	changes_in_transaction++;
+	change_end(ex);
 }
 
 static void
@@ -650,7 +706,8 @@ handle_truncate(StringInfo s)
 	List	   *relids = NIL;
 	ListCell   *lc;
 
-	PushActiveSnapshot(GetTransactionSnapshot());
+	exec_close_all();
+	change_begin();
 	foreach(lc, remote_relids)
 	{
 		ApplyRel   *ar = apply_rel_lookup(lfirst_oid(lc));
@@ -682,9 +739,8 @@ handle_message(StringInfo s)
 	cr_read_message(s, &msg);
 	if (strcmp(msg.prefix, CR_DDL_MESSAGE_PREFIX) != 0)
 		return;
-	if (!in_remote_transaction)
-		elog(ERROR, "DDL message outside a transaction from region \"%s\"", PeerName);
-	PushActiveSnapshot(GetTransactionSnapshot());
+	exec_close_all();
+	change_begin();
 	cr_table_apply_ddl(msg.content, msg.size, PeerName);
 	PopActiveSnapshot();
 	CommandCounterIncrement();
@@ -775,6 +831,7 @@ apply_loop(void)
 	{
 		int			rc;
 		int			len;
+		int			processed = 0;
 		char	   *buf = NULL;
 
 		CHECK_FOR_INTERRUPTS();
@@ -830,6 +887,7 @@ apply_loop(void)
 			}
 			PQfreemem(buf);
 			buf = NULL;
+			processed++;
 			MemoryContextSwitchTo(ApplyMessageContext);
 			MemoryContextReset(ApplyMessageContext);
 			if (reply)
@@ -846,6 +904,10 @@ apply_loop(void)
 							PeerName, PQerrorMessage(PeerConn))));
 
 		send_feedback(false, false);
+
+		/* while messages keep coming, read on without sleeping */
+		if (processed > 0)
+			continue;
 
 		rc = WaitLatchOrSocket(MyLatch,
 							   WL_SOCKET_READABLE | WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
@@ -892,6 +954,9 @@ cosmosrep_apply_main(Datum arg)
 	ApplyMessageContext = AllocSetContextCreate(ApplyContext,
 												"cosmosrep apply message",
 												ALLOCSET_DEFAULT_SIZES);
+	ApplyTransactionContext = AllocSetContextCreate(ApplyContext,
+													"cosmosrep apply transaction",
+													ALLOCSET_DEFAULT_SIZES);
 	ctl.keysize = sizeof(LogicalRepRelId);
 	ctl.entrysize = sizeof(ApplyRel);
 	ctl.hcxt = ApplyContext;

@@ -25,8 +25,10 @@
  *		base.
  *
  *	  Memory: per-change allocations go to "cosmosrep change" context,
- *	  reset after every change; the relation cache lives in its own
- *	  context for the life of the decoding session.
+ *	  reset after every change; the relation cache, with its slots and
+ *	  an unpinned copy of each tuple descriptor (pinning one per change
+ *	  costs resource owner bookkeeping that grows with the transaction),
+ *	  lives in its own context for the life of the decoding session.
  *
  * IDENTIFICATION
  *	  src/output_plugin.c
@@ -66,6 +68,10 @@ typedef struct CrRelSyncEntry
 	bool		schema_sent;
 	AttrNumber	version_att;
 	AttrNumber	base_att;
+	TupleDesc	desc;			/* unpinned copy, in RelSyncContext */
+	TupleTableSlot *heap_slot;	/* decoded tuples are stored here... */
+	TupleTableSlot *new_slot;	/* ...and copied here to be sent, */
+	TupleTableSlot *old_slot;	/* where the delete's version is set */
 } CrRelSyncEntry;
 
 typedef struct CrDecodingData
@@ -106,7 +112,9 @@ static void send_begin_if_needed(LogicalDecodingContext *ctx,
 								 ReorderBufferTXN *txn);
 static void send_relation_if_needed(LogicalDecodingContext *ctx,
 									CrRelSyncEntry *entry, Relation rel);
-static TupleTableSlot *tuple_slot(Relation rel, HeapTuple tuple);
+static TupleTableSlot *tuple_slot(CrRelSyncEntry *entry, HeapTuple tuple,
+								  TupleTableSlot *slot);
+static void rel_sync_drop_slots(CrRelSyncEntry *entry);
 
 void
 _PG_output_plugin_init(OutputPluginCallbacks *cb)
@@ -189,7 +197,10 @@ cr_shutdown(LogicalDecodingContext *ctx)
 
 		hash_seq_init(&status, RelSyncCache);
 		while ((entry = hash_seq_search(&status)) != NULL)
+		{
+			rel_sync_drop_slots(entry);
 			hash_search(RelSyncCache, &entry->relid, HASH_REMOVE, NULL);
+		}
 	}
 }
 
@@ -220,17 +231,43 @@ get_rel_sync_entry(Relation rel)
 	bool		found;
 	CrRelSyncEntry *entry = hash_search(RelSyncCache, &relid, HASH_ENTER, &found);
 
+	if (!found)
+		entry->desc = NULL;
 	if (!found || !entry->valid)
 	{
 		TupleDesc	desc = RelationGetDescr(rel);
+		MemoryContext oldctx;
 
+		rel_sync_drop_slots(entry);
 		entry->version_att = SPI_fnumber(desc, CR_VERSION_COLUMN);
 		entry->base_att = SPI_fnumber(desc, CR_BASE_COLUMN);
 		entry->replicated = entry->version_att > 0 && entry->base_att > 0;
 		entry->schema_sent = false;
+		if (entry->replicated)
+		{
+			/* a copy is not reference counted: no resource owner bookkeeping */
+			oldctx = MemoryContextSwitchTo(RelSyncContext);
+			entry->desc = CreateTupleDescCopy(desc);
+			entry->heap_slot = MakeSingleTupleTableSlot(entry->desc, &TTSOpsHeapTuple);
+			entry->new_slot = MakeSingleTupleTableSlot(entry->desc, &TTSOpsVirtual);
+			entry->old_slot = MakeSingleTupleTableSlot(entry->desc, &TTSOpsVirtual);
+			MemoryContextSwitchTo(oldctx);
+		}
 		entry->valid = true;
 	}
 	return entry;
+}
+
+static void
+rel_sync_drop_slots(CrRelSyncEntry *entry)
+{
+	if (entry->desc == NULL)
+		return;
+	ExecDropSingleTupleTableSlot(entry->heap_slot);
+	ExecDropSingleTupleTableSlot(entry->new_slot);
+	ExecDropSingleTupleTableSlot(entry->old_slot);
+	FreeTupleDesc(entry->desc);
+	entry->desc = NULL;
 }
 
 static bool
@@ -291,14 +328,14 @@ cr_commit(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 	data->begin_sent = false;
 }
 
-/* a heap tuple slot holding tuple, in the current memory context */
+/*
+ * Deform a decoded tuple into one of the entry's virtual slots, whose
+ * values the caller may then change.  The values point into the tuple.
+ */
 static TupleTableSlot *
-tuple_slot(Relation rel, HeapTuple tuple)
+tuple_slot(CrRelSyncEntry *entry, HeapTuple tuple, TupleTableSlot *slot)
 {
-	TupleTableSlot *slot = MakeSingleTupleTableSlot(RelationGetDescr(rel),
-													&TTSOpsVirtual);
-	TupleTableSlot *heapslot = MakeSingleTupleTableSlot(RelationGetDescr(rel),
-														&TTSOpsHeapTuple);
+	TupleTableSlot *heapslot = entry->heap_slot;
 
 	ExecStoreHeapTuple(tuple, heapslot, false);
 	slot_getallattrs(heapslot);
@@ -308,7 +345,7 @@ tuple_slot(Relation rel, HeapTuple tuple)
 	memcpy(slot->tts_isnull, heapslot->tts_isnull,
 		   sizeof(bool) * heapslot->tts_nvalid);
 	ExecStoreVirtualTuple(slot);
-	ExecDropSingleTupleTableSlot(heapslot);
+	ExecClearTuple(heapslot);
 	return slot;
 }
 
@@ -332,9 +369,9 @@ cr_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation rel,
 	send_relation_if_needed(ctx, entry, rel);
 
 	if (newtuple)
-		newslot = tuple_slot(rel, newtuple);
+		newslot = tuple_slot(entry, newtuple, entry->new_slot);
 	if (oldtuple)
-		oldslot = tuple_slot(rel, oldtuple);
+		oldslot = tuple_slot(entry, oldtuple, entry->old_slot);
 
 	OutputPluginPrepareWrite(ctx, true);
 	switch (change->action)
