@@ -329,6 +329,9 @@ exec_open(ApplyRel *ar)
 	if (ar->exec)
 	{
 		ex = ar->exec;
+		/* a new RELATION message may have described the columns anew */
+		if (!ar->map_valid)
+			apply_rel_map(ar, ex->rel);
 		ex->estate->es_output_cid = GetCurrentCommandId(true);
 		return ex;
 	}
@@ -574,6 +577,7 @@ handle_relation(StringInfo s)
 		ar->remote_index = NULL;
 		ar->infuncs = NULL;
 		ar->ioparams = NULL;
+		ar->exec = NULL;
 	}
 	else
 	{
