@@ -66,6 +66,7 @@ static void check_table_arguments(FunctionCallInfo fcinfo);
 Datum
 cosmosrep_next_version(PG_FUNCTION_ARGS)
 {
+	cr_require_preload();
 	PG_RETURN_INT64(cr_hlc_next_version(cr_local_region_id(false)));
 }
 
