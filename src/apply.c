@@ -336,9 +336,25 @@ exec_open(ApplyRel *ar)
 		return ex;
 	}
 
-	relid = RangeVarGetRelid(makeRangeVar(ar->remoterel->nspname,
-										  ar->remoterel->relname, -1),
-							 RowExclusiveLock, true);
+	/*
+	 * The table mapped before, if nothing changed it since: taking the lock
+	 * processes pending invalidations, which clear map_valid.
+	 */
+	relid = InvalidOid;
+	if (ar->map_valid)
+	{
+		relid = ar->localrelid;
+		LockRelationOid(relid, RowExclusiveLock);
+		if (!ar->map_valid)
+		{
+			UnlockRelationOid(relid, RowExclusiveLock);
+			relid = InvalidOid;
+		}
+	}
+	if (!OidIsValid(relid))
+		relid = RangeVarGetRelid(makeRangeVar(ar->remoterel->nspname,
+											  ar->remoterel->relname, -1),
+								 RowExclusiveLock, true);
 	if (!OidIsValid(relid))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_TABLE),
@@ -560,8 +576,6 @@ handle_commit(StringInfo s)
 	if (MyPeer->latency_count < CR_LATENCY_SAMPLES)
 		MyPeer->latency_count++;
 	SpinLockRelease(&MyPeer->mutex);
-
-	pgstat_report_activity(STATE_IDLE, NULL);
 }
 
 static void
