@@ -190,7 +190,7 @@ apply_worker_exit(int code, Datum arg)
 		PeerConn = NULL;
 	}
 	LWLockAcquire(cr_shmem_lwlock(CR_LWLOCK_WORKERS), LW_EXCLUSIVE);
-	if (MyPeer->pid == MyProcPid || MyPeer->pid == 0)
+	if (MyPeer->pid == MyProcPid)
 		MyPeer->pid = 0;
 	LWLockRelease(cr_shmem_lwlock(CR_LWLOCK_WORKERS));
 	SpinLockAcquire(&MyPeer->mutex);

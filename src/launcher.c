@@ -22,10 +22,13 @@
  *
  *	  Shared state: the database table and the peer status table, both
  *	  under CR_LWLOCK_WORKERS (see CrPeerStatus for the fields under the
- *	  per-entry spinlock).  A worker's pid is written by the process that
- *	  started it, after WaitForBackgroundWorkerStartup, and cleared by the
- *	  worker at exit, so a launcher never starts a second worker for one
- *	  peer.  After a crash the postmaster re-initialises shared memory and
+ *	  per-entry spinlock).  A launcher records its own pid and clears it at
+ *	  exit; a second launcher for the same database leaves at once.  An
+ *	  apply worker's pid is written by the launcher that started it, after
+ *	  WaitForBackgroundWorkerStartup, and cleared by the worker at exit, so
+ *	  a launcher never starts a second worker for one peer.  A pid whose
+ *	  process is gone (it died before its pid was recorded) is cleared on
+ *	  the next pass.  After a crash the postmaster re-initialises shared memory and
  *	  the supervisor starts everything again.
  *
  * IDENTIFICATION
@@ -238,6 +241,10 @@ supervisor_scan(void)
 	HeapTuple	tup;
 	ListCell   *lc;
 	TimestampTz now = GetCurrentTimestamp();
+	MemoryContext scanctx = AllocSetContextCreate(TopMemoryContext,
+												  "cosmosrep supervisor scan",
+												  ALLOCSET_SMALL_SIZES);
+	MemoryContext oldctx;
 
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
@@ -247,8 +254,13 @@ supervisor_scan(void)
 	{
 		Form_pg_database db = (Form_pg_database) GETSTRUCT(tup);
 
+		/* the list must outlive the transaction */
 		if (db->datallowconn && !db->datistemplate)
+		{
+			oldctx = MemoryContextSwitchTo(scanctx);
 			dboids = lappend_oid(dboids, db->oid);
+			MemoryContextSwitchTo(oldctx);
+		}
 	}
 	table_endscan(scan);
 	table_close(rel, AccessShareLock);
@@ -264,23 +276,21 @@ supervisor_scan(void)
 
 		LWLockAcquire(cr_shmem_lwlock(CR_LWLOCK_WORKERS), LW_EXCLUSIVE);
 		entry = database_entry(dboid, true);
+		/* a launcher that died without cleaning up left a stale pid */
+		if (entry && entry->launcher_pid > 0 && kill(entry->launcher_pid, 0) != 0)
+			entry->launcher_pid = 0;
 		if (entry && entry->launcher_pid == 0 && entry->recheck_at <= now)
 		{
 			start = true;
 			entry->recheck_at = TimestampTzPlusMilliseconds(now, CR_RECHECK_INTERVAL_MS);
 		}
 		LWLockRelease(cr_shmem_lwlock(CR_LWLOCK_WORKERS));
-		if (!start)
-			continue;
 
-		start_worker("cosmosrep launcher", "cosmosrep_launcher_main", dboid, 0, &pid);
-		LWLockAcquire(cr_shmem_lwlock(CR_LWLOCK_WORKERS), LW_EXCLUSIVE);
-		/* a launcher that already exited has cleared its entry itself */
-		if (pid != 0 && kill(pid, 0) == 0 && entry->dboid == dboid)
-			entry->launcher_pid = pid;
-		LWLockRelease(cr_shmem_lwlock(CR_LWLOCK_WORKERS));
+		/* the launcher records its own pid, and clears it when it exits */
+		if (start)
+			start_worker("cosmosrep launcher", "cosmosrep_launcher_main", dboid, 0, &pid);
 	}
-	list_free(dboids);
+	MemoryContextDelete(scanctx);
 }
 
 void
@@ -448,6 +458,9 @@ launcher_cycle(void)
 			ps->last_error_at = 0;
 			SpinLockRelease(&ps->mutex);
 		}
+		/* a worker that died before its pid was recorded left a stale one */
+		if (ps != NULL && ps->pid > 0 && kill(ps->pid, 0) != 0)
+			ps->pid = 0;
 		if (ps == NULL || ps->pid != 0 || ps->next_start > now)
 		{
 			LWLockRelease(cr_shmem_lwlock(CR_LWLOCK_WORKERS));
@@ -475,6 +488,7 @@ void
 cosmosrep_launcher_main(Datum arg)
 {
 	Oid			dboid;
+	CrDatabaseEntry *entry;
 
 	memcpy(&dboid, MyBgworkerEntry->bgw_extra, sizeof(Oid));
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
@@ -482,17 +496,19 @@ cosmosrep_launcher_main(Datum arg)
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
 
-	before_shmem_exit(launcher_exit, (Datum) 0);
+	/* one launcher per database: leave if another one runs */
 	LWLockAcquire(cr_shmem_lwlock(CR_LWLOCK_WORKERS), LW_EXCLUSIVE);
+	entry = database_entry(MyDatabaseId, true);
+	if (entry == NULL ||
+		(entry->launcher_pid > 0 && entry->launcher_pid != MyProcPid &&
+		 kill(entry->launcher_pid, 0) == 0))
 	{
-		CrDatabaseEntry *entry = database_entry(MyDatabaseId, true);
-
-		if (entry)
-		{
-			entry->launcher_pid = MyProcPid;
-		}
+		LWLockRelease(cr_shmem_lwlock(CR_LWLOCK_WORKERS));
+		proc_exit(0);
 	}
+	entry->launcher_pid = MyProcPid;
 	LWLockRelease(cr_shmem_lwlock(CR_LWLOCK_WORKERS));
+	before_shmem_exit(launcher_exit, (Datum) 0);
 
 	for (;;)
 	{

@@ -116,6 +116,7 @@ static int	copy_len = 0;
 static int	copy_pos = 0;
 static bool copy_done = false;
 
+static bool plugin_allowed(const char *setting);
 static void check_plugin_allowed(PGconn *conn, const char *region);
 static XLogRecPtr create_slot(PGconn *repl, const char *slot, const char *region,
 							  char **snapshot);
@@ -134,31 +135,48 @@ quoted_literal(const char *s)
 }
 
 /*
+ * Whether a value of output_plugin_libraries admits cosmosrep; NULL (a
+ * server before 15.19, which has no such setting) admits every plugin.
+ */
+static bool
+plugin_allowed(const char *setting)
+{
+	List	   *plugins;
+	ListCell   *lc;
+
+	if (setting == NULL)
+		return true;
+	if (!SplitIdentifierString(pstrdup(setting), ',', &plugins))
+		return false;
+	foreach(lc, plugins)
+	{
+		if (strcmp((char *) lfirst(lc), COSMOSREP_PLUGIN) == 0)
+			return true;
+	}
+	return false;
+}
+
+/*
  * Refuse early, with cosmosrep's own message, a region whose server would
- * refuse the output plugin (PostgreSQL 15.19 and later).
+ * refuse the output plugin at CREATE_REPLICATION_SLOT (PostgreSQL 15.19
+ * and later).  conn is NULL for this region.
  */
 static void
 check_plugin_allowed(PGconn *conn, const char *region)
 {
-	PGresult   *res = cr_remote_exec(conn,
-									 "SELECT pg_catalog.current_setting('output_plugin_libraries', true)",
-									 PGRES_TUPLES_OK, region);
-	bool		ok = true;
+	bool		ok;
 
-	if (!PQgetisnull(res, 0, 0))
+	if (conn == NULL)
+		ok = plugin_allowed(GetConfigOption("output_plugin_libraries", true, false));
+	else
 	{
-		List	   *plugins;
-		char	   *value = pstrdup(PQgetvalue(res, 0, 0));
-		ListCell   *lc;
+		PGresult   *res = cr_remote_exec(conn,
+										 "SELECT pg_catalog.current_setting('output_plugin_libraries', true)",
+										 PGRES_TUPLES_OK, region);
 
-		ok = false;
-		if (SplitIdentifierString(value, ',', &plugins))
-		{
-			foreach(lc, plugins)
-				ok |= strcmp((char *) lfirst(lc), COSMOSREP_PLUGIN) == 0;
-		}
+		ok = plugin_allowed(PQgetisnull(res, 0, 0) ? NULL : PQgetvalue(res, 0, 0));
+		PQclear(res);
 	}
-	PQclear(res);
 	if (!ok)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -463,16 +481,7 @@ cosmosrep_join_region(PG_FUNCTION_ARGS)
 
 		/* 2. slots here for every member, before this region writes */
 		check_plugin_allowed(st->viaconn, via_member->name);
-		{
-			const char *local_plugins = GetConfigOption("output_plugin_libraries", true, false);
-
-			if (local_plugins && strstr(local_plugins, COSMOSREP_PLUGIN) == NULL)
-				ereport(ERROR,
-						(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-						 errmsg("region \"%s\" does not allow the cosmosrep output plugin", name),
-						 errhint("Add cosmosrep to \"output_plugin_libraries\" in the postgresql.conf of region \"%s\" and reload it.",
-								 name)));
-		}
+		check_plugin_allowed(NULL, name);
 		st->localrepl = cr_remote_connect(dsn, true, "cosmosrep join", name);
 		foreach(lc, st->members)
 		{
