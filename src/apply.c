@@ -125,6 +125,7 @@ static char *PeerName = NULL;
 static PGconn *PeerConn = NULL;
 
 static bool in_remote_transaction = false;
+static bool applied_since_start = false;
 static XLogRecPtr last_received = InvalidXLogRecPtr;
 static XLogRecPtr last_applied_end = InvalidXLogRecPtr;
 static XLogRecPtr last_local_commit = InvalidXLogRecPtr;
@@ -144,6 +145,7 @@ static void apply_rel_map(ApplyRel *ar, Relation rel);
 static ApplyExec *exec_open(ApplyRel *ar);
 static void exec_close_all(void);
 static void change_begin(void);
+static void begin_in_transaction(void);
 static void change_end(ApplyExec *ex);
 static void slot_fill(ApplyExec *ex, ApplyRel *ar, LogicalRepTupleData *tup,
 					  TupleTableSlot *slot, TupleTableSlot *existing);
@@ -391,7 +393,6 @@ exec_open(ApplyRel *ar)
 	ex->remoteslot = ExecInitExtraTupleSlot(ex->estate, RelationGetDescr(ex->rel),
 											&TTSOpsVirtual);
 	ex->localslot = table_slot_create(ex->rel, &ex->estate->es_tupleTable);
-	AfterTriggerBeginQuery();
 
 	ar->exec = ex;
 	open_rels = lappend(open_rels, ar);
@@ -413,9 +414,10 @@ exec_close_all(void)
 		ApplyRel   *ar = lfirst(lc);
 		ApplyExec  *ex = ar->exec;
 
-		AfterTriggerEndQuery(ex->estate);
 		EvalPlanQualEnd(&ex->epqstate);
 		ExecCloseIndices(ex->rri);
+		/* relations that AFTER triggers opened */
+		ExecCloseResultRelations(ex->estate);
 		ExecResetTupleTable(ex->estate->es_tupleTable, false);
 		FreeExecutorState(ex->estate);
 		table_close(ex->rel, NoLock);
@@ -425,19 +427,32 @@ exec_close_all(void)
 	MemoryContextReset(ApplyTransactionContext);
 }
 
-/* every row change runs with a snapshot of its own */
+/*
+ * Every row change runs with a snapshot of its own and, like a statement,
+ * fires its queued AFTER triggers (ENABLE ALWAYS or REPLICA ones) at its
+ * end, as core's apply does.
+ */
 static void
 change_begin(void)
 {
-	if (!in_remote_transaction)
-		elog(ERROR, "row change outside a transaction from region \"%s\"", PeerName);
+	begin_in_transaction();
 	PushActiveSnapshot(GetTransactionSnapshot());
+	AfterTriggerBeginQuery();
+}
+
+/* a change, TRUNCATE or DDL message must come between BEGIN and COMMIT */
+static void
+begin_in_transaction(void)
+{
+	if (!in_remote_transaction)
+		elog(ERROR, "change outside a transaction from region \"%s\"", PeerName);
 }
 
 /* make the change visible to the next one, and free its per-tuple memory */
 static void
 change_end(ApplyExec *ex)
 {
+	AfterTriggerEndQuery(ex->estate);
 	ResetPerTupleExprContext(ex->estate);
 	PopActiveSnapshot();
 	CommandCounterIncrement();
@@ -563,6 +578,16 @@ handle_commit(StringInfo s)
 	last_local_commit = XactLastCommitEnd;
 	in_remote_transaction = false;
 	last_applied_end = commit.end_lsn;
+
+	/* the worker works: the next failure starts the backoff afresh */
+	if (!applied_since_start)
+	{
+		applied_since_start = true;
+		LWLockAcquire(cr_shmem_lwlock(CR_LWLOCK_WORKERS), LW_EXCLUSIVE);
+		MyPeer->failures = 0;
+		MyPeer->next_start = 0;
+		LWLockRelease(cr_shmem_lwlock(CR_LWLOCK_WORKERS));
+	}
 
 	now = GetCurrentTimestamp();
 	SpinLockAcquire(&MyPeer->mutex);
@@ -725,7 +750,8 @@ handle_truncate(StringInfo s)
 	ListCell   *lc;
 
 	exec_close_all();
-	change_begin();
+	begin_in_transaction();
+	PushActiveSnapshot(GetTransactionSnapshot());
 	foreach(lc, remote_relids)
 	{
 		ApplyRel   *ar = apply_rel_lookup(lfirst_oid(lc));
@@ -758,7 +784,8 @@ handle_message(StringInfo s)
 	if (strcmp(msg.prefix, CR_DDL_MESSAGE_PREFIX) != 0)
 		return;
 	exec_close_all();
-	change_begin();
+	begin_in_transaction();
+	PushActiveSnapshot(GetTransactionSnapshot());
 	cr_table_apply_ddl(msg.content, msg.size, PeerName);
 	PopActiveSnapshot();
 	CommandCounterIncrement();
@@ -1031,10 +1058,6 @@ cosmosrep_apply_main(Datum arg)
 		PQclear(res);
 
 		set_state(CR_PEER_CATCHING_UP);
-		LWLockAcquire(cr_shmem_lwlock(CR_LWLOCK_WORKERS), LW_EXCLUSIVE);
-		MyPeer->failures = 0;
-		MyPeer->next_start = 0;
-		LWLockRelease(cr_shmem_lwlock(CR_LWLOCK_WORKERS));
 		ereport(LOG,
 				(errmsg("cosmosrep apply worker streaming from region \"%s\" at %X/%X",
 						PeerName, LSN_FORMAT_ARGS(startpos))));

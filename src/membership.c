@@ -59,6 +59,7 @@
 #include "utils/lsyscache.h"
 #include "utils/pg_lsn.h"
 #include "utils/rel.h"
+#include "utils/resowner.h"
 #include "utils/snapmgr.h"
 
 #include "catalog.h"
@@ -126,6 +127,9 @@ static void copy_table(JoinTable *t, PGconn *conn, const char *via_region);
 static int	copy_read_data(void *outbuf, int minread, int maxread);
 static void stop_apply_worker(int peer_id);
 static void forget_region(const char *name);
+static void drop_slot(const char *slot);
+static void run_forget(CrRegion *r, const char *name, bool must_succeed);
+static void forget_group_in(CrRegion *removed, List *regions);
 static char *quoted_literal(const char *s);
 
 static char *
@@ -679,19 +683,49 @@ cosmosrep_add_region(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
-/* stop the apply worker streaming from peer_id, if one runs */
+/*
+ * Stop the apply worker streaming from peer_id and wait until it is gone,
+ * keeping the launcher from starting another one for a while (until this
+ * transaction's removal of the peer commits, in practice).
+ */
 static void
 stop_apply_worker(int peer_id)
 {
+	CrPeerStatus *ps = NULL;
+	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 30000);
+
+	LWLockAcquire(cr_shmem_lwlock(CR_LWLOCK_WORKERS), LW_EXCLUSIVE);
 	for (int i = 0; i < cr_peer_status_count(); i++)
 	{
-		CrPeerStatus *ps = cr_peer_status(i);
+		CrPeerStatus *p = cr_peer_status(i);
+
+		if (p->in_use && p->dboid == MyDatabaseId && p->peer_id == peer_id)
+		{
+			ps = p;
+			ps->next_start = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 60000);
+			if (ps->pid > 0)
+				kill(ps->pid, SIGTERM);
+		}
+	}
+	LWLockRelease(cr_shmem_lwlock(CR_LWLOCK_WORKERS));
+
+	while (ps != NULL)
+	{
+		bool		gone;
 
 		LWLockAcquire(cr_shmem_lwlock(CR_LWLOCK_WORKERS), LW_SHARED);
-		if (ps->in_use && ps->dboid == MyDatabaseId && ps->peer_id == peer_id &&
-			ps->pid > 0)
-			kill(ps->pid, SIGTERM);
+		gone = ps->pid == 0 || kill(ps->pid, 0) != 0;
 		LWLockRelease(cr_shmem_lwlock(CR_LWLOCK_WORKERS));
+		if (gone)
+			break;
+		if (GetCurrentTimestamp() > deadline)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_IN_USE),
+					 errmsg("the apply worker of region %d did not stop", peer_id)));
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 10, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
 	}
 }
 
@@ -721,17 +755,63 @@ forget_region(const char *name)
 	replorigin_drop_by_name(psprintf("cosmosrep_%s", name), true, false);
 
 	slot = psprintf("cr_%s_%s", local->name, name);
-	if (SearchNamedReplicationSlot(slot, true) != NULL)
+	drop_slot(slot);
+	cr_wake_launcher_at_commit();
+}
+
+/*
+ * Drop a slot that the removed region may still be streaming from, and
+ * may reconnect to at any moment: end its walsender and try to drop the
+ * slot before the next connection takes it, for at most 30 seconds.
+ */
+static void
+drop_slot(const char *slot)
+{
+	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 30000);
+	MemoryContext oldctx = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+
+	while (SearchNamedReplicationSlot(slot, true) != NULL)
 	{
+		bool		dropped = false;
+
 		SPI_connect();
 		SPI_execute(psprintf("SELECT pg_catalog.pg_terminate_backend(active_pid, 5000)"
 							 " FROM pg_catalog.pg_replication_slots"
 							 " WHERE slot_name = %s AND active_pid IS NOT NULL",
 							 quoted_literal(slot)), false, 0);
 		SPI_finish();
-		ReplicationSlotDrop(slot, false);
+
+		BeginInternalSubTransaction(NULL);
+		PG_TRY();
+		{
+			ReplicationSlotDrop(slot, true);
+			ReleaseCurrentSubTransaction();
+			dropped = true;
+		}
+		PG_CATCH();
+		{
+			/* taken again meanwhile: try once more */
+			MemoryContextSwitchTo(oldctx);
+			FlushErrorState();
+			RollbackAndReleaseCurrentSubTransaction();
+		}
+		PG_END_TRY();
+		MemoryContextSwitchTo(oldctx);
+		CurrentResourceOwner = oldowner;
+
+		if (dropped)
+			break;
+		if (GetCurrentTimestamp() > deadline)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_IN_USE),
+					 errmsg("replication slot \"%s\" stays in use", slot),
+					 errhint("Stop the region that streams from it, then call the function again.")));
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 10, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
 	}
-	cr_wake_launcher_at_commit();
 }
 
 Datum
@@ -746,38 +826,98 @@ cosmosrep_forget_region(PG_FUNCTION_ARGS)
  * Remove a region from the group: forget it here and in every other
  * remaining region.
  */
+/*
+ * Remove a region from the group.  The removed region forgets the group
+ * first, when it can be reached, so that it stops streaming from the
+ * others; then every remaining region forgets it.
+ */
 Datum
 cosmosrep_remove_region(PG_FUNCTION_ARGS)
 {
 	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	CrRegion   *removed;
 	List	   *regions;
 	ListCell   *lc;
 
 	cr_require_preload();
 	regions = cr_get_regions();
+	removed = cr_get_region_by_name(name);
+	if (removed != NULL && !removed->is_local)
+		forget_group_in(removed, regions);
+
 	forget_region(name);
 	foreach(lc, regions)
 	{
 		CrRegion   *r = lfirst(lc);
-		PGconn	   *conn;
 
 		if (r->is_local || strcmp(r->name, name) == 0)
 			continue;
-		conn = cr_remote_connect(r->dsn, false, "cosmosrep remove_region", r->name);
-		PG_TRY();
-		{
-			PQclear(cr_remote_exec(conn,
-								   psprintf("SELECT cosmosrep.forget_region(%s)",
-											quoted_literal(name)),
-								   PGRES_TUPLES_OK, r->name));
-		}
-		PG_FINALLY();
-		{
-			PQfinish(conn);
-		}
-		PG_END_TRY();
+		run_forget(r, name, true);
 	}
 	PG_RETURN_VOID();
+}
+
+/*
+ * Call cosmosrep.forget_region(name) in region r; with must_succeed false
+ * an unreachable region is only reported.
+ */
+static void
+run_forget(CrRegion *r, const char *name, bool must_succeed)
+{
+	PGconn	   *conn;
+
+	if (!must_succeed)
+	{
+		MemoryContext oldctx = CurrentMemoryContext;
+
+		PG_TRY();
+		{
+			run_forget(r, name, true);
+		}
+		PG_CATCH();
+		{
+			ErrorData  *edata;
+
+			MemoryContextSwitchTo(oldctx);
+			edata = CopyErrorData();
+			FlushErrorState();
+			ereport(WARNING,
+					(errmsg("region \"%s\" could not forget region \"%s\": %s",
+							r->name, name, edata->message)));
+			FreeErrorData(edata);
+		}
+		PG_END_TRY();
+		return;
+	}
+
+	conn = cr_remote_connect(r->dsn, false, "cosmosrep remove_region", r->name);
+	PG_TRY();
+	{
+		PQclear(cr_remote_exec(conn,
+							   psprintf("SELECT cosmosrep.forget_region(%s)",
+										quoted_literal(name)),
+							   PGRES_TUPLES_OK, r->name));
+	}
+	PG_FINALLY();
+	{
+		PQfinish(conn);
+	}
+	PG_END_TRY();
+}
+
+/* the removed region forgets every other region, if it can be reached */
+static void
+forget_group_in(CrRegion *removed, List *regions)
+{
+	ListCell   *lc;
+
+	foreach(lc, regions)
+	{
+		CrRegion   *r = lfirst(lc);
+
+		if (r != removed)
+			run_forget(removed, r->name, false);
+	}
 }
 
 static void

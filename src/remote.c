@@ -8,8 +8,11 @@
  *	  a backend or worker waiting on a peer still answers SIGTERM, query
  *	  cancel and postmaster death.  Errors are reported with ereport and
  *	  name the region; the caller owns the PGconn and must PQfinish it
- *	  (including on error, from a PG_FINALLY block).  SQL connections set
- *	  search_path to '' first; all cosmosrep SQL is schema-qualified.
+ *	  (including on error, from a PG_FINALLY block).  Every connection pins
+ *	  the output formats that values sent as text depend on (DateStyle,
+ *	  IntervalStyle, extra_float_digits), whatever the peer's defaults are.
+ *	  SQL connections set search_path to '' first; all cosmosrep SQL is
+ *	  schema-qualified.
  *
  * IDENTIFICATION
  *	  src/remote.c
@@ -48,8 +51,8 @@ PGconn *
 cr_remote_connect(const char *dsn, bool replication, const char *appname,
 				  const char *region)
 {
-	const char *keys[5];
-	const char *vals[5];
+	const char *keys[6];
+	const char *vals[6];
 	int			n = 0;
 	PGconn	   *conn;
 	PostgresPollingStatusType status = PGRES_POLLING_WRITING;
@@ -65,6 +68,9 @@ cr_remote_connect(const char *dsn, bool replication, const char *appname,
 	vals[n++] = appname;
 	keys[n] = "client_encoding";
 	vals[n++] = GetDatabaseEncodingName();
+	/* values travel as text: pin the formats that text depends on */
+	keys[n] = "options";
+	vals[n++] = "-c datestyle=ISO -c intervalstyle=postgres -c extra_float_digits=3";
 	keys[n] = NULL;
 	vals[n] = NULL;
 
