@@ -123,6 +123,8 @@ static CrPeerStatus *MyPeer = NULL;
 static int	MyPeerIndex = -1;
 static char *PeerName = NULL;
 static PGconn *PeerConn = NULL;
+static PGconn *PeerSqlConn = NULL;	/* plain SQL, opened when needed */
+static char *PeerDsn = NULL;
 
 static bool in_remote_transaction = false;
 static bool applied_since_start = false;
@@ -151,6 +153,7 @@ static void slot_fill(ApplyExec *ex, ApplyRel *ar, LogicalRepTupleData *tup,
 					  TupleTableSlot *slot, TupleTableSlot *existing);
 static int64 slot_version(TupleTableSlot *slot, AttrNumber att, bool *isnull);
 static bool find_local_row(ApplyExec *ex, TupleTableSlot *key, bool confirm_miss);
+static bool fetch_peer_row(ApplyExec *ex, ApplyRel *ar, TupleTableSlot *slot);
 static void handle_begin(StringInfo s);
 static void handle_commit(StringInfo s);
 static void handle_relation(StringInfo s);
@@ -190,6 +193,11 @@ apply_worker_exit(int code, Datum arg)
 	{
 		PQfinish(PeerConn);
 		PeerConn = NULL;
+	}
+	if (PeerSqlConn)
+	{
+		PQfinish(PeerSqlConn);
+		PeerSqlConn = NULL;
 	}
 	LWLockAcquire(cr_shmem_lwlock(CR_LWLOCK_WORKERS), LW_EXCLUSIVE);
 	if (MyPeer->pid == MyProcPid)
@@ -544,6 +552,89 @@ find_local_row(ApplyExec *ex, TupleTableSlot *key, bool confirm_miss)
 	}
 }
 
+/*
+ * Replace slot's contents with the row that has slot's primary key, as
+ * the peer holds it now; false if the peer has no such row (a later
+ * delete, which the stream will bring).
+ *
+ * Used only when an update must recreate a row deleted here and the stream
+ * lacks some of its values.  The query runs on a second, plain connection
+ * to the peer, opened when first needed; values travel as text, like the
+ * stream's.
+ */
+static bool
+fetch_peer_row(ApplyExec *ex, ApplyRel *ar, TupleTableSlot *slot)
+{
+	TupleDesc	desc = RelationGetDescr(ex->rel);
+	Bitmapset  *pkattrs = RelationGetIndexAttrBitmap(ex->rel, INDEX_ATTR_BITMAP_PRIMARY_KEY);
+	StringInfoData sql;
+	PGresult   *res;
+	int			col = -1;
+	int			field = 0;
+	bool		found;
+
+	if (PeerSqlConn == NULL)
+		PeerSqlConn = cr_remote_connect(PeerDsn, false, "cosmosrep apply", PeerName);
+
+	initStringInfo(&sql);
+	appendStringInfoString(&sql, "SELECT ");
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		if (att->attisdropped || att->attgenerated)
+			continue;
+		appendStringInfo(&sql, "%s%s", field++ ? ", " : "",
+						 quote_identifier(NameStr(att->attname)));
+	}
+	appendStringInfo(&sql, " FROM ONLY %s WHERE true",
+					 quote_qualified_identifier(ar->remoterel->nspname,
+												ar->remoterel->relname));
+	slot_getallattrs(slot);
+	while ((col = bms_next_member(pkattrs, col)) >= 0)
+	{
+		AttrNumber	attnum = col + FirstLowInvalidHeapAttributeNumber;
+		Form_pg_attribute att = TupleDescAttr(desc, attnum - 1);
+		Oid			typoutput;
+		bool		isvarlena;
+
+		getTypeOutputInfo(att->atttypid, &typoutput, &isvarlena);
+		appendStringInfo(&sql, " AND %s = %s",
+						 quote_identifier(NameStr(att->attname)),
+						 quote_literal_cstr(OidOutputFunctionCall(typoutput,
+																  slot->tts_values[attnum - 1])));
+	}
+
+	res = cr_remote_exec(PeerSqlConn, sql.data, PGRES_TUPLES_OK, PeerName);
+	found = PQntuples(res) == 1;
+	if (found)
+	{
+		ExecClearTuple(slot);
+		field = 0;
+		for (int i = 0; i < desc->natts; i++)
+		{
+			Form_pg_attribute att = TupleDescAttr(desc, i);
+
+			slot->tts_values[i] = (Datum) 0;
+			slot->tts_isnull[i] = true;
+			if (att->attisdropped || att->attgenerated)
+				continue;
+			if (!PQgetisnull(res, 0, field))
+			{
+				slot->tts_values[i] = InputFunctionCall(&ar->infuncs[i],
+														PQgetvalue(res, 0, field),
+														ar->ioparams[i],
+														att->atttypmod);
+				slot->tts_isnull[i] = false;
+			}
+			field++;
+		}
+		ExecStoreVirtualTuple(slot);
+	}
+	PQclear(res);
+	return found;
+}
+
 /* ----------------------------------------------------------------
  * Protocol message handlers
  * ----------------------------------------------------------------
@@ -690,14 +781,26 @@ handle_update(StringInfo s)
 	{
 		/*
 		 * Deleted here meanwhile: the update recreates the row unless the
-		 * delete is newer.
+		 * delete is newer.  Columns the update left unchanged (TOASTed
+		 * values) are not in the stream: then the row is taken as the peer
+		 * holds it now.
 		 */
+		char	   *key = cr_tombstone_key(ex->rel, keyslot);
+		int64		deleted = cr_tombstone_version(RelationGetRelid(ex->rel), key);
+		bool		complete = true;
+
+		for (int i = 0; i < newtup.ncols; i++)
+			complete &= newtup.colstatus[i] != LOGICALREP_COLUMN_UNCHANGED;
+
 		slot_fill(ex, ar, &newtup, ex->remoteslot, NULL);
 		incoming = slot_version(ex->remoteslot, ar->version_att, &isnull);
 		cr_hlc_observe(incoming);
-		if (incoming > cr_tombstone_version(RelationGetRelid(ex->rel),
-											cr_tombstone_key(ex->rel, keyslot)))
+		if (incoming > deleted &&
+			(complete || fetch_peer_row(ex, ar, ex->remoteslot)))
+		{
+			cr_hlc_observe(slot_version(ex->remoteslot, ar->version_att, &isnull));
 			ExecSimpleRelationInsert(ex->rri, ex->estate, ex->remoteslot);
+		}
 	}
 
 	change_end(ex);
@@ -979,7 +1082,6 @@ cosmosrep_apply_main(Datum arg)
 	CrRegion   *peer;
 	char	   *origin_name;
 	char	   *slot_name;
-	char	   *peer_dsn;
 	char	   *local_name;
 	HASHCTL		ctl;
 	PGresult   *res;
@@ -1025,7 +1127,7 @@ cosmosrep_apply_main(Datum arg)
 		/* what outlives this transaction goes to ApplyContext */
 		MemoryContextSwitchTo(ApplyContext);
 		PeerName = pstrdup(peer->name);
-		peer_dsn = pstrdup(peer->dsn);
+		PeerDsn = pstrdup(peer->dsn);
 		local_name = pstrdup(cr_get_region_by_id(cr_local_region_id(false))->name);
 		origin_name = psprintf("cosmosrep_%s", PeerName);
 		slot_name = psprintf("cr_%s_%s", PeerName, local_name);
@@ -1048,7 +1150,7 @@ cosmosrep_apply_main(Datum arg)
 		last_received = startpos;
 
 		set_state(CR_PEER_CONNECTING);
-		PeerConn = cr_remote_connect(peer_dsn, true,
+		PeerConn = cr_remote_connect(PeerDsn, true,
 									 psprintf("cosmosrep_%s", local_name), PeerName);
 		res = cr_remote_exec(PeerConn,
 							 psprintf("START_REPLICATION SLOT %s LOGICAL %X/%X (protocol_version '%d')",
