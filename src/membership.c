@@ -126,6 +126,7 @@ static void wait_for_confirmed(JoinMember *member, const char *via_region,
 static void copy_table(JoinTable *t, PGconn *conn, const char *via_region);
 static int	copy_read_data(void *outbuf, int minread, int maxread);
 static void stop_apply_worker(int peer_id);
+static CrRegion *lookup_peer(const char *name, const char *hint);
 static void forget_region(const char *name);
 static void drop_slot(const char *slot);
 static void run_forget(CrRegion *r, const char *name, bool must_succeed);
@@ -730,15 +731,13 @@ stop_apply_worker(int peer_id)
 }
 
 /*
- * Remove a peer from this region only: its row, the slot it streams from
- * here and the origin of its stream.
+ * Another region of the group, by name; hint says what to do instead when
+ * name is this region.
  */
-static void
-forget_region(const char *name)
+static CrRegion *
+lookup_peer(const char *name, const char *hint)
 {
 	CrRegion   *peer = cr_get_region_by_name(name);
-	CrRegion   *local = cr_get_region_by_id(cr_local_region_id(false));
-	char	   *slot;
 
 	if (peer == NULL)
 		ereport(ERROR,
@@ -748,7 +747,21 @@ forget_region(const char *name)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("region \"%s\" is this region", name),
-				 errhint("Remove a region from another member of the group.")));
+				 errhint("%s", hint)));
+	return peer;
+}
+
+/*
+ * Remove a peer from this region only: its row, the slot it streams from
+ * here and the origin of its stream.
+ */
+static void
+forget_region(const char *name)
+{
+	CrRegion   *peer = lookup_peer(name, "Remove a region from another member of the group.");
+	CrRegion   *local = cr_get_region_by_id(cr_local_region_id(false));
+	char	   *slot;
+
 
 	cr_delete_region(peer->id);
 	stop_apply_worker(peer->id);
@@ -926,16 +939,7 @@ set_paused(const char *name, bool paused)
 	CrRegion   *peer;
 
 	cr_require_preload();
-	peer = cr_get_region_by_name(name);
-	if (peer == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("region \"%s\" does not exist", name)));
-	if (peer->is_local)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("region \"%s\" is this region", name),
-				 errhint("Pause replication from the other regions instead.")));
+	peer = lookup_peer(name, "Pause replication from the other regions instead.");
 	cr_set_region_paused(peer->id, paused);
 }
 

@@ -4,6 +4,7 @@
  *	  BEFORE row trigger of multi-region tables: stamps each local write.
  *
  * NOTES
+ *	  Every local INSERT and UPDATE is marked with this region.
  *	  INSERT gets a new version and base 0.  UPDATE gets a new version and,
  *	  as base, the version of the row it replaces: the base travels with the
  *	  new row and tells the other regions which version this write was made
@@ -64,9 +65,10 @@ cosmosrep_stamp_row(PG_FUNCTION_ARGS)
 	Relation	rel;
 	TupleDesc	desc;
 	int			version_att;
-	int			cols[2];
-	Datum		values[2];
-	bool		nulls[2] = {false, false};
+	int			region;
+	int			cols[3];
+	Datum		values[3];
+	bool		nulls[3] = {false, false, false};
 	bool		isnull;
 	int64		base = 0;
 
@@ -114,13 +116,16 @@ cosmosrep_stamp_row(PG_FUNCTION_ARGS)
 		}
 	}
 
+	region = cr_local_region_id(false);
 	cols[0] = version_att;
-	values[0] = Int64GetDatum(cr_hlc_next_version(cr_local_region_id(false)));
+	values[0] = Int64GetDatum(cr_hlc_next_version(region));
 	cols[1] = stamp_column(rel, CR_BASE_COLUMN);
 	values[1] = Int64GetDatum(base);
+	cols[2] = stamp_column(rel, CR_REGION_COLUMN);
+	values[2] = Int16GetDatum((int16) region);
 
 	return PointerGetDatum(heap_modify_tuple_by_cols(TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) ?
 													 trigdata->tg_newtuple :
 													 trigdata->tg_trigtuple,
-													 desc, 2, cols, values, nulls));
+													 desc, 3, cols, values, nulls));
 }

@@ -280,14 +280,18 @@ cr_table_enable(Oid relid, const char *policy, const char *path,
 	/* ALTER TABLE refuses a table this session still has open */
 	relation_close(rel, NoLock);
 
-	/* existing rows get a distinct version each from the volatile default */
+	/*
+	 * Existing rows get a distinct version each from the volatile default,
+	 * and this region as writer.  The region is a plain column, stamped by
+	 * the trigger and carried by the stream: a generated column would cost
+	 * an expression per row on every write and every apply.
+	 */
 	spi_run_ddl(psprintf("ALTER TABLE %s"
 						 " ADD COLUMN %s bigint NOT NULL DEFAULT cosmosrep.next_version(),"
 						 " ADD COLUMN %s bigint NOT NULL DEFAULT 0,"
-						 " ADD COLUMN %s smallint NOT NULL"
-						 " GENERATED ALWAYS AS (cosmosrep.version_region(%s)) STORED",
+						 " ADD COLUMN %s smallint NOT NULL DEFAULT %d",
 						 qualname, CR_VERSION_COLUMN, CR_BASE_COLUMN,
-						 CR_REGION_COLUMN, CR_VERSION_COLUMN));
+						 CR_REGION_COLUMN, cr_local_region_id(false)));
 	spi_run_ddl(psprintf("CREATE TRIGGER %s BEFORE INSERT OR UPDATE OR DELETE ON %s"
 						 " FOR EACH ROW EXECUTE FUNCTION cosmosrep.stamp_row()",
 						 CR_TRIGGER_NAME, qualname));
