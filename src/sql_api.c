@@ -4,11 +4,10 @@
  *	  SQL-callable functions of cosmosrep: regions, tables and versions.
  *
  * NOTES
- *	  These functions validate their arguments, check privileges and then
- *	  delegate: catalog.c for configuration rows, hlc.c for versions, SPI
- *	  for the DDL that makes a table multi-region.  Every validation runs
- *	  before the first change, and everything happens in the caller's
- *	  transaction, so a rejected call changes nothing.
+ *	  These functions validate their arguments and then delegate: hlc.c for
+ *	  versions, catalog.c for regions, tables.c for multi-region tables.
+ *	  Every validation runs before the first change, and everything happens
+ *	  in the caller's transaction, so a rejected call changes nothing.
  *
  * IDENTIFICATION
  *	  src/sql_api.c
@@ -17,24 +16,11 @@
  */
 #include "postgres.h"
 
-#include "access/relation.h"
-#include "access/table.h"
-#include "catalog/namespace.h"
-#include "catalog/pg_am.h"
-#include "catalog/pg_proc.h"
-#include "catalog/pg_type.h"
-#include "commands/defrem.h"
-#include "executor/spi.h"
 #include "fmgr.h"
+#include "lib/stringinfo.h"
 #include "libpq-fe.h"
-#include "miscadmin.h"
-#include "parser/parse_func.h"
-#include "utils/acl.h"
 #include "utils/builtins.h"
-#include "utils/lsyscache.h"
-#include "utils/regproc.h"
-#include "utils/rel.h"
-#include "utils/relcache.h"
+#include "utils/timestamp.h"
 
 #include "catalog.h"
 #include "cosmosrep.h"
