@@ -7,13 +7,11 @@
  *	  One apply worker runs per (database, peer region).  It connects to
  *	  the peer in replication mode and runs START_REPLICATION on the slot
  *	  "cr_<peer>_<local>" from the position stored in the replication origin
- *	  "cosmosrep_<peer>".  Each remote transaction is applied whole inside
- *	  one local transaction that commits with replorigin_session_origin_lsn
- *	  set to the remote commit's end, so the origin advances atomically with
- *	  the data: after a crash of either side the stream restarts exactly
- *	  after the last applied transaction (exactly once).  Remote
- *	  transactions already buffered share one local transaction (see
- *	  handle_commit).
+ *	  "cosmosrep_<peer>".  Each remote transaction is applied in one local
+ *	  transaction that commits with replorigin_session_origin_lsn set to
+ *	  the remote commit's end, so the origin advances atomically with the
+ *	  data: after a crash of either side the stream restarts exactly after
+ *	  the last applied transaction (exactly once).
  *
  *	  Rows are applied at executor level: primary key index lookup
  *	  (RelationFindReplTupleByIndex) and ExecSimpleRelationInsert/Update/
@@ -83,7 +81,6 @@
 #include "tombstone.h"
 
 #define FEEDBACK_INTERVAL_MS	1000
-#define MAX_GROUP_TRANSACTIONS	100
 
 /* a remote relation and how it maps onto the local table */
 typedef struct ApplyRel
@@ -130,14 +127,12 @@ static PGconn *PeerSqlConn = NULL;	/* plain SQL, opened when needed */
 static char *PeerDsn = NULL;
 
 static bool in_remote_transaction = false;
-static int	group_transactions = 0;	/* remote commits in the open local one */
-static XLogRecPtr group_end_lsn = InvalidXLogRecPtr;
-static TimestampTz group_commit_time = 0;
 static bool applied_since_start = false;
 static XLogRecPtr last_received = InvalidXLogRecPtr;
 static XLogRecPtr last_applied_end = InvalidXLogRecPtr;
 static XLogRecPtr last_local_commit = InvalidXLogRecPtr;
 static TimestampTz last_feedback = 0;
+static TimestampTz remote_commit_time = 0;
 static int	changes_in_transaction = 0;
 
 static void apply_worker_exit(int code, Datum arg);
@@ -161,7 +156,6 @@ static bool find_local_row(ApplyExec *ex, TupleTableSlot *key, bool confirm_miss
 static bool fetch_peer_row(ApplyExec *ex, ApplyRel *ar, TupleTableSlot *slot);
 static void handle_begin(StringInfo s);
 static void handle_commit(StringInfo s);
-static void commit_group(void);
 static void handle_relation(StringInfo s);
 static void handle_insert(StringInfo s);
 static void handle_update(StringInfo s);
@@ -652,57 +646,29 @@ handle_begin(StringInfo s)
 	LogicalRepBeginData begin;
 
 	logicalrep_read_begin(s, &begin);
-	/* the next transaction of a group shares the open local transaction */
-	if (group_transactions == 0)
-		StartTransactionCommand();
+	remote_commit_time = begin.committime;
+	StartTransactionCommand();
 	in_remote_transaction = true;
+	changes_in_transaction = 0;
 }
 
-/*
- * A remote transaction is complete.  It joins the group of remote
- * transactions applied in the open local transaction, which commits when
- * no further complete message is buffered (apply_loop) or the group is
- * full: consecutive single-row transactions then share one local commit.
- * Each remote transaction is still applied whole and in commit order, and
- * the origin advances to the group's last end LSN atomically with the
- * data, so exactly-once and consistent prefix hold.
- */
 static void
 handle_commit(StringInfo s)
 {
 	LogicalRepCommitData commit;
+	TimestampTz now;
 
 	logicalrep_read_commit(s, &commit);
 	if (!in_remote_transaction)
 		elog(ERROR, "COMMIT without BEGIN from region \"%s\"", PeerName);
 
-	in_remote_transaction = false;
-	group_end_lsn = commit.end_lsn;
-	group_commit_time = commit.committime;
-	group_transactions++;
-	if (group_transactions >= MAX_GROUP_TRANSACTIONS)
-		commit_group();
-}
-
-/*
- * Commit the local transaction of the current group, if one is open and
- * no remote transaction is half applied in it.
- */
-static void
-commit_group(void)
-{
-	TimestampTz now;
-
-	/* never in the middle of a remote transaction: it is applied whole */
-	if (group_transactions == 0 || in_remote_transaction)
-		return;
-
 	exec_close_all();
-	replorigin_session_origin_lsn = group_end_lsn;
-	replorigin_session_origin_timestamp = group_commit_time;
+	replorigin_session_origin_lsn = commit.end_lsn;
+	replorigin_session_origin_timestamp = commit.committime;
 	CommitTransactionCommand();
 	last_local_commit = XactLastCommitEnd;
-	last_applied_end = group_end_lsn;
+	in_remote_transaction = false;
+	last_applied_end = commit.end_lsn;
 
 	/* the worker works: the next failure starts the backoff afresh */
 	if (!applied_since_start)
@@ -716,19 +682,16 @@ commit_group(void)
 
 	now = GetCurrentTimestamp();
 	SpinLockAcquire(&MyPeer->mutex);
-	MyPeer->applied_lsn = group_end_lsn;
-	MyPeer->last_commit_time = group_commit_time;
+	MyPeer->applied_lsn = commit.end_lsn;
+	MyPeer->last_commit_time = commit.committime;
 	MyPeer->last_applied_at = now;
-	MyPeer->transactions_applied += group_transactions;
+	MyPeer->transactions_applied++;
 	MyPeer->changes_applied += changes_in_transaction;
-	MyPeer->latency_us[MyPeer->latency_next] = Max(0, now - group_commit_time);
+	MyPeer->latency_us[MyPeer->latency_next] = Max(0, now - commit.committime);
 	MyPeer->latency_next = (MyPeer->latency_next + 1) % CR_LATENCY_SAMPLES;
 	if (MyPeer->latency_count < CR_LATENCY_SAMPLES)
 		MyPeer->latency_count++;
 	SpinLockRelease(&MyPeer->mutex);
-
-	group_transactions = 0;
-	changes_in_transaction = 0;
 }
 
 static void
@@ -991,8 +954,7 @@ send_feedback(bool force, bool request_reply)
 	/* what we applied is safe once its local commit record is flushed */
 	if (!XLogRecPtrIsInvalid(last_local_commit))
 		XLogFlush(last_local_commit);
-	flushed = in_remote_transaction || group_transactions > 0 ?
-		last_applied_end : Max(last_received, last_applied_end);
+	flushed = in_remote_transaction ? last_applied_end : Max(last_received, last_applied_end);
 
 	initStringInfo(&buf);
 	pq_sendbyte(&buf, 'r');
@@ -1088,10 +1050,6 @@ apply_loop(void)
 					(errcode(ERRCODE_CONNECTION_FAILURE),
 					 errmsg("could not read from region \"%s\": %s",
 							PeerName, PQerrorMessage(PeerConn))));
-
-		/* nothing more buffered: the group's local transaction commits */
-		commit_group();
-		MemoryContextSwitchTo(ApplyMessageContext);
 
 		send_feedback(false, false);
 
