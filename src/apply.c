@@ -1014,7 +1014,9 @@ apply_loop(void)
 				MyPeer->peer_end_lsn = Max(MyPeer->peer_end_lsn, end);
 				MyPeer->last_message_at = GetCurrentTimestamp();
 				SpinLockRelease(&MyPeer->mutex);
-				apply_dispatch(&s);
+				/* BEGIN and RELATION share the CopyData of the next change */
+				while (s.cursor < s.len)
+					apply_dispatch(&s);
 			}
 			else if (kind == 'k')
 			{

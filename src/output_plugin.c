@@ -19,7 +19,8 @@
  *	  - A relation's schema is sent before its first change and again
  *		after each invalidation.
  *	  - Empty transactions are not sent: BEGIN goes out with the first
- *		change or DDL message of a transaction.
+ *		change or DDL message of a transaction, in the same CopyData
+ *		message (a CopyData message may hold several protocol messages).
  *	  - The row trigger's delete message is held until the delete it
  *		belongs to, whose key tuple then carries the delete's version and
  *		base.
@@ -108,10 +109,10 @@ static bool cr_filter_by_origin(LogicalDecodingContext *ctx,
 
 static CrRelSyncEntry *get_rel_sync_entry(Relation rel);
 static void rel_sync_invalidate(Datum arg, Oid relid);
-static void send_begin_if_needed(LogicalDecodingContext *ctx,
-								 ReorderBufferTXN *txn);
-static void send_relation_if_needed(LogicalDecodingContext *ctx,
-									CrRelSyncEntry *entry, Relation rel);
+static void write_begin_if_needed(LogicalDecodingContext *ctx,
+								  ReorderBufferTXN *txn);
+static void write_relation_if_needed(LogicalDecodingContext *ctx,
+									 CrRelSyncEntry *entry, Relation rel);
 static TupleTableSlot *tuple_slot(CrRelSyncEntry *entry, HeapTuple tuple,
 								  TupleTableSlot *slot);
 static void rel_sync_drop_slots(CrRelSyncEntry *entry);
@@ -285,28 +286,31 @@ cr_begin(LogicalDecodingContext *ctx, ReorderBufferTXN *txn)
 	data->have_delete_base = false;
 }
 
+/*
+ * BEGIN (first change of the transaction) and RELATION (first change of
+ * the relation since its last invalidation) go into the same CopyData
+ * message as the change they precede: one send() and one wake-up of the
+ * peer fewer per transaction.  The caller has called
+ * OutputPluginPrepareWrite.
+ */
 static void
-send_begin_if_needed(LogicalDecodingContext *ctx, ReorderBufferTXN *txn)
+write_begin_if_needed(LogicalDecodingContext *ctx, ReorderBufferTXN *txn)
 {
 	CrDecodingData *data = ctx->output_plugin_private;
 
 	if (data->begin_sent)
 		return;
-	OutputPluginPrepareWrite(ctx, false);
 	cr_write_begin(ctx->out, txn);
-	OutputPluginWrite(ctx, false);
 	data->begin_sent = true;
 }
 
 static void
-send_relation_if_needed(LogicalDecodingContext *ctx, CrRelSyncEntry *entry,
-						Relation rel)
+write_relation_if_needed(LogicalDecodingContext *ctx, CrRelSyncEntry *entry,
+						 Relation rel)
 {
 	if (entry->schema_sent)
 		return;
-	OutputPluginPrepareWrite(ctx, false);
 	cr_write_relation(ctx->out, rel);
-	OutputPluginWrite(ctx, false);
 	entry->schema_sent = true;
 }
 
@@ -365,15 +369,14 @@ cr_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation rel,
 		return;
 
 	oldctx = MemoryContextSwitchTo(data->change_context);
-	send_begin_if_needed(ctx, txn);
-	send_relation_if_needed(ctx, entry, rel);
-
 	if (newtuple)
 		newslot = tuple_slot(entry, newtuple, entry->new_slot);
 	if (oldtuple)
 		oldslot = tuple_slot(entry, oldtuple, entry->old_slot);
 
 	OutputPluginPrepareWrite(ctx, true);
+	write_begin_if_needed(ctx, txn);
+	write_relation_if_needed(ctx, entry, rel);
 	switch (change->action)
 	{
 		case REORDER_BUFFER_CHANGE_INSERT:
@@ -424,13 +427,16 @@ cr_truncate(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 
 		if (!entry->replicated)
 			continue;
-		send_begin_if_needed(ctx, txn);
-		send_relation_if_needed(ctx, entry, relations[i]);
+		if (nrelids == 0)
+		{
+			OutputPluginPrepareWrite(ctx, true);
+			write_begin_if_needed(ctx, txn);
+		}
+		write_relation_if_needed(ctx, entry, relations[i]);
 		relids[nrelids++] = RelationGetRelid(relations[i]);
 	}
 	if (nrelids > 0)
 	{
-		OutputPluginPrepareWrite(ctx, true);
 		cr_write_truncate(ctx->out, nrelids, relids,
 						  change->data.truncate.cascade,
 						  change->data.truncate.restart_seqs);
@@ -460,8 +466,8 @@ cr_message(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 	}
 	else if (strcmp(prefix, CR_DDL_MESSAGE_PREFIX) == 0)
 	{
-		send_begin_if_needed(ctx, txn);
 		OutputPluginPrepareWrite(ctx, true);
+		write_begin_if_needed(ctx, txn);
 		cr_write_message(ctx->out, message_lsn, prefix, message_size, message);
 		OutputPluginWrite(ctx, true);
 	}
