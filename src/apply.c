@@ -176,13 +176,18 @@ set_state(CrPeerState state)
 	SpinLockRelease(&MyPeer->mutex);
 }
 
+/*
+ * Remember why the worker stops.  An error while connecting means the peer
+ * cannot be reached; any other is an error of the stream or of apply.
+ */
 static void
 record_error(const char *message)
 {
 	SpinLockAcquire(&MyPeer->mutex);
 	strlcpy(MyPeer->last_error, message, CR_ERROR_LEN);
 	MyPeer->last_error_at = GetCurrentTimestamp();
-	MyPeer->state = CR_PEER_ERROR;
+	MyPeer->state = MyPeer->state == CR_PEER_CONNECTING ?
+		CR_PEER_UNREACHABLE : CR_PEER_ERROR;
 	SpinLockRelease(&MyPeer->mutex);
 }
 
@@ -204,7 +209,7 @@ apply_worker_exit(int code, Datum arg)
 		MyPeer->pid = 0;
 	LWLockRelease(cr_shmem_lwlock(CR_LWLOCK_WORKERS));
 	SpinLockAcquire(&MyPeer->mutex);
-	if (MyPeer->state != CR_PEER_ERROR)
+	if (MyPeer->state != CR_PEER_ERROR && MyPeer->state != CR_PEER_UNREACHABLE)
 		MyPeer->state = CR_PEER_STOPPED;
 	SpinLockRelease(&MyPeer->mutex);
 }
@@ -1154,6 +1159,8 @@ cosmosrep_apply_main(Datum arg)
 		set_state(CR_PEER_CONNECTING);
 		PeerConn = cr_remote_connect(PeerDsn, true,
 									 psprintf("cosmosrep_%s", local_name), PeerName);
+		/* reached: from here on a failure is an error, not unreachable */
+		set_state(CR_PEER_CATCHING_UP);
 		res = cr_remote_exec(PeerConn,
 							 psprintf("START_REPLICATION SLOT %s LOGICAL %X/%X (protocol_version '%d')",
 									  slot_name, LSN_FORMAT_ARGS(startpos),
@@ -1161,7 +1168,6 @@ cosmosrep_apply_main(Datum arg)
 							 PGRES_COPY_BOTH, PeerName);
 		PQclear(res);
 
-		set_state(CR_PEER_CATCHING_UP);
 		ereport(LOG,
 				(errmsg("cosmosrep apply worker streaming from region \"%s\" at %X/%X",
 						PeerName, LSN_FORMAT_ARGS(startpos))));

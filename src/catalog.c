@@ -212,33 +212,6 @@ cr_set_region_paused(int id, bool paused)
 	SPI_finish();
 }
 
-/*
- * All multi-region tables of this database.
- */
-List *
-cr_get_table_configs(void)
-{
-	List	   *result = NIL;
-	MemoryContext callerctx = CurrentMemoryContext;
-
-	SPI_connect();
-	cr_spi_exec("SELECT relid::oid FROM cosmosrep.replicated_table ORDER BY relid",
-				0, NULL, NULL, NULL, false);
-	for (uint64 i = 0; i < SPI_processed; i++)
-	{
-		bool		isnull;
-		MemoryContext spictx = MemoryContextSwitchTo(callerctx);
-
-		result = lappend_oid(result,
-							 DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i],
-															SPI_tuptable->tupdesc,
-															1, &isnull)));
-		MemoryContextSwitchTo(spictx);
-	}
-	SPI_finish();
-	return result;
-}
-
 void
 cr_insert_region(const CrRegion *region)
 {

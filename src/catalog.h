@@ -39,7 +39,6 @@ extern CrRegion *cr_get_region_by_id(int id);
 extern void cr_insert_region(const CrRegion *region);
 extern void cr_delete_region(int id);
 extern void cr_set_region_paused(int id, bool paused);
-extern List *cr_get_table_configs(void);
 
 extern CrTableConfig *cr_get_table_config(Oid relid);
 extern void cr_insert_table_config(const CrTableConfig *config);

@@ -131,13 +131,6 @@ static void forget_region(const char *name);
 static void drop_slot(const char *slot);
 static void run_forget(CrRegion *r, const char *name, bool must_succeed);
 static void forget_group_in(CrRegion *removed, List *regions);
-static char *quoted_literal(const char *s);
-
-static char *
-quoted_literal(const char *s)
-{
-	return quote_literal_cstr(s);
-}
 
 /*
  * Whether a value of output_plugin_libraries admits cosmosrep; NULL (a
@@ -565,7 +558,7 @@ cosmosrep_join_region(PG_FUNCTION_ARGS)
 			cr_remote_command(st->viaconn, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
 							  via_member->name);
 			cr_remote_command(st->viaconn,
-							  psprintf("SET TRANSACTION SNAPSHOT %s", quoted_literal(snapshot)),
+							  psprintf("SET TRANSACTION SNAPSHOT %s", quote_literal_cstr(snapshot)),
 							  via_member->name);
 			foreach(lc, tables)
 			{
@@ -607,7 +600,7 @@ cosmosrep_join_region(PG_FUNCTION_ARGS)
 				m->sql = cr_remote_connect(m->dsn, false, "cosmosrep join", m->name);
 			PQclear(cr_remote_exec(m->sql,
 								   psprintf("SELECT cosmosrep.add_region(%d::smallint, %s, %s)",
-											new_id, quoted_literal(name), quoted_literal(dsn)),
+											new_id, quote_literal_cstr(name), quote_literal_cstr(dsn)),
 								   PGRES_TUPLES_OK, m->name));
 		}
 	}
@@ -792,7 +785,7 @@ drop_slot(const char *slot)
 		SPI_execute(psprintf("SELECT pg_catalog.pg_terminate_backend(active_pid, 5000)"
 							 " FROM pg_catalog.pg_replication_slots"
 							 " WHERE slot_name = %s AND active_pid IS NOT NULL",
-							 quoted_literal(slot)), false, 0);
+							 quote_literal_cstr(slot)), false, 0);
 		SPI_finish();
 
 		BeginInternalSubTransaction(NULL);
@@ -908,7 +901,7 @@ run_forget(CrRegion *r, const char *name, bool must_succeed)
 	{
 		PQclear(cr_remote_exec(conn,
 							   psprintf("SELECT cosmosrep.forget_region(%s)",
-										quoted_literal(name)),
+										quote_literal_cstr(name)),
 							   PGRES_TUPLES_OK, r->name));
 	}
 	PG_FINALLY();

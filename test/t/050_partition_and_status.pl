@@ -154,7 +154,7 @@ for my $node ($ra, $rb)
 		"$slot on " . $node->name . ' retains the WAL c has not received');
 }
 ok($ra->poll_query_until('postgres', q{
-		SELECT state <> 'streaming' AND last_error LIKE '%region "c"%'
+		SELECT state = 'unreachable' AND last_error LIKE '%region "c"%'
 		  FROM cosmosrep.replication_status WHERE source_region = 'c'}),
 	"a reports that it cannot stream from c");
 
