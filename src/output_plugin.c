@@ -18,15 +18,23 @@
  *		invalidation, like pgoutput's RelationSyncCache.
  *	  - A relation's schema is sent before its first change and again
  *		after each invalidation.
- *	  - Empty transactions are not sent: BEGIN goes out with the first
- *		change or DDL message of a transaction, in the same CopyData
- *		message (a CopyData message may hold several protocol messages).
+ *	  - Empty transactions are not sent: BEGIN is written with the first
+ *		change or DDL message of a transaction.
+ *	  - A transaction travels in as few CopyData messages as possible (a
+ *		CopyData message may hold several protocol messages): its
+ *		messages collect in a pending buffer that is written when it
+ *		reaches CR_WRITE_CHUNK bytes and at COMMIT.  A single-row
+ *		transaction is one CopyData, so one send() at the walsender and
+ *		one wake-up of the apply worker; a large one is streamed in
+ *		chunks, so the buffer does not grow with the transaction.
  *	  - The row trigger's delete message is held until the delete it
  *		belongs to, whose key tuple then carries the delete's version and
  *		base.
  *
  *	  Memory: per-change allocations go to "cosmosrep change" context,
- *	  reset after every change; the relation cache, with its slots and
+ *	  reset after every change; the pending buffer lives in the decoding
+ *	  context and is shrunk back after a chunk that outgrew it (one
+ *	  large row); the relation cache, with its slots and
  *	  an unpinned copy of each tuple descriptor (pinning one per change
  *	  costs resource owner bookkeeping that grows with the transaction),
  *	  lives in its own context for the life of the decoding session.
@@ -75,10 +83,18 @@ typedef struct CrRelSyncEntry
 	TupleTableSlot *old_slot;	/* where the delete's version is set */
 } CrRelSyncEntry;
 
+/*
+ * The pending buffer is written out once it holds this much; it is also
+ * the size the buffer is shrunk back to after a larger chunk.
+ */
+#define CR_WRITE_CHUNK		(64 * 1024)
+
 typedef struct CrDecodingData
 {
 	MemoryContext change_context;	/* reset after every callback */
-	bool		begin_sent;		/* BEGIN of the current transaction sent */
+	StringInfoData pending;		/* messages not yet written, in ctx->context */
+	bool		begin_written;	/* BEGIN of the current transaction pending
+								 * or written */
 	bool		have_delete_base;
 	CrDeleteBase delete_base;	/* from the row trigger, for the next delete */
 } CrDecodingData;
@@ -109,10 +125,11 @@ static bool cr_filter_by_origin(LogicalDecodingContext *ctx,
 
 static CrRelSyncEntry *get_rel_sync_entry(Relation rel);
 static void rel_sync_invalidate(Datum arg, Oid relid);
-static void write_begin_if_needed(LogicalDecodingContext *ctx,
-								  ReorderBufferTXN *txn);
-static void write_relation_if_needed(LogicalDecodingContext *ctx,
-									 CrRelSyncEntry *entry, Relation rel);
+static StringInfo pending_begin(LogicalDecodingContext *ctx,
+								ReorderBufferTXN *txn);
+static void pending_relation(CrDecodingData *data, CrRelSyncEntry *entry,
+							 Relation rel);
+static void pending_write(LogicalDecodingContext *ctx, bool force);
 static TupleTableSlot *tuple_slot(CrRelSyncEntry *entry, HeapTuple tuple,
 								  TupleTableSlot *slot);
 static void rel_sync_drop_slots(CrRelSyncEntry *entry);
@@ -134,12 +151,16 @@ static void
 cr_startup(LogicalDecodingContext *ctx, OutputPluginOptions *opt, bool is_init)
 {
 	CrDecodingData *data = palloc0(sizeof(CrDecodingData));
+	MemoryContext oldctx;
 	ListCell   *lc;
 	bool		have_version = false;
 
 	data->change_context = AllocSetContextCreate(ctx->context,
 												 "cosmosrep change",
 												 ALLOCSET_DEFAULT_SIZES);
+	oldctx = MemoryContextSwitchTo(ctx->context);
+	initStringInfo(&data->pending);
+	MemoryContextSwitchTo(oldctx);
 	ctx->output_plugin_private = data;
 	opt->output_type = OUTPUT_PLUGIN_BINARY_OUTPUT;
 	opt->receive_rewrites = false;
@@ -282,36 +303,65 @@ cr_begin(LogicalDecodingContext *ctx, ReorderBufferTXN *txn)
 {
 	CrDecodingData *data = ctx->output_plugin_private;
 
-	data->begin_sent = false;
+	Assert(data->pending.len == 0);
+	data->begin_written = false;
 	data->have_delete_base = false;
 }
 
 /*
- * BEGIN (first change of the transaction) and RELATION (first change of
- * the relation since its last invalidation) go into the same CopyData
- * message as the change they precede: one send() and one wake-up of the
- * peer fewer per transaction.  The caller has called
- * OutputPluginPrepareWrite.
+ * The pending buffer, with the transaction's BEGIN in it or already
+ * written: messages of the transaction are appended to it.
  */
-static void
-write_begin_if_needed(LogicalDecodingContext *ctx, ReorderBufferTXN *txn)
+static StringInfo
+pending_begin(LogicalDecodingContext *ctx, ReorderBufferTXN *txn)
 {
 	CrDecodingData *data = ctx->output_plugin_private;
 
-	if (data->begin_sent)
-		return;
-	cr_write_begin(ctx->out, txn);
-	data->begin_sent = true;
+	if (!data->begin_written)
+	{
+		cr_write_begin(&data->pending, txn);
+		data->begin_written = true;
+	}
+	return &data->pending;
 }
 
+/* RELATION before the first change of a relation since its invalidation */
 static void
-write_relation_if_needed(LogicalDecodingContext *ctx, CrRelSyncEntry *entry,
-						 Relation rel)
+pending_relation(CrDecodingData *data, CrRelSyncEntry *entry, Relation rel)
 {
 	if (entry->schema_sent)
 		return;
-	cr_write_relation(ctx->out, rel);
+	cr_write_relation(&data->pending, rel);
 	entry->schema_sent = true;
+}
+
+/*
+ * Write the pending messages as one CopyData message, if there are any
+ * and either force is set or they fill a chunk.  Called from a callback
+ * that may write.
+ */
+static void
+pending_write(LogicalDecodingContext *ctx, bool force)
+{
+	CrDecodingData *data = ctx->output_plugin_private;
+
+	if (data->pending.len == 0 || (!force && data->pending.len < CR_WRITE_CHUNK))
+		return;
+	OutputPluginPrepareWrite(ctx, true);
+	appendBinaryStringInfo(ctx->out, data->pending.data, data->pending.len);
+	OutputPluginWrite(ctx, true);
+
+	if (data->pending.maxlen > 2 * CR_WRITE_CHUNK)
+	{
+		/* a large row made it grow: give the memory back */
+		MemoryContext oldctx = MemoryContextSwitchTo(ctx->context);
+
+		pfree(data->pending.data);
+		initStringInfo(&data->pending);
+		MemoryContextSwitchTo(oldctx);
+	}
+	else
+		resetStringInfo(&data->pending);
 }
 
 static void
@@ -320,16 +370,15 @@ cr_commit(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 {
 	CrDecodingData *data = ctx->output_plugin_private;
 
-	if (!data->begin_sent)
+	if (!data->begin_written)
 	{
 		/* nothing of ours in it; let the slot advance past it anyway */
 		OutputPluginUpdateProgress(ctx, true);
 		return;
 	}
-	OutputPluginPrepareWrite(ctx, true);
-	cr_write_commit(ctx->out, txn, commit_lsn);
-	OutputPluginWrite(ctx, true);
-	data->begin_sent = false;
+	cr_write_commit(&data->pending, txn, commit_lsn);
+	pending_write(ctx, true);
+	data->begin_written = false;
 }
 
 /*
@@ -364,6 +413,7 @@ cr_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation rel,
 	TupleTableSlot *oldslot = NULL;
 	HeapTuple	newtuple = CR_CHANGE_TUPLE(change->data.tp.newtuple);
 	HeapTuple	oldtuple = CR_CHANGE_TUPLE(change->data.tp.oldtuple);
+	StringInfo	out;
 
 	if (!entry->replicated)
 		return;
@@ -374,16 +424,15 @@ cr_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation rel,
 	if (oldtuple)
 		oldslot = tuple_slot(entry, oldtuple, entry->old_slot);
 
-	OutputPluginPrepareWrite(ctx, true);
-	write_begin_if_needed(ctx, txn);
-	write_relation_if_needed(ctx, entry, rel);
+	out = pending_begin(ctx, txn);
+	pending_relation(data, entry, rel);
 	switch (change->action)
 	{
 		case REORDER_BUFFER_CHANGE_INSERT:
-			cr_write_insert(ctx->out, rel, newslot);
+			cr_write_insert(out, rel, newslot);
 			break;
 		case REORDER_BUFFER_CHANGE_UPDATE:
-			cr_write_update(ctx->out, rel, oldslot, newslot);
+			cr_write_update(out, rel, oldslot, newslot);
 			break;
 		case REORDER_BUFFER_CHANGE_DELETE:
 			if (oldslot == NULL)
@@ -401,15 +450,14 @@ cr_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation rel,
 				oldslot->tts_isnull[entry->base_att - 1] = false;
 			}
 			data->have_delete_base = false;
-			cr_write_delete(ctx->out, rel, oldslot);
+			cr_write_delete(out, rel, oldslot);
 			break;
 		default:
 			elog(ERROR, "unexpected change action %d", (int) change->action);
 	}
-	OutputPluginWrite(ctx, true);
-
 	MemoryContextSwitchTo(oldctx);
 	MemoryContextReset(data->change_context);
+	pending_write(ctx, false);
 }
 
 static void
@@ -428,22 +476,17 @@ cr_truncate(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 		if (!entry->replicated)
 			continue;
 		if (nrelids == 0)
-		{
-			OutputPluginPrepareWrite(ctx, true);
-			write_begin_if_needed(ctx, txn);
-		}
-		write_relation_if_needed(ctx, entry, relations[i]);
+			(void) pending_begin(ctx, txn);
+		pending_relation(data, entry, relations[i]);
 		relids[nrelids++] = RelationGetRelid(relations[i]);
 	}
 	if (nrelids > 0)
-	{
-		cr_write_truncate(ctx->out, nrelids, relids,
+		cr_write_truncate(&data->pending, nrelids, relids,
 						  change->data.truncate.cascade,
 						  change->data.truncate.restart_seqs);
-		OutputPluginWrite(ctx, true);
-	}
 	MemoryContextSwitchTo(oldctx);
 	MemoryContextReset(data->change_context);
+	pending_write(ctx, false);
 }
 
 static void
@@ -466,9 +509,8 @@ cr_message(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 	}
 	else if (strcmp(prefix, CR_DDL_MESSAGE_PREFIX) == 0)
 	{
-		OutputPluginPrepareWrite(ctx, true);
-		write_begin_if_needed(ctx, txn);
-		cr_write_message(ctx->out, message_lsn, prefix, message_size, message);
-		OutputPluginWrite(ctx, true);
+		cr_write_message(pending_begin(ctx, txn), message_lsn, prefix,
+						 message_size, message);
+		pending_write(ctx, false);
 	}
 }

@@ -19,8 +19,9 @@
  *		MESSAGE with prefix CR_DDL_MESSAGE_PREFIX, ordered with the rows.
  *
  *	  One CopyData message may hold several protocol messages: the output
- *	  plugin sends BEGIN and RELATION in the CopyData of the change they
- *	  precede, and the apply worker reads until the CopyData is used up.
+ *	  plugin sends a small transaction, BEGIN to COMMIT, as one CopyData and
+ *	  a large one in chunks, and the apply worker reads each CopyData until
+ *	  it is used up.
  *
  *	  Functions that wrap core helpers exist so that version differences in
  *	  their signatures are handled here only.  The protocol version is
