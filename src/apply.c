@@ -7,11 +7,15 @@
  *	  One apply worker runs per (database, peer region).  It connects to
  *	  the peer in replication mode and runs START_REPLICATION on the slot
  *	  "cr_<peer>_<local>" from the position stored in the replication origin
- *	  "cosmosrep_<peer>".  Each remote transaction is applied in one local
- *	  transaction that commits with replorigin_session_origin_lsn set to
- *	  the remote commit's end, so the origin advances atomically with the
- *	  data: after a crash of either side the stream restarts exactly after
- *	  the last applied transaction (exactly once).
+ *	  "cosmosrep_<peer>".  Each remote transaction is applied whole inside
+ *	  one local transaction that commits with replorigin_session_origin_lsn
+ *	  set to the remote commit's end, so the origin advances atomically with
+ *	  the data: after a crash of either side the stream restarts exactly
+ *	  after the last applied transaction (exactly once).  Consecutive
+ *	  remote transactions share one local transaction, a group (see
+ *	  handle_commit); while catching up a backlog the worker reads the
+ *	  stream a millisecond at a time, so that groups fill (see
+ *	  BACKLOG_AGE_MS).
  *
  *	  Rows are applied at executor level: primary key index lookup
  *	  (RelationFindReplTupleByIndex) and ExecSimpleRelationInsert/Update/
@@ -29,7 +33,7 @@
  *
  *	  Memory: ApplyContext lives as long as the worker (relation map);
  *	  ApplyTransactionContext holds the executor state of each table for
- *	  one remote transaction and is reset at its commit;
+ *	  one local transaction (a group) and is reset at its commit;
  *	  ApplyMessageContext is reset after every protocol message.
  *
  * IDENTIFICATION
@@ -82,6 +86,19 @@
 
 #define FEEDBACK_INTERVAL_MS	1000
 
+/*
+ * Remote transactions applied in one local transaction at most.  A group
+ * whose newest remote transaction committed at the peer more than
+ * BACKLOG_AGE_MS ago belongs to a backlog: before committing it when the
+ * stream runs dry, the worker waits up to BACKLOG_WAIT_MS for the next
+ * transactions, which are already late, so that a backlog is applied in
+ * large groups (each local commit wakes the WAL writer, a kill() that costs
+ * more than applying a row).
+ */
+#define MAX_GROUP_TRANSACTIONS	100
+#define BACKLOG_AGE_MS			100
+#define BACKLOG_WAIT_MS			1
+
 /* a remote relation and how it maps onto the local table */
 typedef struct ApplyRel
 {
@@ -99,7 +116,7 @@ typedef struct ApplyRel
 } ApplyRel;
 
 /*
- * The executor state of a table in the current remote transaction: opened
+ * The executor state of a table in the open local transaction: opened
  * at its first change, closed at commit (or before DDL on it).
  */
 typedef struct ApplyExec
@@ -127,12 +144,16 @@ static PGconn *PeerSqlConn = NULL;	/* plain SQL, opened when needed */
 static char *PeerDsn = NULL;
 
 static bool in_remote_transaction = false;
+/* the remote transactions applied in the open local transaction */
+static int	group_transactions = 0;
+static XLogRecPtr group_end_lsn = InvalidXLogRecPtr;
+static TimestampTz group_commit_times[MAX_GROUP_TRANSACTIONS];
+static bool group_waited = false;	/* waited for more since the last read */
 static bool applied_since_start = false;
 static XLogRecPtr last_received = InvalidXLogRecPtr;
 static XLogRecPtr last_applied_end = InvalidXLogRecPtr;
 static XLogRecPtr last_local_commit = InvalidXLogRecPtr;
 static TimestampTz last_feedback = 0;
-static TimestampTz remote_commit_time = 0;
 static int	changes_in_transaction = 0;
 
 static void apply_worker_exit(int code, Datum arg);
@@ -156,6 +177,8 @@ static bool find_local_row(ApplyExec *ex, TupleTableSlot *key, bool confirm_miss
 static bool fetch_peer_row(ApplyExec *ex, ApplyRel *ar, TupleTableSlot *slot);
 static void handle_begin(StringInfo s);
 static void handle_commit(StringInfo s);
+static void commit_group(void);
+static bool group_in_backlog(void);
 static void handle_relation(StringInfo s);
 static void handle_insert(StringInfo s);
 static void handle_update(StringInfo s);
@@ -651,29 +674,64 @@ handle_begin(StringInfo s)
 	LogicalRepBeginData begin;
 
 	logicalrep_read_begin(s, &begin);
-	remote_commit_time = begin.committime;
-	StartTransactionCommand();
+	/* the next transaction of a group shares the open local transaction */
+	if (group_transactions == 0)
+		StartTransactionCommand();
 	in_remote_transaction = true;
-	changes_in_transaction = 0;
 }
 
+/*
+ * A remote transaction is complete.  It joins the group of remote
+ * transactions applied in the open local transaction, which commits when
+ * a read of the stream brings no further message (apply_loop) or the
+ * group is full: consecutive single-row transactions of a backlog then
+ * share one local commit, while a transaction that arrives alone commits
+ * at once.
+ * Each remote transaction is still applied whole and in commit order, and
+ * the origin advances to the group's last end LSN atomically with the
+ * data, so exactly-once and consistent prefix hold.
+ */
 static void
 handle_commit(StringInfo s)
 {
 	LogicalRepCommitData commit;
-	TimestampTz now;
 
 	logicalrep_read_commit(s, &commit);
 	if (!in_remote_transaction)
 		elog(ERROR, "COMMIT without BEGIN from region \"%s\"", PeerName);
 
-	exec_close_all();
-	replorigin_session_origin_lsn = commit.end_lsn;
-	replorigin_session_origin_timestamp = commit.committime;
-	CommitTransactionCommand();
-	last_local_commit = XactLastCommitEnd;
 	in_remote_transaction = false;
-	last_applied_end = commit.end_lsn;
+	group_end_lsn = commit.end_lsn;
+	group_commit_times[group_transactions++] = commit.committime;
+	if (group_transactions == MAX_GROUP_TRANSACTIONS)
+		commit_group();
+}
+
+/*
+ * Commit the local transaction of the current group, if one is open and
+ * no remote transaction is half applied in it.  Each remote transaction
+ * of the group adds its own latency sample (origin commit to this local
+ * commit).
+ */
+static void
+commit_group(void)
+{
+	TimestampTz last_commit_time;
+	TimestampTz now;
+
+	/* never in the middle of a remote transaction: it is applied whole */
+	if (group_transactions == 0 || in_remote_transaction)
+		return;
+
+	last_commit_time = group_commit_times[group_transactions - 1];
+	exec_close_all();
+	replorigin_session_origin_lsn = group_end_lsn;
+	replorigin_session_origin_timestamp = last_commit_time;
+	CommitTransactionCommand();
+	/* table and database statistics, at most once a second */
+	pgstat_report_stat(false);
+	last_local_commit = XactLastCommitEnd;
+	last_applied_end = group_end_lsn;
 
 	/* the worker works: the next failure starts the backoff afresh */
 	if (!applied_since_start)
@@ -687,16 +745,32 @@ handle_commit(StringInfo s)
 
 	now = GetCurrentTimestamp();
 	SpinLockAcquire(&MyPeer->mutex);
-	MyPeer->applied_lsn = commit.end_lsn;
-	MyPeer->last_commit_time = commit.committime;
+	MyPeer->applied_lsn = group_end_lsn;
+	MyPeer->last_commit_time = last_commit_time;
 	MyPeer->last_applied_at = now;
-	MyPeer->transactions_applied++;
+	MyPeer->transactions_applied += group_transactions;
 	MyPeer->changes_applied += changes_in_transaction;
-	MyPeer->latency_us[MyPeer->latency_next] = Max(0, now - commit.committime);
-	MyPeer->latency_next = (MyPeer->latency_next + 1) % CR_LATENCY_SAMPLES;
-	if (MyPeer->latency_count < CR_LATENCY_SAMPLES)
-		MyPeer->latency_count++;
+	for (int i = 0; i < group_transactions; i++)
+	{
+		MyPeer->latency_us[MyPeer->latency_next] = Max(0, now - group_commit_times[i]);
+		MyPeer->latency_next = (MyPeer->latency_next + 1) % CR_LATENCY_SAMPLES;
+	}
+	MyPeer->latency_count = Min(MyPeer->latency_count + group_transactions,
+								CR_LATENCY_SAMPLES);
 	SpinLockRelease(&MyPeer->mutex);
+
+	group_transactions = 0;
+	group_waited = false;
+	changes_in_transaction = 0;
+}
+
+/* the open group belongs to a backlog (see BACKLOG_AGE_MS) */
+static bool
+group_in_backlog(void)
+{
+	return group_transactions > 0 && !in_remote_transaction &&
+		TimestampDifferenceExceeds(group_commit_times[group_transactions - 1],
+								   GetCurrentTimestamp(), BACKLOG_AGE_MS);
 }
 
 static void
@@ -959,7 +1033,8 @@ send_feedback(bool force, bool request_reply)
 	/* what we applied is safe once its local commit record is flushed */
 	if (!XLogRecPtrIsInvalid(last_local_commit))
 		XLogFlush(last_local_commit);
-	flushed = in_remote_transaction ? last_applied_end : Max(last_received, last_applied_end);
+	flushed = in_remote_transaction || group_transactions > 0 ?
+		last_applied_end : Max(last_received, last_applied_end);
 
 	initStringInfo(&buf);
 	pq_sendbyte(&buf, 'r');
@@ -1000,6 +1075,7 @@ apply_loop(void)
 	for (;;)
 	{
 		WaitEvent	event;
+		int			rc;
 		int			len;
 		int			processed = 0;
 		char	   *buf = NULL;
@@ -1036,7 +1112,7 @@ apply_loop(void)
 				MyPeer->peer_end_lsn = Max(MyPeer->peer_end_lsn, end);
 				MyPeer->last_message_at = GetCurrentTimestamp();
 				SpinLockRelease(&MyPeer->mutex);
-				/* BEGIN and RELATION share the CopyData of the next change */
+				/* a whole small transaction, or a chunk of a large one */
 				while (s.cursor < s.len)
 					apply_dispatch(&s);
 			}
@@ -1075,19 +1151,50 @@ apply_loop(void)
 					 errmsg("could not read from region \"%s\": %s",
 							PeerName, PQerrorMessage(PeerConn))));
 
+		/*
+		 * While messages keep coming, read on without sleeping, and the
+		 * remote transactions they complete join the open group.  Once a
+		 * read brings nothing, the group's local transaction commits, unless
+		 * it belongs to a backlog and has not waited yet since the last read.
+		 */
+		if (processed > 0)
+		{
+			group_waited = false;
+			send_feedback(false, false);
+			continue;
+		}
+		if (!group_waited && group_in_backlog())
+		{
+			group_waited = true;
+			send_feedback(false, false);
+			rc = WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						   BACKLOG_WAIT_MS, PG_WAIT_EXTENSION);
+			if (rc & WL_LATCH_SET)
+			{
+				ResetLatch(MyLatch);
+				CHECK_FOR_INTERRUPTS();
+			}
+			continue;
+		}
+		commit_group();
+		MemoryContextSwitchTo(ApplyMessageContext);
 		send_feedback(false, false);
 
-		/* while messages keep coming, read on without sleeping */
-		if (processed > 0)
-			continue;
-
-		if (WaitEventSetWait(waitset, FEEDBACK_INTERVAL_MS, &event, 1,
-							 PG_WAIT_EXTENSION) == 1 &&
-			(event.events & WL_LATCH_SET))
+		rc = WaitEventSetWait(waitset, FEEDBACK_INTERVAL_MS, &event, 1,
+							  PG_WAIT_EXTENSION);
+		if (rc == 1 && (event.events & WL_LATCH_SET))
 		{
 			ResetLatch(MyLatch);
 			CHECK_FOR_INTERRUPTS();
 		}
+
+		/*
+		 * Idle for a whole wait: report the statistics the last commits left
+		 * pending (after a commit they are reported at most once a second,
+		 * measured by commit times, which do not move while idle).
+		 */
+		if (rc == 0 && !IsTransactionState())
+			pgstat_report_stat(true);
 		if (ConfigReloadPending)
 		{
 			ConfigReloadPending = false;
