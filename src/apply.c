@@ -87,13 +87,15 @@
 #define FEEDBACK_INTERVAL_MS	1000
 
 /*
- * Remote transactions applied in one local transaction at most.  A group
- * whose newest remote transaction committed at the peer more than
- * BACKLOG_AGE_MS ago belongs to a backlog: before committing it when the
- * stream runs dry, the worker waits up to BACKLOG_WAIT_MS for the next
- * transactions, which are already late, so that a backlog is applied in
- * large groups (each local commit wakes the WAL writer, a kill() that costs
- * more than applying a row).
+ * A group (the remote transactions applied in one local transaction) holds
+ * at most MAX_GROUP_TRANSACTIONS.  A group whose newest remote transaction
+ * committed at the peer more than BACKLOG_AGE_MS ago belongs to a backlog:
+ * before committing it when the stream runs dry, the worker sleeps
+ * BACKLOG_WAIT_MS on its latch and reads what arrived meanwhile.  Those
+ * transactions are late already; reading them a millisecond at a time
+ * fills the groups (each local commit wakes the WAL writer, a kill() that
+ * costs more than applying a row) and spares the walsender a wake-up of
+ * this worker with every send().
  */
 #define MAX_GROUP_TRANSACTIONS	100
 #define BACKLOG_AGE_MS			100
@@ -687,6 +689,7 @@ handle_begin(StringInfo s)
  * group is full: consecutive single-row transactions of a backlog then
  * share one local commit, while a transaction that arrives alone commits
  * at once.
+ *
  * Each remote transaction is still applied whole and in commit order, and
  * the origin advances to the group's last end LSN atomically with the
  * data, so exactly-once and consistent prefix hold.
