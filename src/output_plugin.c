@@ -84,8 +84,8 @@ typedef struct CrRelSyncEntry
 } CrRelSyncEntry;
 
 /*
- * The pending buffer is written out once it holds this much; it is also
- * the size the buffer is shrunk back to after a larger chunk.
+ * The pending buffer is written out once it holds this much.  A buffer
+ * that one large row made grow past twice that is freed once written.
  */
 #define CR_WRITE_CHUNK		(64 * 1024)
 
