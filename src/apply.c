@@ -27,9 +27,10 @@
  *	  policies build on the same comparison.
  *
  *	  Feedback: every second, and when the peer asks, the worker reports
- *	  as flushed the end of the last applied transaction once its local
- *	  commit is flushed (or, while no transaction is open, everything
- *	  received), so the peer's slot retains what is not yet safe here.
+ *	  as flushed the end of the last applied group whose local commit the
+ *	  WAL writer has flushed (or, once everything applied is flushed and no
+ *	  transaction is open, everything received), so the peer's slot
+ *	  retains what is not yet safe here.
  *
  *	  Memory: ApplyContext lives as long as the worker (relation map);
  *	  ApplyTransactionContext holds the executor state of each table for
@@ -53,6 +54,7 @@
 #include "commands/trigger.h"
 #include "executor/executor.h"
 #include "executor/spi.h"
+#include "lib/ilist.h"
 #include "libpq/pqformat.h"
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
@@ -154,7 +156,23 @@ static bool group_waited = false;	/* waited for more since the last read */
 static bool applied_since_start = false;
 static XLogRecPtr last_received = InvalidXLogRecPtr;
 static XLogRecPtr last_applied_end = InvalidXLogRecPtr;
-static XLogRecPtr last_local_commit = InvalidXLogRecPtr;
+
+/*
+ * Local commits of groups not yet known to be flushed, oldest first: the
+ * end of the local commit record and the remote end LSN the group applied.
+ * Feedback reports as flushed the remote end of the newest one the WAL
+ * writer has flushed (flushed_remote_end), as core's apply worker does;
+ * forcing the flush here would stall the stream for an fsync.
+ */
+typedef struct CommitMapping
+{
+	dlist_node	node;
+	XLogRecPtr	local_end;
+	XLogRecPtr	remote_end;
+} CommitMapping;
+
+static dlist_head commit_mappings = DLIST_STATIC_INIT(commit_mappings);
+static XLogRecPtr flushed_remote_end = InvalidXLogRecPtr;
 static TimestampTz last_feedback = 0;
 static int	changes_in_transaction = 0;
 
@@ -721,6 +739,7 @@ commit_group(void)
 {
 	TimestampTz last_commit_time;
 	TimestampTz now;
+	CommitMapping *mapping;
 
 	/* never in the middle of a remote transaction: it is applied whole */
 	if (group_transactions == 0 || in_remote_transaction)
@@ -733,7 +752,10 @@ commit_group(void)
 	CommitTransactionCommand();
 	/* table and database statistics, at most once a second */
 	pgstat_report_stat(false);
-	last_local_commit = XactLastCommitEnd;
+	mapping = MemoryContextAlloc(ApplyContext, sizeof(CommitMapping));
+	mapping->local_end = XactLastCommitEnd;
+	mapping->remote_end = group_end_lsn;
+	dlist_push_tail(&commit_mappings, &mapping->node);
 	last_applied_end = group_end_lsn;
 
 	/* the worker works: the next failure starts the backoff afresh */
@@ -1027,17 +1049,31 @@ static void
 send_feedback(bool force, bool request_reply)
 {
 	TimestampTz now = GetCurrentTimestamp();
+	XLogRecPtr	local_flush;
 	XLogRecPtr	flushed;
+	dlist_mutable_iter iter;
 	StringInfoData buf;
 
 	if (!force && !TimestampDifferenceExceeds(last_feedback, now, FEEDBACK_INTERVAL_MS))
 		return;
 
 	/* what we applied is safe once its local commit record is flushed */
-	if (!XLogRecPtrIsInvalid(last_local_commit))
-		XLogFlush(last_local_commit);
-	flushed = in_remote_transaction || group_transactions > 0 ?
-		last_applied_end : Max(last_received, last_applied_end);
+	local_flush = GetFlushRecPtr(NULL);
+	dlist_foreach_modify(iter, &commit_mappings)
+	{
+		CommitMapping *mapping = dlist_container(CommitMapping, node, iter.cur);
+
+		if (mapping->local_end > local_flush)
+			break;
+		flushed_remote_end = mapping->remote_end;
+		dlist_delete(iter.cur);
+		pfree(mapping);
+	}
+	/* with everything applied and flushed, all that was received is safe */
+	flushed = flushed_remote_end;
+	if (dlist_is_empty(&commit_mappings) && !in_remote_transaction &&
+		group_transactions == 0)
+		flushed = Max(flushed, last_received);
 
 	initStringInfo(&buf);
 	pq_sendbyte(&buf, 'r');
@@ -1278,9 +1314,11 @@ cosmosrep_apply_main(Datum arg)
 		replorigin_session_setup(originid);
 #endif
 		replorigin_session_origin = originid;
-		startpos = replorigin_session_get_progress(false);
+		/* flushed, as a previous worker's last commits may not be yet */
+		startpos = replorigin_session_get_progress(true);
 		last_applied_end = startpos;
 		last_received = startpos;
+		flushed_remote_end = startpos;
 
 		set_state(CR_PEER_CONNECTING);
 		PeerConn = cr_remote_connect(PeerDsn, true,
