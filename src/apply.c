@@ -32,7 +32,8 @@
  *	  transaction is open, everything received), so the peer's slot
  *	  retains what is not yet safe here.
  *
- *	  Memory: ApplyContext lives as long as the worker (relation map);
+ *	  Memory: ApplyContext lives as long as the worker (relation map, the
+ *	  list of local commits not yet flushed);
  *	  ApplyTransactionContext holds the executor state of each table for
  *	  one local transaction (a group) and is reset at its commit;
  *	  ApplyMessageContext is reset after every protocol message.
