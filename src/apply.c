@@ -101,7 +101,7 @@
  * this worker with every send().
  */
 #define MAX_GROUP_TRANSACTIONS	100
-#define BACKLOG_AGE_MS			100
+#define BACKLOG_AGE_MS			1000
 #define BACKLOG_WAIT_MS			1
 
 /* a remote relation and how it maps onto the local table */
@@ -174,6 +174,7 @@ typedef struct CommitMapping
 
 static dlist_head commit_mappings = DLIST_STATIC_INIT(commit_mappings);
 static XLogRecPtr flushed_remote_end = InvalidXLogRecPtr;
+static XLogRecPtr last_reported_flush = InvalidXLogRecPtr;
 static TimestampTz last_feedback = 0;
 static int	changes_in_transaction = 0;
 
@@ -695,9 +696,14 @@ handle_begin(StringInfo s)
 	LogicalRepBeginData begin;
 
 	logicalrep_read_begin(s, &begin);
+	if (in_remote_transaction)
+		elog(ERROR, "BEGIN inside a transaction from region \"%s\"", PeerName);
 	/* the next transaction of a group shares the open local transaction */
 	if (group_transactions == 0)
+	{
 		StartTransactionCommand();
+		MemoryContextSwitchTo(ApplyMessageContext);
+	}
 	in_remote_transaction = true;
 }
 
@@ -740,6 +746,8 @@ commit_group(void)
 {
 	TimestampTz last_commit_time;
 	TimestampTz now;
+	int64		latencies[MAX_GROUP_TRANSACTIONS];
+	int			first;
 	CommitMapping *mapping;
 
 	/* never in the middle of a remote transaction: it is applied whole */
@@ -751,13 +759,14 @@ commit_group(void)
 	replorigin_session_origin_lsn = group_end_lsn;
 	replorigin_session_origin_timestamp = last_commit_time;
 	CommitTransactionCommand();
-	/* table and database statistics, at most once a second */
-	pgstat_report_stat(false);
+	MemoryContextSwitchTo(ApplyMessageContext);
 	mapping = MemoryContextAlloc(ApplyContext, sizeof(CommitMapping));
 	mapping->local_end = XactLastCommitEnd;
 	mapping->remote_end = group_end_lsn;
 	dlist_push_tail(&commit_mappings, &mapping->node);
 	last_applied_end = group_end_lsn;
+	/* table and database statistics, at most once a second */
+	pgstat_report_stat(false);
 
 	/* the worker works: the next failure starts the backoff afresh */
 	if (!applied_since_start)
@@ -770,17 +779,21 @@ commit_group(void)
 	}
 
 	now = GetCurrentTimestamp();
+	for (int i = 0; i < group_transactions; i++)
+		latencies[i] = Max(0, now - group_commit_times[i]);
+	/* the ring takes the group's samples in at most two pieces */
 	SpinLockAcquire(&MyPeer->mutex);
 	MyPeer->applied_lsn = group_end_lsn;
 	MyPeer->last_commit_time = last_commit_time;
 	MyPeer->last_applied_at = now;
 	MyPeer->transactions_applied += group_transactions;
 	MyPeer->changes_applied += changes_in_transaction;
-	for (int i = 0; i < group_transactions; i++)
-	{
-		MyPeer->latency_us[MyPeer->latency_next] = Max(0, now - group_commit_times[i]);
-		MyPeer->latency_next = (MyPeer->latency_next + 1) % CR_LATENCY_SAMPLES;
-	}
+	first = Min(group_transactions, CR_LATENCY_SAMPLES - MyPeer->latency_next);
+	memcpy(&MyPeer->latency_us[MyPeer->latency_next], latencies,
+		   sizeof(int64) * first);
+	memcpy(MyPeer->latency_us, latencies + first,
+		   sizeof(int64) * (group_transactions - first));
+	MyPeer->latency_next = (MyPeer->latency_next + group_transactions) % CR_LATENCY_SAMPLES;
 	MyPeer->latency_count = Min(MyPeer->latency_count + group_transactions,
 								CR_LATENCY_SAMPLES);
 	SpinLockRelease(&MyPeer->mutex);
@@ -1058,7 +1071,13 @@ send_feedback(bool force, bool request_reply)
 	if (!force && !TimestampDifferenceExceeds(last_feedback, now, FEEDBACK_INTERVAL_MS))
 		return;
 
-	/* what we applied is safe once its local commit record is flushed */
+	/*
+	 * What we applied is safe once its local commit record is flushed.  When
+	 * the peer asks for a reply (a walsender shutting down waits for it),
+	 * flush the last commit rather than make it wait for the WAL writer.
+	 */
+	if (force && !dlist_is_empty(&commit_mappings))
+		XLogFlush(dlist_tail_element(CommitMapping, node, &commit_mappings)->local_end);
 	local_flush = GetFlushRecPtr(NULL);
 	dlist_foreach_modify(iter, &commit_mappings)
 	{
@@ -1075,6 +1094,9 @@ send_feedback(bool force, bool request_reply)
 	if (dlist_is_empty(&commit_mappings) && !in_remote_transaction &&
 		group_transactions == 0)
 		flushed = Max(flushed, last_received);
+	/* what was reported safe stays safe: never report less */
+	flushed = Max(flushed, last_reported_flush);
+	last_reported_flush = flushed;
 
 	initStringInfo(&buf);
 	pq_sendbyte(&buf, 'r');
@@ -1122,6 +1144,11 @@ apply_loop(void)
 
 		CHECK_FOR_INTERRUPTS();
 		Assert(CurrentMemoryContext == ApplyMessageContext);
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
 
 		if (!PQconsumeInput(PeerConn))
 			ereport(ERROR,
@@ -1152,9 +1179,20 @@ apply_loop(void)
 				MyPeer->peer_end_lsn = Max(MyPeer->peer_end_lsn, end);
 				MyPeer->last_message_at = GetCurrentTimestamp();
 				SpinLockRelease(&MyPeer->mutex);
-				/* a whole small transaction, or a chunk of a large one */
+
+				/*
+				 * A whole small transaction, or a chunk of a large one.  A
+				 * large one does not join the open group: the group's small
+				 * transactions would wait for all of its chunks.
+				 */
+				if (!in_remote_transaction && s.len - s.cursor >= CR_WRITE_CHUNK)
+					commit_group();
 				while (s.cursor < s.len)
+				{
 					apply_dispatch(&s);
+					MemoryContextSwitchTo(ApplyMessageContext);
+					MemoryContextReset(ApplyMessageContext);
+				}
 			}
 			else if (kind == 'k')
 			{
@@ -1176,8 +1214,6 @@ apply_loop(void)
 			PQfreemem(buf);
 			buf = NULL;
 			processed++;
-			MemoryContextSwitchTo(ApplyMessageContext);
-			MemoryContextReset(ApplyMessageContext);
 			if (reply)
 				send_feedback(true, false);
 		}
@@ -1217,7 +1253,6 @@ apply_loop(void)
 			continue;
 		}
 		commit_group();
-		MemoryContextSwitchTo(ApplyMessageContext);
 		send_feedback(false, false);
 
 		rc = WaitEventSetWait(waitset, FEEDBACK_INTERVAL_MS, &event, 1,
@@ -1235,11 +1270,6 @@ apply_loop(void)
 		 */
 		if (rc == 0 && !IsTransactionState())
 			pgstat_report_stat(true);
-		if (ConfigReloadPending)
-		{
-			ConfigReloadPending = false;
-			ProcessConfigFile(PGC_SIGHUP);
-		}
 	}
 }
 

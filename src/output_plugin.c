@@ -33,8 +33,8 @@
  *
  *	  Memory: per-change allocations go to "cosmosrep change" context,
  *	  reset after every change; the pending buffer lives in the decoding
- *	  context and is shrunk back after a chunk that outgrew it (one
- *	  large row); the relation cache, with its slots and
+ *	  context and is freed after a write if very large rows made it grow;
+ *	  the relation cache, with its slots and
  *	  an unpinned copy of each tuple descriptor (pinning one per change
  *	  costs resource owner bookkeeping that grows with the transaction),
  *	  lives in its own context for the life of the decoding session.
@@ -84,10 +84,12 @@ typedef struct CrRelSyncEntry
 } CrRelSyncEntry;
 
 /*
- * The pending buffer is written out once it holds this much.  A buffer
- * that one large row made grow past twice that is freed once written.
+ * The pending buffer is written whenever it holds CR_WRITE_CHUNK bytes
+ * (protocol.h); one that rows larger than a chunk made grow past
+ * CR_PENDING_KEEP is freed once written.  (The walsender's own output
+ * buffer keeps whatever size the largest write gave it.)
  */
-#define CR_WRITE_CHUNK		(64 * 1024)
+#define CR_PENDING_KEEP		(1024 * 1024)
 
 typedef struct CrDecodingData
 {
@@ -351,9 +353,9 @@ pending_write(LogicalDecodingContext *ctx, bool force)
 	appendBinaryStringInfo(ctx->out, data->pending.data, data->pending.len);
 	OutputPluginWrite(ctx, true);
 
-	if (data->pending.maxlen > 2 * CR_WRITE_CHUNK)
+	if (data->pending.maxlen > CR_PENDING_KEEP)
 	{
-		/* a large row made it grow: give the memory back */
+		/* large rows made it grow: give that memory back */
 		MemoryContext oldctx = MemoryContextSwitchTo(ctx->context);
 
 		pfree(data->pending.data);

@@ -19,6 +19,13 @@
 /* version of the stream; the apply side refuses others */
 #define CR_PROTOCOL_VERSION		1
 
+/*
+ * A CopyData message of the stream holds a whole transaction, BEGIN to
+ * COMMIT, or, for a transaction larger than this, a chunk of about this
+ * size.
+ */
+#define CR_WRITE_CHUNK			(64 * 1024)
+
 /* prefix of the DDL messages cosmosrep ships in the stream */
 #define CR_DDL_MESSAGE_PREFIX	"cosmosrep.ddl"
 

@@ -10,7 +10,7 @@ use warnings;
 use CosmosRep::Test;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use Time::HiRes qw(time);
+use Time::HiRes qw(sleep time);
 
 my $TRANSACTIONS = 5000;
 
@@ -43,6 +43,9 @@ wait_for_value($west,
 	  . " WHERE source_region = 'east'", 't')
   or die 'the apply worker did not stop';
 $east->safe_psql('postgres', "CALL singles(1, $TRANSACTIONS)");
+# a backlog is what committed more than a second before it is applied
+# (BACKLOG_AGE_MS in apply.c)
+sleep(1.5);
 
 my ($txns_before, $changes_before) = split /,/, $west->safe_psql('postgres', $status);
 my $commits_before = $west->safe_psql('postgres', $commits);
@@ -78,6 +81,50 @@ $west->poll_query_until('postgres', 'SELECT count(*) = 1 FROM g WHERE id = 0')
   or die 'the lone transaction never arrived';
 cmp_ok(time - $start, '<', 10,
 	'a transaction that arrives alone is committed without waiting for more');
+
+# A large transaction right after small ones in a backlog: the small ones
+# are committed before its first chunk, not held until its last.  The
+# large one (2,000 rows, several 64 kB chunks) writes its rows first and
+# commits after the small ones, so that the walsender sends its chunks
+# right behind them; in west a trigger makes applying it take seconds.
+$west->safe_psql('postgres', q{
+	CREATE FUNCTION slow_large() RETURNS trigger LANGUAGE plpgsql AS $$
+	BEGIN
+		IF NEW.id > 1000000 THEN
+			PERFORM pg_sleep(0.001);
+		END IF;
+		RETURN NEW;
+	END $$;
+	CREATE TRIGGER slow_large BEFORE INSERT ON g FOR EACH ROW EXECUTE FUNCTION slow_large();
+	ALTER TABLE g ENABLE ALWAYS TRIGGER slow_large;
+});
+$west->safe_psql('postgres', "SELECT cosmosrep.pause_region('east')");
+wait_for_value($west,
+	"SELECT state = 'paused' AND worker_pid IS NULL FROM cosmosrep.replication_status"
+	  . " WHERE source_region = 'east'", 't')
+  or die 'the apply worker did not stop';
+my $large = $east->background_psql('postgres');
+$large->query_safe('BEGIN');
+$large->query_safe('INSERT INTO g SELECT g, g FROM generate_series(1000001, 1002000) g');
+$east->safe_psql('postgres', "CALL singles(10001, 10050)");
+$large->query_safe('COMMIT');
+$large->quit;
+sleep(1.5);
+$west->safe_psql('postgres', "SELECT cosmosrep.resume_region('east')");
+my $seen;
+for (1 .. 600)
+{
+	$seen = $west->safe_psql('postgres',
+		'SELECT count(*) FILTER (WHERE id BETWEEN 10001 AND 10050) || \',\''
+		  . ' || count(*) FILTER (WHERE id > 1000000) FROM g');
+	last if $seen =~ /^50,/;
+	sleep(0.05);
+}
+is($seen, '50,0',
+	'small transactions before a large one are visible before the large one commits');
+ok(wait_for_value($west, 'SELECT count(*) FROM g WHERE id > 1000000', 2000),
+	'the large transaction arrives whole');
+$west->safe_psql('postgres', 'DROP TRIGGER slow_large ON g');
 
 wait_for_same_table([ $east, $west ], 'g');
 
