@@ -161,9 +161,9 @@ static XLogRecPtr last_applied_end = InvalidXLogRecPtr;
 /*
  * Local commits of groups not yet known to be flushed, oldest first: the
  * end of the local commit record and the remote end LSN the group applied.
- * Feedback reports as flushed the remote end of the newest one the WAL
- * writer has flushed (flushed_remote_end), as core's apply worker does;
- * forcing the flush here would stall the stream for an fsync.
+ * Feedback reports as flushed (flushed_lsn, which never goes back) the
+ * remote end of the newest one the WAL writer has flushed, as core's apply
+ * worker does; forcing the flush here would stall the stream for an fsync.
  */
 typedef struct CommitMapping
 {
@@ -173,8 +173,7 @@ typedef struct CommitMapping
 } CommitMapping;
 
 static dlist_head commit_mappings = DLIST_STATIC_INIT(commit_mappings);
-static XLogRecPtr flushed_remote_end = InvalidXLogRecPtr;
-static XLogRecPtr last_reported_flush = InvalidXLogRecPtr;
+static XLogRecPtr flushed_lsn = InvalidXLogRecPtr;
 static TimestampTz last_feedback = 0;
 static int	changes_in_transaction = 0;
 
@@ -1064,7 +1063,6 @@ send_feedback(bool force, bool request_reply)
 {
 	TimestampTz now = GetCurrentTimestamp();
 	XLogRecPtr	local_flush;
-	XLogRecPtr	flushed;
 	dlist_mutable_iter iter;
 	StringInfoData buf;
 
@@ -1085,24 +1083,20 @@ send_feedback(bool force, bool request_reply)
 
 		if (mapping->local_end > local_flush)
 			break;
-		flushed_remote_end = mapping->remote_end;
+		flushed_lsn = Max(flushed_lsn, mapping->remote_end);
 		dlist_delete(iter.cur);
 		pfree(mapping);
 	}
 	/* with everything applied and flushed, all that was received is safe */
-	flushed = flushed_remote_end;
 	if (dlist_is_empty(&commit_mappings) && !in_remote_transaction &&
 		group_transactions == 0)
-		flushed = Max(flushed, last_received);
-	/* what was reported safe stays safe: never report less */
-	flushed = Max(flushed, last_reported_flush);
-	last_reported_flush = flushed;
+		flushed_lsn = Max(flushed_lsn, last_received);
 
 	initStringInfo(&buf);
 	pq_sendbyte(&buf, 'r');
 	pq_sendint64(&buf, last_received);	/* write */
-	pq_sendint64(&buf, flushed);	/* flush */
-	pq_sendint64(&buf, flushed);	/* apply */
+	pq_sendint64(&buf, flushed_lsn);	/* flush */
+	pq_sendint64(&buf, flushed_lsn);	/* apply */
 	pq_sendint64(&buf, now);
 	pq_sendbyte(&buf, request_reply ? 1 : 0);
 	if (PQputCopyData(PeerConn, buf.data, buf.len) <= 0 || PQflush(PeerConn))
@@ -1233,16 +1227,15 @@ apply_loop(void)
 		 * read brings nothing, the group's local transaction commits, unless
 		 * it belongs to a backlog and has not waited yet since the last read.
 		 */
+		send_feedback(false, false);
 		if (processed > 0)
 		{
 			group_waited = false;
-			send_feedback(false, false);
 			continue;
 		}
 		if (!group_waited && group_in_backlog())
 		{
 			group_waited = true;
-			send_feedback(false, false);
 			rc = WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						   BACKLOG_WAIT_MS, PG_WAIT_EXTENSION);
 			if (rc & WL_LATCH_SET)
@@ -1253,7 +1246,6 @@ apply_loop(void)
 			continue;
 		}
 		commit_group();
-		send_feedback(false, false);
 
 		rc = WaitEventSetWait(waitset, FEEDBACK_INTERVAL_MS, &event, 1,
 							  PG_WAIT_EXTENSION);
@@ -1349,7 +1341,7 @@ cosmosrep_apply_main(Datum arg)
 		startpos = replorigin_session_get_progress(true);
 		last_applied_end = startpos;
 		last_received = startpos;
-		flushed_remote_end = startpos;
+		flushed_lsn = startpos;
 
 		set_state(CR_PEER_CONNECTING);
 		PeerConn = cr_remote_connect(PeerDsn, true,
