@@ -14,7 +14,9 @@
  *	  Monotonicity across restarts and crashes does not rely on the wall
  *	  clock.  The clock never issues a tick at or beyond "reserved_ms" without
  *	  first writing a new reservation, a little ahead, durably to
- *	  $PGDATA/cosmosrep.hlc.  At startup (including the shared memory
+ *	  $PGDATA/cosmosrep.hlc.  The reservation is renewed while it still has
+ *	  HLC_RENEW_MS left, by one backend, so that writers do not queue up
+ *	  behind its fsyncs.  At startup (including the shared memory
  *	  re-initialisation after a crash) the clock starts at the reservation,
  *	  hence above every tick issued before.
  *
@@ -48,6 +50,9 @@
 /* how far ahead of the issued ticks a reservation reaches */
 #define HLC_RESERVE_MS		10000
 
+/* a reservation with less than this left is renewed before it runs out */
+#define HLC_RENEW_MS		(HLC_RESERVE_MS / 4)
+
 /* microseconds from the PostgreSQL epoch (2000-01-01) to 2020-01-01 */
 #define HLC_EPOCH_OFFSET_US INT64CONST(631152000000000)
 
@@ -67,7 +72,7 @@ static HlcShared *hlc = NULL;
 static int64 hlc_now_ms(void);
 static int64 hlc_read_reservation(void);
 static void hlc_write_reservation(int64 reserved_ms);
-static void hlc_extend_reservation(int64 needed_ms);
+static void hlc_extend_reservation(int64 ms, bool wait);
 
 Size
 cr_hlc_shmem_size(void)
@@ -160,26 +165,34 @@ hlc_write_reservation(int64 reserved_ms)
 }
 
 /*
- * Make sure the reservation on disk covers needed_ms.
+ * Write a reservation reaching HLC_RESERVE_MS past ms, unless the one in
+ * place already reaches more than HLC_RENEW_MS past it (another backend
+ * renewed it meanwhile).  A backend whose tick is not covered waits for the
+ * file lock; one renewing early (wait = false) leaves the renewal to the
+ * backend that holds it: the others go on issuing ticks meanwhile, so that
+ * the fsyncs of a renewal stall at most one write.
  */
 static void
-hlc_extend_reservation(int64 needed_ms)
+hlc_extend_reservation(int64 ms, bool wait)
 {
-	LWLockAcquire(hlc->file_lock, LW_EXCLUSIVE);
+	if (wait)
+		LWLockAcquire(hlc->file_lock, LW_EXCLUSIVE);
+	else if (!LWLockConditionalAcquire(hlc->file_lock, LW_EXCLUSIVE))
+		return;
+
 	SpinLockAcquire(&hlc->mutex);
-	if (hlc->reserved_ms > needed_ms)
+	if (hlc->reserved_ms > ms + HLC_RENEW_MS)
 	{
-		/* another backend got there first */
 		SpinLockRelease(&hlc->mutex);
 		LWLockRelease(hlc->file_lock);
 		return;
 	}
 	SpinLockRelease(&hlc->mutex);
 
-	hlc_write_reservation(needed_ms + HLC_RESERVE_MS);
+	hlc_write_reservation(ms + HLC_RESERVE_MS);
 
 	SpinLockAcquire(&hlc->mutex);
-	hlc->reserved_ms = needed_ms + HLC_RESERVE_MS;
+	hlc->reserved_ms = Max(hlc->reserved_ms, ms + HLC_RESERVE_MS);
 	SpinLockRelease(&hlc->mutex);
 	LWLockRelease(hlc->file_lock);
 }
@@ -203,12 +216,16 @@ cr_hlc_next_version(int region_id)
 		tick = Max(now_tick, hlc->last_tick + 1);
 		if (HLC_TICK_MS(tick) < hlc->reserved_ms)
 		{
+			bool		renew = HLC_TICK_MS(tick) + HLC_RENEW_MS >= hlc->reserved_ms;
+
 			hlc->last_tick = tick;
 			SpinLockRelease(&hlc->mutex);
+			if (renew)
+				hlc_extend_reservation(HLC_TICK_MS(tick), false);
 			return (tick << CR_HLC_REGION_BITS) | region_id;
 		}
 		SpinLockRelease(&hlc->mutex);
-		hlc_extend_reservation(HLC_TICK_MS(tick));
+		hlc_extend_reservation(HLC_TICK_MS(tick), true);
 	}
 }
 
@@ -232,12 +249,16 @@ cr_hlc_observe(int64 version)
 		}
 		if (HLC_TICK_MS(tick) < hlc->reserved_ms)
 		{
+			bool		renew = HLC_TICK_MS(tick) + HLC_RENEW_MS >= hlc->reserved_ms;
+
 			hlc->last_tick = tick;
 			SpinLockRelease(&hlc->mutex);
+			if (renew)
+				hlc_extend_reservation(HLC_TICK_MS(tick), false);
 			return;
 		}
 		SpinLockRelease(&hlc->mutex);
-		hlc_extend_reservation(HLC_TICK_MS(tick));
+		hlc_extend_reservation(HLC_TICK_MS(tick), true);
 	}
 }
 
