@@ -73,6 +73,7 @@ static int64 hlc_now_ms(void);
 static int64 hlc_read_reservation(void);
 static void hlc_write_reservation(int64 reserved_ms);
 static void hlc_extend_reservation(int64 ms, bool wait);
+static bool hlc_set_last_tick(int64 tick);
 
 Size
 cr_hlc_shmem_size(void)
@@ -198,6 +199,32 @@ hlc_extend_reservation(int64 ms, bool wait)
 }
 
 /*
+ * Make tick the last tick if the reservation covers it, and renew the
+ * reservation if it is running short.  If it does not cover it, extend it
+ * and return false: the caller takes its tick again.  Called with the
+ * spinlock held; releases it.
+ */
+static bool
+hlc_set_last_tick(int64 tick)
+{
+	int64		ms = HLC_TICK_MS(tick);
+	bool		renew;
+
+	if (ms >= hlc->reserved_ms)
+	{
+		SpinLockRelease(&hlc->mutex);
+		hlc_extend_reservation(ms, true);
+		return false;
+	}
+	renew = ms + HLC_RENEW_MS >= hlc->reserved_ms;
+	hlc->last_tick = tick;
+	SpinLockRelease(&hlc->mutex);
+	if (renew)
+		hlc_extend_reservation(ms, false);
+	return true;
+}
+
+/*
  * Issue the next version for a write made by region_id.
  */
 int64
@@ -214,18 +241,8 @@ cr_hlc_next_version(int region_id)
 
 		SpinLockAcquire(&hlc->mutex);
 		tick = Max(now_tick, hlc->last_tick + 1);
-		if (HLC_TICK_MS(tick) < hlc->reserved_ms)
-		{
-			bool		renew = HLC_TICK_MS(tick) + HLC_RENEW_MS >= hlc->reserved_ms;
-
-			hlc->last_tick = tick;
-			SpinLockRelease(&hlc->mutex);
-			if (renew)
-				hlc_extend_reservation(HLC_TICK_MS(tick), false);
+		if (hlc_set_last_tick(tick))
 			return (tick << CR_HLC_REGION_BITS) | region_id;
-		}
-		SpinLockRelease(&hlc->mutex);
-		hlc_extend_reservation(HLC_TICK_MS(tick), true);
 	}
 }
 
@@ -247,18 +264,8 @@ cr_hlc_observe(int64 version)
 			SpinLockRelease(&hlc->mutex);
 			return;
 		}
-		if (HLC_TICK_MS(tick) < hlc->reserved_ms)
-		{
-			bool		renew = HLC_TICK_MS(tick) + HLC_RENEW_MS >= hlc->reserved_ms;
-
-			hlc->last_tick = tick;
-			SpinLockRelease(&hlc->mutex);
-			if (renew)
-				hlc_extend_reservation(HLC_TICK_MS(tick), false);
+		if (hlc_set_last_tick(tick))
 			return;
-		}
-		SpinLockRelease(&hlc->mutex);
-		hlc_extend_reservation(HLC_TICK_MS(tick), true);
 	}
 }
 
