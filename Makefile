@@ -6,6 +6,7 @@ MODULE_big = cosmosrep
 OBJS = \
 	src/apply.o \
 	src/catalog.o \
+	src/conflict.o \
 	src/cosmosrep.o \
 	src/hlc.o \
 	src/output_plugin.o \

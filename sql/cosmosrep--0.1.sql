@@ -36,6 +36,9 @@ CREATE TABLE cosmosrep.replicated_table (
     path       name,
     resolver   regprocedure,
     enabled_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    -- version of the enable or policy change that set this configuration;
+    -- concurrent changes in several regions keep the newest everywhere
+    config_version bigint NOT NULL DEFAULT 0,
     CHECK (path IS NULL OR policy = 'last_writer_wins'),
     CHECK ((resolver IS NOT NULL) = (policy = 'custom'))
 );
@@ -58,11 +61,13 @@ CREATE TRIGGER config_changed
     AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON cosmosrep.replicated_table
     FOR EACH STATEMENT EXECUTE FUNCTION cosmosrep.config_changed();
 
--- Versions of deleted rows, so that a late update does not resurrect a row
--- that a newer delete removed.  State, not configuration: not dumped.
+-- Versions of deleted rows, so that a late insert or update does not
+-- resurrect a row that a newer delete removed.  The key is the binary send
+-- form of the primary key (independent of session settings); the empty key
+-- is the table's truncate horizon.  State, not configuration: not dumped.
 CREATE TABLE cosmosrep.tombstone (
     relid      oid         NOT NULL,
-    key        text        NOT NULL,
+    key        bytea       NOT NULL,
     version    bigint      NOT NULL,
     deleted_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
     PRIMARY KEY (relid, key)
@@ -70,6 +75,24 @@ CREATE TABLE cosmosrep.tombstone (
 REVOKE ALL ON cosmosrep.tombstone FROM PUBLIC;
 COMMENT ON TABLE cosmosrep.tombstone IS
     'primary keys and delete versions of deleted rows of multi-region tables';
+
+CREATE FUNCTION cosmosrep.tombstone_key_text(relid oid, key bytea)
+RETURNS text
+AS 'MODULE_PATHNAME', 'cosmosrep_tombstone_key_text'
+LANGUAGE C STABLE STRICT;
+COMMENT ON FUNCTION cosmosrep.tombstone_key_text(oid, bytea) IS
+    'a tombstone key as a row literal of the primary key values';
+
+CREATE VIEW cosmosrep.tombstones AS
+    SELECT t.relid::regclass AS table_name,
+           cosmosrep.tombstone_key_text(t.relid, t.key) AS key,
+           t.version,
+           t.deleted_at
+      FROM cosmosrep.tombstone t
+     WHERE pg_catalog.has_table_privilege(t.relid, 'SELECT');
+COMMENT ON VIEW cosmosrep.tombstones IS
+    'deletes (and truncates, key "(truncated)") remembered for the tables the current user may read';
+GRANT SELECT ON cosmosrep.tombstones TO PUBLIC;
 
 CREATE FUNCTION cosmosrep.purge_tombstones(older_than interval DEFAULT '7 days')
 RETURNS bigint
@@ -169,6 +192,13 @@ AS 'MODULE_PATHNAME', 'cosmosrep_stamp_row'
 LANGUAGE C;
 COMMENT ON FUNCTION cosmosrep.stamp_row() IS
     'row trigger: stamps version and base version on local writes';
+
+CREATE FUNCTION cosmosrep.stamp_truncate()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'cosmosrep_stamp_truncate'
+LANGUAGE C;
+COMMENT ON FUNCTION cosmosrep.stamp_truncate() IS
+    'statement trigger: gives a local TRUNCATE a version and sends it to the other regions';
 
 CREATE FUNCTION cosmosrep.enable_table(
     relation regclass,
@@ -320,10 +350,14 @@ GRANT SELECT ON cosmosrep.replication_status TO PUBLIC;
 -- Keeping the configuration true when objects are dropped
 --
 
+-- Both event trigger functions run as the extension's owner (a superuser),
+-- with a pinned search_path: any user may drop or alter their own tables,
+-- and the functions read and write cosmosrep's configuration for them.
 CREATE FUNCTION cosmosrep.on_sql_drop()
 RETURNS event_trigger
 LANGUAGE plpgsql
-SET search_path = pg_catalog
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     obj record;
@@ -332,6 +366,15 @@ BEGIN
         IF obj.object_type = 'table' THEN
             DELETE FROM cosmosrep.replicated_table WHERE relid::oid = obj.objid;
             DELETE FROM cosmosrep.tombstone WHERE relid = obj.objid;
+        ELSIF obj.object_type = 'trigger'
+              AND obj.address_names[3] IN ('cosmosrep_stamp', 'cosmosrep_truncate')
+              AND EXISTS (SELECT 1 FROM cosmosrep.replicated_table
+                           WHERE relid::oid = to_regclass(quote_ident(obj.address_names[1])
+                                                || '.' || quote_ident(obj.address_names[2]))) THEN
+            RAISE EXCEPTION 'multi-region table "%" must keep trigger "%"',
+                obj.address_names[2], obj.address_names[3]
+                USING ERRCODE = 'dependent_objects_still_exist',
+                      HINT = 'Call cosmosrep.disable_table first.';
         ELSIF obj.object_type = 'function'
               AND EXISTS (SELECT 1 FROM cosmosrep.replicated_table
                            WHERE resolver::oid = obj.objid) THEN
@@ -358,7 +401,8 @@ COMMENT ON FUNCTION cosmosrep.check_table(oid) IS
 CREATE FUNCTION cosmosrep.on_ddl_command_end()
 RETURNS event_trigger
 LANGUAGE plpgsql
-SET search_path = pg_catalog
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     cmd record;

@@ -78,6 +78,7 @@
 #include "utils/timestamp.h"
 
 #include "catalog.h"
+#include "conflict.h"
 #include "cosmosrep.h"
 #include "hlc.h"
 #include "launcher.h"
@@ -130,9 +131,12 @@ typedef struct ApplyExec
 	EState	   *estate;
 	ResultRelInfo *rri;
 	EPQState	epqstate;
-	TupleTableSlot *remoteslot;
-	TupleTableSlot *localslot;
+	TupleTableSlot *remoteslot;	/* the remote row */
+	TupleTableSlot *keyslot;	/* the old key of an update that changed it */
+	TupleTableSlot *localslot;	/* the local row with the remote key */
+	TupleTableSlot *otherslot;	/* the local row with an update's new key */
 	Oid			pkindex;
+	Oid			owner;			/* changes are applied as this role */
 } ApplyExec;
 
 static MemoryContext ApplyContext = NULL;
@@ -177,6 +181,11 @@ static XLogRecPtr flushed_lsn = InvalidXLogRecPtr;
 static TimestampTz last_feedback = 0;
 static int	changes_in_transaction = 0;
 
+/* the user and security context a change switched away from */
+static Oid	change_save_userid = InvalidOid;
+static int	change_save_sec_context = 0;
+static int	change_save_nestlevel = 0;
+
 static void apply_worker_exit(int code, Datum arg);
 static void apply_loop(void);
 static void apply_dispatch(StringInfo s);
@@ -188,14 +197,18 @@ static ApplyRel *apply_rel_lookup(LogicalRepRelId remoteid);
 static void apply_rel_map(ApplyRel *ar, Relation rel);
 static ApplyExec *exec_open(ApplyRel *ar);
 static void exec_close_all(void);
-static void change_begin(void);
+static ApplyExec *change_begin(ApplyRel *ar);
 static void begin_in_transaction(void);
 static void change_end(ApplyExec *ex);
-static void slot_fill(ApplyExec *ex, ApplyRel *ar, LogicalRepTupleData *tup,
+static void slot_fill(ApplyRel *ar, LogicalRepTupleData *tup,
 					  TupleTableSlot *slot, TupleTableSlot *existing);
 static int64 slot_version(TupleTableSlot *slot, AttrNumber att, bool *isnull);
-static bool find_local_row(ApplyExec *ex, TupleTableSlot *key, bool confirm_miss);
+static int64 observed_version(TupleTableSlot *slot, ApplyRel *ar);
+static bool find_local_row(ApplyExec *ex, TupleTableSlot *key, TupleTableSlot *row);
 static bool fetch_peer_row(ApplyExec *ex, ApplyRel *ar, TupleTableSlot *slot);
+static bool same_key(ApplyExec *ex, TupleTableSlot *a, TupleTableSlot *b);
+static void apply_row(ApplyExec *ex, ApplyRel *ar, TupleTableSlot *row,
+					  int64 incoming);
 static void handle_begin(StringInfo s);
 static void handle_commit(StringInfo s);
 static void commit_group(void);
@@ -204,8 +217,9 @@ static void handle_relation(StringInfo s);
 static void handle_insert(StringInfo s);
 static void handle_update(StringInfo s);
 static void handle_delete(StringInfo s);
-static void handle_truncate(StringInfo s);
 static void handle_message(StringInfo s);
+static void apply_truncate(const char *content, Size size);
+static void apply_rows(const char *content, Size size);
 
 /* ----------------------------------------------------------------
  * Status reporting
@@ -449,7 +463,11 @@ exec_open(ApplyRel *ar)
 	EvalPlanQualInit(&ex->epqstate, ex->estate, NULL, NIL, -1);
 	ex->remoteslot = ExecInitExtraTupleSlot(ex->estate, RelationGetDescr(ex->rel),
 											&TTSOpsVirtual);
+	ex->keyslot = ExecInitExtraTupleSlot(ex->estate, RelationGetDescr(ex->rel),
+										 &TTSOpsVirtual);
 	ex->localslot = table_slot_create(ex->rel, &ex->estate->es_tupleTable);
+	ex->otherslot = table_slot_create(ex->rel, &ex->estate->es_tupleTable);
+	ex->owner = ex->rel->rd_rel->relowner;
 
 	ar->exec = ex;
 	open_rels = lappend(open_rels, ar);
@@ -485,16 +503,31 @@ exec_close_all(void)
 }
 
 /*
- * Every row change runs with a snapshot of its own and, like a statement,
- * fires its queued AFTER triggers (ENABLE ALWAYS or REPLICA ones) at its
- * end, as core's apply does.
+ * Start applying a change to ar's table: a snapshot of its own, the
+ * table's executor state, and the identity of the table's owner.  Every
+ * change, and everything it fires (triggers, constraints, index
+ * expressions), runs as the owner with SECURITY_RESTRICTED_OPERATION, as
+ * core's subscriptions do (without run_as_owner): a table owner's code
+ * never runs as the superuser that the worker is.  Settings the owner's
+ * code changes are undone at the change's end.  Like a statement, the
+ * change fires its queued AFTER triggers (ENABLE ALWAYS or REPLICA ones)
+ * at its end, as core's apply does.
  */
-static void
-change_begin(void)
+static ApplyExec *
+change_begin(ApplyRel *ar)
 {
+	ApplyExec  *ex;
+
 	begin_in_transaction();
 	PushActiveSnapshot(GetTransactionSnapshot());
+	ex = exec_open(ar);
+	GetUserIdAndSecContext(&change_save_userid, &change_save_sec_context);
+	change_save_nestlevel = NewGUCNestLevel();
+	SetUserIdAndSecContext(ex->owner,
+						   change_save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
 	AfterTriggerBeginQuery();
+	return ex;
 }
 
 /* a change, TRUNCATE or DDL message must come between BEGIN and COMMIT */
@@ -505,11 +538,16 @@ begin_in_transaction(void)
 		elog(ERROR, "change outside a transaction from region \"%s\"", PeerName);
 }
 
-/* make the change visible to the next one, and free its per-tuple memory */
+/*
+ * Fire the change's AFTER triggers, go back to the worker's own identity,
+ * make the change visible to the next one, and free its per-tuple memory.
+ */
 static void
 change_end(ApplyExec *ex)
 {
 	AfterTriggerEndQuery(ex->estate);
+	AtEOXact_GUC(false, change_save_nestlevel);
+	SetUserIdAndSecContext(change_save_userid, change_save_sec_context);
 	ResetPerTupleExprContext(ex->estate);
 	PopActiveSnapshot();
 	CommandCounterIncrement();
@@ -518,12 +556,13 @@ change_end(ApplyExec *ex)
 
 /*
  * Build the local form of a remote tuple in slot.  Columns the peer sent
- * as "unchanged" (TOASTed values an UPDATE did not touch) come from the
- * existing local row, or stay NULL when there is none.
+ * as "unchanged" (TOASTed values an UPDATE did not touch) come from
+ * existing, or stay NULL when it is NULL: the caller decides whether
+ * existing holds what the writer held.
  */
 static void
-slot_fill(ApplyExec *ex, ApplyRel *ar, LogicalRepTupleData *tup,
-		  TupleTableSlot *slot, TupleTableSlot *existing)
+slot_fill(ApplyRel *ar, LogicalRepTupleData *tup, TupleTableSlot *slot,
+		  TupleTableSlot *existing)
 {
 	TupleDesc	desc = slot->tts_tupleDescriptor;
 
@@ -571,34 +610,88 @@ slot_version(TupleTableSlot *slot, AttrNumber att, bool *isnull)
 	return *isnull ? 0 : DatumGetInt64(d);
 }
 
+/* the version of a remote row, which the clock then moves past */
+static int64
+observed_version(TupleTableSlot *slot, ApplyRel *ar)
+{
+	bool		isnull;
+	int64		version = slot_version(slot, ar->version_att, &isnull);
+
+	cr_hlc_observe(version);
+	return version;
+}
+
 /*
- * Find and lock the local row with the primary key of key.
+ * Find and lock the local row with the primary key of key, into row.
  *
  * The lookup uses a dirty snapshot, and an index scan can miss a row that
- * a local session is updating at that moment (PostgreSQL commitfest entry
- * 5151).  Where "missing" decides between recreating and skipping
- * (updates and deletes), a miss is confirmed by looking twice more, a few
- * milliseconds apart, which gives such a writer time to commit.  A row
- * recreated wrongly is still caught: its insert fails on the primary key
- * and the transaction is retried.
+ * a local session updates at that moment (PostgreSQL commitfest entry
+ * 5151): the miss needs the session's commit to fall inside the scan.  A
+ * miss is therefore confirmed by scanning again at once, twice, which
+ * finds a row committed meanwhile, without waiting: a heal that recreates
+ * many deleted rows pays two index probes per row, not a sleep.  A row
+ * still missed is caught where it matters most: a recreated row fails on
+ * the primary key and the transaction is retried.
  */
 static bool
-find_local_row(ApplyExec *ex, TupleTableSlot *key, bool confirm_miss)
+find_local_row(ApplyExec *ex, TupleTableSlot *key, TupleTableSlot *row)
 {
-	int			attempts = confirm_miss ? 3 : 1;
-
-	for (int attempt = 1;; attempt++)
+	for (int attempt = 0; attempt < 3; attempt++)
 	{
 		if (RelationFindReplTupleByIndex(ex->rel, ex->pkindex, LockTupleExclusive,
-										 key, ex->localslot))
+										 key, row))
 			return true;
-		if (attempt == attempts)
-			return false;
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 5, PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-		CHECK_FOR_INTERRUPTS();
 	}
+	return false;
+}
+
+/* whether two rows of ex's table have the same primary key */
+static bool
+same_key(ApplyExec *ex, TupleTableSlot *a, TupleTableSlot *b)
+{
+	bytea	   *ka = cr_tombstone_key(ex->rel, a);
+	bytea	   *kb = cr_tombstone_key(ex->rel, b);
+
+	return VARSIZE(ka) == VARSIZE(kb) &&
+		memcmp(VARDATA(ka), VARDATA(kb), VARSIZE(ka) - VARHDRSZ) == 0;
+}
+
+/*
+ * What this region holds for the key of slot: the row, locked, in row,
+ * or else the newest tombstone of the key.
+ */
+static CrLocalState
+local_state(ApplyExec *ex, ApplyRel *ar, TupleTableSlot *key,
+			TupleTableSlot *row)
+{
+	CrLocalState local;
+	bool		isnull;
+
+	local.row_found = find_local_row(ex, key, row);
+	if (local.row_found)
+		local.version = slot_version(row, ar->version_att, &isnull);
+	else
+		local.version = cr_tombstone_version(RelationGetRelid(ex->rel),
+											 cr_tombstone_key(ex->rel, key));
+	return local;
+}
+
+/*
+ * Make row, a complete remote row written at version incoming, the row of
+ * its key here, if it wins over what this region holds for that key.
+ */
+static void
+apply_row(ApplyExec *ex, ApplyRel *ar, TupleTableSlot *row, int64 incoming)
+{
+	CrLocalState local = local_state(ex, ar, row, ex->otherslot);
+
+	if (!cr_remote_wins(incoming, &local))
+		return;
+	if (local.row_found)
+		ExecSimpleRelationUpdate(ex->rri, ex->estate, &ex->epqstate,
+								 ex->otherslot, row);
+	else
+		ExecSimpleRelationInsert(ex->rri, ex->estate, row);
 }
 
 /*
@@ -842,29 +935,26 @@ handle_insert(StringInfo s)
 {
 	LogicalRepTupleData newtup;
 	ApplyRel   *ar = apply_rel_lookup(logicalrep_read_insert(s, &newtup));
-	ApplyExec  *ex;
-	bool		isnull;
-	int64		incoming;
+	ApplyExec  *ex = change_begin(ar);
 
-	change_begin();
-	ex = exec_open(ar);
-	slot_fill(ex, ar, &newtup, ex->remoteslot, NULL);
-	incoming = slot_version(ex->remoteslot, ar->version_att, &isnull);
-	cr_hlc_observe(incoming);
-
-	if (find_local_row(ex, ex->remoteslot, false))
-	{
-		/* the key exists here: the newer write wins */
-		if (incoming > slot_version(ex->localslot, ar->version_att, &isnull))
-			ExecSimpleRelationUpdate(ex->rri, ex->estate, &ex->epqstate,
-									 ex->localslot, ex->remoteslot);
-	}
-	else
-		ExecSimpleRelationInsert(ex->rri, ex->estate, ex->remoteslot);
-
+	slot_fill(ar, &newtup, ex->remoteslot, NULL);
+	apply_row(ex, ar, ex->remoteslot, observed_version(ex->remoteslot, ar));
 	change_end(ex);
 }
 
+/*
+ * An update is decided against what this region holds for the key it
+ * replaced.  One that changed the key is a delete of the old key and an
+ * insert of the new one, at the update's version.
+ *
+ * Columns the update left unchanged (TOASTed values) are not in the
+ * stream.  They are the local row's only if the local row is the very
+ * version the update replaced (its base): versions are unique, so the
+ * writer held the same values.  Otherwise, when the update wins, the row
+ * is taken as the peer holds it now (a version at least as new, which the
+ * stream brings later too); if the peer no longer has it, a later delete
+ * is on its way and nothing is applied.
+ */
 static void
 handle_update(StringInfo s)
 {
@@ -873,126 +963,192 @@ handle_update(StringInfo s)
 	bool		has_oldtup;
 	ApplyRel   *ar;
 	ApplyExec  *ex;
-	TupleTableSlot *keyslot;
-	bool		isnull;
+	TupleTableSlot *row;
+	TupleTableSlot *key;
+	CrLocalState local;
 	int64		incoming;
+	int64		base;
+	bool		isnull;
+	bool		complete = true;
 
 	ar = apply_rel_lookup(logicalrep_read_update(s, &has_oldtup, &oldtup, &newtup));
-	change_begin();
-	ex = exec_open(ar);
-
-	/* the key that identifies the row: the old one when the key changed */
-	keyslot = ex->remoteslot;
-	slot_fill(ex, ar, has_oldtup ? &oldtup : &newtup, keyslot, NULL);
-
-	if (find_local_row(ex, keyslot, true))
+	ex = change_begin(ar);
+	row = key = ex->remoteslot;
+	slot_fill(ar, &newtup, row, NULL);
+	incoming = observed_version(row, ar);
+	base = slot_version(row, ar->base_att, &isnull);
+	if (has_oldtup)
 	{
-		slot_fill(ex, ar, &newtup, ex->remoteslot, ex->localslot);
-		incoming = slot_version(ex->remoteslot, ar->version_att, &isnull);
-		cr_hlc_observe(incoming);
-		if (incoming > slot_version(ex->localslot, ar->version_att, &isnull))
-			ExecSimpleRelationUpdate(ex->rri, ex->estate, &ex->epqstate,
-									 ex->localslot, ex->remoteslot);
+		key = ex->keyslot;
+		slot_fill(ar, &oldtup, key, NULL);
+		if (same_key(ex, key, row))
+			key = row;
+	}
+	for (int i = 0; i < newtup.ncols; i++)
+		complete &= newtup.colstatus[i] != LOGICALREP_COLUMN_UNCHANGED;
+
+	local = local_state(ex, ar, key, ex->localslot);
+	if (!complete && local.row_found && local.version == base)
+	{
+		slot_fill(ar, &newtup, row, ex->localslot);
+		complete = true;
+	}
+
+	if (key == row)
+	{
+		if (cr_remote_wins(incoming, &local) &&
+			(complete || fetch_peer_row(ex, ar, row)))
+		{
+			if (!complete)
+				(void) observed_version(row, ar);
+			if (local.row_found)
+				ExecSimpleRelationUpdate(ex->rri, ex->estate, &ex->epqstate,
+										 ex->localslot, row);
+			else
+				ExecSimpleRelationInsert(ex->rri, ex->estate, row);
+		}
 	}
 	else
 	{
-		/*
-		 * Deleted here meanwhile: the update recreates the row unless the
-		 * delete is newer.  Columns the update left unchanged (TOASTed
-		 * values) are not in the stream: then the row is taken as the peer
-		 * holds it now.
-		 */
-		char	   *key = cr_tombstone_key(ex->rel, keyslot);
-		int64		deleted = cr_tombstone_version(RelationGetRelid(ex->rel), key);
-		bool		complete = true;
-
-		for (int i = 0; i < newtup.ncols; i++)
-			complete &= newtup.colstatus[i] != LOGICALREP_COLUMN_UNCHANGED;
-
-		slot_fill(ex, ar, &newtup, ex->remoteslot, NULL);
-		incoming = slot_version(ex->remoteslot, ar->version_att, &isnull);
-		cr_hlc_observe(incoming);
-		if (incoming > deleted &&
-			(complete || fetch_peer_row(ex, ar, ex->remoteslot)))
-		{
-			cr_hlc_observe(slot_version(ex->remoteslot, ar->version_att, &isnull));
-			ExecSimpleRelationInsert(ex->rri, ex->estate, ex->remoteslot);
-		}
+		if (local.row_found && cr_remote_wins(incoming, &local))
+			ExecSimpleRelationDelete(ex->rri, ex->estate, &ex->epqstate,
+									 ex->localslot);
+		cr_tombstone_record(RelationGetRelid(ex->rel),
+							cr_tombstone_key(ex->rel, key), incoming);
+		if (complete || fetch_peer_row(ex, ar, row))
+			apply_row(ex, ar, row, complete ? incoming : observed_version(row, ar));
 	}
 
 	change_end(ex);
 }
 
+/*
+ * A delete removes the local row only if it is older than the delete, and
+ * leaves a tombstone either way.  A delete without a version (made where
+ * the row trigger did not fire) removes the row and leaves none.
+ */
 static void
 handle_delete(StringInfo s)
 {
 	LogicalRepTupleData oldtup;
 	ApplyRel   *ar = apply_rel_lookup(logicalrep_read_delete(s, &oldtup));
-	ApplyExec  *ex;
+	ApplyExec  *ex = change_begin(ar);
+	CrLocalState local;
 	bool		unversioned;
 	bool		isnull;
 	int64		incoming;
 
-	change_begin();
-	ex = exec_open(ar);
-	slot_fill(ex, ar, &oldtup, ex->remoteslot, NULL);
+	slot_fill(ar, &oldtup, ex->remoteslot, NULL);
 	incoming = slot_version(ex->remoteslot, ar->version_att, &unversioned);
 	if (!unversioned)
 		cr_hlc_observe(incoming);
 
-	/* a delete removes only a row older than itself */
-	if (!find_local_row(ex, ex->remoteslot, true))
-	{
-		if (!unversioned)
-			cr_tombstone_record(RelationGetRelid(ex->rel),
-								cr_tombstone_key(ex->rel, ex->remoteslot), incoming);
-	}
-	else if (unversioned ||
-			 incoming > slot_version(ex->localslot, ar->version_att, &isnull))
-	{
+	local.row_found = find_local_row(ex, ex->remoteslot, ex->localslot);
+	local.version = local.row_found ?
+		slot_version(ex->localslot, ar->version_att, &isnull) : 0;
+	if (local.row_found && (unversioned || cr_remote_wins(incoming, &local)))
 		ExecSimpleRelationDelete(ex->rri, ex->estate, &ex->epqstate, ex->localslot);
-		if (!unversioned)
-			cr_tombstone_record(RelationGetRelid(ex->rel),
-								cr_tombstone_key(ex->rel, ex->remoteslot), incoming);
-	}
+	if (!unversioned)
+		cr_tombstone_record(RelationGetRelid(ex->rel),
+							cr_tombstone_key(ex->rel, ex->remoteslot), incoming);
 
 	change_end(ex);
 }
 
+/*
+ * A truncate at version V made in the peer region: every row older than V
+ * goes, rows newer than V (written concurrently, in any region) stay, and
+ * V becomes the table's horizon here, so that older rows arriving later
+ * are not applied.  Runs as the table's owner, like every change.
+ */
 static void
-handle_truncate(StringInfo s)
+apply_truncate(const char *content, Size size)
 {
-	bool		cascade;
-	bool		restart_seqs;
-	List	   *remote_relids = logicalrep_read_truncate(s, &cascade, &restart_seqs);
-	List	   *rels = NIL;
-	List	   *relids = NIL;
-	ListCell   *lc;
+	const char *end = content + size;
+	const char *nspname = content;
+	const char *relname;
+	const char *version_text;
+	int64		version;
+	Oid			relid;
+	Oid			owner;
+	Relation	rel;
+	Oid			save_userid;
+	int			save_sec_context;
+	int			nestlevel;
+	Oid			argtypes[1] = {INT8OID};
+	Datum		values[1];
+	int			rc;
+
+	relname = nspname + strnlen(nspname, end - nspname) + 1;
+	version_text = relname < end ? relname + strnlen(relname, end - relname) + 1 : end;
+	if (version_text >= end || strnlen(version_text, end - version_text) == (size_t) (end - version_text))
+		elog(ERROR, "malformed truncate message from region \"%s\"", PeerName);
+	version = pg_strtoint64(version_text);
+	cr_hlc_observe(version);
 
 	exec_close_all();
 	begin_in_transaction();
 	PushActiveSnapshot(GetTransactionSnapshot());
-	foreach(lc, remote_relids)
-	{
-		ApplyRel   *ar = apply_rel_lookup(lfirst_oid(lc));
-		Oid			relid = RangeVarGetRelid(makeRangeVar(ar->remoterel->nspname,
-														  ar->remoterel->relname, -1),
-											 AccessExclusiveLock, false);
-		Relation	rel = table_open(relid, NoLock);
+	relid = RangeVarGetRelid(makeRangeVar(pstrdup(nspname), pstrdup(relname), -1),
+							 RowExclusiveLock, true);
+	if (!OidIsValid(relid) || cr_get_table_config(relid) == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("table \"%s.%s\" truncated in region \"%s\" is not multi-region in this region",
+						nspname, relname, PeerName),
+				 errhint("Create the table and enable it in every region; replication from \"%s\" resumes then.",
+						 PeerName)));
 
-		rels = lappend(rels, rel);
-		relids = lappend_oid(relids, relid);
-	}
-#if PG_VERSION_NUM >= 160000
-	ExecuteTruncateGuts(rels, relids, NIL, DROP_RESTRICT, restart_seqs, false);
-#else
-	ExecuteTruncateGuts(rels, relids, NIL, DROP_RESTRICT, restart_seqs);
-#endif
-	foreach(lc, rels)
-		table_close((Relation) lfirst(lc), NoLock);
+	rel = table_open(relid, NoLock);
+	owner = rel->rd_rel->relowner;
+	table_close(rel, NoLock);
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	nestlevel = NewGUCNestLevel();
+	SetUserIdAndSecContext(owner,
+						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	values[0] = Int64GetDatum(version);
+	SPI_connect();
+	rc = SPI_execute_with_args(psprintf("DELETE FROM ONLY %s WHERE %s OPERATOR(pg_catalog.<) $1",
+										quote_qualified_identifier(nspname, relname),
+										CR_VERSION_COLUMN),
+							   1, argtypes, values, NULL, false, 0);
+	if (rc != SPI_OK_DELETE)
+		elog(ERROR, "could not apply truncate: %s", SPI_result_code_string(rc));
+	changes_in_transaction += SPI_processed;
+	SPI_finish();
+	AtEOXact_GUC(false, nestlevel);
+	SetUserIdAndSecContext(save_userid, save_sec_context);
+
+	cr_tombstone_truncate(relid, version);
 	PopActiveSnapshot();
 	CommandCounterIncrement();
-	changes_in_transaction++;
+}
+
+/*
+ * The rows a table held when the peer enabled it: RELATION and INSERT
+ * messages inside one MESSAGE, applied like any remote insert.
+ */
+static void
+apply_rows(const char *content, Size size)
+{
+	StringInfoData inner;
+
+	inner.data = (char *) content;
+	inner.len = size;
+	inner.maxlen = size;
+	inner.cursor = 0;
+	while (inner.cursor < inner.len)
+	{
+		char		action = inner.data[inner.cursor];
+
+		if (action != LOGICAL_REP_MSG_RELATION && action != LOGICAL_REP_MSG_INSERT)
+			ereport(ERROR,
+					(errcode(ERRCODE_PROTOCOL_VIOLATION),
+					 errmsg("invalid message type \"%c\" in the rows of an enabled table from region \"%s\"",
+							action, PeerName)));
+		apply_dispatch(&inner);
+	}
 }
 
 static void
@@ -1001,14 +1157,19 @@ handle_message(StringInfo s)
 	CrMessage	msg;
 
 	cr_read_message(s, &msg);
-	if (strcmp(msg.prefix, CR_DDL_MESSAGE_PREFIX) != 0)
-		return;
-	exec_close_all();
-	begin_in_transaction();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	cr_table_apply_ddl(msg.content, msg.size, PeerName);
-	PopActiveSnapshot();
-	CommandCounterIncrement();
+	if (strcmp(msg.prefix, CR_TRUNCATE_MESSAGE_PREFIX) == 0)
+		apply_truncate(msg.content, msg.size);
+	else if (strcmp(msg.prefix, CR_ROWS_MESSAGE_PREFIX) == 0)
+		apply_rows(msg.content, msg.size);
+	else if (strcmp(msg.prefix, CR_DDL_MESSAGE_PREFIX) == 0)
+	{
+		exec_close_all();
+		begin_in_transaction();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		cr_table_apply_ddl(msg.content, msg.size, PeerName);
+		PopActiveSnapshot();
+		CommandCounterIncrement();
+	}
 }
 
 static void
@@ -1035,9 +1196,6 @@ apply_dispatch(StringInfo s)
 			break;
 		case LOGICAL_REP_MSG_DELETE:
 			handle_delete(s);
-			break;
-		case LOGICAL_REP_MSG_TRUNCATE:
-			handle_truncate(s);
 			break;
 		case LOGICAL_REP_MSG_MESSAGE:
 			handle_message(s);
@@ -1307,6 +1465,10 @@ cosmosrep_apply_main(Datum arg)
 	SetConfigOption("session_replication_role", "replica", PGC_SUSET, PGC_S_OVERRIDE);
 	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
 	SetConfigOption("search_path", "", PGC_SUSET, PGC_S_OVERRIDE);
+	/* values are parsed, and keys of the peer's rows written, as peers send them */
+	SetConfigOption("DateStyle", "ISO", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("IntervalStyle", "postgres", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("extra_float_digits", "3", PGC_SUSET, PGC_S_OVERRIDE);
 
 	PG_TRY();
 	{

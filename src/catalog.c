@@ -244,7 +244,7 @@ cr_get_table_config(Oid relid)
 	MemoryContext callerctx = CurrentMemoryContext;
 
 	SPI_connect();
-	cr_spi_exec("SELECT policy, path, resolver::oid"
+	cr_spi_exec("SELECT policy, path, resolver::oid, config_version"
 				" FROM cosmosrep.replicated_table WHERE relid = $1",
 				1, argtypes, values, NULL, false);
 	if (SPI_processed == 1)
@@ -261,13 +261,14 @@ cr_get_table_config(Oid relid)
 		config->path = SPI_getvalue(tup, desc, 2);
 		resolver = SPI_getbinval(tup, desc, 3, &isnull);
 		config->resolver = isnull ? InvalidOid : DatumGetObjectId(resolver);
+		config->config_version = DatumGetInt64(SPI_getbinval(tup, desc, 4, &isnull));
 		MemoryContextSwitchTo(spictx);
 	}
 	SPI_finish();
 	return config;
 }
 
-/* the four arguments every write of replicated_table binds */
+/* the five arguments every write of replicated_table binds */
 static void
 cr_table_config_args(const CrTableConfig *config, Oid *argtypes,
 					 Datum *values, char *nulls)
@@ -276,43 +277,48 @@ cr_table_config_args(const CrTableConfig *config, Oid *argtypes,
 	argtypes[1] = TEXTOID;
 	argtypes[2] = NAMEOID;
 	argtypes[3] = OIDOID;
+	argtypes[4] = INT8OID;
 	values[0] = ObjectIdGetDatum(config->relid);
 	values[1] = CStringGetTextDatum(config->policy);
 	values[2] = config->path ? CStringGetDatum(config->path) : (Datum) 0;
 	values[3] = ObjectIdGetDatum(config->resolver);
+	values[4] = Int64GetDatum(config->config_version);
 	nulls[0] = ' ';
 	nulls[1] = ' ';
 	nulls[2] = config->path ? ' ' : 'n';
 	nulls[3] = OidIsValid(config->resolver) ? ' ' : 'n';
+	nulls[4] = ' ';
 }
 
 void
 cr_insert_table_config(const CrTableConfig *config)
 {
-	Oid			argtypes[4];
-	Datum		values[4];
-	char		nulls[4];
+	Oid			argtypes[5];
+	Datum		values[5];
+	char		nulls[5];
 
 	cr_table_config_args(config, argtypes, values, nulls);
 	SPI_connect();
-	cr_spi_exec("INSERT INTO cosmosrep.replicated_table (relid, policy, path, resolver)"
-				" VALUES ($1, $2, $3, $4)",
-				4, argtypes, values, nulls, false);
+	cr_spi_exec("INSERT INTO cosmosrep.replicated_table"
+				" (relid, policy, path, resolver, config_version)"
+				" VALUES ($1, $2, $3, $4, $5)",
+				5, argtypes, values, nulls, false);
 	SPI_finish();
 }
 
 void
 cr_update_table_config(const CrTableConfig *config)
 {
-	Oid			argtypes[4];
-	Datum		values[4];
-	char		nulls[4];
+	Oid			argtypes[5];
+	Datum		values[5];
+	char		nulls[5];
 
 	cr_table_config_args(config, argtypes, values, nulls);
 	SPI_connect();
 	cr_spi_exec("UPDATE cosmosrep.replicated_table"
-				" SET policy = $2, path = $3, resolver = $4 WHERE relid = $1",
-				4, argtypes, values, nulls, false);
+				" SET policy = $2, path = $3, resolver = $4, config_version = $5"
+				" WHERE relid = $1",
+				5, argtypes, values, nulls, false);
 	SPI_finish();
 }
 

@@ -29,6 +29,8 @@ typedef struct CrTableConfig
 	char	   *policy;
 	char	   *path;			/* NULL unless last_writer_wins on a column */
 	Oid			resolver;		/* InvalidOid unless custom */
+	int64		config_version; /* version of the enable or policy change
+								 * that set it: the newest one wins */
 } CrTableConfig;
 
 extern Oid	cr_schema_oid(void);

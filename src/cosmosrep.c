@@ -39,6 +39,9 @@ void		_PG_init(void);
 
 bool		cr_loaded_at_startup = false;
 
+/* settings */
+int			cr_max_clock_skew_ms = 60000;
+
 static LWLockPadded *cr_lwlocks = NULL;
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
@@ -50,6 +53,13 @@ static void cr_shmem_startup(void);
 void
 _PG_init(void)
 {
+	DefineCustomIntVariable("cosmosrep.max_clock_skew",
+							"How far ahead of this region's clock a version from another region may be.",
+							"A change whose version is further ahead is refused, and replication from its region waits.",
+							&cr_max_clock_skew_ms,
+							60000, 1000, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
 	MarkGUCPrefixReserved("cosmosrep");
 
 	if (!process_shared_preload_libraries_in_progress)

@@ -25,8 +25,9 @@
 #define CR_BASE_COLUMN				"_cr_base"
 #define CR_REGION_COLUMN			"_cr_region"
 
-/* the row trigger installed on every enabled table */
+/* the triggers installed on every enabled table */
 #define CR_TRIGGER_NAME				"cosmosrep_stamp"
+#define CR_TRUNCATE_TRIGGER_NAME	"cosmosrep_truncate"
 
 /* prefix of the transactional logical message carrying a delete's base */
 #define CR_DELETE_BASE_PREFIX		"cosmosrep.delete_base"
@@ -36,6 +37,7 @@
 
 /* in cosmosrep.c */
 extern bool cr_loaded_at_startup;
+extern int	cr_max_clock_skew_ms;
 extern void cr_require_preload(void);
 
 #endif							/* COSMOSREP_H */

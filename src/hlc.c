@@ -248,13 +248,27 @@ cr_hlc_next_version(int region_id)
 
 /*
  * Push the clock past a version observed from another region.
+ *
+ * A version further ahead of this region's wall clock than
+ * cosmosrep.max_clock_skew is refused with an error: accepting it would
+ * drag the clock of every region forward for good (a wrong clock, or a
+ * version a user's trigger wrote into _cr_version).
  */
 void
 cr_hlc_observe(int64 version)
 {
 	int64		tick = version >> CR_HLC_REGION_BITS;
+	int64		ahead_ms = HLC_TICK_MS(tick) - hlc_now_ms();
 
 	cr_require_preload();
+	if (ahead_ms > cr_max_clock_skew_ms)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_EXCEPTION),
+				 errmsg("version " INT64_FORMAT " of region %d is too far ahead of this region's clock",
+						version, cr_version_region(version)),
+				 errdetail("It is " INT64_FORMAT " ms ahead; cosmosrep.max_clock_skew allows %d ms.",
+						   ahead_ms, cr_max_clock_skew_ms),
+				 errhint("Synchronize the clocks of the regions, or raise cosmosrep.max_clock_skew if the version is legitimate.")));
 
 	for (;;)
 	{

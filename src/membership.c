@@ -70,6 +70,7 @@
 #include "remote.h"
 #include "shmem.h"
 #include "tables.h"
+#include "tombstone.h"
 
 #define JOIN_CATCHUP_TIMEOUT_MS		120000
 
@@ -99,6 +100,7 @@ typedef struct JoinTable
 	char	   *policy;
 	char	   *path;
 	char	   *resolver;
+	int64		config_version;
 } JoinTable;
 
 /* what a join has set up so far, for the cleanup after an error */
@@ -124,6 +126,7 @@ static XLogRecPtr create_slot(PGconn *repl, const char *slot, const char *region
 static void wait_for_confirmed(JoinMember *member, const char *via_region,
 							   const char *local_name);
 static void copy_table(JoinTable *t, PGconn *conn, const char *via_region);
+static void copy_tombstones(PGconn *conn, const char *via_region);
 static int	copy_read_data(void *outbuf, int minread, int maxread);
 static void stop_apply_worker(int peer_id);
 static CrRegion *lookup_peer(const char *name, const char *hint);
@@ -356,6 +359,35 @@ copy_table(JoinTable *t, PGconn *conn, const char *via_region)
 	CommandCounterIncrement();
 }
 
+/*
+ * Copy the via region's tombstones, at the copy's snapshot: without them a
+ * change older than a delete that the via region had applied before the
+ * join would recreate the row here.  Keys are independent of settings
+ * and of OIDs (tombstone.c); tables are matched by name.
+ */
+static void
+copy_tombstones(PGconn *conn, const char *via_region)
+{
+	PGresult   *res = cr_remote_exec(conn,
+									 "SELECT n.nspname, c.relname, t.key, t.version"
+									 " FROM cosmosrep.tombstone t"
+									 " JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) t.relid"
+									 " JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace",
+									 PGRES_TUPLES_OK, via_region);
+
+	for (int i = 0; i < PQntuples(res); i++)
+	{
+		Oid			relid = RangeVarGetRelid(makeRangeVar(PQgetvalue(res, i, 0),
+														  PQgetvalue(res, i, 1), -1),
+											 NoLock, false);
+		bytea	   *key = DatumGetByteaPP(DirectFunctionCall1(byteain,
+															  CStringGetDatum(PQgetvalue(res, i, 2))));
+
+		cr_tombstone_record(relid, key, pg_strtoint64(PQgetvalue(res, i, 3)));
+	}
+	PQclear(res);
+}
+
 Datum
 cosmosrep_join_region(PG_FUNCTION_ARGS)
 {
@@ -404,6 +436,10 @@ cosmosrep_join_region(PG_FUNCTION_ARGS)
 
 			m->id = atoi(PQgetvalue(res, i, 0));
 			m->name = pstrdup(PQgetvalue(res, i, 1));
+			/* names go into slot names and commands: trust no peer */
+			cr_validate_region_name(m->name);
+			if (m->id < 1 || m->id > CR_MAX_REGION_ID)
+				elog(ERROR, "region \"%s\" has invalid id %d", m->name, m->id);
 			m->dsn = pstrdup(PQgetvalue(res, i, 2));
 			st->members = lappend(st->members, m);
 			if (strcmp(PQgetvalue(res, i, 3), "t") == 0)
@@ -429,7 +465,8 @@ cosmosrep_join_region(PG_FUNCTION_ARGS)
 		res = cr_remote_exec(st->viaconn,
 							 "SELECT n.nspname, c.relname, t.policy, t.path,"
 							 " CASE WHEN t.resolver IS NULL THEN NULL"
-							 " ELSE pg_catalog.quote_ident(pn.nspname) || '.' || pg_catalog.quote_ident(p.proname) END"
+							 " ELSE pg_catalog.quote_ident(pn.nspname) || '.' || pg_catalog.quote_ident(p.proname) END,"
+							 " t.config_version"
 							 " FROM cosmosrep.replicated_table t"
 							 " JOIN pg_catalog.pg_class c ON c.oid = t.relid"
 							 " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
@@ -446,6 +483,7 @@ cosmosrep_join_region(PG_FUNCTION_ARGS)
 			t->policy = pstrdup(PQgetvalue(res, i, 2));
 			t->path = PQgetisnull(res, i, 3) ? NULL : pstrdup(PQgetvalue(res, i, 3));
 			t->resolver = PQgetisnull(res, i, 4) ? NULL : pstrdup(PQgetvalue(res, i, 4));
+			t->config_version = pg_strtoint64(PQgetvalue(res, i, 5));
 			tables = lappend(tables, t);
 		}
 		PQclear(res);
@@ -566,7 +604,8 @@ cosmosrep_join_region(PG_FUNCTION_ARGS)
 				Oid			relid = RangeVarGetRelid(makeRangeVar(t->nspname, t->relname, -1),
 													 NoLock, false);
 
-				cr_table_enable(relid, t->policy, t->path, t->resolver);
+				cr_table_enable(relid, t->policy, t->path, t->resolver,
+								t->config_version);
 				copy_table(t, st->viaconn, via_member->name);
 
 				/* the clock must run ahead of every copied version */
@@ -584,6 +623,7 @@ cosmosrep_join_region(PG_FUNCTION_ARGS)
 				}
 				SPI_finish();
 			}
+			copy_tombstones(st->viaconn, via_member->name);
 			cr_remote_command(st->viaconn, "COMMIT", via_member->name);
 			AtEOXact_GUC(true, nestlevel);
 		}

@@ -30,6 +30,9 @@
  *	  - The row trigger's delete message is held until the delete it
  *		belongs to, whose key tuple then carries the delete's version and
  *		base.
+ *	  - TRUNCATE is not sent as such: the truncate trigger's message, which
+ *		carries the truncate's version, is (see row_trigger.c); so are the
+ *		DDL and enable-time rows messages of tables.c.
  *
  *	  Memory: per-change allocations go to "cosmosrep change" context,
  *	  reset after every change; the pending buffer lives in the decoding
@@ -115,9 +118,6 @@ static void cr_commit(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 					  XLogRecPtr commit_lsn);
 static void cr_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 					  Relation rel, ReorderBufferChange *change);
-static void cr_truncate(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
-						int nrelations, Relation relations[],
-						ReorderBufferChange *change);
 static void cr_message(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 					   XLogRecPtr message_lsn, bool transactional,
 					   const char *prefix, Size message_size,
@@ -142,7 +142,6 @@ _PG_output_plugin_init(OutputPluginCallbacks *cb)
 	cb->startup_cb = cr_startup;
 	cb->begin_cb = cr_begin;
 	cb->change_cb = cr_change;
-	cb->truncate_cb = cr_truncate;
 	cb->message_cb = cr_message;
 	cb->commit_cb = cr_commit;
 	cb->filter_by_origin_cb = cr_filter_by_origin;
@@ -463,35 +462,6 @@ cr_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation rel,
 }
 
 static void
-cr_truncate(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
-			int nrelations, Relation relations[], ReorderBufferChange *change)
-{
-	CrDecodingData *data = ctx->output_plugin_private;
-	MemoryContext oldctx = MemoryContextSwitchTo(data->change_context);
-	Oid		   *relids = palloc(nrelations * sizeof(Oid));
-	int			nrelids = 0;
-
-	for (int i = 0; i < nrelations; i++)
-	{
-		CrRelSyncEntry *entry = get_rel_sync_entry(relations[i]);
-
-		if (!entry->replicated)
-			continue;
-		if (nrelids == 0)
-			(void) pending_begin(ctx, txn);
-		pending_relation(data, entry, relations[i]);
-		relids[nrelids++] = RelationGetRelid(relations[i]);
-	}
-	if (nrelids > 0)
-		cr_write_truncate(&data->pending, nrelids, relids,
-						  change->data.truncate.cascade,
-						  change->data.truncate.restart_seqs);
-	MemoryContextSwitchTo(oldctx);
-	MemoryContextReset(data->change_context);
-	pending_write(ctx, false);
-}
-
-static void
 cr_message(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 		   XLogRecPtr message_lsn, bool transactional, const char *prefix,
 		   Size message_size, const char *message)
@@ -509,7 +479,9 @@ cr_message(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 		memcpy(&data->delete_base, message, sizeof(CrDeleteBase));
 		data->have_delete_base = true;
 	}
-	else if (strcmp(prefix, CR_DDL_MESSAGE_PREFIX) == 0)
+	else if (strcmp(prefix, CR_DDL_MESSAGE_PREFIX) == 0 ||
+			 strcmp(prefix, CR_TRUNCATE_MESSAGE_PREFIX) == 0 ||
+			 strcmp(prefix, CR_ROWS_MESSAGE_PREFIX) == 0)
 	{
 		cr_write_message(pending_begin(ctx, txn), message_lsn, prefix,
 						 message_size, message);

@@ -6,7 +6,7 @@
  * NOTES
  *	  cosmosrep ships PostgreSQL's own logical replication messages
  *	  (replication/logical/proto.c): BEGIN, RELATION, INSERT, UPDATE,
- *	  DELETE, TRUNCATE, MESSAGE and COMMIT, with column values in text
+ *	  DELETE, MESSAGE and COMMIT, with column values in text
  *	  form so that regions need only agree on column names and types, not
  *	  on type OIDs.  What cosmosrep adds travels inside those messages:
  *
@@ -16,7 +16,13 @@
  *		the same two columns (the output plugin fills them from the
  *		row trigger's logical message);
  *	  - table DDL (enable, alter policy, disable) is a transactional
- *		MESSAGE with prefix CR_DDL_MESSAGE_PREFIX, ordered with the rows.
+ *		MESSAGE with prefix CR_DDL_MESSAGE_PREFIX, ordered with the rows;
+ *	  - a TRUNCATE is a MESSAGE with prefix CR_TRUNCATE_MESSAGE_PREFIX that
+ *		carries the truncate's version (core's TRUNCATE message has no
+ *		place for it);
+ *	  - the rows a table held when it was enabled travel in MESSAGEs with
+ *		prefix CR_ROWS_MESSAGE_PREFIX, whose content is itself a sequence
+ *		of RELATION and INSERT messages.
  *
  *	  One CopyData message may hold several protocol messages: the output
  *	  plugin sends a small transaction, BEGIN to COMMIT, as one CopyData and
@@ -75,14 +81,6 @@ void
 cr_write_delete(StringInfo out, Relation rel, TupleTableSlot *oldslot)
 {
 	logicalrep_write_delete(out, InvalidTransactionId, rel, oldslot, false, NULL);
-}
-
-void
-cr_write_truncate(StringInfo out, int nrelids, Oid *relids, bool cascade,
-				  bool restart_seqs)
-{
-	logicalrep_write_truncate(out, InvalidTransactionId, nrelids, relids,
-							  cascade, restart_seqs);
 }
 
 void

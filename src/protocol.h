@@ -17,7 +17,7 @@
 #include "utils/relcache.h"
 
 /* version of the stream; the apply side refuses others */
-#define CR_PROTOCOL_VERSION		1
+#define CR_PROTOCOL_VERSION		2
 
 /*
  * A CopyData message of the stream holds a whole transaction, BEGIN to
@@ -26,8 +26,15 @@
  */
 #define CR_WRITE_CHUNK			(64 * 1024)
 
-/* prefix of the DDL messages cosmosrep ships in the stream */
-#define CR_DDL_MESSAGE_PREFIX	"cosmosrep.ddl"
+/*
+ * Prefixes of the transactional messages cosmosrep ships in the stream:
+ * table DDL (tables.c), a truncate at a version (row_trigger.c), and the
+ * rows a table held when it was enabled, as RELATION and INSERT messages
+ * (tables.c).
+ */
+#define CR_DDL_MESSAGE_PREFIX		"cosmosrep.ddl"
+#define CR_TRUNCATE_MESSAGE_PREFIX	"cosmosrep.truncate"
+#define CR_ROWS_MESSAGE_PREFIX		"cosmosrep.rows"
 
 typedef struct CrMessage
 {
@@ -46,8 +53,6 @@ extern void cr_write_insert(StringInfo out, Relation rel, TupleTableSlot *newslo
 extern void cr_write_update(StringInfo out, Relation rel, TupleTableSlot *oldslot,
 							TupleTableSlot *newslot);
 extern void cr_write_delete(StringInfo out, Relation rel, TupleTableSlot *oldslot);
-extern void cr_write_truncate(StringInfo out, int nrelids, Oid *relids,
-							  bool cascade, bool restart_seqs);
 extern void cr_write_message(StringInfo out, XLogRecPtr lsn, const char *prefix,
 							 Size size, const char *content);
 

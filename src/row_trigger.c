@@ -14,6 +14,14 @@
  *	  output plugin attaches both to the delete, whose WAL record holds only
  *	  the primary key.  The delete also leaves a tombstone (tombstone.c).
  *
+ *	  An UPDATE that changes the primary key is, for the other regions, a
+ *	  delete of the old key and an insert of the new one at the update's
+ *	  version: it leaves a tombstone for the old key.  TRUNCATE fires the
+ *	  statement trigger cosmosrep.stamp_truncate(), which takes a version
+ *	  for the truncate, records it as the table's horizon and writes a
+ *	  transactional message that the other regions apply as "delete every
+ *	  row older than this version".
+ *
  *	  The trigger fires for local writes only.  Apply workers and the
  *	  initial copy run with session_replication_role = replica, so rows
  *	  arriving from other regions keep the version they were written with.
@@ -31,17 +39,22 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "replication/message.h"
+#include "utils/datum.h"
+#include "utils/lsyscache.h"
 #include "utils/rel.h"
 
 #include "catalog.h"
 #include "cosmosrep.h"
 #include "hlc.h"
+#include "protocol.h"
 #include "row_trigger.h"
 #include "tombstone.h"
 
 PG_FUNCTION_INFO_V1(cosmosrep_stamp_row);
+PG_FUNCTION_INFO_V1(cosmosrep_stamp_truncate);
 
 static int	stamp_column(Relation rel, const char *colname);
+static bool primary_key_changed(Relation rel, HeapTuple oldtup, HeapTuple newtup);
 
 /* attribute number of one of cosmosrep's columns, or an error */
 static int
@@ -56,6 +69,31 @@ stamp_column(Relation rel, const char *colname)
 						RelationGetRelationName(rel), colname),
 				 errhint("Call cosmosrep.enable_table to make the table multi-region.")));
 	return attnum;
+}
+
+/* whether an update changes a column of rel's primary key */
+static bool
+primary_key_changed(Relation rel, HeapTuple oldtup, HeapTuple newtup)
+{
+	Bitmapset  *pkattrs = RelationGetIndexAttrBitmap(rel, INDEX_ATTR_BITMAP_PRIMARY_KEY);
+	TupleDesc	desc = RelationGetDescr(rel);
+	int			col = -1;
+	bool		changed = false;
+
+	while (!changed && (col = bms_next_member(pkattrs, col)) >= 0)
+	{
+		AttrNumber	attnum = col + FirstLowInvalidHeapAttributeNumber;
+		Form_pg_attribute att = TupleDescAttr(desc, attnum - 1);
+		bool		oldnull;
+		bool		newnull;
+		Datum		oldval = heap_getattr(oldtup, attnum, desc, &oldnull);
+		Datum		newval = heap_getattr(newtup, attnum, desc, &newnull);
+
+		changed = oldnull != newnull ||
+			(!oldnull && !datumIsEqual(oldval, newval, att->attbyval, att->attlen));
+	}
+	bms_free(pkattrs);
+	return changed;
 }
 
 Datum
@@ -119,6 +157,13 @@ cosmosrep_stamp_row(PG_FUNCTION_ARGS)
 	region = cr_local_region_id(false);
 	cols[0] = version_att;
 	values[0] = Int64GetDatum(cr_hlc_next_version(region));
+
+	/* a new key: the old one is deleted at this version */
+	if (TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) &&
+		primary_key_changed(rel, trigdata->tg_trigtuple, trigdata->tg_newtuple))
+		cr_tombstone_record(RelationGetRelid(rel),
+							cr_tombstone_key(rel, trigdata->tg_trigslot),
+							DatumGetInt64(values[0]));
 	cols[1] = stamp_column(rel, CR_BASE_COLUMN);
 	values[1] = Int64GetDatum(base);
 	cols[2] = stamp_column(rel, CR_REGION_COLUMN);
@@ -128,4 +173,43 @@ cosmosrep_stamp_row(PG_FUNCTION_ARGS)
 													 trigdata->tg_newtuple :
 													 trigdata->tg_trigtuple,
 													 desc, 3, cols, values, nulls));
+}
+
+/*
+ * BEFORE TRUNCATE statement trigger of multi-region tables: the truncate
+ * gets a version, becomes the table's horizon here, and travels to the
+ * other regions as a message (schema, table and version as NUL-terminated
+ * strings) that they apply as a delete of every older row.
+ */
+Datum
+cosmosrep_stamp_truncate(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	Relation	rel;
+	int64		version;
+	StringInfoData buf;
+	const char *nspname;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) ||
+		!TRIGGER_FIRED_BEFORE(trigdata->tg_event) ||
+		!TRIGGER_FIRED_BY_TRUNCATE(trigdata->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("cosmosrep.stamp_truncate() must be called as a BEFORE TRUNCATE trigger")));
+
+	rel = trigdata->tg_relation;
+	version = cr_hlc_next_version(cr_local_region_id(false));
+	cr_tombstone_truncate(RelationGetRelid(rel), version);
+	if (XLogLogicalInfoActive())
+	{
+		nspname = get_namespace_name(RelationGetNamespace(rel));
+		initStringInfo(&buf);
+		appendBinaryStringInfo(&buf, nspname, strlen(nspname) + 1);
+		appendBinaryStringInfo(&buf, RelationGetRelationName(rel),
+							   strlen(RelationGetRelationName(rel)) + 1);
+		appendStringInfo(&buf, INT64_FORMAT, version);
+		appendStringInfoChar(&buf, '\0');
+		LogLogicalMessage(CR_TRUNCATE_MESSAGE_PREFIX, buf.data, buf.len, true);
+	}
+	return PointerGetDatum(NULL);
 }

@@ -235,7 +235,7 @@ cosmosrep_enable_table(PG_FUNCTION_ARGS)
 	check_table_arguments(fcinfo);
 	cr_table_enable(PG_GETARG_OID(0), text_to_cstring(PG_GETARG_TEXT_PP(1)),
 					PG_ARGISNULL(2) ? NULL : NameStr(*PG_GETARG_NAME(2)),
-					TEXT_ARG_OR_NULL(3));
+					TEXT_ARG_OR_NULL(3), 0);
 	PG_RETURN_VOID();
 }
 

@@ -13,6 +13,26 @@
  *	  an operation its own message carries the worker's replication origin
  *	  and is not shipped again.
  *
+ *	  A table enabled while it holds rows ships them too: after the DDL
+ *	  message, its rows travel as RELATION and INSERT messages inside
+ *	  transactional messages (CR_ROWS_MESSAGE_PREFIX), which every other
+ *	  region applies like remote inserts, version against version.  A
+ *	  region that receives an enable for a table that is not multi-region
+ *	  there yet and holds rows refuses it (its rows would reach no other
+ *	  region); enabling the table there too, or emptying it, resolves that.
+ *	  An enable that arrives for a table already enabled here (both regions
+ *	  enabled it) only merges the configuration.
+ *
+ *	  Every configuration carries the version of the enable or policy
+ *	  change that set it; a region keeps the newest, so concurrent policy
+ *	  changes in two regions end with the same policy everywhere.
+ *
+ *	  An operation received from another region is repeated as the local
+ *	  table's owner, with SECURITY_RESTRICTED_OPERATION, and only if that
+ *	  owner has the same name as the table's owner in the sending region:
+ *	  otherwise one region's user could make another user's table of the
+ *	  same name multi-region and receive its rows.
+ *
  * IDENTIFICATION
  *	  src/tables.c
  *
@@ -20,12 +40,16 @@
  */
 #include "postgres.h"
 
+#include "access/detoast.h"
 #include "access/relation.h"
+#include "access/table.h"
+#include "access/tableam.h"
 #include "access/xlog.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_am.h"
 #include "catalog/pg_type.h"
 #include "commands/defrem.h"
+#include "commands/trigger.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
@@ -34,13 +58,17 @@
 #include "replication/message.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
 #include "utils/regproc.h"
 #include "utils/rel.h"
 #include "utils/relcache.h"
+#include "utils/snapmgr.h"
 
 #include "catalog.h"
 #include "cosmosrep.h"
+#include "hlc.h"
 #include "protocol.h"
 #include "tables.h"
 #include "tombstone.h"
@@ -56,9 +84,15 @@ static CrTableConfig *build_table_config(Relation rel, const char *policy,
 										 const char *path, const char *resolver);
 static Oid	lookup_resolver(Relation rel, const char *name);
 static void spi_run_ddl(const char *sql);
-static void log_table_ddl(char action, Relation rel, const char *policy,
-						  const char *path, const char *resolver);
+static bool table_has_rows(Relation rel);
+static void check_trigger(Relation rel, const char *name);
+static void log_table_ddl(char action, Relation rel, const CrTableConfig *config,
+						  const char *resolver);
+static void log_table_rows(Relation rel);
 static const char *next_ddl_field(const char **cursor, const char *end);
+static void apply_remote_ddl(char action, Oid relid, const char *policy,
+							 const char *path, const char *resolver,
+							 int64 config_version, const char *origin_region);
 
 /*
  * Open a user table for enable/alter/disable after checking what every one
@@ -234,20 +268,38 @@ spi_run_ddl(const char *sql)
 	SPI_finish();
 }
 
+/* whether rel holds any row */
+static bool
+table_has_rows(Relation rel)
+{
+	Snapshot	snapshot = RegisterSnapshot(GetLatestSnapshot());
+	TableScanDesc scan = table_beginscan(rel, snapshot, 0, NULL);
+	TupleTableSlot *slot = table_slot_create(rel, NULL);
+	bool		found = table_scan_getnextslot(scan, ForwardScanDirection, slot);
+
+	ExecDropSingleTupleTableSlot(slot);
+	table_endscan(scan);
+	UnregisterSnapshot(snapshot);
+	return found;
+}
+
 /*
  * Make a table multi-region: validate, add the columns (existing rows get
- * a version each), install the row trigger, record the policy, and tell
- * the other regions through the stream.
+ * a version each), install the triggers, record the policy, and tell the
+ * other regions through the stream, with the rows the table holds.
+ * config_version is the version of the configuration, or 0 for a new
+ * one.
  */
 void
 cr_table_enable(Oid relid, const char *policy, const char *path,
-				const char *resolver)
+				const char *resolver, int64 config_version)
 {
 	Relation	rel;
 	CrTableConfig *config;
 	char	   *qualname;
 	const char *relname;
 	TupleDesc	desc;
+	bool		has_rows;
 
 	cr_require_preload();
 	cr_local_region_id(false);
@@ -274,9 +326,12 @@ cr_table_enable(Oid relid, const char *policy, const char *path,
 	}
 
 	config = build_table_config(rel, policy, path, resolver);
+	config->config_version = config_version != 0 ? config_version :
+		cr_hlc_next_version(cr_local_region_id(false));
 	qualname = quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
 										  relname);
-	log_table_ddl(CR_DDL_ENABLE, rel, policy, path, resolver);
+	has_rows = table_has_rows(rel);
+	log_table_ddl(CR_DDL_ENABLE, rel, config, resolver);
 	/* ALTER TABLE refuses a table this session still has open */
 	relation_close(rel, NoLock);
 
@@ -295,7 +350,17 @@ cr_table_enable(Oid relid, const char *policy, const char *path,
 	spi_run_ddl(psprintf("CREATE TRIGGER %s BEFORE INSERT OR UPDATE OR DELETE ON %s"
 						 " FOR EACH ROW EXECUTE FUNCTION cosmosrep.stamp_row()",
 						 CR_TRIGGER_NAME, qualname));
+	spi_run_ddl(psprintf("CREATE TRIGGER %s BEFORE TRUNCATE ON %s"
+						 " FOR EACH STATEMENT EXECUTE FUNCTION cosmosrep.stamp_truncate()",
+						 CR_TRUNCATE_TRIGGER_NAME, qualname));
 	cr_insert_table_config(config);
+
+	if (has_rows)
+	{
+		rel = table_open(relid, NoLock);
+		log_table_rows(rel);
+		table_close(rel, NoLock);
+	}
 }
 
 /*
@@ -309,7 +374,8 @@ cr_table_alter_policy(Oid relid, const char *policy, const char *path,
 	Relation	rel = open_user_table(relid, true);
 	CrTableConfig *config = build_table_config(rel, policy, path, resolver);
 
-	log_table_ddl(CR_DDL_ALTER_POLICY, rel, policy, path, resolver);
+	config->config_version = cr_hlc_next_version(cr_local_region_id(false));
+	log_table_ddl(CR_DDL_ALTER_POLICY, rel, config, resolver);
 	relation_close(rel, NoLock);
 	cr_update_table_config(config);
 }
@@ -325,15 +391,42 @@ cr_table_disable(Oid relid)
 
 	qualname = quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
 										  RelationGetRelationName(rel));
-	log_table_ddl(CR_DDL_DISABLE, rel, NULL, NULL, NULL);
+	log_table_ddl(CR_DDL_DISABLE, rel, NULL, NULL);
 	relation_close(rel, NoLock);
 
 	/* forget the table first: the DDL check must not object to the drops */
 	cr_delete_table_config(relid);
 	cr_tombstone_forget_table(relid);
+	spi_run_ddl(psprintf("DROP TRIGGER %s ON %s", CR_TRUNCATE_TRIGGER_NAME, qualname));
 	spi_run_ddl(psprintf("DROP TRIGGER %s ON %s", CR_TRIGGER_NAME, qualname));
 	spi_run_ddl(psprintf("ALTER TABLE %s DROP COLUMN %s, DROP COLUMN %s, DROP COLUMN %s",
 						 qualname, CR_REGION_COLUMN, CR_BASE_COLUMN, CR_VERSION_COLUMN));
+}
+
+/*
+ * A multi-region table's trigger name must fire for local writes only:
+ * disabled, local writes would travel without versions (and deletes would
+ * always win); enabled for apply, it would stamp remote rows anew.
+ * (Dropping it is refused by the event trigger cosmosrep.on_sql_drop; it
+ * is missing only while pg_restore has not created it yet.)
+ */
+static void
+check_trigger(Relation rel, const char *name)
+{
+	TriggerDesc *trigdesc = rel->trigdesc;
+
+	for (int i = 0; trigdesc && i < trigdesc->numtriggers; i++)
+	{
+		Trigger    *trigger = &trigdesc->triggers[i];
+
+		if (strcmp(trigger->tgname, name) == 0 &&
+			trigger->tgenabled != TRIGGER_FIRES_ON_ORIGIN)
+			ereport(ERROR,
+					(errcode(ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST),
+					 errmsg("trigger \"%s\" of multi-region table \"%s\" must stay enabled for local writes only",
+							name, RelationGetRelationName(rel)),
+					 errhint("Call cosmosrep.disable_table first.")));
+	}
 }
 
 /*
@@ -370,6 +463,8 @@ cosmosrep_check_table(PG_FUNCTION_ARGS)
 							RelationGetRelationName(rel), cr_added_columns[i]),
 					 errhint("Call cosmosrep.disable_table first.")));
 	}
+	check_trigger(rel, CR_TRIGGER_NAME);
+	check_trigger(rel, CR_TRUNCATE_TRIGGER_NAME);
 	if (config->path != NULL)
 		(void) build_table_config(rel, "last_writer_wins", config->path, NULL);
 	relation_close(rel, AccessShareLock);
@@ -383,28 +478,104 @@ cosmosrep_check_table(PG_FUNCTION_ARGS)
 
 /*
  * Write the transactional message that repeats a table DDL in the other
- * regions: the action byte, then schema, table, policy, path and resolver
- * as NUL-terminated strings ("" for none).
+ * regions: the action byte, then schema, table, the table owner's name,
+ * policy, path, resolver and the configuration's version as NUL-terminated
+ * strings ("" for none).
  */
 static void
-log_table_ddl(char action, Relation rel, const char *policy, const char *path,
+log_table_ddl(char action, Relation rel, const CrTableConfig *config,
 			  const char *resolver)
 {
+	StringInfoData buf;
+	const char *fields[7];
+
+	if (!XLogLogicalInfoActive())
+		return;
+	fields[0] = get_namespace_name(RelationGetNamespace(rel));
+	fields[1] = RelationGetRelationName(rel);
+	fields[2] = GetUserNameFromId(rel->rd_rel->relowner, false);
+	fields[3] = config ? config->policy : "";
+	fields[4] = config && config->path ? config->path : "";
+	fields[5] = resolver ? resolver : "";
+	fields[6] = config ? psprintf(INT64_FORMAT, config->config_version) : "0";
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, action);
+	for (int i = 0; i < lengthof(fields); i++)
+		appendBinaryStringInfo(&buf, fields[i], strlen(fields[i]) + 1);
+	LogLogicalMessage(CR_DDL_MESSAGE_PREFIX, buf.data, buf.len, true);
+	pfree(buf.data);
+}
+
+/*
+ * Write the rows rel holds as RELATION and INSERT messages, in
+ * transactional messages of about CR_WRITE_CHUNK bytes, after the enable's
+ * DDL message.  Values are written in text with the settings every
+ * connection between regions pins, and TOASTed values in full.
+ */
+static void
+log_table_rows(Relation rel)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+	Snapshot	snapshot;
+	TableScanDesc scan;
+	TupleTableSlot *slot = table_slot_create(rel, NULL);
+	TupleTableSlot *sendslot = MakeSingleTupleTableSlot(desc, &TTSOpsVirtual);
+	MemoryContext rowctx = AllocSetContextCreate(CurrentMemoryContext,
+												 "cosmosrep enable rows",
+												 ALLOCSET_DEFAULT_SIZES);
+	int			nestlevel = NewGUCNestLevel();
 	StringInfoData buf;
 
 	if (!XLogLogicalInfoActive())
 		return;
+	(void) set_config_option("DateStyle", "ISO", PGC_SUSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("IntervalStyle", "postgres", PGC_SUSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("extra_float_digits", "3", PGC_SUSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+
 	initStringInfo(&buf);
-	appendStringInfoChar(&buf, action);
-	appendBinaryStringInfo(&buf, get_namespace_name(RelationGetNamespace(rel)),
-						   strlen(get_namespace_name(RelationGetNamespace(rel))) + 1);
-	appendBinaryStringInfo(&buf, RelationGetRelationName(rel),
-						   strlen(RelationGetRelationName(rel)) + 1);
-	appendBinaryStringInfo(&buf, policy ? policy : "", strlen(policy ? policy : "") + 1);
-	appendBinaryStringInfo(&buf, path ? path : "", strlen(path ? path : "") + 1);
-	appendBinaryStringInfo(&buf, resolver ? resolver : "", strlen(resolver ? resolver : "") + 1);
-	LogLogicalMessage(CR_DDL_MESSAGE_PREFIX, buf.data, buf.len, true);
+	snapshot = RegisterSnapshot(GetLatestSnapshot());
+	scan = table_beginscan(rel, snapshot, 0, NULL);
+	while (table_scan_getnextslot(scan, ForwardScanDirection, slot))
+	{
+		MemoryContext oldctx = MemoryContextSwitchTo(rowctx);
+
+		slot_getallattrs(slot);
+		ExecClearTuple(sendslot);
+		for (int i = 0; i < desc->natts; i++)
+		{
+			Datum		value = slot->tts_values[i];
+
+			if (!slot->tts_isnull[i] && TupleDescAttr(desc, i)->attlen == -1 &&
+				VARATT_IS_EXTERNAL_ONDISK(DatumGetPointer(value)))
+				value = PointerGetDatum(detoast_external_attr((struct varlena *) DatumGetPointer(value)));
+			sendslot->tts_values[i] = value;
+			sendslot->tts_isnull[i] = slot->tts_isnull[i];
+		}
+		ExecStoreVirtualTuple(sendslot);
+		MemoryContextSwitchTo(oldctx);
+
+		if (buf.len == 0)
+			cr_write_relation(&buf, rel);
+		cr_write_insert(&buf, rel, sendslot);
+		MemoryContextReset(rowctx);
+		if (buf.len >= CR_WRITE_CHUNK)
+		{
+			LogLogicalMessage(CR_ROWS_MESSAGE_PREFIX, buf.data, buf.len, true);
+			resetStringInfo(&buf);
+		}
+	}
+	if (buf.len > 0)
+		LogLogicalMessage(CR_ROWS_MESSAGE_PREFIX, buf.data, buf.len, true);
+	table_endscan(scan);
+	UnregisterSnapshot(snapshot);
+	ExecDropSingleTupleTableSlot(slot);
+	ExecDropSingleTupleTableSlot(sendslot);
+	MemoryContextDelete(rowctx);
 	pfree(buf.data);
+	AtEOXact_GUC(true, nestlevel);
 }
 
 /* the next NUL-terminated string of a DDL message, NULL for "" */
@@ -421,8 +592,9 @@ next_ddl_field(const char **cursor, const char *end)
 }
 
 /*
- * Repeat a table DDL received from another region.  A table missing here
- * is an error: replication from that region waits until it exists.
+ * Repeat a table DDL received from another region, as the local table's
+ * owner.  A table missing here, or owned by a role of another name, is an
+ * error: replication from that region waits until it is resolved.
  */
 void
 cr_table_apply_ddl(const char *content, Size size, const char *origin_region)
@@ -431,18 +603,30 @@ cr_table_apply_ddl(const char *content, Size size, const char *origin_region)
 	const char *cursor = content + 1;
 	const char *nspname;
 	const char *relname;
+	const char *owner;
 	const char *policy;
 	const char *path;
 	const char *resolver;
+	const char *config_version;
+	char	   *local_owner;
 	Oid			relid;
+	Oid			local_owner_id;
+	Relation	rel;
+	Oid			save_userid;
+	int			save_sec_context;
+	int			nestlevel;
 
 	if (size < 1)
 		elog(ERROR, "empty cosmosrep DDL message");
 	nspname = next_ddl_field(&cursor, end);
 	relname = next_ddl_field(&cursor, end);
+	owner = next_ddl_field(&cursor, end);
 	policy = next_ddl_field(&cursor, end);
 	path = next_ddl_field(&cursor, end);
 	resolver = next_ddl_field(&cursor, end);
+	config_version = next_ddl_field(&cursor, end);
+	if (nspname == NULL || relname == NULL || owner == NULL || config_version == NULL)
+		elog(ERROR, "malformed cosmosrep DDL message");
 
 	relid = RangeVarGetRelid(makeRangeVar(pstrdup(nspname), pstrdup(relname), -1),
 							 AccessExclusiveLock, true);
@@ -453,19 +637,80 @@ cr_table_apply_ddl(const char *content, Size size, const char *origin_region)
 						nspname, relname, origin_region),
 				 errhint("Create the table with the same columns in every region; replication from \"%s\" resumes once it exists.",
 						 origin_region)));
+	rel = table_open(relid, NoLock);
+	local_owner_id = rel->rd_rel->relowner;
+	table_close(rel, NoLock);
+	local_owner = GetUserNameFromId(local_owner_id, false);
+	if (strcmp(owner, local_owner) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("table \"%s.%s\" is owned by \"%s\" in region \"%s\" but by \"%s\" in this region",
+						nspname, relname, owner, origin_region, local_owner),
+				 errdetail("A multi-region table must have owners of the same name in every region."),
+				 errhint("Change the owner of the table in one of the regions; replication from \"%s\" resumes then.",
+						 origin_region)));
 
-	switch (content[0])
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	nestlevel = NewGUCNestLevel();
+	SetUserIdAndSecContext(local_owner_id,
+						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	apply_remote_ddl(content[0], relid, policy, path, resolver,
+					 pg_strtoint64(config_version), origin_region);
+	AtEOXact_GUC(false, nestlevel);
+	SetUserIdAndSecContext(save_userid, save_sec_context);
+}
+
+/*
+ * The effect of one DDL message here: an enable or policy change keeps the
+ * newest configuration, a disable of a table that is not multi-region here
+ * (disabled here too) changes nothing.
+ */
+static void
+apply_remote_ddl(char action, Oid relid, const char *policy, const char *path,
+				 const char *resolver, int64 config_version,
+				 const char *origin_region)
+{
+	CrTableConfig *current = cr_get_table_config(relid);
+
+	switch (action)
 	{
 		case CR_DDL_ENABLE:
-			cr_table_enable(relid, policy, path, resolver);
-			break;
 		case CR_DDL_ALTER_POLICY:
-			cr_table_alter_policy(relid, policy, path, resolver);
+			if (current != NULL)
+			{
+				if (config_version > current->config_version)
+				{
+					Relation	rel = open_user_table(relid, true);
+					CrTableConfig *config = build_table_config(rel, policy, path, resolver);
+
+					config->config_version = config_version;
+					relation_close(rel, NoLock);
+					cr_update_table_config(config);
+				}
+			}
+			else if (action == CR_DDL_ENABLE)
+			{
+				Relation	rel = table_open(relid, NoLock);
+				bool		has_rows = table_has_rows(rel);
+
+				table_close(rel, NoLock);
+				if (has_rows)
+					ereport(ERROR,
+							(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+							 errmsg("table \"%s\" enabled in region \"%s\" has rows in this region",
+									get_rel_name(relid), origin_region),
+							 errdetail("Rows of a table that is not multi-region here would reach no other region."),
+							 errhint("Call cosmosrep.enable_table for the table in this region too, which sends its rows to every region, or empty it; replication from \"%s\" resumes then.",
+									 origin_region)));
+				cr_table_enable(relid, policy, path, resolver, config_version);
+			}
 			break;
 		case CR_DDL_DISABLE:
-			cr_table_disable(relid);
+			if (current != NULL)
+				cr_table_disable(relid);
 			break;
 		default:
-			elog(ERROR, "unrecognized cosmosrep DDL action %d", content[0]);
+			elog(ERROR, "unrecognized cosmosrep DDL action %d", action);
 	}
 }

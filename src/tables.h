@@ -17,7 +17,7 @@
 #define CR_DDL_DISABLE			'D'
 
 extern void cr_table_enable(Oid relid, const char *policy, const char *path,
-							const char *resolver);
+							const char *resolver, int64 config_version);
 extern void cr_table_alter_policy(Oid relid, const char *policy,
 								  const char *path, const char *resolver);
 extern void cr_table_disable(Oid relid);

@@ -1,21 +1,35 @@
 /*-------------------------------------------------------------------------
  *
  * tombstone.c
- *	  Tombstones: the versions of deleted rows.
+ *	  Tombstones: the versions of deleted rows and of truncates.
  *
  * NOTES
  *	  A delete leaves (table, primary key, delete version) in
  *	  cosmosrep.tombstone, in the region that made it (row trigger) and in
- *	  every region that applies it.  An update that arrives for a row that
+ *	  every region that applies it.  A change that arrives for a key that
  *	  is missing here is then ordered against the delete like any two
  *	  writes: it recreates the row only if its version is higher than the
- *	  tombstone's.  Without the tombstone a late update would resurrect a
- *	  row that a newer delete removed, and regions would diverge.
+ *	  tombstone's.  Without the tombstone a late insert or update would
+ *	  resurrect a row that a newer delete removed, and regions would
+ *	  diverge.
  *
- *	  The key is the text form of the primary key columns, each prefixed
- *	  by its length, so that it is unambiguous; it is only ever compared
- *	  within one region.  Both statements are prepared once per backend
- *	  (SPI_keepplan) and executed per deleted row: no SQL is parsed per row.
+ *	  A TRUNCATE at version V leaves the table's horizon, a tombstone with
+ *	  the empty key: every row older than V is gone, and so is every row
+ *	  that arrives later with an older version.  The tombstones of single
+ *	  keys older than the horizon are dropped with it.
+ *
+ *	  The key is the binary send form of the primary key columns, in the
+ *	  primary key's column order, each prefixed by its length.  Unlike the
+ *	  text output functions it does not depend on session settings
+ *	  (TimeZone, DateStyle, extra_float_digits), so a key deleted under
+ *	  any settings matches the same key arriving from another region, and
+ *	  a joining region can copy tombstones as they are.
+ *
+ *	  Lookups read the primary key index of cosmosrep.tombstone directly
+ *	  (one index probe, no SQL); writes use statements prepared once per
+ *	  backend (SPI_keepplan).  Both act as the bootstrap superuser, which
+ *	  owns the table: callers act for a user who may delete or replicate
+ *	  the row.
  *
  * IDENTIFICATION
  *	  src/tombstone.c
@@ -24,58 +38,171 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/stratnum.h"
+#include "access/table.h"
+#include "catalog/pg_authid.h"
+#include "catalog/pg_index.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "libpq/pqformat.h"
 #include "miscadmin.h"
-#include "catalog/pg_authid.h"
-#include "lib/stringinfo.h"
-#include "nodes/bitmapset.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
+#include "utils/snapmgr.h"
+#include "utils/syscache.h"
 
+#include "catalog.h"
 #include "tombstone.h"
 
+PG_FUNCTION_INFO_V1(cosmosrep_tombstone_key_text);
+
 static SPIPlanPtr record_plan = NULL;
-static SPIPlanPtr lookup_plan = NULL;
+static SPIPlanPtr truncate_plan = NULL;
 static SPIPlanPtr forget_plan = NULL;
 
+static int	primary_key_columns(Oid relid, AttrNumber **attnums);
 static SPIPlanPtr prepare_once(SPIPlanPtr *plan, const char *sql, int nargs,
 							   Oid *argtypes);
-static int	execute_as_owner(SPIPlanPtr plan, Datum *values, bool read_only,
-							 long count);
+static void execute_as_owner(SPIPlanPtr plan, Datum *values, int expected);
 
 /*
- * The tombstone key of the row in slot, in the caller's memory context.
+ * The columns of relid's primary key, in its order, in *attnums
+ * (palloc'd); returns how many.
  */
-char *
+static int
+primary_key_columns(Oid relid, AttrNumber **attnums)
+{
+	Relation	rel = table_open(relid, NoLock);
+	Oid			pkoid = RelationGetPrimaryKeyIndex(rel);
+	HeapTuple	tup;
+	Form_pg_index index;
+	int			n;
+
+	table_close(rel, NoLock);
+	if (!OidIsValid(pkoid))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("table \"%s\" has no primary key", get_rel_name(relid))));
+	tup = SearchSysCache1(INDEXRELID, ObjectIdGetDatum(pkoid));
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for index %u", pkoid);
+	index = (Form_pg_index) GETSTRUCT(tup);
+	n = index->indnkeyatts;
+	*attnums = palloc(sizeof(AttrNumber) * n);
+	for (int i = 0; i < n; i++)
+		(*attnums)[i] = index->indkey.values[i];
+	ReleaseSysCache(tup);
+	return n;
+}
+
+/*
+ * The tombstone key of the row in slot (a row of rel), in the caller's
+ * memory context: for each primary key column, its length as a 4-byte
+ * integer (-1 for NULL) and its binary send form.
+ */
+bytea *
 cr_tombstone_key(Relation rel, TupleTableSlot *slot)
 {
-	Bitmapset  *pkattrs = RelationGetIndexAttrBitmap(rel, INDEX_ATTR_BITMAP_PRIMARY_KEY);
+	AttrNumber *attnums;
+	int			n = primary_key_columns(RelationGetRelid(rel), &attnums);
 	StringInfoData buf;
-	int			col = -1;
+	bytea	   *key;
 
-	initStringInfo(&buf);
+	pq_begintypsend(&buf);
 	slot_getallattrs(slot);
-	while ((col = bms_next_member(pkattrs, col)) >= 0)
+	for (int i = 0; i < n; i++)
 	{
-		AttrNumber	attnum = col + FirstLowInvalidHeapAttributeNumber;
-		Oid			typoutput;
+		int			att = attnums[i] - 1;
+		Oid			typsend;
 		bool		isvarlena;
-		char	   *value;
+		bytea	   *value;
 
-		if (slot->tts_isnull[attnum - 1])
+		if (slot->tts_isnull[att])
 		{
-			appendStringInfoString(&buf, "-1:");
+			pq_sendint32(&buf, -1);
 			continue;
 		}
-		getTypeOutputInfo(TupleDescAttr(slot->tts_tupleDescriptor, attnum - 1)->atttypid,
-						  &typoutput, &isvarlena);
-		value = OidOutputFunctionCall(typoutput, slot->tts_values[attnum - 1]);
-		appendStringInfo(&buf, "%zu:%s", strlen(value), value);
+		getTypeBinaryOutputInfo(TupleDescAttr(slot->tts_tupleDescriptor, att)->atttypid,
+								&typsend, &isvarlena);
+		value = OidSendFunctionCall(typsend, slot->tts_values[att]);
+		pq_sendint32(&buf, VARSIZE(value) - VARHDRSZ);
+		pq_sendbytes(&buf, VARDATA(value), VARSIZE(value) - VARHDRSZ);
+		pfree(value);
 	}
-	return buf.data;
+	key = pq_endtypsend(&buf);
+	pfree(attnums);
+	return key;
+}
+
+/*
+ * The tombstone key as text, for people: the primary key values as a row
+ * literal, e.g. (42,"a b").  Behind the view cosmosrep.tombstones.
+ */
+Datum
+cosmosrep_tombstone_key_text(PG_FUNCTION_ARGS)
+{
+	Oid			relid = PG_GETARG_OID(0);
+	bytea	   *key = PG_GETARG_BYTEA_PP(1);
+	StringInfoData in;
+	StringInfoData out;
+	AttrNumber *attnums;
+	int			n;
+
+	if (get_rel_relkind(relid) == '\0')
+		PG_RETURN_NULL();
+	if (VARSIZE_ANY_EXHDR(key) == 0)
+		PG_RETURN_TEXT_P(cstring_to_text("(truncated)"));
+	n = primary_key_columns(relid, &attnums);
+
+	in.data = VARDATA_ANY(key);
+	in.len = VARSIZE_ANY_EXHDR(key);
+	in.maxlen = in.len;
+	in.cursor = 0;
+	initStringInfo(&out);
+	appendStringInfoChar(&out, '(');
+	for (int i = 0; i < n; i++)
+	{
+		int			len = pq_getmsgint(&in, 4);
+		Oid			typid = get_atttype(relid, attnums[i]);
+		Oid			typreceive;
+		Oid			typioparam;
+		Oid			typoutput;
+		bool		isvarlena;
+		StringInfoData value;
+		char	   *text;
+
+		if (i > 0)
+			appendStringInfoChar(&out, ',');
+		if (len < 0)
+			continue;
+		initStringInfo(&value);
+		appendBinaryStringInfo(&value, pq_getmsgbytes(&in, len), len);
+		getTypeBinaryInputInfo(typid, &typreceive, &typioparam);
+		getTypeOutputInfo(typid, &typoutput, &isvarlena);
+		text = OidOutputFunctionCall(typoutput,
+									 OidReceiveFunctionCall(typreceive, &value,
+															typioparam, -1));
+		if (text[0] == '\0' || strpbrk(text, ",()\"\\ ") != NULL)
+		{
+			appendStringInfoChar(&out, '"');
+			for (char *c = text; *c; c++)
+			{
+				if (*c == '"' || *c == '\\')
+					appendStringInfoChar(&out, *c);
+				appendStringInfoChar(&out, *c);
+			}
+			appendStringInfoChar(&out, '"');
+		}
+		else
+			appendStringInfoString(&out, text);
+	}
+	appendStringInfoChar(&out, ')');
+	PG_RETURN_TEXT_P(cstring_to_text(out.data));
 }
 
 static SPIPlanPtr
@@ -96,11 +223,10 @@ prepare_once(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes)
 
 /*
  * Execute a prepared statement on cosmosrep.tombstone, which PUBLIC may
- * not touch, as its owner; the callers act for a user who may delete or
- * replicate the row.
+ * not touch, as its owner, and check its result code.
  */
-static int
-execute_as_owner(SPIPlanPtr plan, Datum *values, bool read_only, long count)
+static void
+execute_as_owner(SPIPlanPtr plan, Datum *values, int expected)
 {
 	Oid			save_userid;
 	int			save_sec_context;
@@ -109,9 +235,10 @@ execute_as_owner(SPIPlanPtr plan, Datum *values, bool read_only, long count)
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
 	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
 						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
-	rc = SPI_execute_plan(plan, values, NULL, read_only, count);
+	rc = SPI_execute_plan(plan, values, NULL, false, 0);
 	SetUserIdAndSecContext(save_userid, save_sec_context);
-	return rc;
+	if (rc != expected)
+		elog(ERROR, "could not write tombstone: %s", SPI_result_code_string(rc));
 }
 
 /*
@@ -119,62 +246,95 @@ execute_as_owner(SPIPlanPtr plan, Datum *values, bool read_only, long count)
  * higher version if a tombstone exists).
  */
 void
-cr_tombstone_record(Oid relid, const char *key, int64 version)
+cr_tombstone_record(Oid relid, bytea *key, int64 version)
 {
-	Oid			argtypes[3] = {OIDOID, TEXTOID, INT8OID};
+	Oid			argtypes[3] = {OIDOID, BYTEAOID, INT8OID};
 	Datum		values[3];
-	int			rc;
 
 	values[0] = ObjectIdGetDatum(relid);
-	values[1] = CStringGetTextDatum(key);
+	values[1] = PointerGetDatum(key);
 	values[2] = Int64GetDatum(version);
 
 	SPI_connect();
-	rc = execute_as_owner(prepare_once(&record_plan,
-									   "INSERT INTO cosmosrep.tombstone AS t (relid, key, version)"
-									   " VALUES ($1, $2, $3)"
-									   " ON CONFLICT (relid, key) DO UPDATE"
-									   " SET version = excluded.version, deleted_at = pg_catalog.now()"
-									   " WHERE t.version OPERATOR(pg_catalog.<) excluded.version",
-									   3, argtypes),
-						  values, false, 0);
-	if (rc != SPI_OK_INSERT)
-		elog(ERROR, "could not record tombstone: %s", SPI_result_code_string(rc));
+	execute_as_owner(prepare_once(&record_plan,
+								  "INSERT INTO cosmosrep.tombstone AS t (relid, key, version)"
+								  " VALUES ($1, $2, $3)"
+								  " ON CONFLICT (relid, key) DO UPDATE"
+								  " SET version = excluded.version, deleted_at = pg_catalog.now()"
+								  " WHERE t.version OPERATOR(pg_catalog.<) excluded.version",
+								  3, argtypes),
+					 values, SPI_OK_INSERT);
 	SPI_finish();
 }
 
 /*
- * The version of the delete that removed the row with key, or 0.
+ * The version of the newest delete of key, or of the table's truncate,
+ * whichever is higher; 0 if there is neither.  Reads the primary key
+ * index of cosmosrep.tombstone with a fresh snapshot, so it sees what
+ * the caller's transaction wrote and what others committed.
  */
 int64
-cr_tombstone_version(Oid relid, const char *key)
+cr_tombstone_version(Oid relid, bytea *key)
 {
-	Oid			argtypes[2] = {OIDOID, TEXTOID};
-	Datum		values[2];
+	Oid			tombstone_relid = get_relname_relid("tombstone", cr_schema_oid());
+	Oid			index_relid = get_relname_relid("tombstone_pkey", cr_schema_oid());
+	bytea	   *horizon_key = (bytea *) palloc(VARHDRSZ);
+	Snapshot	snapshot = RegisterSnapshot(GetLatestSnapshot());
+	Relation	rel;
 	int64		version = 0;
-	int			rc;
 
-	values[0] = ObjectIdGetDatum(relid);
-	values[1] = CStringGetTextDatum(key);
-
-	SPI_connect();
-	rc = execute_as_owner(prepare_once(&lookup_plan,
-									   "SELECT version FROM cosmosrep.tombstone"
-									   " WHERE relid OPERATOR(pg_catalog.=) $1"
-									   " AND key OPERATOR(pg_catalog.=) $2",
-									   2, argtypes),
-						  values, true, 1);
-	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "could not read tombstone: %s", SPI_result_code_string(rc));
-	if (SPI_processed == 1)
+	SET_VARSIZE(horizon_key, VARHDRSZ);
+	rel = table_open(tombstone_relid, AccessShareLock);
+	for (int pass = 0; pass < 2; pass++)
 	{
-		bool		isnull;
+		ScanKeyData skey[2];
+		SysScanDesc scan;
+		HeapTuple	tup;
 
-		version = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-											  SPI_tuptable->tupdesc, 1, &isnull));
+		ScanKeyInit(&skey[0], 1, BTEqualStrategyNumber, F_OIDEQ,
+					ObjectIdGetDatum(relid));
+		ScanKeyInit(&skey[1], 2, BTEqualStrategyNumber, F_BYTEAEQ,
+					PointerGetDatum(pass == 0 ? key : horizon_key));
+		scan = systable_beginscan(rel, index_relid, true, snapshot, 2, skey);
+		if (HeapTupleIsValid(tup = systable_getnext(scan)))
+		{
+			bool		isnull;
+			Datum		d = heap_getattr(tup, 3, RelationGetDescr(rel), &isnull);
+
+			version = Max(version, DatumGetInt64(d));
+		}
+		systable_endscan(scan);
 	}
-	SPI_finish();
+	table_close(rel, AccessShareLock);
+	UnregisterSnapshot(snapshot);
+	pfree(horizon_key);
 	return version;
+}
+
+/*
+ * A truncate of relid at version: record it as the table's horizon and
+ * drop the tombstones of single keys it makes redundant.
+ */
+void
+cr_tombstone_truncate(Oid relid, int64 version)
+{
+	Oid			argtypes[2] = {OIDOID, INT8OID};
+	Datum		values[2];
+	bytea	   *horizon_key = (bytea *) palloc(VARHDRSZ);
+
+	SET_VARSIZE(horizon_key, VARHDRSZ);
+	cr_tombstone_record(relid, horizon_key, version);
+	values[0] = ObjectIdGetDatum(relid);
+	values[1] = Int64GetDatum(version);
+	SPI_connect();
+	execute_as_owner(prepare_once(&truncate_plan,
+								  "DELETE FROM cosmosrep.tombstone"
+								  " WHERE relid OPERATOR(pg_catalog.=) $1"
+								  " AND key OPERATOR(pg_catalog.<>) ''::pg_catalog.bytea"
+								  " AND version OPERATOR(pg_catalog.<) $2",
+								  2, argtypes),
+					 values, SPI_OK_DELETE);
+	SPI_finish();
 }
 
 /*
@@ -185,15 +345,12 @@ cr_tombstone_forget_table(Oid relid)
 {
 	Oid			argtypes[1] = {OIDOID};
 	Datum		values[1] = {ObjectIdGetDatum(relid)};
-	int			rc;
 
 	SPI_connect();
-	rc = execute_as_owner(prepare_once(&forget_plan,
-									   "DELETE FROM cosmosrep.tombstone"
-									   " WHERE relid OPERATOR(pg_catalog.=) $1",
-									   1, argtypes),
-						  values, false, 0);
-	if (rc != SPI_OK_DELETE)
-		elog(ERROR, "could not drop tombstones: %s", SPI_result_code_string(rc));
+	execute_as_owner(prepare_once(&forget_plan,
+								  "DELETE FROM cosmosrep.tombstone"
+								  " WHERE relid OPERATOR(pg_catalog.=) $1",
+								  1, argtypes),
+					 values, SPI_OK_DELETE);
 	SPI_finish();
 }

@@ -1,7 +1,7 @@
 /*-------------------------------------------------------------------------
  *
  * tombstone.h
- *	  Tombstones: the versions of deleted rows.
+ *	  Tombstones: the versions of deleted rows and of truncates.
  *
  * IDENTIFICATION
  *	  src/tombstone.h
@@ -14,9 +14,10 @@
 #include "executor/tuptable.h"
 #include "utils/relcache.h"
 
-extern char *cr_tombstone_key(Relation rel, TupleTableSlot *slot);
-extern void cr_tombstone_record(Oid relid, const char *key, int64 version);
-extern int64 cr_tombstone_version(Oid relid, const char *key);
+extern bytea *cr_tombstone_key(Relation rel, TupleTableSlot *slot);
+extern void cr_tombstone_record(Oid relid, bytea *key, int64 version);
+extern int64 cr_tombstone_version(Oid relid, bytea *key);
+extern void cr_tombstone_truncate(Oid relid, int64 version);
 extern void cr_tombstone_forget_table(Oid relid);
 
 #endif							/* CR_TOMBSTONE_H */

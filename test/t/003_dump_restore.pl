@@ -113,9 +113,9 @@ for my $table ('accounts', 'ledger', '"Sales Dept"."Order Lines"')
 ##########
 
 is($node->safe_psql('restored', q{
-	SELECT tgname || ' ' || tgenabled::text FROM pg_trigger
+	SELECT string_agg(tgname || ' ' || tgenabled::text, ', ' ORDER BY tgname) FROM pg_trigger
 	 WHERE tgrelid = 'accounts'::regclass AND NOT tgisinternal}),
-	'cosmosrep_stamp O', 'the row trigger is restored and enabled');
+	'cosmosrep_stamp O, cosmosrep_truncate O', 'the row and truncate triggers are restored and enabled');
 
 $node->safe_psql('restored', q{
 	CREATE TABLE before_writes AS
