@@ -16,6 +16,7 @@ OBJS = \
 	src/launcher.o \
 	src/membership.o \
 	src/sql_api.o \
+	src/stability.o \
 	src/status.o \
 	src/tables.o \
 	src/tombstone.o

@@ -94,19 +94,22 @@ COMMENT ON VIEW cosmosrep.tombstones IS
     'deletes (and truncates, key "(truncated)") remembered for the tables the current user may read';
 GRANT SELECT ON cosmosrep.tombstones TO PUBLIC;
 
-CREATE FUNCTION cosmosrep.purge_tombstones(older_than interval DEFAULT '7 days')
+-- Tombstones go once every region has applied past them (causal
+-- stability); the launcher purges them every cosmosrep.stability_interval.
+CREATE FUNCTION cosmosrep.purge_horizon()
 RETURNS bigint
-LANGUAGE sql VOLATILE STRICT
-AS $$
-    WITH purged AS (
-        DELETE FROM cosmosrep.tombstone
-         WHERE deleted_at OPERATOR(pg_catalog.<) pg_catalog.now() OPERATOR(pg_catalog.-) older_than
-        RETURNING 1)
-    SELECT pg_catalog.count(*) FROM purged
-$$;
-COMMENT ON FUNCTION cosmosrep.purge_tombstones(interval) IS
-    'removes tombstones older than the given age (keep them longer than any partition lasts)';
-REVOKE ALL ON FUNCTION cosmosrep.purge_tombstones(interval) FROM PUBLIC;
+AS 'MODULE_PATHNAME', 'cosmosrep_purge_horizon'
+LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION cosmosrep.purge_horizon() IS
+    'the version at or below which every region has applied every write (0 while some region has announced none)';
+
+CREATE FUNCTION cosmosrep.purge_tombstones()
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'cosmosrep_purge_tombstones'
+LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION cosmosrep.purge_tombstones() IS
+    'removes the tombstones every region has applied past, now; returns how many';
+REVOKE ALL ON FUNCTION cosmosrep.purge_tombstones() FROM PUBLIC;
 
 --
 -- Versions (hybrid logical clock)

@@ -159,6 +159,8 @@ static XLogRecPtr group_end_lsn = InvalidXLogRecPtr;
 static TimestampTz group_commit_times[MAX_GROUP_TRANSACTIONS];
 static bool group_waited = false;	/* waited for more since the last read */
 static bool applied_since_start = false;
+/* the peer's stable version received since the open group began, 0 if none */
+static int64 group_stable_version = 0;
 static XLogRecPtr last_received = InvalidXLogRecPtr;
 static XLogRecPtr last_applied_end = InvalidXLogRecPtr;
 
@@ -213,6 +215,7 @@ static void handle_begin(StringInfo s);
 static void handle_commit(StringInfo s);
 static void commit_group(void);
 static bool group_in_backlog(void);
+static void publish_stable_version(void);
 static void handle_relation(StringInfo s);
 static void handle_insert(StringInfo s);
 static void handle_update(StringInfo s);
@@ -892,7 +895,20 @@ commit_group(void)
 
 	group_transactions = 0;
 	group_waited = false;
+	publish_stable_version();
 	changes_in_transaction = 0;
+}
+
+/* the peer's stable version received before now holds here */
+static void
+publish_stable_version(void)
+{
+	if (group_stable_version == 0)
+		return;
+	SpinLockAcquire(&MyPeer->mutex);
+	MyPeer->stable_version = Max(MyPeer->stable_version, group_stable_version);
+	SpinLockRelease(&MyPeer->mutex);
+	group_stable_version = 0;
 }
 
 /* the open group belongs to a backlog (see BACKLOG_AGE_MS) */
@@ -1161,6 +1177,19 @@ handle_message(StringInfo s)
 		apply_truncate(msg.content, msg.size);
 	else if (strcmp(msg.prefix, CR_ROWS_MESSAGE_PREFIX) == 0)
 		apply_rows(msg.content, msg.size);
+	else if (strcmp(msg.prefix, CR_STABLE_MESSAGE_PREFIX) == 0)
+	{
+		/*
+		 * Between transactions.  It holds here once what came before it is
+		 * committed: at once, or when the open group commits.
+		 */
+		if (msg.transactional || in_remote_transaction ||
+			msg.size < 2 || msg.content[msg.size - 1] != '\0')
+			elog(ERROR, "malformed stable version from region \"%s\"", PeerName);
+		group_stable_version = pg_strtoint64(msg.content);
+		if (group_transactions == 0)
+			publish_stable_version();
+	}
 	else if (strcmp(msg.prefix, CR_DDL_MESSAGE_PREFIX) == 0)
 	{
 		exec_close_all();

@@ -41,6 +41,7 @@ bool		cr_loaded_at_startup = false;
 
 /* settings */
 int			cr_max_clock_skew_ms = 60000;
+int			cr_stability_interval_ms = 10000;
 
 static LWLockPadded *cr_lwlocks = NULL;
 
@@ -58,6 +59,13 @@ _PG_init(void)
 							"A change whose version is further ahead is refused, and replication from its region waits.",
 							&cr_max_clock_skew_ms,
 							60000, 1000, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("cosmosrep.stability_interval",
+							"How often a region announces its stable version and purges tombstones.",
+							"Tombstones go once every region has applied past them; this is how soon after.",
+							&cr_stability_interval_ms,
+							10000, 100, 3600 * 1000,
 							PGC_SIGHUP, GUC_UNIT_MS,
 							NULL, NULL, NULL);
 	MarkGUCPrefixReserved("cosmosrep");

@@ -38,6 +38,7 @@
 /* in cosmosrep.c */
 extern bool cr_loaded_at_startup;
 extern int	cr_max_clock_skew_ms;
+extern int	cr_stability_interval_ms;
 extern void cr_require_preload(void);
 
 #endif							/* COSMOSREP_H */

@@ -34,9 +34,13 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include "access/twophase.h"
+#include "access/xact.h"
+#include "miscadmin.h"
 #include "storage/fd.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
+#include "storage/proc.h"
 #include "storage/spin.h"
 #include "utils/timestamp.h"
 
@@ -65,20 +69,39 @@ typedef struct HlcShared
 	int64		reserved_ms;	/* no tick at or past this ms without a new
 								 * reservation on disk */
 	LWLock	   *file_lock;		/* serialises writes of HLC_FILE */
+
+	/*
+	 * The first version each backend issued in its open transaction, 0 if
+	 * none, indexed by pgprocno: set under mutex with the tick, cleared by
+	 * the backend when its transaction ends.  What is below every entry
+	 * and the clock is stable (cr_hlc_stable_version).
+	 */
+	int64		open_version[FLEXIBLE_ARRAY_MEMBER];
 } HlcShared;
 
 static HlcShared *hlc = NULL;
+static bool hlc_xact_callback_registered = false;
 
 static int64 hlc_now_ms(void);
 static int64 hlc_read_reservation(void);
 static void hlc_write_reservation(int64 reserved_ms);
 static void hlc_extend_reservation(int64 ms, bool wait);
 static bool hlc_set_last_tick(int64 tick);
+static int	hlc_proc_slots(void);
+static void hlc_xact_callback(XactEvent event, void *arg);
+
+/* one open-transaction entry per PGPROC */
+static int
+hlc_proc_slots(void)
+{
+	return MaxBackends + NUM_AUXILIARY_PROCS + max_prepared_xacts;
+}
 
 Size
 cr_hlc_shmem_size(void)
 {
-	return MAXALIGN(sizeof(HlcShared));
+	return MAXALIGN(add_size(offsetof(HlcShared, open_version),
+							 mul_size(sizeof(int64), hlc_proc_slots())));
 }
 
 /*
@@ -100,6 +123,7 @@ cr_hlc_shmem_init(void)
 		hlc->reserved_ms = reserved;
 		/* start above everything that may have been issued before */
 		hlc->last_tick = reserved << CR_HLC_LOGICAL_BITS;
+		memset(hlc->open_version, 0, sizeof(int64) * hlc_proc_slots());
 	}
 }
 
@@ -235,15 +259,83 @@ cr_hlc_next_version(int region_id)
 	Assert(region_id > 0 && region_id <= CR_MAX_REGION_ID);
 	cr_require_preload();
 
+	if (!hlc_xact_callback_registered)
+	{
+		RegisterXactCallback(hlc_xact_callback, NULL);
+		hlc_xact_callback_registered = true;
+	}
+
 	for (;;)
 	{
 		int64		tick;
+		int64	   *open = &hlc->open_version[MyProc->pgprocno];
 
 		SpinLockAcquire(&hlc->mutex);
 		tick = Max(now_tick, hlc->last_tick + 1);
+		/* under the mutex, so that no stable version passes it unseen */
+		if (*open == 0)
+			*open = (tick << CR_HLC_REGION_BITS) | region_id;
 		if (hlc_set_last_tick(tick))
 			return (tick << CR_HLC_REGION_BITS) | region_id;
 	}
+}
+
+/*
+ * The transaction that issued versions ends: they are no longer open.  A
+ * transaction that issued versions cannot be prepared: its versions would
+ * stay open after the backend moved on, unseen by the stable version.
+ */
+static void
+hlc_xact_callback(XactEvent event, void *arg)
+{
+	int64	   *open = &hlc->open_version[MyProc->pgprocno];
+
+	switch (event)
+	{
+		case XACT_EVENT_PRE_PREPARE:
+			if (*open != 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+						 errmsg("cannot prepare a transaction that wrote rows of multi-region tables")));
+			break;
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+		case XACT_EVENT_PARALLEL_ABORT:
+		case XACT_EVENT_PREPARE:
+			*open = 0;
+			break;
+		default:
+			break;
+	}
+}
+
+/*
+ * The stable version of this region: every version at or below it that
+ * this region issued belongs to a transaction that has ended, and every
+ * version it issues from now on is higher.  Called by a process whose
+ * next commit comes after the commits of those transactions in the WAL,
+ * so a peer that has applied the caller's later commit has applied every
+ * write of this region at or below the stable version.
+ */
+int64
+cr_hlc_stable_version(void)
+{
+	int64		stable;
+	int			slots = hlc_proc_slots();
+
+	cr_require_preload();
+	SpinLockAcquire(&hlc->mutex);
+	stable = (hlc->last_tick << CR_HLC_REGION_BITS) | CR_MAX_REGION_ID;
+	SpinLockRelease(&hlc->mutex);
+	for (int i = 0; i < slots; i++)
+	{
+		int64		open = hlc->open_version[i];
+
+		if (open != 0)
+			stable = Min(stable, open - 1);
+	}
+	return stable;
 }
 
 /*

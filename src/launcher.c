@@ -66,6 +66,7 @@
 #include "catalog.h"
 #include "cosmosrep.h"
 #include "launcher.h"
+#include "stability.h"
 #include "shmem.h"
 
 #define CR_RECHECK_INTERVAL_MS	10000
@@ -106,6 +107,7 @@ static CrDatabaseEntry *database_entry(Oid dboid, bool create);
 static void supervisor_scan(void);
 static void launcher_exit(int code, Datum arg);
 static void launcher_cycle(void);
+static void launcher_stability(void);
 static void wake_launcher_xact_callback(XactEvent event, void *arg);
 
 Size
@@ -456,6 +458,7 @@ launcher_cycle(void)
 			ps->latency_next = ps->latency_count = 0;
 			ps->last_error[0] = '\0';
 			ps->last_error_at = 0;
+			ps->stable_version = 0;
 			SpinLockRelease(&ps->mutex);
 		}
 		/* a worker that died before its pid was recorded left a stale one */
@@ -482,6 +485,54 @@ launcher_cycle(void)
 
 	MemoryContextSwitchTo(oldctx);
 	MemoryContextDelete(cyclectx);
+}
+
+/*
+ * The last stable version of region peer_id applied in database dboid,
+ * or 0 if none is known.
+ */
+int64
+cr_peer_stable_version(Oid dboid, int peer_id)
+{
+	int64		stable = 0;
+
+	LWLockAcquire(cr_shmem_lwlock(CR_LWLOCK_WORKERS), LW_SHARED);
+	for (int i = 0; i < CR_MAX_PEERS; i++)
+	{
+		CrPeerStatus *ps = &WorkerShared->peers[i];
+
+		if (ps->in_use && ps->dboid == dboid && ps->peer_id == peer_id)
+		{
+			SpinLockAcquire(&ps->mutex);
+			stable = ps->stable_version;
+			SpinLockRelease(&ps->mutex);
+			break;
+		}
+	}
+	LWLockRelease(cr_shmem_lwlock(CR_LWLOCK_WORKERS));
+	return stable;
+}
+
+/*
+ * Every cosmosrep.stability_interval: announce this region's stable
+ * version to the others and purge the tombstones every region has applied
+ * past (stability.c).
+ */
+static void
+launcher_stability(void)
+{
+	static TimestampTz last_announced = 0;
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (!TimestampDifferenceExceeds(last_announced, now, cr_stability_interval_ms))
+		return;
+	last_announced = now;
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	cr_stability_announce();
+	(void) cr_stability_purge();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
 }
 
 void
@@ -520,8 +571,10 @@ cosmosrep_launcher_main(Datum arg)
 		}
 		AcceptInvalidationMessages();
 		launcher_cycle();
+		launcher_stability();
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 CR_LAUNCHER_NAPTIME_MS, PG_WAIT_EXTENSION);
+						 Min(CR_LAUNCHER_NAPTIME_MS, cr_stability_interval_ms),
+						 PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 	}
 }

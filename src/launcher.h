@@ -64,6 +64,8 @@ typedef struct CrPeerStatus
 	int64		latency_us[CR_LATENCY_SAMPLES];
 	char		last_error[CR_ERROR_LEN];
 	TimestampTz last_error_at;
+	int64		stable_version; /* the peer's last stable version applied
+								 * here (stability.c), 0 if none yet */
 } CrPeerStatus;
 
 extern Size cr_launcher_shmem_size(void);
@@ -72,6 +74,7 @@ extern void cr_launcher_register(void);
 
 extern CrPeerStatus *cr_peer_status(int index);
 extern int	cr_peer_status_count(void);
+extern int64 cr_peer_stable_version(Oid dboid, int peer_id);
 extern void cr_wake_launcher_at_commit(void);
 
 /* bgworker entry points */

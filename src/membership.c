@@ -638,6 +638,16 @@ cosmosrep_join_region(PG_FUNCTION_ARGS)
 
 			if (m->sql == NULL)
 				m->sql = cr_remote_connect(m->dsn, false, "cosmosrep join", m->name);
+
+			/*
+			 * This region's clock starts past every member's: a member may
+			 * purge a tombstone as soon as its clock is past it, and no
+			 * write of this region may then be older (stability.c).
+			 */
+			res = cr_remote_exec(m->sql, "SELECT cosmosrep.current_version()",
+								 PGRES_TUPLES_OK, m->name);
+			cr_hlc_observe(pg_strtoint64(PQgetvalue(res, 0, 0)));
+			PQclear(res);
 			PQclear(cr_remote_exec(m->sql,
 								   psprintf("SELECT cosmosrep.add_region(%d::smallint, %s, %s)",
 											new_id, quote_literal_cstr(name), quote_literal_cstr(dsn)),

@@ -469,7 +469,21 @@ cr_message(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 	CrDecodingData *data = ctx->output_plugin_private;
 
 	if (!transactional)
+	{
+		/*
+		 * Decoded at its place in the WAL, between transactions: a peer
+		 * that receives it has received every transaction committed
+		 * before it.
+		 */
+		if (strcmp(prefix, CR_STABLE_MESSAGE_PREFIX) == 0)
+		{
+			Assert(data->pending.len == 0);
+			cr_write_message(&data->pending, message_lsn, false, prefix,
+							 message_size, message);
+			pending_write(ctx, true);
+		}
 		return;
+	}
 
 	if (strcmp(prefix, CR_DELETE_BASE_PREFIX) == 0)
 	{
@@ -483,7 +497,7 @@ cr_message(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 			 strcmp(prefix, CR_TRUNCATE_MESSAGE_PREFIX) == 0 ||
 			 strcmp(prefix, CR_ROWS_MESSAGE_PREFIX) == 0)
 	{
-		cr_write_message(pending_begin(ctx, txn), message_lsn, prefix,
+		cr_write_message(pending_begin(ctx, txn), message_lsn, true, prefix,
 						 message_size, message);
 		pending_write(ctx, false);
 	}

@@ -84,11 +84,11 @@ cr_write_delete(StringInfo out, Relation rel, TupleTableSlot *oldslot)
 }
 
 void
-cr_write_message(StringInfo out, XLogRecPtr lsn, const char *prefix,
-				 Size size, const char *content)
+cr_write_message(StringInfo out, XLogRecPtr lsn, bool transactional,
+				 const char *prefix, Size size, const char *content)
 {
-	logicalrep_write_message(out, InvalidTransactionId, lsn, true, prefix,
-							 size, content);
+	logicalrep_write_message(out, InvalidTransactionId, lsn, transactional,
+							 prefix, size, content);
 }
 
 /*

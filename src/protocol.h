@@ -30,11 +30,12 @@
  * Prefixes of the transactional messages cosmosrep ships in the stream:
  * table DDL (tables.c), a truncate at a version (row_trigger.c), and the
  * rows a table held when it was enabled, as RELATION and INSERT messages
- * (tables.c).
+ * (tables.c), and the sending region's stable version (stability.c).
  */
 #define CR_DDL_MESSAGE_PREFIX		"cosmosrep.ddl"
 #define CR_TRUNCATE_MESSAGE_PREFIX	"cosmosrep.truncate"
 #define CR_ROWS_MESSAGE_PREFIX		"cosmosrep.rows"
+#define CR_STABLE_MESSAGE_PREFIX	"cosmosrep.stable"
 
 typedef struct CrMessage
 {
@@ -53,8 +54,8 @@ extern void cr_write_insert(StringInfo out, Relation rel, TupleTableSlot *newslo
 extern void cr_write_update(StringInfo out, Relation rel, TupleTableSlot *oldslot,
 							TupleTableSlot *newslot);
 extern void cr_write_delete(StringInfo out, Relation rel, TupleTableSlot *oldslot);
-extern void cr_write_message(StringInfo out, XLogRecPtr lsn, const char *prefix,
-							 Size size, const char *content);
+extern void cr_write_message(StringInfo out, XLogRecPtr lsn, bool transactional,
+							 const char *prefix, Size size, const char *content);
 
 /* receiving side (apply.c) */
 extern void cr_read_message(StringInfo in, CrMessage *msg);

@@ -1,0 +1,18 @@
+/*-------------------------------------------------------------------------
+ *
+ * stability.h
+ *	  Causal stability: stable versions and the purge of tombstones.
+ *
+ * IDENTIFICATION
+ *	  src/stability.h
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef CR_STABILITY_H
+#define CR_STABILITY_H
+
+extern void cr_stability_announce(void);
+extern int64 cr_stability_horizon(void);
+extern int64 cr_stability_purge(void);
+
+#endif							/* CR_STABILITY_H */
