@@ -82,3 +82,4 @@ SELECT count(*) FROM cosmosrep.tombstone;
 DROP TABLE events;
 REVOKE CREATE ON SCHEMA public FROM regress_cr_user;
 DROP ROLE regress_cr_user;
+DROP EXTENSION cosmosrep;
