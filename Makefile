@@ -8,6 +8,7 @@ OBJS = \
 	src/catalog.o \
 	src/conflict.o \
 	src/cosmosrep.o \
+	src/failover.o \
 	src/hlc.o \
 	src/output_plugin.o \
 	src/protocol.o \

@@ -18,7 +18,8 @@ CREATE TABLE cosmosrep.region (
     region_name       text        NOT NULL UNIQUE,
     dsn               text        NOT NULL,
     is_local          boolean     NOT NULL DEFAULT false,
-    failover_priority integer     NOT NULL DEFAULT 0,
+    failover_priority integer     NOT NULL DEFAULT 0,  -- 0: none; 1 is tried first
+    failover_version  bigint      NOT NULL DEFAULT 0,  -- version of the change that set it
     paused            boolean     NOT NULL DEFAULT false,
     created_at        timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
@@ -70,6 +71,7 @@ CREATE TABLE cosmosrep.tombstone (
     key        bytea       NOT NULL,
     version    bigint      NOT NULL,
     deleted_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    base       bigint      NOT NULL DEFAULT 0,  -- version of the deleted row
     PRIMARY KEY (relid, key)
 );
 REVOKE ALL ON cosmosrep.tombstone FROM PUBLIC;
@@ -110,6 +112,40 @@ LANGUAGE C VOLATILE STRICT;
 COMMENT ON FUNCTION cosmosrep.purge_tombstones() IS
     'removes the tombstones every region has applied past, now; returns how many';
 REVOKE ALL ON FUNCTION cosmosrep.purge_tombstones() FROM PUBLIC;
+
+--
+-- Conflicts: every collision of a remote change with a write it had not
+-- seen, recorded in each region that detected it.  State, not
+-- configuration: not dumped.  Resolved entries are purged after
+-- cosmosrep.conflict_retention.
+--
+CREATE TABLE cosmosrep.conflict (
+    conflict_id    bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    detected_at    timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    relid          oid         NOT NULL,
+    key            jsonb       NOT NULL,
+    kind           text        NOT NULL
+                   CHECK (kind IN ('insert_exists', 'insert_deleted', 'update_update',
+                                   'update_deleted', 'delete_updated')),
+    local_region   smallint    NOT NULL,
+    remote_region  smallint    NOT NULL,
+    local_version  bigint      NOT NULL,
+    remote_version bigint      NOT NULL,
+    local_row      jsonb,
+    remote_row     jsonb,
+    policy         text        NOT NULL,
+    resolution     text        NOT NULL
+                   CHECK (resolution IN ('remote_applied', 'local_kept', 'merged',
+                                         'pending', 'error')),
+    winner_row     jsonb,
+    error          text,
+    resolved_at    timestamptz DEFAULT pg_catalog.now(),
+    resolved_by    text        DEFAULT 'policy'
+);
+CREATE INDEX conflict_detected_at ON cosmosrep.conflict (detected_at);
+REVOKE ALL ON cosmosrep.conflict FROM PUBLIC;
+COMMENT ON TABLE cosmosrep.conflict IS
+    'conflicts detected in this region (read cosmosrep.conflicts instead)';
 
 --
 -- Versions (hybrid logical clock)
@@ -280,6 +316,21 @@ COMMENT ON FUNCTION cosmosrep.remove_region(text) IS
     'removes a region from the group: from this region and every other one';
 REVOKE ALL ON FUNCTION cosmosrep.remove_region(text) FROM PUBLIC;
 
+CREATE FUNCTION cosmosrep.set_failover_priority(region_name text, priority integer)
+RETURNS void
+AS 'MODULE_PATHNAME', 'cosmosrep_set_failover_priority'
+LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION cosmosrep.set_failover_priority(text, integer) IS
+    'sets the failover priority of a region (1 is tried first), in every region';
+REVOKE ALL ON FUNCTION cosmosrep.set_failover_priority(text, integer) FROM PUBLIC;
+
+CREATE FUNCTION cosmosrep.connection_string(preferred_region text DEFAULT NULL)
+RETURNS text
+AS 'MODULE_PATHNAME', 'cosmosrep_connection_string'
+LANGUAGE C STABLE;
+COMMENT ON FUNCTION cosmosrep.connection_string(text) IS
+    'a libpq connection string naming every region, ordered by failover priority (the preferred region first), for libpq''s multi-host failover';
+
 CREATE FUNCTION cosmosrep.pause_region(region_name text)
 RETURNS void
 AS 'MODULE_PATHNAME', 'cosmosrep_pause_region'
@@ -313,7 +364,8 @@ CREATE FUNCTION cosmosrep.peer_status(
     OUT latency_p50_ms double precision,
     OUT latency_p99_ms double precision,
     OUT last_error text,
-    OUT last_error_at timestamptz)
+    OUT last_error_at timestamptz,
+    OUT conflicts bigint)
 RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'cosmosrep_peer_status'
 LANGUAGE C VOLATILE STRICT;
@@ -340,7 +392,8 @@ CREATE VIEW cosmosrep.replication_status AS
            s.latency_p50_ms,
            s.latency_p99_ms,
            s.last_error,
-           s.last_error_at
+           s.last_error_at,
+           s.conflicts
       FROM cosmosrep.region src
       JOIN cosmosrep.region dst ON dst.is_local
       LEFT JOIN cosmosrep.peer_status() s ON s.peer_id = src.region_id
@@ -348,6 +401,42 @@ CREATE VIEW cosmosrep.replication_status AS
 COMMENT ON VIEW cosmosrep.replication_status IS
     'per region pair (source to this region): state, lag, latency percentiles, throughput and the last error';
 GRANT SELECT ON cosmosrep.replication_status TO PUBLIC;
+
+CREATE VIEW cosmosrep.conflicts AS
+    SELECT c.conflict_id,
+           c.detected_at,
+           c.relid::regclass AS table_name,
+           c.key,
+           c.kind,
+           lr.region_name AS local_region,
+           rr.region_name AS remote_region,
+           c.local_version,
+           c.remote_version,
+           c.local_row,
+           c.remote_row,
+           c.policy,
+           c.resolution,
+           c.winner_row,
+           c.error,
+           c.resolved_at,
+           c.resolved_by
+      FROM cosmosrep.conflict c
+      LEFT JOIN cosmosrep.region lr ON lr.region_id = c.local_region
+      LEFT JOIN cosmosrep.region rr ON rr.region_id = c.remote_region
+     WHERE pg_catalog.has_table_privilege(c.relid, 'SELECT');
+COMMENT ON VIEW cosmosrep.conflicts IS
+    'conflicts detected in this region, for the tables the current user may read';
+GRANT SELECT ON cosmosrep.conflicts TO PUBLIC;
+
+CREATE VIEW cosmosrep.conflict_summary AS
+    SELECT table_name, kind, resolution,
+           pg_catalog.count(*) AS conflicts,
+           pg_catalog.max(detected_at) AS last_detected_at
+      FROM cosmosrep.conflicts
+     GROUP BY table_name, kind, resolution;
+COMMENT ON VIEW cosmosrep.conflict_summary IS
+    'conflicts per table, kind and resolution, for the tables the current user may read';
+GRANT SELECT ON cosmosrep.conflict_summary TO PUBLIC;
 
 --
 -- Keeping the configuration true when objects are dropped
@@ -369,6 +458,7 @@ BEGIN
         IF obj.object_type = 'table' THEN
             DELETE FROM cosmosrep.replicated_table WHERE relid::oid = obj.objid;
             DELETE FROM cosmosrep.tombstone WHERE relid = obj.objid;
+            DELETE FROM cosmosrep.conflict WHERE relid = obj.objid;
         ELSIF obj.object_type = 'trigger'
               AND obj.address_names[3] IN ('cosmosrep_stamp', 'cosmosrep_truncate')
               AND EXISTS (SELECT 1 FROM cosmosrep.replicated_table

@@ -80,6 +80,7 @@
 #include "catalog.h"
 #include "conflict.h"
 #include "cosmosrep.h"
+#include "failover.h"
 #include "hlc.h"
 #include "launcher.h"
 #include "protocol.h"
@@ -118,6 +119,8 @@ typedef struct ApplyRel
 	Oid		   *ioparams;
 	AttrNumber	version_att;
 	AttrNumber	base_att;
+	char	   *policy;			/* conflict policy, in ApplyContext; NULL
+								 * until read or after an invalidation */
 	struct ApplyExec *exec;		/* open in the current transaction, or NULL */
 } ApplyRel;
 
@@ -137,6 +140,8 @@ typedef struct ApplyExec
 	TupleTableSlot *otherslot;	/* the local row with an update's new key */
 	Oid			pkindex;
 	Oid			owner;			/* changes are applied as this role */
+	CrTombstone horizon;		/* the table's truncate horizon: it cannot
+								 * change while the table is open here */
 } ApplyExec;
 
 static MemoryContext ApplyContext = NULL;
@@ -144,6 +149,7 @@ static MemoryContext ApplyMessageContext = NULL;
 static MemoryContext ApplyTransactionContext = NULL;
 static List *open_rels = NIL;	/* ApplyRels with an exec, in ApplyTransactionContext */
 static HTAB *ApplyRelMap = NULL;
+static Oid	ConfigRelid = InvalidOid;	/* cosmosrep.replicated_table */
 
 static CrPeerStatus *MyPeer = NULL;
 static int	MyPeerIndex = -1;
@@ -182,6 +188,7 @@ static dlist_head commit_mappings = DLIST_STATIC_INIT(commit_mappings);
 static XLogRecPtr flushed_lsn = InvalidXLogRecPtr;
 static TimestampTz last_feedback = 0;
 static int	changes_in_transaction = 0;
+static int	conflicts_in_transaction = 0;
 
 /* the user and security context a change switched away from */
 static Oid	change_save_userid = InvalidOid;
@@ -198,6 +205,7 @@ static void apply_rel_invalidate(Datum arg, Oid relid);
 static ApplyRel *apply_rel_lookup(LogicalRepRelId remoteid);
 static void apply_rel_map(ApplyRel *ar, Relation rel);
 static ApplyExec *exec_open(ApplyRel *ar);
+static const char *apply_rel_policy(ApplyRel *ar);
 static void exec_close_all(void);
 static ApplyExec *change_begin(ApplyRel *ar);
 static void begin_in_transaction(void);
@@ -206,11 +214,15 @@ static void slot_fill(ApplyRel *ar, LogicalRepTupleData *tup,
 					  TupleTableSlot *slot, TupleTableSlot *existing);
 static int64 slot_version(TupleTableSlot *slot, AttrNumber att, bool *isnull);
 static int64 observed_version(TupleTableSlot *slot, ApplyRel *ar);
-static bool find_local_row(ApplyExec *ex, TupleTableSlot *key, TupleTableSlot *row);
+static bool find_local_row(ApplyExec *ex, TupleTableSlot *key, TupleTableSlot *row,
+						   bool confirm_miss);
 static bool fetch_peer_row(ApplyExec *ex, ApplyRel *ar, TupleTableSlot *slot);
 static bool same_key(ApplyExec *ex, TupleTableSlot *a, TupleTableSlot *b);
 static void apply_row(ApplyExec *ex, ApplyRel *ar, TupleTableSlot *row,
-					  int64 incoming);
+					  const CrIncoming *incoming);
+static void detect_and_record(ApplyExec *ex, ApplyRel *ar, const CrIncoming *incoming,
+							  const CrLocalState *local, TupleTableSlot *local_row,
+							  TupleTableSlot *remote_row, bool remote_applied);
 static void handle_begin(StringInfo s);
 static void handle_commit(StringInfo s);
 static void commit_group(void);
@@ -280,6 +292,10 @@ apply_worker_exit(int code, Datum arg)
  * ----------------------------------------------------------------
  */
 
+/*
+ * A relcache invalidation: of a mapped table, its map; of cosmosrep's
+ * table configuration (cosmosrep.config_changed), every cached policy.
+ */
 static void
 apply_rel_invalidate(Datum arg, Oid relid)
 {
@@ -293,6 +309,11 @@ apply_rel_invalidate(Datum arg, Oid relid)
 	{
 		if (relid == InvalidOid || ar->localrelid == relid)
 			ar->map_valid = false;
+		if ((relid == InvalidOid || relid == ConfigRelid) && ar->policy)
+		{
+			pfree(ar->policy);
+			ar->policy = NULL;
+		}
 	}
 }
 
@@ -471,11 +492,34 @@ exec_open(ApplyRel *ar)
 	ex->localslot = table_slot_create(ex->rel, &ex->estate->es_tupleTable);
 	ex->otherslot = table_slot_create(ex->rel, &ex->estate->es_tupleTable);
 	ex->owner = ex->rel->rd_rel->relowner;
+	ex->horizon = cr_tombstone_lookup(relid, NULL);
+	(void) apply_rel_policy(ar);
 
 	ar->exec = ex;
 	open_rels = lappend(open_rels, ar);
 	MemoryContextSwitchTo(oldctx);
 	return ex;
+}
+
+/*
+ * The conflict policy of ar's local table, read once and kept until the
+ * configuration changes.
+ */
+static const char *
+apply_rel_policy(ApplyRel *ar)
+{
+	if (ar->policy == NULL)
+	{
+		CrTableConfig *config = cr_get_table_config(ar->localrelid);
+
+		if (config == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("table \"%s.%s\" is multi-region in region \"%s\" but not in this region",
+							ar->remoterel->nspname, ar->remoterel->relname, PeerName)));
+		ar->policy = MemoryContextStrdup(ApplyContext, config->policy);
+	}
+	return ar->policy;
 }
 
 /*
@@ -629,17 +673,19 @@ observed_version(TupleTableSlot *slot, ApplyRel *ar)
  *
  * The lookup uses a dirty snapshot, and an index scan can miss a row that
  * a local session updates at that moment (PostgreSQL commitfest entry
- * 5151): the miss needs the session's commit to fall inside the scan.  A
- * miss is therefore confirmed by scanning again at once, twice, which
- * finds a row committed meanwhile, without waiting: a heal that recreates
- * many deleted rows pays two index probes per row, not a sleep.  A row
- * still missed is caught where it matters most: a recreated row fails on
- * the primary key and the transaction is retried.
+ * 5151): the miss needs the session's commit to fall inside the scan.
+ * Where a miss would decide silently (a delete or an update that finds
+ * nothing to change), it is confirmed by scanning again at once, twice,
+ * which finds a row committed meanwhile, without waiting: a heal that
+ * recreates many deleted rows pays index probes per row, not a sleep.  An
+ * insert needs no confirmation: a row it missed makes it fail on the
+ * primary key, and the transaction is retried.
  */
 static bool
-find_local_row(ApplyExec *ex, TupleTableSlot *key, TupleTableSlot *row)
+find_local_row(ApplyExec *ex, TupleTableSlot *key, TupleTableSlot *row,
+			   bool confirm_miss)
 {
-	for (int attempt = 0; attempt < 3; attempt++)
+	for (int attempt = 0; attempt < (confirm_miss ? 3 : 1); attempt++)
 	{
 		if (RelationFindReplTupleByIndex(ex->rel, ex->pkindex, LockTupleExclusive,
 										 key, row))
@@ -665,30 +711,59 @@ same_key(ApplyExec *ex, TupleTableSlot *a, TupleTableSlot *b)
  */
 static CrLocalState
 local_state(ApplyExec *ex, ApplyRel *ar, TupleTableSlot *key,
-			TupleTableSlot *row)
+			TupleTableSlot *row, bool confirm_miss)
 {
 	CrLocalState local;
 	bool		isnull;
 
-	local.row_found = find_local_row(ex, key, row);
+	local.row_found = find_local_row(ex, key, row, confirm_miss);
 	if (local.row_found)
+	{
 		local.version = slot_version(row, ar->version_att, &isnull);
+		local.base = slot_version(row, ar->base_att, &isnull);
+	}
 	else
-		local.version = cr_tombstone_version(RelationGetRelid(ex->rel),
-											 cr_tombstone_key(ex->rel, key));
+	{
+		CrTombstone tombstone = cr_tombstone_lookup(RelationGetRelid(ex->rel),
+													cr_tombstone_key(ex->rel, key));
+
+		if (ex->horizon.version > tombstone.version)
+			tombstone = ex->horizon;
+		local.version = tombstone.version;
+		local.base = tombstone.base;
+	}
 	return local;
 }
 
+/* record the conflict of a remote change with local, if it is one */
+static void
+detect_and_record(ApplyExec *ex, ApplyRel *ar, const CrIncoming *incoming,
+				  const CrLocalState *local, TupleTableSlot *local_row,
+				  TupleTableSlot *remote_row, bool remote_applied)
+{
+	CrConflictKind kind = cr_detect_conflict(incoming, local);
+
+	if (kind == CR_CONFLICT_NONE)
+		return;
+	conflicts_in_transaction++;
+	cr_record_conflict(ex->rel, apply_rel_policy(ar), kind, incoming, local,
+						   local->row_found ? local_row : NULL, remote_row,
+						   remote_applied);
+}
+
 /*
- * Make row, a complete remote row written at version incoming, the row of
- * its key here, if it wins over what this region holds for that key.
+ * Make row, a complete remote row written by incoming (an insert), the row
+ * of its key here, if it wins over what this region holds for that key.
  */
 static void
-apply_row(ApplyExec *ex, ApplyRel *ar, TupleTableSlot *row, int64 incoming)
+apply_row(ApplyExec *ex, ApplyRel *ar, TupleTableSlot *row,
+		  const CrIncoming *incoming)
 {
-	CrLocalState local = local_state(ex, ar, row, ex->otherslot);
+	CrLocalState local = local_state(ex, ar, row, ex->otherslot, false);
+	bool		wins = cr_remote_wins(incoming->version, &local);
 
-	if (!cr_remote_wins(incoming, &local))
+	detect_and_record(ex, ar, incoming, &local, ex->otherslot, row, wins);
+	if (!wins)
 		return;
 	if (local.row_found)
 		ExecSimpleRelationUpdate(ex->rri, ex->estate, &ex->epqstate,
@@ -883,6 +958,7 @@ commit_group(void)
 	MyPeer->last_applied_at = now;
 	MyPeer->transactions_applied += group_transactions;
 	MyPeer->changes_applied += changes_in_transaction;
+	MyPeer->conflicts += conflicts_in_transaction;
 	first = Min(group_transactions, CR_LATENCY_SAMPLES - MyPeer->latency_next);
 	memcpy(&MyPeer->latency_us[MyPeer->latency_next], latencies,
 		   sizeof(int64) * first);
@@ -897,6 +973,7 @@ commit_group(void)
 	group_waited = false;
 	publish_stable_version();
 	changes_in_transaction = 0;
+	conflicts_in_transaction = 0;
 }
 
 /* the peer's stable version received before now holds here */
@@ -933,6 +1010,7 @@ handle_relation(StringInfo s)
 		ar->remote_index = NULL;
 		ar->infuncs = NULL;
 		ar->ioparams = NULL;
+		ar->policy = NULL;
 		ar->exec = NULL;
 	}
 	else
@@ -952,9 +1030,14 @@ handle_insert(StringInfo s)
 	LogicalRepTupleData newtup;
 	ApplyRel   *ar = apply_rel_lookup(logicalrep_read_insert(s, &newtup));
 	ApplyExec  *ex = change_begin(ar);
+	CrIncoming	incoming;
+	bool		isnull;
 
 	slot_fill(ar, &newtup, ex->remoteslot, NULL);
-	apply_row(ex, ar, ex->remoteslot, observed_version(ex->remoteslot, ar));
+	incoming.kind = CR_CHANGE_INSERT;
+	incoming.version = observed_version(ex->remoteslot, ar);
+	incoming.base = slot_version(ex->remoteslot, ar->base_att, &isnull);
+	apply_row(ex, ar, ex->remoteslot, &incoming);
 	change_end(ex);
 }
 
@@ -982,17 +1065,18 @@ handle_update(StringInfo s)
 	TupleTableSlot *row;
 	TupleTableSlot *key;
 	CrLocalState local;
-	int64		incoming;
-	int64		base;
+	CrIncoming	incoming;
 	bool		isnull;
 	bool		complete = true;
+	bool		applied;
 
 	ar = apply_rel_lookup(logicalrep_read_update(s, &has_oldtup, &oldtup, &newtup));
 	ex = change_begin(ar);
 	row = key = ex->remoteslot;
 	slot_fill(ar, &newtup, row, NULL);
-	incoming = observed_version(row, ar);
-	base = slot_version(row, ar->base_att, &isnull);
+	incoming.kind = CR_CHANGE_UPDATE;
+	incoming.version = observed_version(row, ar);
+	incoming.base = slot_version(row, ar->base_att, &isnull);
 	if (has_oldtup)
 	{
 		key = ex->keyslot;
@@ -1003,8 +1087,8 @@ handle_update(StringInfo s)
 	for (int i = 0; i < newtup.ncols; i++)
 		complete &= newtup.colstatus[i] != LOGICALREP_COLUMN_UNCHANGED;
 
-	local = local_state(ex, ar, key, ex->localslot);
-	if (!complete && local.row_found && local.version == base)
+	local = local_state(ex, ar, key, ex->localslot, true);
+	if (!complete && local.row_found && local.version == incoming.base)
 	{
 		slot_fill(ar, &newtup, row, ex->localslot);
 		complete = true;
@@ -1012,27 +1096,36 @@ handle_update(StringInfo s)
 
 	if (key == row)
 	{
-		if (cr_remote_wins(incoming, &local) &&
-			(complete || fetch_peer_row(ex, ar, row)))
-		{
-			if (!complete)
-				(void) observed_version(row, ar);
-			if (local.row_found)
-				ExecSimpleRelationUpdate(ex->rri, ex->estate, &ex->epqstate,
-										 ex->localslot, row);
-			else
-				ExecSimpleRelationInsert(ex->rri, ex->estate, row);
-		}
+		applied = cr_remote_wins(incoming.version, &local) &&
+			(complete || fetch_peer_row(ex, ar, row));
+		if (applied && !complete)
+			(void) observed_version(row, ar);
+		detect_and_record(ex, ar, &incoming, &local, ex->localslot, row, applied);
+		if (applied && local.row_found)
+			ExecSimpleRelationUpdate(ex->rri, ex->estate, &ex->epqstate,
+									 ex->localslot, row);
+		else if (applied)
+			ExecSimpleRelationInsert(ex->rri, ex->estate, row);
 	}
 	else
 	{
-		if (local.row_found && cr_remote_wins(incoming, &local))
+		CrIncoming	insert = incoming;
+
+		applied = local.row_found && cr_remote_wins(incoming.version, &local);
+		detect_and_record(ex, ar, &incoming, &local, ex->localslot, row, applied);
+		if (applied)
 			ExecSimpleRelationDelete(ex->rri, ex->estate, &ex->epqstate,
 									 ex->localslot);
 		cr_tombstone_record(RelationGetRelid(ex->rel),
-							cr_tombstone_key(ex->rel, key), incoming);
+							cr_tombstone_key(ex->rel, key), incoming.version,
+							incoming.base);
+		insert.kind = CR_CHANGE_INSERT;
 		if (complete || fetch_peer_row(ex, ar, row))
-			apply_row(ex, ar, row, complete ? incoming : observed_version(row, ar));
+		{
+			if (!complete)
+				insert.version = observed_version(row, ar);
+			apply_row(ex, ar, row, &insert);
+		}
 	}
 
 	change_end(ex);
@@ -1049,24 +1142,35 @@ handle_delete(StringInfo s)
 	LogicalRepTupleData oldtup;
 	ApplyRel   *ar = apply_rel_lookup(logicalrep_read_delete(s, &oldtup));
 	ApplyExec  *ex = change_begin(ar);
-	CrLocalState local;
+	CrLocalState local = {false, 0, 0};
+	CrIncoming	incoming;
 	bool		unversioned;
 	bool		isnull;
-	int64		incoming;
+	bool		applied;
 
 	slot_fill(ar, &oldtup, ex->remoteslot, NULL);
-	incoming = slot_version(ex->remoteslot, ar->version_att, &unversioned);
+	incoming.kind = CR_CHANGE_DELETE;
+	incoming.version = slot_version(ex->remoteslot, ar->version_att, &unversioned);
+	incoming.base = slot_version(ex->remoteslot, ar->base_att, &isnull);
 	if (!unversioned)
-		cr_hlc_observe(incoming);
+		cr_hlc_observe(incoming.version);
 
-	local.row_found = find_local_row(ex, ex->remoteslot, ex->localslot);
-	local.version = local.row_found ?
-		slot_version(ex->localslot, ar->version_att, &isnull) : 0;
-	if (local.row_found && (unversioned || cr_remote_wins(incoming, &local)))
+	local.row_found = find_local_row(ex, ex->remoteslot, ex->localslot, true);
+	if (local.row_found)
+	{
+		local.version = slot_version(ex->localslot, ar->version_att, &isnull);
+		local.base = slot_version(ex->localslot, ar->base_att, &isnull);
+	}
+	applied = local.row_found &&
+		(unversioned || cr_remote_wins(incoming.version, &local));
+	if (!unversioned)
+		detect_and_record(ex, ar, &incoming, &local, ex->localslot, NULL, applied);
+	if (applied)
 		ExecSimpleRelationDelete(ex->rri, ex->estate, &ex->epqstate, ex->localslot);
 	if (!unversioned)
 		cr_tombstone_record(RelationGetRelid(ex->rel),
-							cr_tombstone_key(ex->rel, ex->remoteslot), incoming);
+							cr_tombstone_key(ex->rel, ex->remoteslot),
+							incoming.version, incoming.base);
 
 	change_end(ex);
 }
@@ -1177,6 +1281,14 @@ handle_message(StringInfo s)
 		apply_truncate(msg.content, msg.size);
 	else if (strcmp(msg.prefix, CR_ROWS_MESSAGE_PREFIX) == 0)
 		apply_rows(msg.content, msg.size);
+	else if (strcmp(msg.prefix, CR_FAILOVER_MESSAGE_PREFIX) == 0)
+	{
+		begin_in_transaction();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		cr_failover_apply_message(msg.content, msg.size);
+		PopActiveSnapshot();
+		CommandCounterIncrement();
+	}
 	else if (strcmp(msg.prefix, CR_STABLE_MESSAGE_PREFIX) == 0)
 	{
 		/*
@@ -1510,6 +1622,7 @@ cosmosrep_apply_main(Datum arg)
 		/* what outlives this transaction goes to ApplyContext */
 		MemoryContextSwitchTo(ApplyContext);
 		PeerName = pstrdup(peer->name);
+		ConfigRelid = get_relname_relid("replicated_table", cr_schema_oid());
 		PeerDsn = pstrdup(peer->dsn);
 		local_name = pstrdup(cr_get_region_by_id(cr_local_region_id(false))->name);
 		origin_name = psprintf("cosmosrep_%s", PeerName);

@@ -42,6 +42,7 @@ bool		cr_loaded_at_startup = false;
 /* settings */
 int			cr_max_clock_skew_ms = 60000;
 int			cr_stability_interval_ms = 10000;
+int			cr_conflict_retention_s = 7 * 24 * 3600;
 
 static LWLockPadded *cr_lwlocks = NULL;
 
@@ -67,6 +68,13 @@ _PG_init(void)
 							&cr_stability_interval_ms,
 							10000, 100, 3600 * 1000,
 							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("cosmosrep.conflict_retention",
+							"How long resolved conflicts stay in cosmosrep.conflicts.",
+							"Pending and error entries stay until they are resolved.",
+							&cr_conflict_retention_s,
+							7 * 24 * 3600, 0, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_S,
 							NULL, NULL, NULL);
 	MarkGUCPrefixReserved("cosmosrep");
 

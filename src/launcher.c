@@ -65,6 +65,7 @@
 
 #include "catalog.h"
 #include "cosmosrep.h"
+#include "conflict.h"
 #include "launcher.h"
 #include "stability.h"
 #include "shmem.h"
@@ -454,7 +455,7 @@ launcher_cycle(void)
 			ps->state = CR_PEER_STOPPED;
 			ps->received_lsn = ps->applied_lsn = ps->peer_end_lsn = InvalidXLogRecPtr;
 			ps->last_commit_time = ps->last_applied_at = ps->last_message_at = 0;
-			ps->transactions_applied = ps->changes_applied = 0;
+			ps->transactions_applied = ps->changes_applied = ps->conflicts = 0;
 			ps->latency_next = ps->latency_count = 0;
 			ps->last_error[0] = '\0';
 			ps->last_error_at = 0;
@@ -515,8 +516,8 @@ cr_peer_stable_version(Oid dboid, int peer_id)
 
 /*
  * Every cosmosrep.stability_interval: announce this region's stable
- * version to the others and purge the tombstones every region has applied
- * past (stability.c).
+ * version to the others, purge the tombstones every region has applied
+ * past (stability.c) and the conflicts older than their retention.
  */
 static void
 launcher_stability(void)
@@ -531,6 +532,7 @@ launcher_stability(void)
 	PushActiveSnapshot(GetTransactionSnapshot());
 	cr_stability_announce();
 	(void) cr_stability_purge();
+	cr_conflict_purge_history();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 }

@@ -59,6 +59,7 @@ typedef struct CrPeerStatus
 	TimestampTz last_message_at;
 	int64		transactions_applied;
 	int64		changes_applied;
+	int64		conflicts;		/* conflicts detected in applied changes */
 	int			latency_next;	/* ring of latencies, microseconds */
 	int			latency_count;
 	int64		latency_us[CR_LATENCY_SAMPLES];

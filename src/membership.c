@@ -369,7 +369,7 @@ static void
 copy_tombstones(PGconn *conn, const char *via_region)
 {
 	PGresult   *res = cr_remote_exec(conn,
-									 "SELECT n.nspname, c.relname, t.key, t.version"
+									 "SELECT n.nspname, c.relname, t.key, t.version, t.base"
 									 " FROM cosmosrep.tombstone t"
 									 " JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) t.relid"
 									 " JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace",
@@ -383,7 +383,8 @@ copy_tombstones(PGconn *conn, const char *via_region)
 		bytea	   *key = DatumGetByteaPP(DirectFunctionCall1(byteain,
 															  CStringGetDatum(PQgetvalue(res, i, 2))));
 
-		cr_tombstone_record(relid, key, pg_strtoint64(PQgetvalue(res, i, 3)));
+		cr_tombstone_record(relid, key, pg_strtoint64(PQgetvalue(res, i, 3)),
+							pg_strtoint64(PQgetvalue(res, i, 4)));
 	}
 	PQclear(res);
 }

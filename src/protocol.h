@@ -30,12 +30,14 @@
  * Prefixes of the transactional messages cosmosrep ships in the stream:
  * table DDL (tables.c), a truncate at a version (row_trigger.c), and the
  * rows a table held when it was enabled, as RELATION and INSERT messages
- * (tables.c), and the sending region's stable version (stability.c).
+ * (tables.c), the sending region's stable version (stability.c), and a
+ * region's failover priority (failover.c).
  */
 #define CR_DDL_MESSAGE_PREFIX		"cosmosrep.ddl"
 #define CR_TRUNCATE_MESSAGE_PREFIX	"cosmosrep.truncate"
 #define CR_ROWS_MESSAGE_PREFIX		"cosmosrep.rows"
 #define CR_STABLE_MESSAGE_PREFIX	"cosmosrep.stable"
+#define CR_FAILOVER_MESSAGE_PREFIX	"cosmosrep.failover"
 
 typedef struct CrMessage
 {

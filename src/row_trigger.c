@@ -136,7 +136,7 @@ cosmosrep_stamp_row(PG_FUNCTION_ARGS)
 							  sizeof(payload), true);
 			cr_tombstone_record(payload.relid,
 								cr_tombstone_key(rel, trigdata->tg_trigslot),
-								payload.version);
+								payload.version, payload.base_version);
 		}
 		return PointerGetDatum(trigdata->tg_trigtuple);
 	}
@@ -163,7 +163,7 @@ cosmosrep_stamp_row(PG_FUNCTION_ARGS)
 		primary_key_changed(rel, trigdata->tg_trigtuple, trigdata->tg_newtuple))
 		cr_tombstone_record(RelationGetRelid(rel),
 							cr_tombstone_key(rel, trigdata->tg_trigslot),
-							DatumGetInt64(values[0]));
+							DatumGetInt64(values[0]), base);
 	cols[1] = stamp_column(rel, CR_BASE_COLUMN);
 	values[1] = Int64GetDatum(base);
 	cols[2] = stamp_column(rel, CR_REGION_COLUMN);

@@ -32,7 +32,7 @@
 
 PG_FUNCTION_INFO_V1(cosmosrep_peer_status);
 
-#define PEER_STATUS_COLS 13
+#define PEER_STATUS_COLS	14
 
 static int	compare_int64(const void *a, const void *b);
 static double percentile_ms(int64 *samples, int n, double fraction);
@@ -107,6 +107,7 @@ cosmosrep_peer_status(PG_FUNCTION_ARGS)
 		nulls[11] = copy.last_error[0] == '\0';
 		values[12] = TimestampTzGetDatum(copy.last_error_at);
 		nulls[12] = copy.last_error_at == 0;
+		values[13] = Int64GetDatum(copy.conflicts);
 
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}

@@ -51,7 +51,9 @@
 #include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
+#include "utils/inval.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
@@ -61,11 +63,29 @@
 
 PG_FUNCTION_INFO_V1(cosmosrep_tombstone_key_text);
 
+/*
+ * How to build the key of a table's rows: its primary key columns and
+ * their send functions.  Cached per backend, dropped by relcache
+ * invalidation of the table.
+ */
+typedef struct KeyInfo
+{
+	Oid			relid;			/* hash key */
+	bool		valid;
+	int			natts;
+	AttrNumber	attnums[INDEX_MAX_KEYS];
+	FmgrInfo	send[INDEX_MAX_KEYS];
+} KeyInfo;
+
+static HTAB *KeyInfoCache = NULL;
+
 static SPIPlanPtr record_plan = NULL;
 static SPIPlanPtr truncate_plan = NULL;
 static SPIPlanPtr forget_plan = NULL;
 
 static int	primary_key_columns(Oid relid, AttrNumber **attnums);
+static KeyInfo *key_info(Relation rel);
+static void key_info_invalidate(Datum arg, Oid relid);
 static SPIPlanPtr prepare_once(SPIPlanPtr *plan, const char *sql, int nargs,
 							   Oid *argtypes);
 static void execute_as_owner(SPIPlanPtr plan, Datum *values, int expected);
@@ -100,6 +120,62 @@ primary_key_columns(Oid relid, AttrNumber **attnums)
 	return n;
 }
 
+static void
+key_info_invalidate(Datum arg, Oid relid)
+{
+	HASH_SEQ_STATUS status;
+	KeyInfo    *info;
+
+	hash_seq_init(&status, KeyInfoCache);
+	while ((info = hash_seq_search(&status)) != NULL)
+	{
+		if (relid == InvalidOid || info->relid == relid)
+			info->valid = false;
+	}
+}
+
+/* the key columns and send functions of rel, from the cache */
+static KeyInfo *
+key_info(Relation rel)
+{
+	Oid			relid = RelationGetRelid(rel);
+	KeyInfo    *info;
+	bool		found;
+
+	if (KeyInfoCache == NULL)
+	{
+		HASHCTL		ctl;
+
+		ctl.keysize = sizeof(Oid);
+		ctl.entrysize = sizeof(KeyInfo);
+		ctl.hcxt = CacheMemoryContext;
+		KeyInfoCache = hash_create("cosmosrep tombstone keys", 32, &ctl,
+								   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+		CacheRegisterRelcacheCallback(key_info_invalidate, (Datum) 0);
+	}
+	info = hash_search(KeyInfoCache, &relid, HASH_ENTER, &found);
+	if (!found || !info->valid)
+	{
+		AttrNumber *attnums;
+
+		info->valid = false;
+		info->natts = primary_key_columns(relid, &attnums);
+		for (int i = 0; i < info->natts; i++)
+		{
+			Oid			typsend;
+			bool		isvarlena;
+
+			info->attnums[i] = attnums[i];
+			getTypeBinaryOutputInfo(TupleDescAttr(RelationGetDescr(rel), attnums[i] - 1)->atttypid,
+									&typsend, &isvarlena);
+			fmgr_info_cxt(typsend, &info->send[i], CacheMemoryContext);
+		}
+		pfree(attnums);
+		info->valid = true;
+	}
+	return info;
+}
+
 /*
  * The tombstone key of the row in slot (a row of rel), in the caller's
  * memory context: for each primary key column, its length as a 4-byte
@@ -108,18 +184,14 @@ primary_key_columns(Oid relid, AttrNumber **attnums)
 bytea *
 cr_tombstone_key(Relation rel, TupleTableSlot *slot)
 {
-	AttrNumber *attnums;
-	int			n = primary_key_columns(RelationGetRelid(rel), &attnums);
+	KeyInfo    *info = key_info(rel);
 	StringInfoData buf;
-	bytea	   *key;
 
 	pq_begintypsend(&buf);
 	slot_getallattrs(slot);
-	for (int i = 0; i < n; i++)
+	for (int i = 0; i < info->natts; i++)
 	{
-		int			att = attnums[i] - 1;
-		Oid			typsend;
-		bool		isvarlena;
+		int			att = info->attnums[i] - 1;
 		bytea	   *value;
 
 		if (slot->tts_isnull[att])
@@ -127,16 +199,12 @@ cr_tombstone_key(Relation rel, TupleTableSlot *slot)
 			pq_sendint32(&buf, -1);
 			continue;
 		}
-		getTypeBinaryOutputInfo(TupleDescAttr(slot->tts_tupleDescriptor, att)->atttypid,
-								&typsend, &isvarlena);
-		value = OidSendFunctionCall(typsend, slot->tts_values[att]);
+		value = SendFunctionCall(&info->send[i], slot->tts_values[att]);
 		pq_sendint32(&buf, VARSIZE(value) - VARHDRSZ);
 		pq_sendbytes(&buf, VARDATA(value), VARSIZE(value) - VARHDRSZ);
 		pfree(value);
 	}
-	key = pq_endtypsend(&buf);
-	pfree(attnums);
-	return key;
+	return pq_endtypsend(&buf);
 }
 
 /*
@@ -242,50 +310,51 @@ execute_as_owner(SPIPlanPtr plan, Datum *values, int expected)
 }
 
 /*
- * Remember that the row with key was deleted at version (keeping the
- * higher version if a tombstone exists).
+ * Remember that the row with key, at version base, was deleted at version
+ * (keeping the higher version if a tombstone exists).
  */
 void
-cr_tombstone_record(Oid relid, bytea *key, int64 version)
+cr_tombstone_record(Oid relid, bytea *key, int64 version, int64 base)
 {
-	Oid			argtypes[3] = {OIDOID, BYTEAOID, INT8OID};
-	Datum		values[3];
+	Oid			argtypes[4] = {OIDOID, BYTEAOID, INT8OID, INT8OID};
+	Datum		values[4];
 
 	values[0] = ObjectIdGetDatum(relid);
 	values[1] = PointerGetDatum(key);
 	values[2] = Int64GetDatum(version);
+	values[3] = Int64GetDatum(base);
 
 	SPI_connect();
 	execute_as_owner(prepare_once(&record_plan,
-								  "INSERT INTO cosmosrep.tombstone AS t (relid, key, version)"
-								  " VALUES ($1, $2, $3)"
+								  "INSERT INTO cosmosrep.tombstone AS t (relid, key, version, base)"
+								  " VALUES ($1, $2, $3, $4)"
 								  " ON CONFLICT (relid, key) DO UPDATE"
-								  " SET version = excluded.version, deleted_at = pg_catalog.now()"
+								  " SET version = excluded.version, base = excluded.base,"
+								  " deleted_at = pg_catalog.now()"
 								  " WHERE t.version OPERATOR(pg_catalog.<) excluded.version",
-								  3, argtypes),
+								  4, argtypes),
 					 values, SPI_OK_INSERT);
 	SPI_finish();
 }
 
 /*
- * The version of the newest delete of key, or of the table's truncate,
- * whichever is higher; 0 if there is neither.  Reads the primary key
- * index of cosmosrep.tombstone with a fresh snapshot, so it sees what
- * the caller's transaction wrote and what others committed.
+ * The newest delete of key; with key NULL, the table's truncate horizon;
+ * zeros if there is none.  Reads the primary key index of
+ * cosmosrep.tombstone with a fresh snapshot, so it sees what the caller's
+ * transaction wrote and what others committed.
  */
-int64
-cr_tombstone_version(Oid relid, bytea *key)
+CrTombstone
+cr_tombstone_lookup(Oid relid, bytea *key)
 {
 	Oid			tombstone_relid = get_relname_relid("tombstone", cr_schema_oid());
 	Oid			index_relid = get_relname_relid("tombstone_pkey", cr_schema_oid());
 	bytea	   *horizon_key = (bytea *) palloc(VARHDRSZ);
 	Snapshot	snapshot = RegisterSnapshot(GetLatestSnapshot());
 	Relation	rel;
-	int64		version = 0;
+	CrTombstone result = {0, 0};
 
 	SET_VARSIZE(horizon_key, VARHDRSZ);
 	rel = table_open(tombstone_relid, AccessShareLock);
-	for (int pass = 0; pass < 2; pass++)
 	{
 		ScanKeyData skey[2];
 		SysScanDesc scan;
@@ -294,21 +363,27 @@ cr_tombstone_version(Oid relid, bytea *key)
 		ScanKeyInit(&skey[0], 1, BTEqualStrategyNumber, F_OIDEQ,
 					ObjectIdGetDatum(relid));
 		ScanKeyInit(&skey[1], 2, BTEqualStrategyNumber, F_BYTEAEQ,
-					PointerGetDatum(pass == 0 ? key : horizon_key));
+					PointerGetDatum(key ? key : horizon_key));
 		scan = systable_beginscan(rel, index_relid, true, snapshot, 2, skey);
 		if (HeapTupleIsValid(tup = systable_getnext(scan)))
 		{
 			bool		isnull;
-			Datum		d = heap_getattr(tup, 3, RelationGetDescr(rel), &isnull);
+			int64		version = DatumGetInt64(heap_getattr(tup, 3, RelationGetDescr(rel),
+															 &isnull));
 
-			version = Max(version, DatumGetInt64(d));
+			if (version > result.version)
+			{
+				result.version = version;
+				result.base = DatumGetInt64(heap_getattr(tup, 5, RelationGetDescr(rel),
+														 &isnull));
+			}
 		}
 		systable_endscan(scan);
 	}
 	table_close(rel, AccessShareLock);
 	UnregisterSnapshot(snapshot);
 	pfree(horizon_key);
-	return version;
+	return result;
 }
 
 /*
@@ -323,7 +398,7 @@ cr_tombstone_truncate(Oid relid, int64 version)
 	bytea	   *horizon_key = (bytea *) palloc(VARHDRSZ);
 
 	SET_VARSIZE(horizon_key, VARHDRSZ);
-	cr_tombstone_record(relid, horizon_key, version);
+	cr_tombstone_record(relid, horizon_key, version, 0);
 	values[0] = ObjectIdGetDatum(relid);
 	values[1] = Int64GetDatum(version);
 	SPI_connect();

@@ -14,9 +14,17 @@
 #include "executor/tuptable.h"
 #include "utils/relcache.h"
 
+/* the newest delete of a key (or the table's truncate), or zeros */
+typedef struct CrTombstone
+{
+	int64		version;		/* the delete's version */
+	int64		base;			/* the version of the row it deleted */
+} CrTombstone;
+
 extern bytea *cr_tombstone_key(Relation rel, TupleTableSlot *slot);
-extern void cr_tombstone_record(Oid relid, bytea *key, int64 version);
-extern int64 cr_tombstone_version(Oid relid, bytea *key);
+extern void cr_tombstone_record(Oid relid, bytea *key, int64 version,
+								int64 base);
+extern CrTombstone cr_tombstone_lookup(Oid relid, bytea *key);
 extern void cr_tombstone_truncate(Oid relid, int64 version);
 extern void cr_tombstone_forget_table(Oid relid);
 

@@ -1,0 +1,278 @@
+/*-------------------------------------------------------------------------
+ *
+ * failover.c
+ *	  Failover priorities of regions, and the connection string that
+ *	  lets libpq's multi-host failover serve as Cosmos DB's preferred
+ *	  regions.
+ *
+ * NOTES
+ *	  cosmosrep.set_failover_priority validates a priority where it is
+ *	  called (1 or more, unique among the regions there) and writes a
+ *	  transactional message that every other region applies, so the
+ *	  change reaches a region that is partitioned away once it is back.
+ *	  Each priority carries the version of the change that set it; a
+ *	  region keeps the newest, so concurrent changes end alike everywhere.
+ *
+ *	  cosmosrep.connection_string orders the regions' hosts by priority
+ *	  (a preferred region first, then priorities 1, 2, ..., then regions
+ *	  without one, by id) into one libpq connection string with
+ *	  target_session_attrs=read-write: libpq tries the hosts in order and
+ *	  connects to the first that answers.  It carries no credentials.
+ *
+ * IDENTIFICATION
+ *	  src/failover.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xlog.h"
+#include "catalog/pg_authid.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "libpq-fe.h"
+#include "miscadmin.h"
+#include "replication/message.h"
+#include "utils/builtins.h"
+
+#include "catalog.h"
+#include "cosmosrep.h"
+#include "failover.h"
+#include "hlc.h"
+#include "protocol.h"
+
+PG_FUNCTION_INFO_V1(cosmosrep_set_failover_priority);
+PG_FUNCTION_INFO_V1(cosmosrep_connection_string);
+
+static void set_priority(const char *name, int priority, int64 version);
+static void append_conninfo_value(StringInfo buf, const char *value);
+
+/* store priority for region name unless a newer change set it already */
+static void
+set_priority(const char *name, int priority, int64 version)
+{
+	Oid			argtypes[3] = {TEXTOID, INT4OID, INT8OID};
+	Datum		values[3];
+	Oid			save_userid;
+	int			save_sec_context;
+	int			rc;
+
+	values[0] = CStringGetTextDatum(name);
+	values[1] = Int32GetDatum(priority);
+	values[2] = Int64GetDatum(version);
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
+						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	SPI_connect();
+	rc = SPI_execute_with_args("UPDATE cosmosrep.region"
+							   " SET failover_priority = $2, failover_version = $3"
+							   " WHERE region_name OPERATOR(pg_catalog.=) $1"
+							   " AND failover_version OPERATOR(pg_catalog.<) $3",
+							   3, argtypes, values, NULL, false, 0);
+	SPI_finish();
+	SetUserIdAndSecContext(save_userid, save_sec_context);
+	if (rc != SPI_OK_UPDATE)
+		elog(ERROR, "could not set failover priority: %s", SPI_result_code_string(rc));
+}
+
+Datum
+cosmosrep_set_failover_priority(PG_FUNCTION_ARGS)
+{
+	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	int			priority = PG_GETARG_INT32(1);
+	int64		version;
+	CrRegion   *target = NULL;
+	ListCell   *lc;
+
+	cr_require_preload();
+	cr_local_region_id(false);
+	if (priority < 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("failover priority must be at least 1"),
+				 errdetail("Priority 1 is tried first.")));
+	foreach(lc, cr_get_regions())
+	{
+		CrRegion   *r = lfirst(lc);
+
+		if (strcmp(r->name, name) == 0)
+			target = r;
+		else if (r->failover_priority == priority)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNIQUE_VIOLATION),
+					 errmsg("region \"%s\" already has failover priority %d", r->name, priority),
+					 errhint("Give region \"%s\" another priority first.", r->name)));
+	}
+	if (target == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("region \"%s\" does not exist", name)));
+
+	version = cr_hlc_next_version(cr_local_region_id(false));
+	set_priority(name, priority, version);
+	if (XLogLogicalInfoActive())
+	{
+		char	   *content = psprintf("%s%c%d%c" INT64_FORMAT, name, '\0',
+									   priority, '\0', version);
+		Size		size = strlen(name) + 1;
+
+		size += strlen(content + size) + 1;
+		size += strlen(content + size) + 1;
+		LogLogicalMessage(CR_FAILOVER_MESSAGE_PREFIX, content, size, true);
+	}
+	PG_RETURN_VOID();
+}
+
+/*
+ * Apply a priority change received from another region: region name,
+ * priority and version, as NUL-terminated strings.  A region unknown here
+ * (removed meanwhile) is skipped.
+ */
+void
+cr_failover_apply_message(const char *content, Size size)
+{
+	const char *end = content + size;
+	const char *name = content;
+	const char *priority = name + strnlen(name, size) + 1;
+	const char *version = priority < end ?
+		priority + strnlen(priority, end - priority) + 1 : end;
+
+	if (version >= end || strnlen(version, end - version) == (size_t) (end - version))
+		elog(ERROR, "malformed failover priority message");
+	set_priority(name, pg_strtoint32(priority), pg_strtoint64(version));
+}
+
+/* a libpq connection string value, quoted when it needs to be */
+static void
+append_conninfo_value(StringInfo buf, const char *value)
+{
+	if (value[0] != '\0' && strpbrk(value, " '\\") == NULL)
+	{
+		appendStringInfoString(buf, value);
+		return;
+	}
+	appendStringInfoChar(buf, '\'');
+	for (const char *c = value; *c; c++)
+	{
+		if (*c == '\'' || *c == '\\')
+			appendStringInfoChar(buf, '\\');
+		appendStringInfoChar(buf, *c);
+	}
+	appendStringInfoChar(buf, '\'');
+}
+
+Datum
+cosmosrep_connection_string(PG_FUNCTION_ARGS)
+{
+	char	   *preferred = PG_ARGISNULL(0) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(0));
+	List	   *ordered = NIL;
+	ListCell   *lc;
+	StringInfoData hosts;
+	StringInfoData ports;
+	StringInfoData result;
+	char	   *dbname = NULL;
+	bool		found_preferred = (preferred == NULL);
+
+	cr_require_preload();
+	cr_local_region_id(false);
+
+	/* preferred first, then priorities 1, 2, ..., then the others by id */
+	for (int pass = 0; pass < 3; pass++)
+	{
+		List	   *regions = cr_get_regions();
+
+		if (pass == 1)
+		{
+			int			max_priority = 0;
+
+			foreach(lc, regions)
+				max_priority = Max(max_priority, ((CrRegion *) lfirst(lc))->failover_priority);
+			for (int p = 1; p <= max_priority; p++)
+			{
+				foreach(lc, regions)
+				{
+					CrRegion   *r = lfirst(lc);
+
+					if (r->failover_priority == p &&
+						(preferred == NULL || strcmp(r->name, preferred) != 0))
+						ordered = lappend(ordered, r);
+				}
+			}
+			continue;
+		}
+		foreach(lc, regions)
+		{
+			CrRegion   *r = lfirst(lc);
+			bool		is_preferred = preferred && strcmp(r->name, preferred) == 0;
+
+			if (pass == 0 && is_preferred)
+			{
+				ordered = lappend(ordered, r);
+				found_preferred = true;
+			}
+			else if (pass == 2 && !is_preferred && r->failover_priority < 1)
+				ordered = lappend(ordered, r);
+		}
+	}
+	if (!found_preferred)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("region \"%s\" does not exist", preferred)));
+
+	initStringInfo(&hosts);
+	initStringInfo(&ports);
+	foreach(lc, ordered)
+	{
+		CrRegion   *r = lfirst(lc);
+		char	   *err = NULL;
+		PQconninfoOption *opts = PQconninfoParse(r->dsn, &err);
+		const char *host = "";
+		const char *port = "";
+		const char *db = NULL;
+
+		if (opts == NULL)
+		{
+			if (err)
+				PQfreemem(err);
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("connection string of region \"%s\" is invalid", r->name)));
+		}
+		for (PQconninfoOption *o = opts; o->keyword; o++)
+		{
+			if (o->val == NULL)
+				continue;
+			if (strcmp(o->keyword, "host") == 0)
+				host = pstrdup(o->val);
+			else if (strcmp(o->keyword, "port") == 0)
+				port = pstrdup(o->val);
+			else if (strcmp(o->keyword, "dbname") == 0)
+				db = pstrdup(o->val);
+		}
+		PQconninfoFree(opts);
+		if (db == NULL)
+			db = "";
+		if (dbname == NULL)
+			dbname = pstrdup(db);
+		else if (strcmp(dbname, db) != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("regions use different database names"),
+					 errdetail("Region \"%s\" uses database \"%s\", another region \"%s\".",
+							   r->name, db, dbname),
+					 errhint("A libpq connection string with several hosts names one database.")));
+		appendStringInfo(&hosts, "%s%s", lc != list_head(ordered) ? "," : "", host);
+		appendStringInfo(&ports, "%s%s", lc != list_head(ordered) ? "," : "", port);
+	}
+
+	initStringInfo(&result);
+	appendStringInfoString(&result, "host=");
+	append_conninfo_value(&result, hosts.data);
+	appendStringInfoString(&result, " port=");
+	append_conninfo_value(&result, ports.data);
+	appendStringInfoString(&result, " dbname=");
+	append_conninfo_value(&result, dbname ? dbname : "");
+	appendStringInfoString(&result, " target_session_attrs=read-write");
+	PG_RETURN_TEXT_P(cstring_to_text(result.data));
+}
