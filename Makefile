@@ -7,6 +7,7 @@ OBJS = \
 	src/apply.o \
 	src/catalog.o \
 	src/conflict.o \
+	src/consistency.o \
 	src/cosmosrep.o \
 	src/failover.o \
 	src/hlc.o \

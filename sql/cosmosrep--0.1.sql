@@ -143,6 +143,8 @@ CREATE TABLE cosmosrep.conflict (
     resolved_by    text        DEFAULT 'policy'
 );
 CREATE INDEX conflict_detected_at ON cosmosrep.conflict (detected_at);
+COMMENT ON SEQUENCE cosmosrep.conflict_conflict_id_seq IS
+    'numbers the conflicts detected in this region';
 REVOKE ALL ON cosmosrep.conflict FROM PUBLIC;
 COMMENT ON TABLE cosmosrep.conflict IS
     'conflicts detected in this region (read cosmosrep.conflicts instead)';
@@ -346,6 +348,17 @@ LANGUAGE C VOLATILE STRICT;
 COMMENT ON FUNCTION cosmosrep.resume_region(text) IS
     'resumes applying the changes of a paused region';
 REVOKE ALL ON FUNCTION cosmosrep.resume_region(text) FROM PUBLIC;
+
+--
+-- Consistency
+--
+
+CREATE FUNCTION cosmosrep.session_token()
+RETURNS text
+AS 'MODULE_PATHNAME', 'cosmosrep_session_token'
+LANGUAGE C STABLE STRICT;
+COMMENT ON FUNCTION cosmosrep.session_token() IS
+    'the session token: what this session wrote, to be set as cosmosrep.session_token in another region to read it there';
 
 --
 -- Monitoring

@@ -28,6 +28,7 @@
 #include "storage/shmem.h"
 #include "utils/guc.h"
 
+#include "consistency.h"
 #include "cosmosrep.h"
 #include "hlc.h"
 #include "launcher.h"
@@ -76,6 +77,7 @@ _PG_init(void)
 							7 * 24 * 3600, 0, INT_MAX,
 							PGC_SIGHUP, GUC_UNIT_S,
 							NULL, NULL, NULL);
+	cr_consistency_define_settings();
 	MarkGUCPrefixReserved("cosmosrep");
 
 	if (!process_shared_preload_libraries_in_progress)
@@ -89,6 +91,8 @@ _PG_init(void)
 	shmem_startup_hook = cr_shmem_startup;
 
 	cr_launcher_register();
+	cr_hlc_register_callback();
+	cr_consistency_install_hooks();
 }
 
 static void

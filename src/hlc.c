@@ -80,7 +80,6 @@ typedef struct HlcShared
 } HlcShared;
 
 static HlcShared *hlc = NULL;
-static bool hlc_xact_callback_registered = false;
 
 static int64 hlc_now_ms(void);
 static int64 hlc_read_reservation(void);
@@ -259,12 +258,6 @@ cr_hlc_next_version(int region_id)
 	Assert(region_id > 0 && region_id <= CR_MAX_REGION_ID);
 	cr_require_preload();
 
-	if (!hlc_xact_callback_registered)
-	{
-		RegisterXactCallback(hlc_xact_callback, NULL);
-		hlc_xact_callback_registered = true;
-	}
-
 	for (;;)
 	{
 		int64		tick;
@@ -281,6 +274,27 @@ cr_hlc_next_version(int region_id)
 }
 
 /*
+ * Called from _PG_init: the clock hears when transactions end.
+ */
+void
+cr_hlc_register_callback(void)
+{
+	RegisterXactCallback(hlc_xact_callback, NULL);
+}
+
+/*
+ * The first version the open (or just committing) transaction issued, 0
+ * if it wrote no row of a multi-region table.
+ */
+int64
+cr_hlc_open_version(void)
+{
+	if (hlc == NULL || MyProc == NULL)
+		return 0;
+	return hlc->open_version[MyProc->pgprocno];
+}
+
+/*
  * The transaction that issued versions ends: they are no longer open.  A
  * transaction that issued versions cannot be prepared: its versions would
  * stay open after the backend moved on, unseen by the stable version.
@@ -288,8 +302,11 @@ cr_hlc_next_version(int region_id)
 static void
 hlc_xact_callback(XactEvent event, void *arg)
 {
-	int64	   *open = &hlc->open_version[MyProc->pgprocno];
+	int64	   *open;
 
+	if (hlc == NULL || MyProc == NULL)
+		return;
+	open = &hlc->open_version[MyProc->pgprocno];
 	switch (event)
 	{
 		case XACT_EVENT_PRE_PREPARE:

@@ -1,0 +1,384 @@
+/*-------------------------------------------------------------------------
+ *
+ * consistency.c
+ *	  Consistency levels and session tokens (read your writes across
+ *	  regions).
+ *
+ * NOTES
+ *	  cosmosrep.default_consistency is the server-wide level;
+ *	  cosmosrep.consistency lets a session relax it, never strengthen it
+ *	  (its check hook refuses a stronger level).  Under session (the
+ *	  default) or a stronger level, a session that sets a session token
+ *	  waits, before its next statement runs, until this region has applied
+ *	  what the token names, or fails after cosmosrep.session_wait_timeout.
+ *	  consistent_prefix and eventual do not wait: every region applies each
+ *	  other region's transactions whole and in commit order, so a reader
+ *	  always sees a prefix of each region's history.
+ *
+ *	  A token lists, per region id, a position in that region's WAL:
+ *	  "1:0/1A2B3C4,3:0/5D6E7F0".  After each commit that wrote rows of
+ *	  multi-region tables, the session's token gains this region's commit
+ *	  position and is reported to the client (cosmosrep.session_token is
+ *	  GUC_REPORT: libpq shows it as a parameter status, PostgreSQL's
+ *	  counterpart of Cosmos DB's x-ms-session-token header).  A position
+ *	  of another region is applied here once the replication origin of
+ *	  that region has reached it.
+ *
+ * IDENTIFICATION
+ *	  src/consistency.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "access/xlog.h"
+#include "executor/executor.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "replication/origin.h"
+#include "storage/latch.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/pg_lsn.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "catalog.h"
+#include "consistency.h"
+#include "cosmosrep.h"
+#include "hlc.h"
+
+PG_FUNCTION_INFO_V1(cosmosrep_session_token);
+
+typedef enum CrConsistency
+{
+	CR_EVENTUAL = 1,
+	CR_CONSISTENT_PREFIX,
+	CR_SESSION,
+	CR_BOUNDED_STALENESS,
+	CR_STRONG
+} CrConsistency;
+
+static const struct config_enum_entry consistency_levels[] = {
+	{"eventual", CR_EVENTUAL, false},
+	{"consistent_prefix", CR_CONSISTENT_PREFIX, false},
+	{"session", CR_SESSION, false},
+	{"bounded_staleness", CR_BOUNDED_STALENESS, false},
+	{"strong", CR_STRONG, false},
+	{NULL, 0, false}
+};
+
+/* a position of one region in a session token */
+typedef struct TokenEntry
+{
+	int			region_id;
+	XLogRecPtr	lsn;
+} TokenEntry;
+
+static int	default_consistency = CR_SESSION;
+static char *session_consistency = NULL;
+static char *session_token = NULL;
+static int	session_wait_timeout_ms = 5000;
+
+/* the token last found applied here, so that it is checked once */
+static char *applied_token = NULL;
+
+/* the statements of the wait itself do not wait */
+static bool waiting_for_token = false;
+
+static ExecutorStart_hook_type prev_executor_start = NULL;
+
+static int	level_of(const char *name);
+static int	parse_token(const char *token, TokenEntry *entries, int max);
+static bool check_consistency(char **newval, void **extra, GucSource source);
+static bool check_session_token(char **newval, void **extra, GucSource source);
+static void consistency_executor_start(QueryDesc *queryDesc, int eflags);
+static bool wait_for_token(void);
+static void consistency_xact_callback(XactEvent event, void *arg);
+
+/* the level named name, 0 for none */
+static int
+level_of(const char *name)
+{
+	for (const struct config_enum_entry *e = consistency_levels; e->name; e++)
+	{
+		if (pg_strcasecmp(e->name, name) == 0)
+			return e->val;
+	}
+	return 0;
+}
+
+/*
+ * Parse a token into at most max entries; returns how many, or -1 if it
+ * is malformed.
+ */
+static int
+parse_token(const char *token, TokenEntry *entries, int max)
+{
+	int			n = 0;
+	const char *p = token;
+
+	while (*p)
+	{
+		unsigned int hi;
+		unsigned int lo;
+		int			id;
+		int			len;
+
+		if (n == max ||
+			sscanf(p, "%d:%X/%X%n", &id, &hi, &lo, &len) != 3 ||
+			id < 1 || id > CR_MAX_REGION_ID)
+			return -1;
+		entries[n].region_id = id;
+		entries[n].lsn = ((uint64) hi << 32) | lo;
+		n++;
+		p += len;
+		if (*p == ',' && p[1] != '\0')
+			p++;
+		else if (*p != '\0')
+			return -1;
+	}
+	return n;
+}
+
+static bool
+check_consistency(char **newval, void **extra, GucSource source)
+{
+	int			level;
+
+	if (**newval == '\0')
+		return true;
+	level = level_of(*newval);
+	if (level == 0)
+	{
+		GUC_check_errdetail("The consistency levels are strong, bounded_staleness, session, consistent_prefix and eventual.");
+		return false;
+	}
+	if (level > default_consistency)
+	{
+		GUC_check_errmsg("consistency level \"%s\" is stronger than the server-wide level \"%s\"",
+						 *newval, consistency_levels[default_consistency - 1].name);
+		GUC_check_errhint("A session may only relax the consistency level set by cosmosrep.default_consistency.");
+		return false;
+	}
+	return true;
+}
+
+static bool
+check_session_token(char **newval, void **extra, GucSource source)
+{
+	TokenEntry	entries[CR_MAX_REGION_ID];
+
+	if (parse_token(*newval, entries, CR_MAX_REGION_ID) < 0)
+	{
+		GUC_check_errmsg("invalid session token \"%s\"", *newval);
+		GUC_check_errdetail("A session token lists region:position pairs, such as \"1:0/1A2B3C4,2:0/5D6E7F0\".");
+		return false;
+	}
+	return true;
+}
+
+/* the settings; defined whether or not the library is preloaded */
+void
+cr_consistency_define_settings(void)
+{
+	DefineCustomEnumVariable("cosmosrep.default_consistency",
+							 "The server-wide consistency level; sessions may relax it.",
+							 NULL,
+							 &default_consistency,
+							 CR_SESSION, consistency_levels,
+							 PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("cosmosrep.consistency",
+							   "This session's consistency level: cosmosrep.default_consistency or a weaker one.",
+							   "Empty means the server-wide level.",
+							   &session_consistency,
+							   "", PGC_USERSET, 0,
+							   check_consistency, NULL, NULL);
+	DefineCustomStringVariable("cosmosrep.session_token",
+							   "What this session has written or must see: region:position pairs.",
+							   "Set it to a token from another region to read your writes here.",
+							   &session_token,
+							   "", PGC_USERSET, GUC_REPORT,
+							   check_session_token, NULL, NULL);
+	DefineCustomIntVariable("cosmosrep.session_wait_timeout",
+							"How long a statement waits for this region to apply the session token.",
+							NULL,
+							&session_wait_timeout_ms,
+							5000, 0, INT_MAX,
+							PGC_USERSET, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+}
+
+/* waiting for session tokens and reporting them: preloaded only */
+void
+cr_consistency_install_hooks(void)
+{
+	prev_executor_start = ExecutorStart_hook;
+	ExecutorStart_hook = consistency_executor_start;
+	RegisterXactCallback(consistency_xact_callback, NULL);
+}
+
+/* the level in force for this session */
+static int
+effective_level(void)
+{
+	int			level = session_consistency && *session_consistency ?
+		level_of(session_consistency) : default_consistency;
+
+	return Min(level, default_consistency);
+}
+
+static void
+consistency_executor_start(QueryDesc *queryDesc, int eflags)
+{
+	if (!waiting_for_token && session_token && *session_token &&
+		effective_level() >= CR_SESSION &&
+		(applied_token == NULL || strcmp(applied_token, session_token) != 0) &&
+		IsTransactionState())
+	{
+		waiting_for_token = true;
+		PG_TRY();
+		{
+			/*
+			 * The statement's snapshot was taken before it got here: a
+			 * statement that had to wait reads with a new one (in READ
+			 * COMMITTED; a transaction snapshot cannot move).
+			 */
+			if (cr_local_region_id(true) > 0 && wait_for_token() &&
+				!IsolationUsesXactSnapshot() && queryDesc->snapshot != NULL)
+			{
+				UnregisterSnapshot(queryDesc->snapshot);
+				queryDesc->snapshot = RegisterSnapshot(GetTransactionSnapshot());
+			}
+		}
+		PG_FINALLY();
+		{
+			waiting_for_token = false;
+		}
+		PG_END_TRY();
+	}
+	if (prev_executor_start)
+		prev_executor_start(queryDesc, eflags);
+	else
+		standard_ExecutorStart(queryDesc, eflags);
+}
+
+/*
+ * Wait until this region has applied the session token, or fail after
+ * cosmosrep.session_wait_timeout with the region that is behind.  Returns
+ * whether it had to wait.
+ */
+static bool
+wait_for_token(void)
+{
+	bool		waited = false;
+	TokenEntry	entries[CR_MAX_REGION_ID];
+	int			n = parse_token(session_token, entries, CR_MAX_REGION_ID);
+	int			local_id = cr_local_region_id(false);
+	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													   session_wait_timeout_ms);
+
+	for (int i = 0; i < n; i++)
+	{
+		CrRegion   *region = cr_get_region_by_id(entries[i].region_id);
+		RepOriginId origin;
+		XLogRecPtr	applied;
+
+		if (region == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("session token names region id %d, which is not in this group",
+							entries[i].region_id)));
+		if (entries[i].region_id == local_id)
+		{
+			if (entries[i].lsn > GetXLogInsertRecPtr())
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("session token is ahead of region \"%s\"", region->name),
+						 errdetail("It names position %X/%X; this region has written up to %X/%X.",
+								   LSN_FORMAT_ARGS(entries[i].lsn),
+								   LSN_FORMAT_ARGS(GetXLogInsertRecPtr()))));
+			continue;
+		}
+		origin = replorigin_by_name(psprintf("cosmosrep_%s", region->name), true);
+		for (;;)
+		{
+			applied = origin == InvalidRepOriginId ? InvalidXLogRecPtr :
+				replorigin_get_progress(origin, false);
+			if (applied >= entries[i].lsn)
+				break;
+			if (GetCurrentTimestamp() >= deadline)
+				ereport(ERROR,
+						(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+						 errmsg("session not available in this region"),
+						 errdetail("Region \"%s\" is behind: it has applied region \"%s\" up to %X/%X, %llu bytes short of the session token's %X/%X.",
+								   cr_get_region_by_id(local_id)->name, region->name,
+								   LSN_FORMAT_ARGS(applied),
+								   (unsigned long long) (entries[i].lsn - applied),
+								   LSN_FORMAT_ARGS(entries[i].lsn)),
+						 errhint("Retry, read in the region that wrote, or relax cosmosrep.consistency.")));
+			waited = true;
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 10, PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+			CHECK_FOR_INTERRUPTS();
+		}
+	}
+	if (applied_token)
+		pfree(applied_token);
+	applied_token = MemoryContextStrdup(TopMemoryContext, session_token);
+	return waited;
+}
+
+/*
+ * After a commit that wrote rows of multi-region tables, merge this
+ * region's commit position into the session token, which is then reported
+ * to the client.
+ */
+static void
+consistency_xact_callback(XactEvent event, void *arg)
+{
+	TokenEntry	entries[CR_MAX_REGION_ID];
+	int			n;
+	int			local_id;
+	bool		merged = false;
+	StringInfoData buf;
+
+	/* the clock's callback, registered before this one, runs after it */
+	if (event != XACT_EVENT_COMMIT || cr_hlc_open_version() == 0 ||
+		XactLastCommitEnd == InvalidXLogRecPtr)
+		return;
+	local_id = cr_version_region(cr_hlc_open_version());
+	n = parse_token(session_token ? session_token : "", entries, CR_MAX_REGION_ID);
+	for (int i = 0; i < n; i++)
+	{
+		if (entries[i].region_id == local_id)
+		{
+			entries[i].lsn = Max(entries[i].lsn, XactLastCommitEnd);
+			merged = true;
+		}
+	}
+	if (!merged && n < CR_MAX_REGION_ID)
+	{
+		entries[n].region_id = local_id;
+		entries[n++].lsn = XactLastCommitEnd;
+	}
+	initStringInfo(&buf);
+	for (int i = 0; i < n; i++)
+		appendStringInfo(&buf, "%s%d:%X/%X", i ? "," : "", entries[i].region_id,
+						 LSN_FORMAT_ARGS(entries[i].lsn));
+	(void) set_config_option("cosmosrep.session_token", buf.data, PGC_USERSET,
+							 PGC_S_SESSION, GUC_ACTION_SET, true, 0, false);
+	if (applied_token)
+		pfree(applied_token);
+	applied_token = MemoryContextStrdup(TopMemoryContext, buf.data);
+	pfree(buf.data);
+}
+
+/* cosmosrep.session_token(): the session's token, as reported */
+Datum
+cosmosrep_session_token(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_TEXT_P(cstring_to_text(session_token ? session_token : ""));
+}
