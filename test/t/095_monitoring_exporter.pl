@@ -1,11 +1,15 @@
 # The monitoring files in monitoring/, with the real tools (Debian
 # packages prometheus-postgres-exporter and prometheus, from test/setup):
 # 1. prometheus-postgres-exporter with monitoring/postgres_exporter.yaml,
-#    connected to region b of a group of two as a role without
-#    privileges, exports every metric that
+#    connected to region b of a group of two, after a real conflict
+#    (the same new key inserted in both regions while they were
+#    partitioned), as a role whose only privilege is SELECT on the
+#    multi-region table, exports every metric that
 #    monitoring/README.md documents, with its type and labels and values
-#    that match cosmosrep.replication_status, and no others, named as
-#    promtool check metrics wants, and reports no query error;
+#    that match cosmosrep.replication_status, cosmosrep.conflict_summary
+#    and cosmosrep.conflicts, and no others, named as promtool check
+#    metrics wants, and reports no query error; without that privilege
+#    it reports no error but no conflict of the table either;
 # 2. a query that fails does show as a scrape error, so the check of 1
 #    can fail;
 # 3. promtool accepts monitoring/alerts.yml, its unit tests pass, and the
@@ -165,6 +169,34 @@ ok(wait_for_value($rb, q{
 		  FROM cosmosrep.replication_status WHERE source_region = 'a'}, 't'),
 	'b streams from a, caught up, after five transactions');
 
+# a conflict: a and b partitioned, the same new key inserted in a, then
+# in b (the newer write, which wins), then the partition heals
+$ra->safe_psql('postgres', "SELECT cosmosrep.pause_region('b')");
+$rb->safe_psql('postgres', "SELECT cosmosrep.pause_region('a')");
+for my $node ($ra, $rb)
+{
+	ok(wait_for_value($node, q{
+			SELECT bool_and(state = 'paused' AND worker_pid IS NULL)
+			  FROM cosmosrep.replication_status}, 't'),
+		$node->name . ' pauses replication from the other region');
+}
+$ra->safe_psql('postgres', "INSERT INTO items VALUES (1000, 'a')");
+$rb->safe_psql('postgres', "INSERT INTO items VALUES (1000, 'b')");
+$ra->safe_psql('postgres', "SELECT cosmosrep.resume_region('b')");
+$rb->safe_psql('postgres', "SELECT cosmosrep.resume_region('a')");
+wait_for_same_table([ $ra, $rb ], 'items');
+is($rb->safe_psql('postgres', 'SELECT v FROM items WHERE id = 1000'), 'b',
+	'the newer insert of the key wins in both regions');
+ok(wait_for_value($rb, q{
+		SELECT state = 'streaming' AND lag_bytes = 0 AND conflicts = 1
+		  FROM cosmosrep.replication_status WHERE source_region = 'a'}, 't'),
+	'b streams from a again, caught up, and counts one conflict from a');
+is($rb->safe_psql('postgres', q{
+		SELECT string_agg(format('%s %s %s>%s', table_name, kind, remote_region, local_region),
+		                  ',' ORDER BY conflict_id)
+		  FROM cosmosrep.conflicts}),
+	'items insert_exists a>b', 'b records one insert_exists conflict of items');
+
 ##########
 # 1. The exporter on region b
 ##########
@@ -181,25 +213,51 @@ my %documented;
 		  if $line =~ /^\| `(\w+)` \| (\w+) \| ([\w, ]+?) \|/;
 	}
 }
-cmp_ok(scalar(keys %documented), '>=', 7,
+cmp_ok(scalar(keys %documented), '>=', 10,
 	'monitoring/README.md documents the metrics in a table under "Metrics"');
 
-# the exporter needs no privileges
+# a role without privileges reads replication_status, but the conflict
+# views show it only the tables it may read
 $rb->safe_psql('postgres', 'CREATE ROLE monitor LOGIN');
 my $dsn = sprintf('host=%s port=%d dbname=postgres user=monitor sslmode=disable',
 	$rb->host, $rb->port);
 my ($exporter, $url, $log) = start_exporter($QUERIES, $dsn, 'b');
 
 # scrape twice: the first after start, the second shows the state that
-# the view shows right after it
+# the views show right after it
+scrape($url);
+{
+	my (undef, $unprivileged) = scrape($url);
+	is(sample_value($unprivileged, 'pg_exporter_last_scrape_error'), '0',
+		'without SELECT on items: no scrape error');
+	is(sample_value($unprivileged, 'cosmosrep_replication_conflicts_total', source_region => 'a'),
+		'1', 'without SELECT on items: replication_conflicts_total counts the conflict');
+	ok(!$unprivileged->{cosmosrep_conflicts_recorded} && !$unprivileged->{cosmosrep_conflict_feed_depth},
+		'without SELECT on items: no conflicts_recorded and no conflict_feed_depth for it');
+}
+
+# the privilege monitoring/README.md asks for
+$rb->safe_psql('postgres', 'GRANT SELECT ON items TO monitor');
 scrape($url);
 my ($res, $samples, $types) = scrape($url);
 my %view = split /[|\n]/, $rb->safe_psql('postgres', q{
 	SELECT 'transactions_applied', transactions_applied,
 	       'changes_applied', changes_applied,
 	       'latency_p50_ms', latency_p50_ms,
-	       'latency_p99_ms', latency_p99_ms
+	       'latency_p99_ms', latency_p99_ms,
+	       'conflicts', conflicts
 	  FROM cosmosrep.replication_status WHERE source_region = 'a'});
+# the conflict views, as a superuser sees them: "table kind resolution=n"
+# and "table=depth"
+my $summary_view = join("\n", sort split /\n/, $rb->safe_psql('postgres', q{
+	SELECT format('%s %s %s=%s', table_name, kind, resolution, conflicts)
+	  FROM cosmosrep.conflict_summary}));
+my $feed_view = join(',', sort split /\n/, $rb->safe_psql('postgres', q{
+	SELECT format('%s=%s', t.table_name,
+	              (SELECT count(*) FROM cosmosrep.conflicts c
+	                WHERE c.table_name = t.table_name
+	                  AND c.resolution IN ('pending', 'error')))
+	  FROM cosmosrep.tables t}));
 write_file("$PostgreSQL::Test::Utils::log_path/095_metrics_b.txt", $res->{content} // '');
 
 is($res->{status}, 200, 'the exporter answers on 127.0.0.1 with the metrics')
@@ -255,6 +313,26 @@ my %checks = (
 		ok(is_number($v) && $v >= 50, "changes_applied_total counts a's fifty rows ($v)");
 		is($v, $view{changes_applied}, 'changes_applied_total is the view\'s');
 	},
+	cosmosrep_replication_conflicts_total => sub {
+		my $v = sample_value($samples, $_[0], source_region => 'a');
+		is($v, '1', 'replication_conflicts_total counts the one conflict from a');
+		is($v, $view{conflicts}, 'replication_conflicts_total is the view\'s');
+	},
+	cosmosrep_conflicts_recorded => sub {
+		my $got = join("\n", sort map {
+			"$_->{labels}{table} $_->{labels}{kind} $_->{labels}{resolution}=$_->{value}"
+		} @{ $samples->{ $_[0] } });
+		is($got, 'items insert_exists local_kept=1',
+			'conflicts_recorded: one insert_exists conflict of items, which b kept');
+		is($got, $summary_view, 'conflicts_recorded is cosmosrep.conflict_summary');
+	},
+	cosmosrep_conflict_feed_depth => sub {
+		my $got = join(',', sort map { "$_->{labels}{table}=$_->{value}" }
+			  @{ $samples->{ $_[0] } });
+		is($got, 'items=0', 'conflict_feed_depth: 0 for items, the only multi-region table');
+		is($got, $feed_view,
+			'conflict_feed_depth is the count of pending and error conflicts per table');
+	},
 );
 
 for my $name (sort keys %documented)
@@ -268,7 +346,8 @@ for my $name (sort keys %documented)
 		join(' ', (join(',', sort @{ $doc->{labels} })) x @s),
 		"$name has the labels " . join(', ', @{ $doc->{labels} }));
 	is(join(',', sort map { "$_->{labels}{source_region}>$_->{labels}{target_region}" } @s),
-		join(',', ('a>b') x @s), "$name is about the pair a to b, the only one b has");
+		join(',', ('a>b') x @s), "$name is about the pair a to b, the only one b has")
+	  if grep { $_ eq 'source_region' } @{ $doc->{labels} };
 	ok(!grep({ $_->{labels}{server} !~ /\S/ } @s), "$name has a server label");
 	ok($checks{$name}, "the test checks the value of $name") or next;
 	$checks{$name}->($name);
