@@ -89,6 +89,51 @@ cr_spi_exec(const char *sql, int nargs, Oid *argtypes, Datum *values,
 }
 
 /*
+ * Execute a statement that writes cosmosrep's state tables (tombstones,
+ * conflicts, region priorities) as their owner, the bootstrap superuser,
+ * and check its result code; returns the number of rows it processed.
+ * With plan, the statement is prepared once per backend into *plan.
+ * Connects to SPI itself.  The caller has checked that the user it acts
+ * for may cause the write.
+ */
+uint64
+cr_catalog_write(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes,
+				 Datum *values, const char *nulls, int expected)
+{
+	Oid			save_userid;
+	int			save_sec_context;
+	int			rc;
+	uint64		processed;
+
+	SPI_connect();
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
+						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	if (plan != NULL)
+	{
+		if (*plan == NULL)
+		{
+			SPIPlanPtr	p = SPI_prepare(sql, nargs, argtypes);
+
+			if (p == NULL)
+				elog(ERROR, "SPI_prepare failed for \"%s\": %s",
+					 sql, SPI_result_code_string(SPI_result));
+			SPI_keepplan(p);
+			*plan = p;
+		}
+		rc = SPI_execute_plan(*plan, values, nulls, false, 0);
+	}
+	else
+		rc = SPI_execute_with_args(sql, nargs, argtypes, values, nulls, false, 0);
+	SetUserIdAndSecContext(save_userid, save_sec_context);
+	processed = SPI_processed;
+	SPI_finish();
+	if (rc != expected)
+		elog(ERROR, "could not execute \"%s\": %s", sql, SPI_result_code_string(rc));
+	return processed;
+}
+
+/*
  * The id of this database's region, or -1 (with missing_ok) when
  * cosmosrep.create_region has not been called yet.
  */

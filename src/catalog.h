@@ -11,6 +11,7 @@
 #ifndef CR_CATALOG_H
 #define CR_CATALOG_H
 
+#include "executor/spi.h"
 #include "nodes/pg_list.h"
 
 typedef struct CrRegion
@@ -34,6 +35,9 @@ typedef struct CrTableConfig
 } CrTableConfig;
 
 extern Oid	cr_schema_oid(void);
+extern uint64 cr_catalog_write(SPIPlanPtr *plan, const char *sql, int nargs,
+							   Oid *argtypes, Datum *values, const char *nulls,
+							   int expected);
 extern int	cr_local_region_id(bool missing_ok);
 extern List *cr_get_regions(void);
 extern CrRegion *cr_get_region_by_name(const char *name);

@@ -172,24 +172,14 @@ cr_conflict_purge_history(void)
 {
 	Oid			argtypes[1] = {INT4OID};
 	Datum		values[1] = {Int32GetDatum(cr_conflict_retention_s)};
-	Oid			save_userid;
-	int			save_sec_context;
-	int			rc;
 
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
-						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
-	SPI_connect();
-	rc = SPI_execute_with_args("DELETE FROM cosmosrep.conflict"
-							   " WHERE resolution OPERATOR(pg_catalog.<>) ALL ('{pending,error}'::text[])"
-							   " AND resolved_at OPERATOR(pg_catalog.<)"
-							   " (pg_catalog.now() OPERATOR(pg_catalog.-)"
-							   "  pg_catalog.make_interval(secs => $1))",
-							   1, argtypes, values, NULL, false, 0);
-	SPI_finish();
-	SetUserIdAndSecContext(save_userid, save_sec_context);
-	if (rc != SPI_OK_DELETE)
-		elog(ERROR, "could not purge conflicts: %s", SPI_result_code_string(rc));
+	(void) cr_catalog_write(NULL,
+							"DELETE FROM cosmosrep.conflict"
+							" WHERE resolution OPERATOR(pg_catalog.<>) ALL ('{pending,error}'::text[])"
+							" AND resolved_at OPERATOR(pg_catalog.<)"
+							" (pg_catalog.now() OPERATOR(pg_catalog.-)"
+							"  pg_catalog.make_interval(secs => $1))",
+							1, argtypes, values, NULL, SPI_OK_DELETE);
 }
 
 /*
@@ -208,9 +198,6 @@ cr_record_conflict(Relation rel, const char *policy, CrConflictKind kind,
 	JSONBOID, JSONBOID, TEXTOID, TEXTOID, TEXTARRAYOID};
 	Datum		values[11];
 	char		nulls[11];
-	Oid			save_userid;
-	int			save_sec_context;
-	int			rc;
 
 	memset(nulls, ' ', sizeof(nulls));
 	values[0] = ObjectIdGetDatum(RelationGetRelid(rel));
@@ -227,30 +214,16 @@ cr_record_conflict(Relation rel, const char *policy, CrConflictKind kind,
 	values[9] = CStringGetTextDatum(remote_applied ? "remote_applied" : "local_kept");
 	values[10] = primary_key_names(rel);
 
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
-						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
-	SPI_connect();
-	if (record_plan == NULL)
-	{
-		record_plan = SPI_prepare("INSERT INTO cosmosrep.conflict"
-								  " (relid, key, kind, local_region, remote_region,"
-								  "  local_version, remote_version, local_row, remote_row,"
-								  "  policy, resolution, winner_row)"
-								  " SELECT $1, (SELECT pg_catalog.jsonb_object_agg(k,"
-								  "              coalesce($8, $7) OPERATOR(pg_catalog.->) k)"
-								  "             FROM pg_catalog.unnest($11) k),"
-								  "        $2, $3, $4, $5, $6, $7, $8, $9, $10,"
-								  "        CASE WHEN $10 OPERATOR(pg_catalog.=) 'remote_applied'"
-								  "             THEN $8 ELSE $7 END",
-								  11, argtypes);
-		if (record_plan == NULL)
-			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-		SPI_keepplan(record_plan);
-	}
-	rc = SPI_execute_plan(record_plan, values, nulls, false, 0);
-	SPI_finish();
-	SetUserIdAndSecContext(save_userid, save_sec_context);
-	if (rc != SPI_OK_INSERT)
-		elog(ERROR, "could not record conflict: %s", SPI_result_code_string(rc));
+	(void) cr_catalog_write(&record_plan,
+							"INSERT INTO cosmosrep.conflict"
+							" (relid, key, kind, local_region, remote_region,"
+							"  local_version, remote_version, local_row, remote_row,"
+							"  policy, resolution, winner_row)"
+							" SELECT $1, (SELECT pg_catalog.jsonb_object_agg(k,"
+							"              coalesce($8, $7) OPERATOR(pg_catalog.->) k)"
+							"             FROM pg_catalog.unnest($11) k),"
+							"        $2, $3, $4, $5, $6, $7, $8, $9, $10,"
+							"        CASE WHEN $10 OPERATOR(pg_catalog.=) 'remote_applied'"
+							"             THEN $8 ELSE $7 END",
+							11, argtypes, values, nulls, SPI_OK_INSERT);
 }

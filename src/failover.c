@@ -54,26 +54,16 @@ set_priority(const char *name, int priority, int64 version)
 {
 	Oid			argtypes[3] = {TEXTOID, INT4OID, INT8OID};
 	Datum		values[3];
-	Oid			save_userid;
-	int			save_sec_context;
-	int			rc;
 
 	values[0] = CStringGetTextDatum(name);
 	values[1] = Int32GetDatum(priority);
 	values[2] = Int64GetDatum(version);
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
-						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
-	SPI_connect();
-	rc = SPI_execute_with_args("UPDATE cosmosrep.region"
-							   " SET failover_priority = $2, failover_version = $3"
-							   " WHERE region_name OPERATOR(pg_catalog.=) $1"
-							   " AND failover_version OPERATOR(pg_catalog.<) $3",
-							   3, argtypes, values, NULL, false, 0);
-	SPI_finish();
-	SetUserIdAndSecContext(save_userid, save_sec_context);
-	if (rc != SPI_OK_UPDATE)
-		elog(ERROR, "could not set failover priority: %s", SPI_result_code_string(rc));
+	(void) cr_catalog_write(NULL,
+							"UPDATE cosmosrep.region"
+							" SET failover_priority = $2, failover_version = $3"
+							" WHERE region_name OPERATOR(pg_catalog.=) $1"
+							" AND failover_version OPERATOR(pg_catalog.<) $3",
+							3, argtypes, values, NULL, SPI_OK_UPDATE);
 }
 
 Datum

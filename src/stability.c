@@ -97,26 +97,15 @@ cr_stability_purge(void)
 	int64		horizon = cr_stability_horizon();
 	Oid			argtypes[1] = {INT8OID};
 	Datum		values[1];
-	Oid			save_userid;
-	int			save_sec_context;
-	int			rc;
 	int64		purged;
 
 	if (horizon <= 0)
 		return 0;
 	values[0] = Int64GetDatum(horizon);
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
-						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
-	SPI_connect();
-	rc = SPI_execute_with_args("DELETE FROM cosmosrep.tombstone"
-							   " WHERE version OPERATOR(pg_catalog.<=) $1",
-							   1, argtypes, values, NULL, false, 0);
-	if (rc != SPI_OK_DELETE)
-		elog(ERROR, "could not purge tombstones: %s", SPI_result_code_string(rc));
-	purged = SPI_processed;
-	SPI_finish();
-	SetUserIdAndSecContext(save_userid, save_sec_context);
+	purged = cr_catalog_write(NULL,
+							  "DELETE FROM cosmosrep.tombstone"
+							  " WHERE version OPERATOR(pg_catalog.<=) $1",
+							  1, argtypes, values, NULL, SPI_OK_DELETE);
 	return purged;
 }
 

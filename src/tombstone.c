@@ -86,9 +86,6 @@ static SPIPlanPtr forget_plan = NULL;
 static int	primary_key_columns(Oid relid, AttrNumber **attnums);
 static KeyInfo *key_info(Relation rel);
 static void key_info_invalidate(Datum arg, Oid relid);
-static SPIPlanPtr prepare_once(SPIPlanPtr *plan, const char *sql, int nargs,
-							   Oid *argtypes);
-static void execute_as_owner(SPIPlanPtr plan, Datum *values, int expected);
 
 /*
  * The columns of relid's primary key, in its order, in *attnums
@@ -273,42 +270,6 @@ cosmosrep_tombstone_key_text(PG_FUNCTION_ARGS)
 	PG_RETURN_TEXT_P(cstring_to_text(out.data));
 }
 
-static SPIPlanPtr
-prepare_once(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes)
-{
-	if (*plan == NULL)
-	{
-		SPIPlanPtr	p = SPI_prepare(sql, nargs, argtypes);
-
-		if (p == NULL)
-			elog(ERROR, "SPI_prepare failed for \"%s\": %s",
-				 sql, SPI_result_code_string(SPI_result));
-		SPI_keepplan(p);
-		*plan = p;
-	}
-	return *plan;
-}
-
-/*
- * Execute a prepared statement on cosmosrep.tombstone, which PUBLIC may
- * not touch, as its owner, and check its result code.
- */
-static void
-execute_as_owner(SPIPlanPtr plan, Datum *values, int expected)
-{
-	Oid			save_userid;
-	int			save_sec_context;
-	int			rc;
-
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
-						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
-	rc = SPI_execute_plan(plan, values, NULL, false, 0);
-	SetUserIdAndSecContext(save_userid, save_sec_context);
-	if (rc != expected)
-		elog(ERROR, "could not write tombstone: %s", SPI_result_code_string(rc));
-}
-
 /*
  * Remember that the row with key, at version base, was deleted at version
  * (keeping the higher version if a tombstone exists).
@@ -324,17 +285,14 @@ cr_tombstone_record(Oid relid, bytea *key, int64 version, int64 base)
 	values[2] = Int64GetDatum(version);
 	values[3] = Int64GetDatum(base);
 
-	SPI_connect();
-	execute_as_owner(prepare_once(&record_plan,
-								  "INSERT INTO cosmosrep.tombstone AS t (relid, key, version, base)"
-								  " VALUES ($1, $2, $3, $4)"
-								  " ON CONFLICT (relid, key) DO UPDATE"
-								  " SET version = excluded.version, base = excluded.base,"
-								  " deleted_at = pg_catalog.now()"
-								  " WHERE t.version OPERATOR(pg_catalog.<) excluded.version",
-								  4, argtypes),
-					 values, SPI_OK_INSERT);
-	SPI_finish();
+	(void) cr_catalog_write(&record_plan,
+							"INSERT INTO cosmosrep.tombstone AS t (relid, key, version, base)"
+							" VALUES ($1, $2, $3, $4)"
+							" ON CONFLICT (relid, key) DO UPDATE"
+							" SET version = excluded.version, base = excluded.base,"
+							" deleted_at = pg_catalog.now()"
+							" WHERE t.version OPERATOR(pg_catalog.<) excluded.version",
+							4, argtypes, values, NULL, SPI_OK_INSERT);
 }
 
 /*
@@ -401,15 +359,12 @@ cr_tombstone_truncate(Oid relid, int64 version)
 	cr_tombstone_record(relid, horizon_key, version, 0);
 	values[0] = ObjectIdGetDatum(relid);
 	values[1] = Int64GetDatum(version);
-	SPI_connect();
-	execute_as_owner(prepare_once(&truncate_plan,
-								  "DELETE FROM cosmosrep.tombstone"
-								  " WHERE relid OPERATOR(pg_catalog.=) $1"
-								  " AND key OPERATOR(pg_catalog.<>) ''::pg_catalog.bytea"
-								  " AND version OPERATOR(pg_catalog.<) $2",
-								  2, argtypes),
-					 values, SPI_OK_DELETE);
-	SPI_finish();
+	(void) cr_catalog_write(&truncate_plan,
+							"DELETE FROM cosmosrep.tombstone"
+							" WHERE relid OPERATOR(pg_catalog.=) $1"
+							" AND key OPERATOR(pg_catalog.<>) ''::pg_catalog.bytea"
+							" AND version OPERATOR(pg_catalog.<) $2",
+							2, argtypes, values, NULL, SPI_OK_DELETE);
 }
 
 /*
@@ -421,11 +376,8 @@ cr_tombstone_forget_table(Oid relid)
 	Oid			argtypes[1] = {OIDOID};
 	Datum		values[1] = {ObjectIdGetDatum(relid)};
 
-	SPI_connect();
-	execute_as_owner(prepare_once(&forget_plan,
-								  "DELETE FROM cosmosrep.tombstone"
-								  " WHERE relid OPERATOR(pg_catalog.=) $1",
-								  1, argtypes),
-					 values, SPI_OK_DELETE);
-	SPI_finish();
+	(void) cr_catalog_write(&forget_plan,
+							"DELETE FROM cosmosrep.tombstone"
+							" WHERE relid OPERATOR(pg_catalog.=) $1",
+							1, argtypes, values, NULL, SPI_OK_DELETE);
 }
