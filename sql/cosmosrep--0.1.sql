@@ -120,10 +120,9 @@ REVOKE ALL ON FUNCTION cosmosrep.purge_tombstones() FROM PUBLIC;
 -- cosmosrep.conflict_retention.
 --
 CREATE TABLE cosmosrep.conflict (
-    conflict_id    bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    conflict_id    bigint      GENERATED ALWAYS AS IDENTITY (CACHE 1000) PRIMARY KEY,
     detected_at    timestamptz NOT NULL DEFAULT pg_catalog.now(),
     relid          oid         NOT NULL,
-    key            jsonb       NOT NULL,
     kind           text        NOT NULL
                    CHECK (kind IN ('insert_exists', 'insert_deleted', 'update_update',
                                    'update_deleted', 'delete_updated')),
@@ -131,13 +130,13 @@ CREATE TABLE cosmosrep.conflict (
     remote_region  smallint    NOT NULL,
     local_version  bigint      NOT NULL,
     remote_version bigint      NOT NULL,
-    local_row      jsonb,
-    remote_row     jsonb,
+    local_row      bytea,      -- the rows as composite datums of the
+    remote_row     bytea,      -- table's row type (cosmosrep.conflict_row)
     policy         text        NOT NULL,
     resolution     text        NOT NULL
                    CHECK (resolution IN ('remote_applied', 'local_kept', 'merged',
                                          'pending', 'error')),
-    winner_row     jsonb,
+    winner_row     jsonb,      -- set where a policy merged the rows
     error          text,
     resolved_at    timestamptz DEFAULT pg_catalog.now(),
     resolved_by    text        DEFAULT 'policy'
@@ -415,25 +414,41 @@ COMMENT ON VIEW cosmosrep.replication_status IS
     'per region pair (source to this region): state, lag, latency percentiles, throughput and the last error';
 GRANT SELECT ON cosmosrep.replication_status TO PUBLIC;
 
+CREATE FUNCTION cosmosrep.conflict_row(conflict_id bigint, local boolean)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'cosmosrep_conflict_row'
+LANGUAGE C STABLE STRICT;
+COMMENT ON FUNCTION cosmosrep.conflict_row(bigint, boolean) IS
+    'the local or remote row of a recorded conflict, as jsonb, for a user who may read its table';
+
 CREATE VIEW cosmosrep.conflicts AS
     SELECT c.conflict_id,
            c.detected_at,
            c.relid::regclass AS table_name,
-           c.key,
+           (SELECT pg_catalog.jsonb_object_agg(a.attname,
+                       coalesce(r.remote_row, r.local_row) OPERATOR(pg_catalog.->) a.attname::text)
+              FROM pg_catalog.pg_index i
+              JOIN pg_catalog.pg_attribute a
+                ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
+             WHERE i.indrelid = c.relid AND i.indisprimary) AS key,
            c.kind,
            lr.region_name AS local_region,
            rr.region_name AS remote_region,
            c.local_version,
            c.remote_version,
-           c.local_row,
-           c.remote_row,
+           r.local_row,
+           r.remote_row,
            c.policy,
            c.resolution,
-           c.winner_row,
+           coalesce(c.winner_row,
+                    CASE c.resolution WHEN 'remote_applied' THEN r.remote_row
+                                      WHEN 'local_kept' THEN r.local_row END) AS winner_row,
            c.error,
            c.resolved_at,
            c.resolved_by
       FROM cosmosrep.conflict c
+      CROSS JOIN LATERAL (SELECT cosmosrep.conflict_row(c.conflict_id, true) AS local_row,
+                                 cosmosrep.conflict_row(c.conflict_id, false) AS remote_row) r
       LEFT JOIN cosmosrep.region lr ON lr.region_id = c.local_region
       LEFT JOIN cosmosrep.region rr ON rr.region_id = c.remote_region
      WHERE pg_catalog.has_table_privilege(c.relid, 'SELECT');

@@ -20,11 +20,12 @@
  *	  Rows are applied at executor level: primary key index lookup
  *	  (RelationFindReplTupleByIndex) and ExecSimpleRelationInsert/Update/
  *	  Delete, with session_replication_role = replica so that the row
- *	  trigger keeps the incoming versions.  Between writes that collide the
- *	  higher version wins: a delete removes only a row older than itself
- *	  and leaves a tombstone; an update for a missing row recreates it only
- *	  if it is newer than the tombstone.  Conflict recording and the other
- *	  policies build on the same comparison.
+ *	  trigger keeps the incoming versions.  Each change runs as the table's
+ *	  owner with SECURITY_RESTRICTED_OPERATION (change_begin).  Whether a
+ *	  change wins, and whether it conflicts, is decided in conflict.c,
+ *	  against the local row or the newest tombstone of its key; the
+ *	  handlers here only find what the region holds and carry out the
+ *	  decision.
  *
  *	  Feedback: every second, and when the peer asks, the worker reports
  *	  as flushed the end of the last applied group whose local commit the
@@ -530,6 +531,9 @@ static void
 exec_close_all(void)
 {
 	ListCell   *lc;
+
+	/* the conflicts of what was applied, before the tables close */
+	cr_flush_conflicts();
 
 	foreach(lc, open_rels)
 	{

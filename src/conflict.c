@@ -29,7 +29,10 @@
  *	  resolves exactly as it would have anyway.
  *
  *	  Each region records the conflicts it detects, in the transaction
- *	  that applies the change, with both rows as jsonb.
+ *	  that applies the change: they are collected while the group's
+ *	  changes are applied and written in one statement before it commits,
+ *	  with both rows as composite datums (a copy of the tuple, no work per
+ *	  column), which cosmosrep.conflicts decodes to jsonb when it is read.
  *
  * IDENTIFICATION
  *	  src/conflict.c
@@ -45,13 +48,16 @@
 #include "executor/executor.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
+#include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
 #include "utils/json.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
+#include "utils/snapmgr.h"
 #include "utils/syscache.h"
+#include "utils/typcache.h"
 
 #include "catalog.h"
 #include "conflict.h"
@@ -68,10 +74,28 @@ static const char *const conflict_kind_names[] = {
 	[CR_CONFLICT_DELETE_UPDATED] = "delete_updated",
 };
 
-static SPIPlanPtr record_plan = NULL;
+/* a conflict detected in the open transaction, not yet written */
+typedef struct PendingConflict
+{
+	Oid			relid;
+	CrConflictKind kind;
+	int16		remote_region;
+	int64		local_version;
+	int64		remote_version;
+	Datum		local_row;		/* composite datum, or 0 */
+	Datum		remote_row;
+	char	   *policy;
+	bool		remote_applied;
+} PendingConflict;
 
-static Datum row_jsonb(TupleTableSlot *slot);
-static Datum primary_key_names(Relation rel);
+/* in TopTransactionContext; the apply worker flushes before it commits */
+static List *pending_conflicts = NIL;
+
+static SPIPlanPtr record_plan = NULL;
+static SPIPlanPtr local_row_plan = NULL;
+static SPIPlanPtr remote_row_plan = NULL;
+
+PG_FUNCTION_INFO_V1(cosmosrep_conflict_row);
 
 /*
  * Whether a remote write at incoming_version replaces what local holds:
@@ -128,41 +152,6 @@ cr_detect_conflict(const CrIncoming *incoming, const CrLocalState *local)
 	return CR_CONFLICT_NONE;
 }
 
-/* a row as jsonb, or a null Datum for NULL */
-static Datum
-row_jsonb(TupleTableSlot *slot)
-{
-	Datum		json;
-
-	if (slot == NULL)
-		return (Datum) 0;
-	json = DirectFunctionCall1(row_to_json, ExecFetchSlotHeapTupleDatum(slot));
-	return DirectFunctionCall1(jsonb_in, CStringGetDatum(TextDatumGetCString(json)));
-}
-
-/* the names of rel's primary key columns, as a text[] */
-static Datum
-primary_key_names(Relation rel)
-{
-	Oid			pkoid = RelationGetPrimaryKeyIndex(rel);
-	HeapTuple	tup = SearchSysCache1(INDEXRELID, ObjectIdGetDatum(pkoid));
-	Form_pg_index index;
-	Datum	   *names;
-	ArrayType  *array;
-
-	if (!HeapTupleIsValid(tup))
-		elog(ERROR, "cache lookup failed for index %u", pkoid);
-	index = (Form_pg_index) GETSTRUCT(tup);
-	names = palloc(sizeof(Datum) * index->indnkeyatts);
-	for (int i = 0; i < index->indnkeyatts; i++)
-		names[i] = CStringGetTextDatum(get_attname(RelationGetRelid(rel),
-												   index->indkey.values[i], false));
-	array = construct_array(names, index->indnkeyatts, TEXTOID, -1, false,
-							TYPALIGN_INT);
-	ReleaseSysCache(tup);
-	return PointerGetDatum(array);
-}
-
 /*
  * Drop the resolved conflicts older than cosmosrep.conflict_retention;
  * pending and error entries (the feed) stay until they are resolved.
@@ -183,10 +172,12 @@ cr_conflict_purge_history(void)
 }
 
 /*
- * Record a conflict of rel detected here, in the caller's (apply)
- * transaction.  local_row and remote_row are the two rows, or NULL where
- * there is none (a tombstone, an incoming delete).  The winner is the
- * remote row if remote_applied, else what this region kept.
+ * Record a conflict of rel detected here.  It is kept with the rows (as
+ * their composite datums, which carry their row type: no per-column work
+ * while applying) in the transaction's memory, and written, with the
+ * others of the transaction, by cr_flush_conflicts before it commits.
+ * local_row and remote_row are the two rows, or NULL where there is none
+ * (a tombstone, an incoming delete).
  */
 void
 cr_record_conflict(Relation rel, const char *policy, CrConflictKind kind,
@@ -194,36 +185,156 @@ cr_record_conflict(Relation rel, const char *policy, CrConflictKind kind,
 				   TupleTableSlot *local_row, TupleTableSlot *remote_row,
 				   bool remote_applied)
 {
-	Oid			argtypes[11] = {OIDOID, TEXTOID, INT2OID, INT2OID, INT8OID, INT8OID,
-	JSONBOID, JSONBOID, TEXTOID, TEXTOID, TEXTARRAYOID};
-	Datum		values[11];
-	char		nulls[11];
+	MemoryContext oldctx = MemoryContextSwitchTo(TopTransactionContext);
+	PendingConflict *c = palloc(sizeof(PendingConflict));
 
-	memset(nulls, ' ', sizeof(nulls));
-	values[0] = ObjectIdGetDatum(RelationGetRelid(rel));
-	values[1] = CStringGetTextDatum(conflict_kind_names[kind]);
-	values[2] = Int16GetDatum(cr_local_region_id(false));
-	values[3] = Int16GetDatum(cr_version_region(incoming->version));
-	values[4] = Int64GetDatum(local->version);
-	values[5] = Int64GetDatum(incoming->version);
-	values[6] = row_jsonb(local_row);
-	nulls[6] = local_row ? ' ' : 'n';
-	values[7] = row_jsonb(remote_row);
-	nulls[7] = remote_row ? ' ' : 'n';
-	values[8] = CStringGetTextDatum(policy);
-	values[9] = CStringGetTextDatum(remote_applied ? "remote_applied" : "local_kept");
-	values[10] = primary_key_names(rel);
+	c->relid = RelationGetRelid(rel);
+	c->kind = kind;
+	c->remote_region = cr_version_region(incoming->version);
+	c->local_version = local->version;
+	c->remote_version = incoming->version;
+	c->local_row = local_row ? ExecFetchSlotHeapTupleDatum(local_row) : (Datum) 0;
+	c->remote_row = remote_row ? ExecFetchSlotHeapTupleDatum(remote_row) : (Datum) 0;
+	c->policy = pstrdup(policy);
+	c->remote_applied = remote_applied;
+	pending_conflicts = lappend(pending_conflicts, c);
+	MemoryContextSwitchTo(oldctx);
+}
 
+/*
+ * Write the conflicts recorded in this transaction, in one statement.
+ * Called by apply before each commit (and before DDL messages).
+ */
+void
+cr_flush_conflicts(void)
+{
+	int			n = list_length(pending_conflicts);
+	Oid			argtypes[10] = {OIDARRAYOID, TEXTARRAYOID, INT2ARRAYOID, INT2ARRAYOID,
+	INT8ARRAYOID, INT8ARRAYOID, BYTEAARRAYOID, BYTEAARRAYOID, TEXTARRAYOID, TEXTARRAYOID};
+	Oid			elemtypes[10] = {OIDOID, TEXTOID, INT2OID, INT2OID, INT8OID, INT8OID,
+	BYTEAOID, BYTEAOID, TEXTOID, TEXTOID};
+	Datum	   *columns[10];
+	bool	   *nulls[10];
+	Datum		values[10];
+	int			i = 0;
+	ListCell   *lc;
+	int16		local_region;
+
+	if (n == 0)
+		return;
+	/* called at commit, where no snapshot is set for the statements here */
+	PushActiveSnapshot(GetTransactionSnapshot());
+	local_region = cr_local_region_id(false);
+	for (int col = 0; col < 10; col++)
+	{
+		columns[col] = palloc(sizeof(Datum) * n);
+		nulls[col] = palloc0(sizeof(bool) * n);
+	}
+	foreach(lc, pending_conflicts)
+	{
+		PendingConflict *c = lfirst(lc);
+
+		columns[0][i] = ObjectIdGetDatum(c->relid);
+		columns[1][i] = CStringGetTextDatum(conflict_kind_names[c->kind]);
+		columns[2][i] = Int16GetDatum(local_region);
+		columns[3][i] = Int16GetDatum(c->remote_region);
+		columns[4][i] = Int64GetDatum(c->local_version);
+		columns[5][i] = Int64GetDatum(c->remote_version);
+		columns[6][i] = c->local_row;
+		nulls[6][i] = c->local_row == (Datum) 0;
+		columns[7][i] = c->remote_row;
+		nulls[7][i] = c->remote_row == (Datum) 0;
+		columns[8][i] = CStringGetTextDatum(c->policy);
+		columns[9][i] = CStringGetTextDatum(c->remote_applied ? "remote_applied" : "local_kept");
+		i++;
+	}
+	for (int col = 0; col < 10; col++)
+	{
+		int16		typlen;
+		bool		typbyval;
+		char		typalign;
+		int			dims[1] = {n};
+		int			lbs[1] = {1};
+
+		get_typlenbyvalalign(elemtypes[col], &typlen, &typbyval, &typalign);
+		values[col] = PointerGetDatum(construct_md_array(columns[col], nulls[col], 1,
+														 dims, lbs, elemtypes[col],
+														 typlen, typbyval, typalign));
+	}
 	(void) cr_catalog_write(&record_plan,
 							"INSERT INTO cosmosrep.conflict"
-							" (relid, key, kind, local_region, remote_region,"
-							"  local_version, remote_version, local_row, remote_row,"
-							"  policy, resolution, winner_row)"
-							" SELECT $1, (SELECT pg_catalog.jsonb_object_agg(k,"
-							"              coalesce($8, $7) OPERATOR(pg_catalog.->) k)"
-							"             FROM pg_catalog.unnest($11) k),"
-							"        $2, $3, $4, $5, $6, $7, $8, $9, $10,"
-							"        CASE WHEN $10 OPERATOR(pg_catalog.=) 'remote_applied'"
-							"             THEN $8 ELSE $7 END",
-							11, argtypes, values, nulls, SPI_OK_INSERT);
+							" (relid, kind, local_region, remote_region, local_version,"
+							"  remote_version, local_row, remote_row, policy, resolution)"
+							" SELECT * FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),"
+							"  pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5),"
+							"  pg_catalog.unnest($6), pg_catalog.unnest($7), pg_catalog.unnest($8),"
+							"  pg_catalog.unnest($9), pg_catalog.unnest($10))",
+							10, argtypes, values, NULL, SPI_OK_INSERT);
+	PopActiveSnapshot();
+	list_free(pending_conflicts);
+	pending_conflicts = NIL;
+}
+
+/*
+ * cosmosrep.conflict_row(conflict_id, local): one of the two rows of a
+ * recorded conflict as jsonb, decoded from the composite datum stored
+ * when it was detected (with the table's current row type: columns added
+ * since read as null), or NULL.  Takes an id, not the stored bytes, so
+ * that no caller can make it decode bytes of their own, and answers only
+ * a user who may read the table.
+ */
+Datum
+cosmosrep_conflict_row(PG_FUNCTION_ARGS)
+{
+	Oid			argtypes[1] = {INT8OID};
+	Datum		values[1] = {PG_GETARG_DATUM(0)};
+	bool		local = PG_GETARG_BOOL(1);
+	SPIPlanPtr *plan = local ? &local_row_plan : &remote_row_plan;
+	MemoryContext callerctx = CurrentMemoryContext;
+	HeapTupleHeader row = NULL;
+	Oid			relid = InvalidOid;
+	Oid			save_userid;
+	int			save_sec_context;
+	Datum		json;
+
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SPI_connect();
+	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
+						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	if (*plan == NULL)
+	{
+		*plan = SPI_prepare(local ?
+							"SELECT relid, local_row FROM cosmosrep.conflict WHERE conflict_id = $1" :
+							"SELECT relid, remote_row FROM cosmosrep.conflict WHERE conflict_id = $1",
+							1, argtypes);
+		if (*plan == NULL)
+			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+		SPI_keepplan(*plan);
+	}
+	if (SPI_execute_plan(*plan, values, NULL, true, 1) == SPI_OK_SELECT &&
+		SPI_processed == 1)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[0];
+		bool		isnull;
+		Datum		d;
+
+		relid = DatumGetObjectId(SPI_getbinval(tup, SPI_tuptable->tupdesc, 1, &isnull));
+		d = SPI_getbinval(tup, SPI_tuptable->tupdesc, 2, &isnull);
+		if (!isnull)
+		{
+			MemoryContext spictx = MemoryContextSwitchTo(callerctx);
+
+			row = (HeapTupleHeader) PG_DETOAST_DATUM_COPY(d);
+			MemoryContextSwitchTo(spictx);
+		}
+	}
+	SetUserIdAndSecContext(save_userid, save_sec_context);
+	SPI_finish();
+	if (row == NULL || pg_class_aclcheck(relid, save_userid, ACL_SELECT) != ACLCHECK_OK ||
+		VARSIZE(row) < SizeofHeapTupleHeader ||
+		get_typtype(HeapTupleHeaderGetTypeId(row)) != TYPTYPE_COMPOSITE)
+		PG_RETURN_NULL();
+	json = DirectFunctionCall1(row_to_json, PointerGetDatum(row));
+	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in,
+										CStringGetDatum(TextDatumGetCString(json))));
 }

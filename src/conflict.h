@@ -59,6 +59,7 @@ extern void cr_record_conflict(Relation rel, const char *policy,
 							   const CrLocalState *local,
 							   TupleTableSlot *local_row,
 							   TupleTableSlot *remote_row, bool remote_applied);
+extern void cr_flush_conflicts(void);
 extern void cr_conflict_purge_history(void);
 
 #endif							/* CR_CONFLICT_H */

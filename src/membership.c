@@ -649,10 +649,14 @@ cosmosrep_join_region(PG_FUNCTION_ARGS)
 								 PGRES_TUPLES_OK, m->name);
 			cr_hlc_observe(pg_strtoint64(PQgetvalue(res, 0, 0)));
 			PQclear(res);
-			PQclear(cr_remote_exec(m->sql,
-								   psprintf("SELECT cosmosrep.add_region(%d::smallint, %s, %s)",
-											new_id, quote_literal_cstr(name), quote_literal_cstr(dsn)),
-								   PGRES_TUPLES_OK, m->name));
+			{
+				const char *params[3] = {psprintf("%d", new_id), name, dsn};
+
+				/* the dsn, which may hold a password, travels as a parameter */
+				PQclear(cr_remote_exec_params(m->sql,
+											  "SELECT cosmosrep.add_region($1::smallint, $2, $3)",
+											  3, params, PGRES_TUPLES_OK, m->name));
+			}
 		}
 	}
 	PG_CATCH();

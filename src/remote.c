@@ -141,10 +141,27 @@ PGresult *
 cr_remote_exec(PGconn *conn, const char *sql, ExecStatusType expected,
 			   const char *region)
 {
+	return cr_remote_exec_params(conn, sql, 0, NULL, expected, region);
+}
+
+/*
+ * The same with text parameters $1..$nparams.  Values that must not reach
+ * a server log, such as connection strings, travel as parameters: neither
+ * the remote statement text nor this side's error context holds them.
+ */
+PGresult *
+cr_remote_exec_params(PGconn *conn, const char *sql, int nparams,
+					  const char *const *values, ExecStatusType expected,
+					  const char *region)
+{
 	PGresult   *last = NULL;
 	PGresult   *res;
+	int			sent;
 
-	if (!PQsendQuery(conn, sql))
+	sent = nparams > 0 ?
+		PQsendQueryParams(conn, sql, nparams, NULL, values, NULL, NULL, 0) :
+		PQsendQuery(conn, sql);
+	if (!sent)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONNECTION_FAILURE),
 				 errmsg("could not send query to region \"%s\": %s",

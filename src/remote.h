@@ -17,6 +17,9 @@ extern PGconn *cr_remote_connect(const char *dsn, bool replication,
 								 const char *appname, const char *region);
 extern PGresult *cr_remote_exec(PGconn *conn, const char *sql,
 								ExecStatusType expected, const char *region);
+extern PGresult *cr_remote_exec_params(PGconn *conn, const char *sql, int nparams,
+										const char *const *values,
+										ExecStatusType expected, const char *region);
 extern void cr_remote_command(PGconn *conn, const char *sql, const char *region);
 extern void cr_remote_wait_readable(PGconn *conn);
 

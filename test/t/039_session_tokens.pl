@@ -56,6 +56,28 @@ $rb->safe_psql('postgres', "SELECT cosmosrep.resume_region('a')");
 $reader->finish;
 is($stdout, "SET\nSET\nbook\n", 'once the region has applied the write, the waiting read sees it');
 
+# what a client sees: the token arrives as a parameter status after the
+# commit, the way an application reads it (psycopg 3, libpq underneath)
+my $client = <<'PY';
+import sys, psycopg
+a, b = sys.argv[1], sys.argv[2]
+with psycopg.connect(a, autocommit=True) as conn:
+    before = conn.info.parameter_status("cosmosrep.session_token")
+    conn.execute("INSERT INTO cart VALUES (2, 'pen')")
+    token = conn.info.parameter_status("cosmosrep.session_token")
+    same = conn.execute("SELECT cosmosrep.session_token()").fetchone()[0] == token
+with psycopg.connect(b, autocommit=True) as conn:
+    conn.execute("SET cosmosrep.session_token = %s" % psycopg.sql.quote(token))
+    item = conn.execute("SELECT item FROM cart WHERE id = 2").fetchone()[0]
+print(before != token, same, item)
+PY
+my ($py_out, $py_err) = ('', '');
+IPC::Run::run([ 'python3', '-c', $client, $ra->connstr('postgres'), $rb->connstr('postgres') ],
+	'>', \$py_out, '2>', \$py_err);
+is($py_out, "True True pen\n",
+	'a client receives the token as a parameter status after its commit, and reads its write in the other region with it')
+  or diag($py_err);
+
 # read your writes over a thousand operations: writes and reads alternating
 # between the regions, each read carrying the token of everything before
 my $misses = 0;
