@@ -191,10 +191,8 @@ static TimestampTz last_feedback = 0;
 static int	changes_in_transaction = 0;
 static int	conflicts_in_transaction = 0;
 
-/* the user and security context a change switched away from */
-static Oid	change_save_userid = InvalidOid;
-static int	change_save_sec_context = 0;
-static int	change_save_nestlevel = 0;
+/* the identity a change switched away from */
+static CrUserContext change_user;
 
 static void apply_worker_exit(int code, Datum arg);
 static void apply_loop(void);
@@ -572,11 +570,7 @@ change_begin(ApplyRel *ar)
 	begin_in_transaction();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	ex = exec_open(ar);
-	GetUserIdAndSecContext(&change_save_userid, &change_save_sec_context);
-	change_save_nestlevel = NewGUCNestLevel();
-	SetUserIdAndSecContext(ex->owner,
-						   change_save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
+	cr_switch_to_owner(ex->owner, &change_user);
 	AfterTriggerBeginQuery();
 	return ex;
 }
@@ -597,8 +591,7 @@ static void
 change_end(ApplyExec *ex)
 {
 	AfterTriggerEndQuery(ex->estate);
-	AtEOXact_GUC(false, change_save_nestlevel);
-	SetUserIdAndSecContext(change_save_userid, change_save_sec_context);
+	cr_restore_user(&change_user);
 	ResetPerTupleExprContext(ex->estate);
 	PopActiveSnapshot();
 	CommandCounterIncrement();
@@ -1196,9 +1189,7 @@ apply_truncate(const char *content, Size size)
 	Oid			relid;
 	Oid			owner;
 	Relation	rel;
-	Oid			save_userid;
-	int			save_sec_context;
-	int			nestlevel;
+	CrUserContext user;
 	Oid			argtypes[1] = {INT8OID};
 	Datum		values[1];
 	int			rc;
@@ -1226,11 +1217,7 @@ apply_truncate(const char *content, Size size)
 	rel = table_open(relid, NoLock);
 	owner = rel->rd_rel->relowner;
 	table_close(rel, NoLock);
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	nestlevel = NewGUCNestLevel();
-	SetUserIdAndSecContext(owner,
-						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
+	cr_switch_to_owner(owner, &user);
 	values[0] = Int64GetDatum(version);
 	SPI_connect();
 	rc = SPI_execute_with_args(psprintf("DELETE FROM ONLY %s WHERE %s OPERATOR(pg_catalog.<) $1",
@@ -1241,8 +1228,7 @@ apply_truncate(const char *content, Size size)
 		elog(ERROR, "could not apply truncate: %s", SPI_result_code_string(rc));
 	changes_in_transaction += SPI_processed;
 	SPI_finish();
-	AtEOXact_GUC(false, nestlevel);
-	SetUserIdAndSecContext(save_userid, save_sec_context);
+	cr_restore_user(&user);
 
 	cr_tombstone_truncate(relid, version);
 	PopActiveSnapshot();

@@ -126,6 +126,30 @@ cr_shmem_lwlock(CrLWLockId id)
 }
 
 /*
+ * Act as owner, with SECURITY_RESTRICTED_OPERATION and a GUC nesting
+ * level that undoes the settings owner's code changes, as core's
+ * subscriptions do without run_as_owner: what a table owner's code runs
+ * while cosmosrep applies changes to the table never runs as a superuser.
+ * An error restores the identity with the transaction's abort.
+ */
+void
+cr_switch_to_owner(Oid owner, CrUserContext *context)
+{
+	GetUserIdAndSecContext(&context->save_userid, &context->save_sec_context);
+	context->save_nestlevel = NewGUCNestLevel();
+	SetUserIdAndSecContext(owner,
+						   context->save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+}
+
+void
+cr_restore_user(CrUserContext *context)
+{
+	AtEOXact_GUC(false, context->save_nestlevel);
+	SetUserIdAndSecContext(context->save_userid, context->save_sec_context);
+}
+
+/*
  * Report an error unless the library was preloaded: shared memory and the
  * workers exist only then.
  */

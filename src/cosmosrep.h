@@ -35,7 +35,17 @@
 /* region ids live in the low 8 bits of a version */
 #define CR_MAX_REGION_ID			255
 
+/* a user switch of cr_switch_to_owner, to undo with cr_restore_user */
+typedef struct CrUserContext
+{
+	Oid			save_userid;
+	int			save_sec_context;
+	int			save_nestlevel;
+} CrUserContext;
+
 /* in cosmosrep.c */
+extern void cr_switch_to_owner(Oid owner, CrUserContext *context);
+extern void cr_restore_user(CrUserContext *context);
 extern bool cr_loaded_at_startup;
 extern int	cr_max_clock_skew_ms;
 extern int	cr_stability_interval_ms;

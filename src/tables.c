@@ -612,9 +612,7 @@ cr_table_apply_ddl(const char *content, Size size, const char *origin_region)
 	Oid			relid;
 	Oid			local_owner_id;
 	Relation	rel;
-	Oid			save_userid;
-	int			save_sec_context;
-	int			nestlevel;
+	CrUserContext user;
 
 	if (size < 1)
 		elog(ERROR, "empty cosmosrep DDL message");
@@ -650,15 +648,10 @@ cr_table_apply_ddl(const char *content, Size size, const char *origin_region)
 				 errhint("Change the owner of the table in one of the regions; replication from \"%s\" resumes then.",
 						 origin_region)));
 
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	nestlevel = NewGUCNestLevel();
-	SetUserIdAndSecContext(local_owner_id,
-						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
+	cr_switch_to_owner(local_owner_id, &user);
 	apply_remote_ddl(content[0], relid, policy, path, resolver,
 					 pg_strtoint64(config_version), origin_region);
-	AtEOXact_GUC(false, nestlevel);
-	SetUserIdAndSecContext(save_userid, save_sec_context);
+	cr_restore_user(&user);
 }
 
 /*
