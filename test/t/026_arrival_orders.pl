@@ -181,18 +181,7 @@ sub versions_follow_statements
 
 sub partition
 {
-	for my $node (@all)
-	{
-		$node->safe_psql('postgres', join(';',
-				map { "SELECT cosmosrep.pause_region('" . $_->name . "')" }
-				grep { $_ != $node } @all));
-	}
-	for my $node (@all)
-	{
-		$node->poll_query_until('postgres',
-			"SELECT count(*) = 2 AND bool_and(state = 'paused' AND worker_pid IS NULL) FROM cosmosrep.replication_status")
-		  or die $node->name . ' did not pause';
-	}
+	partition_regions(\@all);
 	return;
 }
 

@@ -23,6 +23,7 @@ our @EXPORT = qw(
   wait_for_same_table
   table_checksum
   wait_for_value
+  partition_regions
 );
 
 # The settings every region needs.  output_plugin_libraries must name
@@ -149,6 +150,30 @@ sub table_checksum
 	return $node->safe_psql($dbname,
 		"SELECT count(*) || ':' || coalesce(md5(string_agg(t::text, ',' ORDER BY t::text)), '')"
 		  . " FROM $table t");
+}
+
+# partition_regions(\@nodes): every region stops applying every other
+# one's changes (both directions of every link paused); returns once
+# every apply worker is gone.
+sub partition_regions
+{
+	my ($nodes) = @_;
+	my $peers = @$nodes - 1;
+
+	for my $node (@$nodes)
+	{
+		$node->safe_psql('postgres', join(';',
+				map { "SELECT cosmosrep.pause_region('" . $_->name . "')" }
+				grep { $_ != $node } @$nodes));
+	}
+	for my $node (@$nodes)
+	{
+		$node->poll_query_until('postgres',
+			"SELECT count(*) = $peers AND bool_and(state = 'paused' AND worker_pid IS NULL)"
+			  . ' FROM cosmosrep.replication_status')
+		  or die $node->name . ' did not pause';
+	}
+	return;
 }
 
 # Poll $query on $node until it returns $expected (at most the default
