@@ -377,14 +377,7 @@ for my $round (@rounds)
 	}
 }
 
-for my $node (@all)
-{
-	ok($node->poll_query_until('postgres',
-			"SELECT count(*) = 2 AND bool_and(state = 'streaming' AND last_error IS NULL) FROM cosmosrep.replication_status"),
-		$node->name . ': none of the arrival orders stops replication')
-	  or diag($node->safe_psql('postgres',
-			'SELECT source_region, state, last_error FROM cosmosrep.replication_status'));
-}
+ok_all_streaming(\@all, 'none of the arrival orders stops replication');
 
 $_->stop for @all;
 done_testing();

@@ -89,14 +89,7 @@ for my $node (@all)
 	wait_for_same_table(\@all, 'items');
 }
 
-for my $node (@all)
-{
-	ok($node->poll_query_until('postgres',
-			"SELECT count(*) = 2 AND bool_and(state = 'streaming' AND last_error IS NULL) FROM cosmosrep.replication_status"),
-		$node->name . ': replication keeps streaming')
-	  or diag($node->safe_psql('postgres',
-			'SELECT source_region, state, last_error FROM cosmosrep.replication_status'));
-}
+ok_all_streaming(\@all, 'replication keeps streaming');
 
 $_->stop for @all;
 done_testing();

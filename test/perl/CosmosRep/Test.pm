@@ -24,6 +24,7 @@ our @EXPORT = qw(
   table_checksum
   wait_for_value
   partition_regions
+  ok_all_streaming
 );
 
 # The settings every region needs.  output_plugin_libraries must name
@@ -172,6 +173,26 @@ sub partition_regions
 			"SELECT count(*) = $peers AND bool_and(state = 'paused' AND worker_pid IS NULL)"
 			  . ' FROM cosmosrep.replication_status')
 		  or die $node->name . ' did not pause';
+	}
+	return;
+}
+
+# ok_all_streaming(\@nodes, $what): one assertion per region that every
+# link into it streams with no error, named "<region>: $what"; the links'
+# states and errors are shown when it fails.
+sub ok_all_streaming
+{
+	my ($nodes, $what) = @_;
+	my $peers = @$nodes - 1;
+
+	for my $node (@$nodes)
+	{
+		ok($node->poll_query_until('postgres',
+				"SELECT count(*) = $peers AND bool_and(state = 'streaming' AND last_error IS NULL)"
+				  . ' FROM cosmosrep.replication_status'),
+			$node->name . ": $what")
+		  or diag($node->safe_psql('postgres',
+				'SELECT source_region, state, last_error FROM cosmosrep.replication_status'));
 	}
 	return;
 }
