@@ -1187,8 +1187,6 @@ apply_truncate(const char *content, Size size)
 	const char *version_text;
 	int64		version;
 	Oid			relid;
-	Oid			owner;
-	Relation	rel;
 	CrUserContext user;
 	Oid			argtypes[1] = {INT8OID};
 	Datum		values[1];
@@ -1214,10 +1212,7 @@ apply_truncate(const char *content, Size size)
 				 errhint("Create the table and enable it in every region; replication from \"%s\" resumes then.",
 						 PeerName)));
 
-	rel = table_open(relid, NoLock);
-	owner = rel->rd_rel->relowner;
-	table_close(rel, NoLock);
-	cr_switch_to_owner(owner, &user);
+	cr_switch_to_owner(cr_relation_owner(relid), &user);
 	values[0] = Int64GetDatum(version);
 	SPI_connect();
 	rc = SPI_execute_with_args(psprintf("DELETE FROM ONLY %s WHERE %s OPERATOR(pg_catalog.<) $1",

@@ -24,6 +24,7 @@
  */
 #include "postgres.h"
 
+#include "access/table.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
@@ -34,6 +35,7 @@
 #include "utils/builtins.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
+#include "utils/rel.h"
 
 #include "catalog.h"
 #include "cosmosrep.h"
@@ -86,6 +88,19 @@ cr_spi_exec(const char *sql, int nargs, Oid *argtypes, Datum *values,
 	if (rc < 0)
 		elog(ERROR, "SPI_execute_with_args failed for \"%s\": %s",
 			 sql, SPI_result_code_string(rc));
+}
+
+/*
+ * The owner of relid, which the caller has locked.
+ */
+Oid
+cr_relation_owner(Oid relid)
+{
+	Relation	rel = table_open(relid, NoLock);
+	Oid			owner = rel->rd_rel->relowner;
+
+	table_close(rel, NoLock);
+	return owner;
 }
 
 /*

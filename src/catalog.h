@@ -35,6 +35,7 @@ typedef struct CrTableConfig
 } CrTableConfig;
 
 extern Oid	cr_schema_oid(void);
+extern Oid	cr_relation_owner(Oid relid);
 extern uint64 cr_catalog_write(SPIPlanPtr *plan, const char *sql, int nargs,
 							   Oid *argtypes, Datum *values, const char *nulls,
 							   int expected);

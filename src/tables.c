@@ -611,7 +611,6 @@ cr_table_apply_ddl(const char *content, Size size, const char *origin_region)
 	char	   *local_owner;
 	Oid			relid;
 	Oid			local_owner_id;
-	Relation	rel;
 	CrUserContext user;
 
 	if (size < 1)
@@ -635,9 +634,7 @@ cr_table_apply_ddl(const char *content, Size size, const char *origin_region)
 						nspname, relname, origin_region),
 				 errhint("Create the table with the same columns in every region; replication from \"%s\" resumes once it exists.",
 						 origin_region)));
-	rel = table_open(relid, NoLock);
-	local_owner_id = rel->rd_rel->relowner;
-	table_close(rel, NoLock);
+	local_owner_id = cr_relation_owner(relid);
 	local_owner = GetUserNameFromId(local_owner_id, false);
 	if (strcmp(owner, local_owner) != 0)
 		ereport(ERROR,

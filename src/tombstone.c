@@ -84,6 +84,7 @@ static SPIPlanPtr truncate_plan = NULL;
 static SPIPlanPtr forget_plan = NULL;
 
 static int	primary_key_columns(Oid relid, AttrNumber **attnums);
+static bytea *horizon_key(void);
 static KeyInfo *key_info(Relation rel);
 static void key_info_invalidate(Datum arg, Oid relid);
 
@@ -295,6 +296,16 @@ cr_tombstone_record(Oid relid, bytea *key, int64 version, int64 base)
 							4, argtypes, values, NULL, SPI_OK_INSERT);
 }
 
+/* the key of a table's truncate horizon: empty */
+static bytea *
+horizon_key(void)
+{
+	bytea	   *key = (bytea *) palloc(VARHDRSZ);
+
+	SET_VARSIZE(key, VARHDRSZ);
+	return key;
+}
+
 /*
  * The newest delete of key; with key NULL, the table's truncate horizon;
  * zeros if there is none.  Reads the primary key index of
@@ -306,12 +317,10 @@ cr_tombstone_lookup(Oid relid, bytea *key)
 {
 	Oid			tombstone_relid = get_relname_relid("tombstone", cr_schema_oid());
 	Oid			index_relid = get_relname_relid("tombstone_pkey", cr_schema_oid());
-	bytea	   *horizon_key = (bytea *) palloc(VARHDRSZ);
 	Snapshot	snapshot = RegisterSnapshot(GetLatestSnapshot());
 	Relation	rel;
 	CrTombstone result = {0, 0};
 
-	SET_VARSIZE(horizon_key, VARHDRSZ);
 	rel = table_open(tombstone_relid, AccessShareLock);
 	{
 		ScanKeyData skey[2];
@@ -321,7 +330,7 @@ cr_tombstone_lookup(Oid relid, bytea *key)
 		ScanKeyInit(&skey[0], 1, BTEqualStrategyNumber, F_OIDEQ,
 					ObjectIdGetDatum(relid));
 		ScanKeyInit(&skey[1], 2, BTEqualStrategyNumber, F_BYTEAEQ,
-					PointerGetDatum(key ? key : horizon_key));
+					PointerGetDatum(key ? key : horizon_key()));
 		scan = systable_beginscan(rel, index_relid, true, snapshot, 2, skey);
 		if (HeapTupleIsValid(tup = systable_getnext(scan)))
 		{
@@ -340,7 +349,6 @@ cr_tombstone_lookup(Oid relid, bytea *key)
 	}
 	table_close(rel, AccessShareLock);
 	UnregisterSnapshot(snapshot);
-	pfree(horizon_key);
 	return result;
 }
 
@@ -353,10 +361,7 @@ cr_tombstone_truncate(Oid relid, int64 version)
 {
 	Oid			argtypes[2] = {OIDOID, INT8OID};
 	Datum		values[2];
-	bytea	   *horizon_key = (bytea *) palloc(VARHDRSZ);
-
-	SET_VARSIZE(horizon_key, VARHDRSZ);
-	cr_tombstone_record(relid, horizon_key, version, 0);
+	cr_tombstone_record(relid, horizon_key(), version, 0);
 	values[0] = ObjectIdGetDatum(relid);
 	values[1] = Int64GetDatum(version);
 	(void) cr_catalog_write(&truncate_plan,
