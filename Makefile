@@ -7,6 +7,7 @@ OBJS = \
 	src/apply.o \
 	src/catalog.o \
 	src/conflict.o \
+	src/conflict_log.o \
 	src/consistency.o \
 	src/cosmosrep.o \
 	src/failover.o \

@@ -123,9 +123,9 @@ CREATE TABLE cosmosrep.conflict (
     conflict_id    bigint      GENERATED ALWAYS AS IDENTITY (CACHE 1000) PRIMARY KEY,
     detected_at    timestamptz NOT NULL DEFAULT pg_catalog.now(),
     relid          oid         NOT NULL,
-    kind           text        NOT NULL
-                   CHECK (kind IN ('insert_exists', 'insert_deleted', 'update_update',
-                                   'update_deleted', 'delete_updated')),
+    key            bytea       NOT NULL, -- the primary key, as tombstones hold it
+    kind           text        NOT NULL, -- insert_exists, insert_deleted, update_update,
+                                         -- update_deleted, delete_updated
     local_region   smallint    NOT NULL,
     remote_region  smallint    NOT NULL,
     local_version  bigint      NOT NULL,
@@ -133,15 +133,17 @@ CREATE TABLE cosmosrep.conflict (
     local_row      bytea,      -- the rows as composite datums of the
     remote_row     bytea,      -- table's row type (cosmosrep.conflict_row)
     policy         text        NOT NULL,
-    resolution     text        NOT NULL
-                   CHECK (resolution IN ('remote_applied', 'local_kept', 'merged',
-                                         'pending', 'error')),
-    winner_row     jsonb,      -- set where a policy merged the rows
+    resolution     text        NOT NULL, -- remote_applied, local_kept, merged,
+                                         -- pending, error
+    winner_row     bytea,      -- the row a resolver or a user wrote
     error          text,
-    resolved_at    timestamptz DEFAULT pg_catalog.now(),
-    resolved_by    text        DEFAULT 'policy'
+    resolved_at    timestamptz, -- NULL: waiting in the feed
+    resolved_by    text
 );
-CREATE INDEX conflict_detected_at ON cosmosrep.conflict (detected_at);
+-- written by apply (conflict_log.c) and the feed functions only, which
+-- keep kind and resolution to the values above
+CREATE INDEX conflict_detected_at ON cosmosrep.conflict USING brin (detected_at);
+CREATE INDEX conflict_feed ON cosmosrep.conflict (relid, key) WHERE resolved_at IS NULL;
 COMMENT ON SEQUENCE cosmosrep.conflict_conflict_id_seq IS
     'numbers the conflicts detected in this region';
 REVOKE ALL ON cosmosrep.conflict FROM PUBLIC;
@@ -414,12 +416,12 @@ COMMENT ON VIEW cosmosrep.replication_status IS
     'per region pair (source to this region): state, lag, latency percentiles, throughput and the last error';
 GRANT SELECT ON cosmosrep.replication_status TO PUBLIC;
 
-CREATE FUNCTION cosmosrep.conflict_row(conflict_id bigint, local boolean)
+CREATE FUNCTION cosmosrep.conflict_row(conflict_id bigint, which text)
 RETURNS jsonb
 AS 'MODULE_PATHNAME', 'cosmosrep_conflict_row'
 LANGUAGE C STABLE STRICT;
-COMMENT ON FUNCTION cosmosrep.conflict_row(bigint, boolean) IS
-    'the local or remote row of a recorded conflict, as jsonb, for a user who may read its table';
+COMMENT ON FUNCTION cosmosrep.conflict_row(bigint, text) IS
+    'the local, remote or winner row of a recorded conflict, as jsonb, for a user who may read its table';
 
 CREATE VIEW cosmosrep.conflicts AS
     SELECT c.conflict_id,
@@ -440,15 +442,21 @@ CREATE VIEW cosmosrep.conflicts AS
            r.remote_row,
            c.policy,
            c.resolution,
-           coalesce(c.winner_row,
+           coalesce(r.winner_row,
                     CASE c.resolution WHEN 'remote_applied' THEN r.remote_row
-                                      WHEN 'local_kept' THEN r.local_row END) AS winner_row,
+                                      WHEN 'local_kept' THEN r.local_row
+                                      -- manual: the row held until resolved
+                                      WHEN 'pending' THEN
+                                          CASE WHEN c.remote_version OPERATOR(pg_catalog.>) c.local_version
+                                               THEN r.remote_row ELSE r.local_row END
+                    END) AS winner_row,
            c.error,
            c.resolved_at,
            c.resolved_by
       FROM cosmosrep.conflict c
-      CROSS JOIN LATERAL (SELECT cosmosrep.conflict_row(c.conflict_id, true) AS local_row,
-                                 cosmosrep.conflict_row(c.conflict_id, false) AS remote_row) r
+      CROSS JOIN LATERAL (SELECT cosmosrep.conflict_row(c.conflict_id, 'local') AS local_row,
+                                 cosmosrep.conflict_row(c.conflict_id, 'remote') AS remote_row,
+                                 cosmosrep.conflict_row(c.conflict_id, 'winner') AS winner_row) r
       LEFT JOIN cosmosrep.region lr ON lr.region_id = c.local_region
       LEFT JOIN cosmosrep.region rr ON rr.region_id = c.remote_region
      WHERE pg_catalog.has_table_privilege(c.relid, 'SELECT');

@@ -136,7 +136,7 @@ SELECT o._cr_version = v3.version AS version_unchanged,
 --
 
 CREATE FUNCTION resolve_orders(incoming orders, existing orders,
-                               is_tombstone boolean, conflict_kind text)
+                               is_tombstone boolean, conflicting orders[])
 RETURNS orders LANGUAGE plpgsql AS $$
 BEGIN
     RETURN CASE WHEN incoming.qty >= existing.qty THEN incoming ELSE existing END;
@@ -240,7 +240,7 @@ SELECT count(*) AS rows, count(DISTINCT _cr_version) = count(*) AS versions_dist
   FROM orders;
 SELECT table_name, policy FROM cosmosrep.tables ORDER BY table_name::text;
 
-DROP FUNCTION resolve_orders(orders, orders, boolean, text);
+DROP FUNCTION resolve_orders(orders, orders, boolean, orders[]);
 DROP TABLE orders, scratch, owned, "Sales Dept"."Order Lines";
 DROP SCHEMA "Sales Dept";
 REVOKE USAGE ON SCHEMA cosmosrep FROM regress_cr_owner, regress_cr_other;

@@ -29,7 +29,7 @@ CREATE TABLE ledger (id int PRIMARY KEY, amount numeric);
 
 -- a resolver for ledger, the wrong table for accounts
 CREATE FUNCTION resolve_ledger(incoming ledger, existing ledger,
-                               is_tombstone boolean, conflict_kind text)
+                               is_tombstone boolean, conflicting ledger[])
 RETURNS ledger LANGUAGE plpgsql AS $$
 BEGIN
     RETURN incoming;
@@ -40,9 +40,9 @@ $$;
 CREATE FUNCTION two_arguments(incoming accounts, existing accounts)
 RETURNS accounts LANGUAGE sql AS 'SELECT incoming';
 CREATE FUNCTION returns_boolean(incoming accounts, existing accounts,
-                                is_tombstone boolean, conflict_kind text)
+                                is_tombstone boolean, conflicting accounts[])
 RETURNS boolean LANGUAGE sql AS 'SELECT true';
-CREATE FUNCTION arguments_reordered(is_tombstone boolean, conflict_kind text,
+CREATE FUNCTION arguments_reordered(is_tombstone boolean, conflicting accounts[],
                                     incoming accounts, existing accounts)
 RETURNS accounts LANGUAGE sql AS 'SELECT incoming';
 
@@ -116,6 +116,13 @@ SELECT cosmosrep.enable_table('accounts', policy => 'custom', resolver => 'argum
 -- Bad input: a resolver written for the rows of another table
 SELECT cosmosrep.enable_table('accounts', policy => 'custom', resolver => 'resolve_ledger');
 
+-- Bad input: a STRICT resolver (it would never see a deleted row)
+CREATE FUNCTION strict_resolver(incoming accounts, existing accounts,
+                                is_tombstone boolean, conflicting accounts[])
+RETURNS accounts LANGUAGE sql STRICT AS 'SELECT incoming';
+SELECT cosmosrep.enable_table('accounts', policy => 'custom', resolver => 'strict_resolver');
+DROP FUNCTION strict_resolver;
+
 -- none of the rejected calls changed anything
 SELECT count(*) AS tables FROM cosmosrep.tables;
 SELECT pg_temp.columns_of('accounts');
@@ -140,7 +147,7 @@ SELECT table_name, policy, path, resolver FROM cosmosrep.tables;
 
 -- custom, with a PL/pgSQL resolver
 CREATE FUNCTION resolve_accounts(incoming accounts, existing accounts,
-                                 is_tombstone boolean, conflict_kind text)
+                                 is_tombstone boolean, conflicting accounts[])
 RETURNS accounts LANGUAGE plpgsql AS $$
 BEGIN
     IF is_tombstone THEN
@@ -162,7 +169,7 @@ SELECT table_name, policy, path, resolver FROM cosmosrep.tables;
 -- a schema-qualified resolver, with a name that needs quoting
 CREATE SCHEMA resolvers;
 CREATE FUNCTION resolvers."Resolve Accounts"(incoming accounts, existing accounts,
-                                             is_tombstone boolean, conflict_kind text)
+                                             is_tombstone boolean, conflicting accounts[])
 RETURNS accounts LANGUAGE sql AS 'SELECT existing';
 SELECT cosmosrep.alter_table_policy('accounts', 'custom',
                                     resolver => 'resolvers."Resolve Accounts"');
@@ -214,7 +221,7 @@ SELECT table_name, policy, path, resolver FROM cosmosrep.tables ORDER BY table_n
 SELECT cosmosrep.alter_table_policy('accounts', 'last_writer_wins', path => '_cr_base');
 
 -- Bad input: dropping a resolver that a table uses
-DROP FUNCTION resolve_ledger(ledger, ledger, boolean, text);
+DROP FUNCTION resolve_ledger(ledger, ledger, boolean, ledger[]);
 
 -- the policies are unchanged, and the resolver still exists
 SELECT table_name, policy, path, resolver FROM cosmosrep.tables ORDER BY table_name::text;
@@ -222,7 +229,7 @@ SELECT count(*) FROM pg_proc WHERE proname = 'resolve_ledger';
 
 -- a resolver no table uses any more can be dropped
 SELECT cosmosrep.alter_table_policy('ledger', 'manual');
-DROP FUNCTION resolve_ledger(ledger, ledger, boolean, text);
+DROP FUNCTION resolve_ledger(ledger, ledger, boolean, ledger[]);
 
 -- dropping a multi-region table forgets its configuration
 DROP TABLE ledger;
@@ -231,11 +238,11 @@ SELECT count(*) FROM cosmosrep.replicated_table;
 
 SELECT cosmosrep.disable_table('accounts');
 DROP FUNCTION two_arguments(accounts, accounts),
-    returns_boolean(accounts, accounts, boolean, text),
-    arguments_reordered(boolean, text, accounts, accounts),
-    resolve_accounts(accounts, accounts, boolean, text),
+    returns_boolean(accounts, accounts, boolean, accounts[]),
+    arguments_reordered(boolean, accounts[], accounts, accounts),
+    resolve_accounts(accounts, accounts, boolean, accounts[]),
     resolve_accounts(accounts, accounts),
-    resolvers."Resolve Accounts"(accounts, accounts, boolean, text);
+    resolvers."Resolve Accounts"(accounts, accounts, boolean, accounts[]);
 DROP SCHEMA resolvers;
 DROP TABLE accounts;
 DROP EXTENSION cosmosrep CASCADE;

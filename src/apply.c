@@ -120,8 +120,10 @@ typedef struct ApplyRel
 	Oid		   *ioparams;
 	AttrNumber	version_att;
 	AttrNumber	base_att;
-	char	   *policy;			/* conflict policy, in ApplyContext; NULL
-								 * until read or after an invalidation */
+	CrPolicy   *policy;			/* conflict policy, in policy_cxt */
+	MemoryContext policy_cxt;
+	bool		policy_valid;	/* false until read, and after the table's
+								 * configuration or columns change */
 	struct ApplyExec *exec;		/* open in the current transaction, or NULL */
 } ApplyRel;
 
@@ -139,6 +141,7 @@ typedef struct ApplyExec
 	TupleTableSlot *keyslot;	/* the old key of an update that changed it */
 	TupleTableSlot *localslot;	/* the local row with the remote key */
 	TupleTableSlot *otherslot;	/* the local row with an update's new key */
+	TupleTableSlot *mergedslot; /* the row a conflict policy wrote */
 	Oid			pkindex;
 	Oid			owner;			/* changes are applied as this role */
 	CrTombstone horizon;		/* the table's truncate horizon: it cannot
@@ -204,7 +207,7 @@ static void apply_rel_invalidate(Datum arg, Oid relid);
 static ApplyRel *apply_rel_lookup(LogicalRepRelId remoteid);
 static void apply_rel_map(ApplyRel *ar, Relation rel);
 static ApplyExec *exec_open(ApplyRel *ar);
-static const char *apply_rel_policy(ApplyRel *ar);
+static const CrPolicy *apply_rel_policy(ApplyRel *ar, Relation rel);
 static void exec_close_all(void);
 static ApplyExec *change_begin(ApplyRel *ar);
 static void begin_in_transaction(void);
@@ -216,12 +219,12 @@ static int64 observed_version(TupleTableSlot *slot, ApplyRel *ar);
 static bool find_local_row(ApplyExec *ex, TupleTableSlot *key, TupleTableSlot *row,
 						   bool confirm_miss);
 static bool fetch_peer_row(ApplyExec *ex, ApplyRel *ar, TupleTableSlot *slot);
-static bool same_key(ApplyExec *ex, TupleTableSlot *a, TupleTableSlot *b);
+
 static void apply_row(ApplyExec *ex, ApplyRel *ar, TupleTableSlot *row,
 					  const CrIncoming *incoming);
-static void detect_and_record(ApplyExec *ex, ApplyRel *ar, const CrIncoming *incoming,
-							  const CrLocalState *local, TupleTableSlot *local_row,
-							  TupleTableSlot *remote_row, bool remote_applied);
+static CrDecision decide(ApplyExec *ex, ApplyRel *ar, const CrIncoming *incoming,
+						 const CrLocalState *local, TupleTableSlot *key,
+						 TupleTableSlot *local_row, TupleTableSlot *remote_row);
 static void handle_begin(StringInfo s);
 static void handle_commit(StringInfo s);
 static void commit_group(void);
@@ -292,8 +295,9 @@ apply_worker_exit(int code, Datum arg)
  */
 
 /*
- * A relcache invalidation: of a mapped table, its map; of cosmosrep's
- * table configuration (cosmosrep.config_changed), every cached policy.
+ * A relcache invalidation: of a mapped table, its map and policy; of
+ * cosmosrep's table configuration (cosmosrep.config_changed), every
+ * policy.  They are read again at the next change.
  */
 static void
 apply_rel_invalidate(Datum arg, Oid relid)
@@ -306,13 +310,10 @@ apply_rel_invalidate(Datum arg, Oid relid)
 	hash_seq_init(&status, ApplyRelMap);
 	while ((ar = hash_seq_search(&status)) != NULL)
 	{
+		if (relid == InvalidOid || ar->localrelid == relid || relid == ConfigRelid)
+			ar->policy_valid = false;
 		if (relid == InvalidOid || ar->localrelid == relid)
 			ar->map_valid = false;
-		if ((relid == InvalidOid || relid == ConfigRelid) && ar->policy)
-		{
-			pfree(ar->policy);
-			ar->policy = NULL;
-		}
 	}
 }
 
@@ -490,9 +491,10 @@ exec_open(ApplyRel *ar)
 										 &TTSOpsVirtual);
 	ex->localslot = table_slot_create(ex->rel, &ex->estate->es_tupleTable);
 	ex->otherslot = table_slot_create(ex->rel, &ex->estate->es_tupleTable);
+	ex->mergedslot = ExecInitExtraTupleSlot(ex->estate, RelationGetDescr(ex->rel),
+											&TTSOpsVirtual);
 	ex->owner = ex->rel->rd_rel->relowner;
 	ex->horizon = cr_tombstone_lookup(relid, NULL);
-	(void) apply_rel_policy(ar);
 
 	ar->exec = ex;
 	open_rels = lappend(open_rels, ar);
@@ -501,22 +503,31 @@ exec_open(ApplyRel *ar)
 }
 
 /*
- * The conflict policy of ar's local table, read once and kept until the
- * configuration changes.
+ * The conflict policy of ar's local table rel, read at the start of a
+ * change when the configuration or the table changed since it was read
+ * (never in the middle of a change: a resolver may process invalidations).
  */
-static const char *
-apply_rel_policy(ApplyRel *ar)
+static const CrPolicy *
+apply_rel_policy(ApplyRel *ar, Relation rel)
 {
-	if (ar->policy == NULL)
+	if (!ar->policy_valid)
 	{
-		CrTableConfig *config = cr_get_table_config(ar->localrelid);
+		CrTableConfig *config = cr_get_table_config(RelationGetRelid(rel));
+		MemoryContext oldctx;
 
 		if (config == NULL)
 			ereport(ERROR,
 					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 					 errmsg("table \"%s.%s\" is multi-region in region \"%s\" but not in this region",
 							ar->remoterel->nspname, ar->remoterel->relname, PeerName)));
-		ar->policy = MemoryContextStrdup(ApplyContext, config->policy);
+		if (ar->policy_cxt == NULL)
+			ar->policy_cxt = AllocSetContextCreate(ApplyContext, "cosmosrep apply policy",
+												   ALLOCSET_SMALL_SIZES);
+		MemoryContextReset(ar->policy_cxt);
+		oldctx = MemoryContextSwitchTo(ar->policy_cxt);
+		ar->policy = cr_policy_load(rel, config->policy, config->path, config->resolver);
+		MemoryContextSwitchTo(oldctx);
+		ar->policy_valid = true;
 	}
 	return ar->policy;
 }
@@ -570,6 +581,7 @@ change_begin(ApplyRel *ar)
 	begin_in_transaction();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	ex = exec_open(ar);
+	(void) apply_rel_policy(ar, ex->rel);
 	cr_switch_to_owner(ex->owner, &change_user);
 	AfterTriggerBeginQuery();
 	return ex;
@@ -691,17 +703,6 @@ find_local_row(ApplyExec *ex, TupleTableSlot *key, TupleTableSlot *row,
 	return false;
 }
 
-/* whether two rows of ex's table have the same primary key */
-static bool
-same_key(ApplyExec *ex, TupleTableSlot *a, TupleTableSlot *b)
-{
-	bytea	   *ka = cr_tombstone_key(ex->rel, a);
-	bytea	   *kb = cr_tombstone_key(ex->rel, b);
-
-	return VARSIZE(ka) == VARSIZE(kb) &&
-		memcmp(VARDATA(ka), VARDATA(kb), VARSIZE(ka) - VARHDRSZ) == 0;
-}
-
 /*
  * What this region holds for the key of slot: the row, locked, in row,
  * or else the newest tombstone of the key.
@@ -732,20 +733,41 @@ local_state(ApplyExec *ex, ApplyRel *ar, TupleTableSlot *key,
 	return local;
 }
 
-/* record the conflict of a remote change with local, if it is one */
-static void
-detect_and_record(ApplyExec *ex, ApplyRel *ar, const CrIncoming *incoming,
-				  const CrLocalState *local, TupleTableSlot *local_row,
-				  TupleTableSlot *remote_row, bool remote_applied)
+/*
+ * Decide a remote change (incoming, with remote_row, or NULL for a delete)
+ * against local, the state of its key (held in key) in this region, with
+ * local_row; record it if it is a conflict, and carry out what the
+ * conflict policy wrote in place of the remote change.  The caller
+ * applies the remote change itself when the decision says so.
+ */
+static CrDecision
+decide(ApplyExec *ex, ApplyRel *ar, const CrIncoming *incoming,
+	   const CrLocalState *local, TupleTableSlot *key, TupleTableSlot *local_row,
+	   TupleTableSlot *remote_row)
 {
-	CrConflictKind kind = cr_detect_conflict(incoming, local);
+	CrDecision	d = cr_decide(ar->policy, ex->rel, incoming, local, key,
+							  local->row_found ? local_row : NULL, remote_row,
+							  ex->mergedslot);
 
-	if (kind == CR_CONFLICT_NONE)
-		return;
+	if (d.kind == CR_CONFLICT_NONE)
+		return d;
 	conflicts_in_transaction++;
-	cr_record_conflict(ex->rel, apply_rel_policy(ar), kind, incoming, local,
-						   local->row_found ? local_row : NULL, remote_row,
-						   remote_applied);
+	cr_record_conflict(ex->rel, ar->policy->name, incoming, local, &d,
+					   local->row_found ? local_row : NULL, remote_row,
+					   d.write_merged ? ex->mergedslot : NULL);
+	if (d.write_merged && local->row_found)
+		ExecSimpleRelationUpdate(ex->rri, ex->estate, &ex->epqstate, local_row,
+								 ex->mergedslot);
+	else if (d.write_merged)
+		ExecSimpleRelationInsert(ex->rri, ex->estate, ex->mergedslot);
+	else if (d.delete_merged)
+	{
+		if (local->row_found)
+			ExecSimpleRelationDelete(ex->rri, ex->estate, &ex->epqstate, local_row);
+		cr_tombstone_record(RelationGetRelid(ex->rel), d.key, d.merged_version,
+							d.merged_base);
+	}
+	return d;
 }
 
 /*
@@ -757,10 +779,9 @@ apply_row(ApplyExec *ex, ApplyRel *ar, TupleTableSlot *row,
 		  const CrIncoming *incoming)
 {
 	CrLocalState local = local_state(ex, ar, row, ex->otherslot, false);
-	bool		wins = cr_remote_wins(incoming->version, &local);
+	CrDecision	d = decide(ex, ar, incoming, &local, row, ex->otherslot, row);
 
-	detect_and_record(ex, ar, incoming, &local, ex->otherslot, row, wins);
-	if (!wins)
+	if (!d.apply_remote)
 		return;
 	if (local.row_found)
 		ExecSimpleRelationUpdate(ex->rri, ex->estate, &ex->epqstate,
@@ -1008,6 +1029,8 @@ handle_relation(StringInfo s)
 		ar->infuncs = NULL;
 		ar->ioparams = NULL;
 		ar->policy = NULL;
+		ar->policy_cxt = NULL;
+		ar->policy_valid = false;
 		ar->exec = NULL;
 	}
 	else
@@ -1065,7 +1088,6 @@ handle_update(StringInfo s)
 	CrIncoming	incoming;
 	bool		isnull;
 	bool		complete = true;
-	bool		applied;
 
 	ar = apply_rel_lookup(logicalrep_read_update(s, &has_oldtup, &oldtup, &newtup));
 	ex = change_begin(ar);
@@ -1078,7 +1100,8 @@ handle_update(StringInfo s)
 	{
 		key = ex->keyslot;
 		slot_fill(ar, &oldtup, key, NULL);
-		if (same_key(ex, key, row))
+		if (cr_tombstone_key_equal(cr_tombstone_key(ex->rel, key),
+								   cr_tombstone_key(ex->rel, row)))
 			key = row;
 	}
 	for (int i = 0; i < newtup.ncols; i++)
@@ -1093,24 +1116,43 @@ handle_update(StringInfo s)
 
 	if (key == row)
 	{
-		applied = cr_remote_wins(incoming.version, &local) &&
-			(complete || fetch_peer_row(ex, ar, row));
-		if (applied && !complete)
-			(void) observed_version(row, ar);
-		detect_and_record(ex, ar, &incoming, &local, ex->localslot, row, applied);
-		if (applied && local.row_found)
-			ExecSimpleRelationUpdate(ex->rri, ex->estate, &ex->epqstate,
-									 ex->localslot, row);
-		else if (applied)
-			ExecSimpleRelationInsert(ex->rri, ex->estate, row);
+		/*
+		 * The whole row is needed where the update would be written, and
+		 * where a policy compares it with the local row.
+		 */
+		if (!complete &&
+			(cr_remote_wins(incoming.version, &local) ||
+			 (cr_policy_reads_rows(ar->policy) &&
+			  cr_detect_conflict(&incoming, &local) != CR_CONFLICT_NONE)))
+		{
+			complete = fetch_peer_row(ex, ar, row);
+			if (complete)
+			{
+				incoming.version = observed_version(row, ar);
+				incoming.base = slot_version(row, ar->base_att, &isnull);
+			}
+		}
+		/* without it, the row is gone at the peer: its delete follows */
+		if (complete)
+		{
+			CrDecision	d = decide(ex, ar, &incoming, &local, key, ex->localslot, row);
+
+			if (d.apply_remote && local.row_found)
+				ExecSimpleRelationUpdate(ex->rri, ex->estate, &ex->epqstate,
+										 ex->localslot, row);
+			else if (d.apply_remote)
+				ExecSimpleRelationInsert(ex->rri, ex->estate, row);
+		}
 	}
 	else
 	{
+		CrIncoming	delete = incoming;
 		CrIncoming	insert = incoming;
+		CrDecision	d;
 
-		applied = local.row_found && cr_remote_wins(incoming.version, &local);
-		detect_and_record(ex, ar, &incoming, &local, ex->localslot, row, applied);
-		if (applied)
+		delete.kind = CR_CHANGE_DELETE;
+		d = decide(ex, ar, &delete, &local, key, ex->localslot, NULL);
+		if (d.apply_remote && local.row_found)
 			ExecSimpleRelationDelete(ex->rri, ex->estate, &ex->epqstate,
 									 ex->localslot);
 		cr_tombstone_record(RelationGetRelid(ex->rel),
@@ -1158,10 +1200,11 @@ handle_delete(StringInfo s)
 		local.version = slot_version(ex->localslot, ar->version_att, &isnull);
 		local.base = slot_version(ex->localslot, ar->base_att, &isnull);
 	}
-	applied = local.row_found &&
-		(unversioned || cr_remote_wins(incoming.version, &local));
-	if (!unversioned)
-		detect_and_record(ex, ar, &incoming, &local, ex->localslot, NULL, applied);
+	if (unversioned)
+		applied = local.row_found;
+	else
+		applied = decide(ex, ar, &incoming, &local, ex->remoteslot, ex->localslot,
+						 NULL).apply_remote && local.row_found;
 	if (applied)
 		ExecSimpleRelationDelete(ex->rri, ex->estate, &ex->epqstate, ex->localslot);
 	if (!unversioned)

@@ -42,6 +42,7 @@
 #include "postgres.h"
 
 #include "access/htup_details.h"
+#include "access/xact.h"
 #include "catalog/pg_authid.h"
 #include "catalog/pg_index.h"
 #include "catalog/pg_type.h"
@@ -51,6 +52,7 @@
 #include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/datum.h"
 #include "utils/fmgrprotos.h"
 #include "utils/json.h"
 #include "utils/lsyscache.h"
@@ -63,39 +65,7 @@
 #include "conflict.h"
 #include "cosmosrep.h"
 #include "hlc.h"
-
-/* names of the conflict kinds, as cosmosrep.conflicts shows them */
-static const char *const conflict_kind_names[] = {
-	[CR_CONFLICT_NONE] = "none",
-	[CR_CONFLICT_INSERT_EXISTS] = "insert_exists",
-	[CR_CONFLICT_INSERT_DELETED] = "insert_deleted",
-	[CR_CONFLICT_UPDATE_UPDATE] = "update_update",
-	[CR_CONFLICT_UPDATE_DELETED] = "update_deleted",
-	[CR_CONFLICT_DELETE_UPDATED] = "delete_updated",
-};
-
-/* a conflict detected in the open transaction, not yet written */
-typedef struct PendingConflict
-{
-	Oid			relid;
-	CrConflictKind kind;
-	int16		remote_region;
-	int64		local_version;
-	int64		remote_version;
-	Datum		local_row;		/* composite datum, or 0 */
-	Datum		remote_row;
-	char	   *policy;
-	bool		remote_applied;
-} PendingConflict;
-
-/* in TopTransactionContext; the apply worker flushes before it commits */
-static List *pending_conflicts = NIL;
-
-static SPIPlanPtr record_plan = NULL;
-static SPIPlanPtr local_row_plan = NULL;
-static SPIPlanPtr remote_row_plan = NULL;
-
-PG_FUNCTION_INFO_V1(cosmosrep_conflict_row);
+#include "tombstone.h"
 
 /*
  * Whether a remote write at incoming_version replaces what local holds:
@@ -152,189 +122,300 @@ cr_detect_conflict(const CrIncoming *incoming, const CrLocalState *local)
 	return CR_CONFLICT_NONE;
 }
 
-/*
- * Drop the resolved conflicts older than cosmosrep.conflict_retention;
- * pending and error entries (the feed) stay until they are resolved.
- */
-void
-cr_conflict_purge_history(void)
-{
-	Oid			argtypes[1] = {INT4OID};
-	Datum		values[1] = {Int32GetDatum(cr_conflict_retention_s)};
 
-	(void) cr_catalog_write(NULL,
-							"DELETE FROM cosmosrep.conflict"
-							" WHERE resolution OPERATOR(pg_catalog.<>) ALL ('{pending,error}'::text[])"
-							" AND resolved_at OPERATOR(pg_catalog.<)"
-							" (pg_catalog.now() OPERATOR(pg_catalog.-)"
-							"  pg_catalog.make_interval(secs => $1))",
-							1, argtypes, values, NULL, SPI_OK_DELETE);
+/* the attribute number of one of cosmosrep's columns of rel */
+static AttrNumber
+stamp_att(Relation rel, const char *name)
+{
+	AttrNumber	att = get_attnum(RelationGetRelid(rel), name);
+
+	if (att == InvalidAttrNumber)
+		elog(ERROR, "table \"%s\" has no column \"%s\"", RelationGetRelationName(rel), name);
+	return att;
 }
 
 /*
- * Record a conflict of rel detected here.  It is kept with the rows (as
- * their composite datums, which carry their row type: no per-column work
- * while applying) in the transaction's memory, and written, with the
- * others of the transaction, by cr_flush_conflicts before it commits.
- * local_row and remote_row are the two rows, or NULL where there is none
- * (a tombstone, an incoming delete).
+ * The policy of rel as apply uses it, from its configuration, allocated
+ * in the current memory context.
  */
-void
-cr_record_conflict(Relation rel, const char *policy, CrConflictKind kind,
-				   const CrIncoming *incoming, const CrLocalState *local,
-				   TupleTableSlot *local_row, TupleTableSlot *remote_row,
-				   bool remote_applied)
+CrPolicy *
+cr_policy_load(Relation rel, const char *policy, const char *path, Oid resolver)
 {
-	MemoryContext oldctx = MemoryContextSwitchTo(TopTransactionContext);
-	PendingConflict *c = palloc(sizeof(PendingConflict));
+	CrPolicy   *p = palloc0(sizeof(CrPolicy));
 
-	c->relid = RelationGetRelid(rel);
-	c->kind = kind;
-	c->remote_region = cr_version_region(incoming->version);
-	c->local_version = local->version;
-	c->remote_version = incoming->version;
-	c->local_row = local_row ? ExecFetchSlotHeapTupleDatum(local_row) : (Datum) 0;
-	c->remote_row = remote_row ? ExecFetchSlotHeapTupleDatum(remote_row) : (Datum) 0;
-	c->policy = pstrdup(policy);
-	c->remote_applied = remote_applied;
-	pending_conflicts = lappend(pending_conflicts, c);
-	MemoryContextSwitchTo(oldctx);
+	p->name = pstrdup(policy);
+	p->rowtype = rel->rd_rel->reltype;
+	p->version_att = stamp_att(rel, CR_VERSION_COLUMN);
+	p->base_att = stamp_att(rel, CR_BASE_COLUMN);
+	p->region_att = stamp_att(rel, CR_REGION_COLUMN);
+	if (strcmp(policy, "custom") == 0)
+	{
+		p->kind = CR_POLICY_CUSTOM;
+		fmgr_info(resolver, &p->resolver);
+	}
+	else if (strcmp(policy, "manual") == 0)
+		p->kind = CR_POLICY_MANUAL;
+	else if (path != NULL)
+	{
+		Form_pg_attribute att;
+		TypeCacheEntry *type;
+
+		p->kind = CR_POLICY_PATH;
+		p->path_att = stamp_att(rel, path);
+		att = TupleDescAttr(RelationGetDescr(rel), p->path_att - 1);
+		type = lookup_type_cache(att->atttypid, TYPECACHE_CMP_PROC_FINFO);
+		if (!OidIsValid(type->cmp_proc_finfo.fn_oid))
+			elog(ERROR, "column \"%s\" has no btree ordering", path);
+		fmgr_info_copy(&p->path_cmp, &type->cmp_proc_finfo, CurrentMemoryContext);
+		p->path_collation = att->attcollation;
+	}
+	else
+		p->kind = CR_POLICY_LWW;
+	return p;
 }
 
 /*
- * Write the conflicts recorded in this transaction, in one statement.
- * Called by apply before each commit (and before DDL messages).
+ * Whether the policy compares the rows of a conflict, so that apply must
+ * have the whole remote row (an update leaves TOASTed values it did not
+ * change out of the stream) before it decides.
  */
-void
-cr_flush_conflicts(void)
+bool
+cr_policy_reads_rows(const CrPolicy *policy)
 {
-	int			n = list_length(pending_conflicts);
-	Oid			argtypes[10] = {OIDARRAYOID, TEXTARRAYOID, INT2ARRAYOID, INT2ARRAYOID,
-	INT8ARRAYOID, INT8ARRAYOID, BYTEAARRAYOID, BYTEAARRAYOID, TEXTARRAYOID, TEXTARRAYOID};
-	Oid			elemtypes[10] = {OIDOID, TEXTOID, INT2OID, INT2OID, INT8OID, INT8OID,
-	BYTEAOID, BYTEAOID, TEXTOID, TEXTOID};
-	Datum	   *columns[10];
-	bool	   *nulls[10];
-	Datum		values[10];
-	int			i = 0;
-	ListCell   *lc;
-	int16		local_region;
-
-	if (n == 0)
-		return;
-	/* called at commit, where no snapshot is set for the statements here */
-	PushActiveSnapshot(GetTransactionSnapshot());
-	local_region = cr_local_region_id(false);
-	for (int col = 0; col < 10; col++)
-	{
-		columns[col] = palloc(sizeof(Datum) * n);
-		nulls[col] = palloc0(sizeof(bool) * n);
-	}
-	foreach(lc, pending_conflicts)
-	{
-		PendingConflict *c = lfirst(lc);
-
-		columns[0][i] = ObjectIdGetDatum(c->relid);
-		columns[1][i] = CStringGetTextDatum(conflict_kind_names[c->kind]);
-		columns[2][i] = Int16GetDatum(local_region);
-		columns[3][i] = Int16GetDatum(c->remote_region);
-		columns[4][i] = Int64GetDatum(c->local_version);
-		columns[5][i] = Int64GetDatum(c->remote_version);
-		columns[6][i] = c->local_row;
-		nulls[6][i] = c->local_row == (Datum) 0;
-		columns[7][i] = c->remote_row;
-		nulls[7][i] = c->remote_row == (Datum) 0;
-		columns[8][i] = CStringGetTextDatum(c->policy);
-		columns[9][i] = CStringGetTextDatum(c->remote_applied ? "remote_applied" : "local_kept");
-		i++;
-	}
-	for (int col = 0; col < 10; col++)
-	{
-		int16		typlen;
-		bool		typbyval;
-		char		typalign;
-		int			dims[1] = {n};
-		int			lbs[1] = {1};
-
-		get_typlenbyvalalign(elemtypes[col], &typlen, &typbyval, &typalign);
-		values[col] = PointerGetDatum(construct_md_array(columns[col], nulls[col], 1,
-														 dims, lbs, elemtypes[col],
-														 typlen, typbyval, typalign));
-	}
-	(void) cr_catalog_write(&record_plan,
-							"INSERT INTO cosmosrep.conflict"
-							" (relid, kind, local_region, remote_region, local_version,"
-							"  remote_version, local_row, remote_row, policy, resolution)"
-							" SELECT * FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),"
-							"  pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5),"
-							"  pg_catalog.unnest($6), pg_catalog.unnest($7), pg_catalog.unnest($8),"
-							"  pg_catalog.unnest($9), pg_catalog.unnest($10))",
-							10, argtypes, values, NULL, SPI_OK_INSERT);
-	PopActiveSnapshot();
-	list_free(pending_conflicts);
-	pending_conflicts = NIL;
+	return policy->kind == CR_POLICY_PATH || policy->kind == CR_POLICY_CUSTOM;
 }
 
 /*
- * cosmosrep.conflict_row(conflict_id, local): one of the two rows of a
- * recorded conflict as jsonb, decoded from the composite datum stored
- * when it was detected (with the table's current row type: columns added
- * since read as null), or NULL.  Takes an id, not the stored bytes, so
- * that no caller can make it decode bytes of their own, and answers only
- * a user who may read the table.
+ * last_writer_wins on a path: whether the remote row's value of the path
+ * column is higher than the local row's.  NULL loses to any value; equal
+ * values (or two NULLs) fall back to the row version.
  */
-Datum
-cosmosrep_conflict_row(PG_FUNCTION_ARGS)
+static bool
+path_remote_wins(const CrPolicy *policy, int64 incoming_version,
+				 const CrLocalState *local, TupleTableSlot *local_row,
+				 TupleTableSlot *remote_row)
 {
-	Oid			argtypes[1] = {INT8OID};
-	Datum		values[1] = {PG_GETARG_DATUM(0)};
-	bool		local = PG_GETARG_BOOL(1);
-	SPIPlanPtr *plan = local ? &local_row_plan : &remote_row_plan;
+	bool		lnull;
+	bool		rnull;
+	Datum		lval = slot_getattr(local_row, policy->path_att, &lnull);
+	Datum		rval = slot_getattr(remote_row, policy->path_att, &rnull);
+	int32		cmp;
+
+	if (lnull != rnull)
+		return lnull;
+	if (!lnull)
+	{
+		cmp = DatumGetInt32(FunctionCall2Coll((FmgrInfo *) &policy->path_cmp,
+											  policy->path_collation, rval, lval));
+		if (cmp != 0)
+			return cmp > 0;
+	}
+	return cr_remote_wins(incoming_version, local);
+}
+
+/* whether two rows of rel hold the same values outside cosmosrep's columns */
+static bool
+same_user_values(const CrPolicy *policy, TupleDesc desc, TupleTableSlot *a,
+				 TupleTableSlot *b)
+{
+	slot_getallattrs(a);
+	slot_getallattrs(b);
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		if (att->attisdropped || i + 1 == policy->version_att ||
+			i + 1 == policy->base_att || i + 1 == policy->region_att)
+			continue;
+		if (a->tts_isnull[i] != b->tts_isnull[i] ||
+			(!a->tts_isnull[i] &&
+			 !datum_image_eq(a->tts_values[i], b->tts_values[i],
+							 att->attbyval, att->attlen)))
+			return false;
+	}
+	return true;
+}
+
+/*
+ * Call the resolver of rel in a subtransaction, with the two writes in
+ * canonical order: the newer one (by version) as incoming, the older one
+ * as existing, a NULL row for a write that deleted the key, is_tombstone
+ * when the newer write is a delete, and the rows of the key that wait in
+ * the feed.  Every region calls it with the same arguments for the same
+ * two writes, whichever arrived first.  The row it returns is stored in
+ * merged; *deleted when it returns NULL.  NULL with *error set when the
+ * resolver failed, or returned a row of another type or another key.
+ */
+static bool
+call_resolver(const CrPolicy *policy, Relation rel, bytea *key,
+			  TupleTableSlot *newer, TupleTableSlot *older, bool newer_deleted,
+			  TupleTableSlot *merged, bool *deleted, char **error)
+{
 	MemoryContext callerctx = CurrentMemoryContext;
-	HeapTupleHeader row = NULL;
-	Oid			relid = InvalidOid;
-	Oid			save_userid;
-	int			save_sec_context;
-	Datum		json;
+	ResourceOwner callerowner = CurrentResourceOwner;
+	TupleDesc	desc = RelationGetDescr(rel);
+	LOCAL_FCINFO(fcinfo, 4);
+	bool		ok = false;
 
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SPI_connect();
-	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
-						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
-	if (*plan == NULL)
-	{
-		*plan = SPI_prepare(local ?
-							"SELECT relid, local_row FROM cosmosrep.conflict WHERE conflict_id = $1" :
-							"SELECT relid, remote_row FROM cosmosrep.conflict WHERE conflict_id = $1",
-							1, argtypes);
-		if (*plan == NULL)
-			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-		SPI_keepplan(*plan);
-	}
-	if (SPI_execute_plan(*plan, values, NULL, true, 1) == SPI_OK_SELECT &&
-		SPI_processed == 1)
-	{
-		HeapTuple	tup = SPI_tuptable->vals[0];
-		bool		isnull;
-		Datum		d;
+	InitFunctionCallInfoData(*fcinfo, (FmgrInfo *) &policy->resolver, 4,
+							 InvalidOid, NULL, NULL);
+	fcinfo->args[0].value = newer ? ExecFetchSlotHeapTupleDatum(newer) : (Datum) 0;
+	fcinfo->args[0].isnull = newer == NULL;
+	fcinfo->args[1].value = older ? ExecFetchSlotHeapTupleDatum(older) : (Datum) 0;
+	fcinfo->args[1].isnull = older == NULL;
+	fcinfo->args[2].value = BoolGetDatum(newer_deleted);
+	fcinfo->args[2].isnull = false;
+	fcinfo->args[3].value = cr_feed_rows(RelationGetRelid(rel), key, policy->rowtype);
+	fcinfo->args[3].isnull = false;
 
-		relid = DatumGetObjectId(SPI_getbinval(tup, SPI_tuptable->tupdesc, 1, &isnull));
-		d = SPI_getbinval(tup, SPI_tuptable->tupdesc, 2, &isnull);
-		if (!isnull)
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(callerctx);
+	PG_TRY();
+	{
+		Datum		result = FunctionCallInvoke(fcinfo);
+
+		*deleted = fcinfo->isnull;
+		if (!*deleted)
 		{
-			MemoryContext spictx = MemoryContextSwitchTo(callerctx);
+			HeapTupleHeader hdr = DatumGetHeapTupleHeader(result);
+			HeapTupleData tuple;
 
-			row = (HeapTupleHeader) PG_DETOAST_DATUM_COPY(d);
-			MemoryContextSwitchTo(spictx);
+			if (HeapTupleHeaderGetTypeId(hdr) != policy->rowtype)
+				ereport(ERROR,
+						(errcode(ERRCODE_DATATYPE_MISMATCH),
+						 errmsg("resolver returned a row of type %s instead of %s",
+								format_type_be(HeapTupleHeaderGetTypeId(hdr)),
+								format_type_be(policy->rowtype))));
+			tuple.t_len = HeapTupleHeaderGetDatumLength(hdr);
+			ItemPointerSetInvalid(&tuple.t_self);
+			tuple.t_tableOid = RelationGetRelid(rel);
+			tuple.t_data = hdr;
+			ExecClearTuple(merged);
+			heap_deform_tuple(&tuple, desc, merged->tts_values, merged->tts_isnull);
+			ExecStoreVirtualTuple(merged);
+			/* a copy, independent of the subtransaction's memory */
+			ExecMaterializeSlot(merged);
+			if (!cr_tombstone_key_equal(cr_tombstone_key(rel, merged), key))
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("resolver returned a row with another primary key")));
+		}
+		ReleaseCurrentSubTransaction();
+		ok = true;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(callerctx);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		*error = edata->message;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(callerctx);
+	CurrentResourceOwner = callerowner;
+	return ok;
+}
+
+/*
+ * The custom policy: the resolver's row, written at the newer version,
+ * unless it is the newer write itself (which then wins as under
+ * last-writer-wins).
+ */
+static void
+decide_custom(const CrPolicy *policy, Relation rel, const CrIncoming *incoming,
+			  const CrLocalState *local, bytea *key, TupleTableSlot *local_row,
+			  TupleTableSlot *remote_row, TupleTableSlot *merged, CrDecision *d)
+{
+	bool		remote_newer = incoming->version > local->version;
+	TupleTableSlot *newer = remote_newer ? remote_row : local_row;
+	TupleTableSlot *older = remote_newer ? local_row : remote_row;
+	bool		deleted;
+	bool		kept_newer;
+
+	if (!call_resolver(policy, rel, key, newer, older, newer == NULL, merged,
+					   &deleted, &d->error))
+	{
+		d->resolution = CR_RESOLUTION_ERROR;
+		d->apply_remote = false;
+		return;
+	}
+	kept_newer = deleted ? newer == NULL :
+		newer != NULL && same_user_values(policy, RelationGetDescr(rel), merged, newer);
+	if (kept_newer)
+	{
+		d->apply_remote = remote_newer;
+		d->resolution = remote_newer ? CR_RESOLUTION_REMOTE_APPLIED : CR_RESOLUTION_LOCAL_KEPT;
+		return;
+	}
+	d->resolution = CR_RESOLUTION_MERGED;
+	d->apply_remote = false;
+	d->merged_version = Max(incoming->version, local->version);
+	d->merged_base = Min(incoming->version, local->version);
+	if (deleted)
+		d->delete_merged = true;
+	else
+	{
+		d->write_merged = true;
+		merged->tts_values[policy->version_att - 1] = Int64GetDatum(d->merged_version);
+		merged->tts_isnull[policy->version_att - 1] = false;
+		merged->tts_values[policy->base_att - 1] = Int64GetDatum(d->merged_base);
+		merged->tts_isnull[policy->base_att - 1] = false;
+		merged->tts_values[policy->region_att - 1] =
+			Int16GetDatum(cr_version_region(d->merged_version));
+		merged->tts_isnull[policy->region_att - 1] = false;
+	}
+}
+
+/*
+ * Decide a remote change (incoming, with remote_row, or NULL for a delete)
+ * against what this region holds for its key (local, with local_row, or
+ * NULL without a row).  Writes that are not in conflict are decided by
+ * version.  Conflicts go to the table's policy:
+ *
+ *	last_writer_wins	the higher version wins;
+ *	... on a path		between two rows, the higher value of the path
+ *						column wins (NULL loses, a tie goes to the version);
+ *						a delete against an update is decided by version;
+ *	manual				decided by version for now, and pending in the feed;
+ *	custom				the resolver's row (decide_custom).
+ *
+ * key holds the key of the change (the old key of an update that changed
+ * it), and merged is a slot of rel's row type for the custom policy's
+ * row.
+ */
+CrDecision
+cr_decide(const CrPolicy *policy, Relation rel, const CrIncoming *incoming,
+		  const CrLocalState *local, TupleTableSlot *key, TupleTableSlot *local_row,
+		  TupleTableSlot *remote_row, TupleTableSlot *merged)
+{
+	CrDecision	d = {0};
+
+	d.kind = cr_detect_conflict(incoming, local);
+	d.apply_remote = cr_remote_wins(incoming->version, local);
+	if (d.kind != CR_CONFLICT_NONE)
+	{
+		d.key = cr_tombstone_key(rel, key);
+		switch (policy->kind)
+		{
+			case CR_POLICY_LWW:
+				break;
+			case CR_POLICY_PATH:
+				if (local_row != NULL && remote_row != NULL)
+					d.apply_remote = path_remote_wins(policy, incoming->version, local,
+													  local_row, remote_row);
+				break;
+			case CR_POLICY_MANUAL:
+				d.resolution = CR_RESOLUTION_PENDING;
+				return d;
+			case CR_POLICY_CUSTOM:
+				decide_custom(policy, rel, incoming, local, d.key, local_row,
+							  remote_row, merged, &d);
+				return d;
 		}
 	}
-	SetUserIdAndSecContext(save_userid, save_sec_context);
-	SPI_finish();
-	if (row == NULL || pg_class_aclcheck(relid, save_userid, ACL_SELECT) != ACLCHECK_OK ||
-		VARSIZE(row) < SizeofHeapTupleHeader ||
-		get_typtype(HeapTupleHeaderGetTypeId(row)) != TYPTYPE_COMPOSITE)
-		PG_RETURN_NULL();
-	json = DirectFunctionCall1(row_to_json, PointerGetDatum(row));
-	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in,
-										CStringGetDatum(TextDatumGetCString(json))));
+	d.resolution = d.apply_remote ? CR_RESOLUTION_REMOTE_APPLIED : CR_RESOLUTION_LOCAL_KEPT;
+	return d;
 }

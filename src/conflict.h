@@ -13,7 +13,9 @@
 #ifndef CR_CONFLICT_H
 #define CR_CONFLICT_H
 
+#include "access/htup.h"
 #include "executor/tuptable.h"
+#include "fmgr.h"
 #include "utils/relcache.h"
 
 typedef enum CrChangeKind
@@ -51,15 +53,75 @@ typedef enum CrConflictKind
 	CR_CONFLICT_DELETE_UPDATED	/* delete of a row updated concurrently */
 } CrConflictKind;
 
+typedef enum CrResolution
+{
+	CR_RESOLUTION_REMOTE_APPLIED,
+	CR_RESOLUTION_LOCAL_KEPT,
+	CR_RESOLUTION_MERGED,
+	CR_RESOLUTION_PENDING,
+	CR_RESOLUTION_ERROR
+} CrResolution;
+
+typedef enum CrPolicyKind
+{
+	CR_POLICY_LWW,				/* last_writer_wins on the row version */
+	CR_POLICY_PATH,				/* last_writer_wins on a user column */
+	CR_POLICY_CUSTOM,			/* a resolver function */
+	CR_POLICY_MANUAL			/* LWW for now, every conflict in the feed */
+} CrPolicyKind;
+
+/* a table's conflict policy, ready for apply */
+typedef struct CrPolicy
+{
+	CrPolicyKind kind;
+	char	   *name;			/* as cosmosrep.conflicts shows it */
+	AttrNumber	path_att;		/* CR_POLICY_PATH: the column */
+	Oid			path_collation;
+	FmgrInfo	path_cmp;		/* its type's btree comparison */
+	FmgrInfo	resolver;		/* CR_POLICY_CUSTOM */
+	Oid			rowtype;
+	AttrNumber	version_att;	/* cosmosrep's columns of the table */
+	AttrNumber	base_att;
+	AttrNumber	region_att;
+} CrPolicy;
+
+/* how a remote change is applied, and whether it was a conflict */
+typedef struct CrDecision
+{
+	CrConflictKind kind;
+	CrResolution resolution;
+	bool		apply_remote;	/* write the remote change as it came */
+	bool		write_merged;	/* write the policy's row instead */
+	bool		delete_merged;	/* or delete the key at merged_version */
+	int64		merged_version;
+	int64		merged_base;
+	bytea	   *key;			/* the primary key, where a conflict */
+	char	   *error;			/* CR_RESOLUTION_ERROR */
+} CrDecision;
+
+extern const char *const cr_resolution_names[];
+
 extern bool cr_remote_wins(int64 incoming_version, const CrLocalState *local);
 extern CrConflictKind cr_detect_conflict(const CrIncoming *incoming,
 										 const CrLocalState *local);
+extern CrPolicy *cr_policy_load(Relation rel, const char *policy,
+								const char *path, Oid resolver);
+extern bool cr_policy_reads_rows(const CrPolicy *policy);
+extern CrDecision cr_decide(const CrPolicy *policy, Relation rel,
+							const CrIncoming *incoming, const CrLocalState *local,
+							TupleTableSlot *key, TupleTableSlot *local_row,
+							TupleTableSlot *remote_row, TupleTableSlot *merged);
+
+/* conflict_log.c */
 extern void cr_record_conflict(Relation rel, const char *policy,
-							   CrConflictKind kind, const CrIncoming *incoming,
-							   const CrLocalState *local,
-							   TupleTableSlot *local_row,
-							   TupleTableSlot *remote_row, bool remote_applied);
+							   const CrIncoming *incoming, const CrLocalState *local,
+							   const CrDecision *decision,
+							   TupleTableSlot *local_row, TupleTableSlot *remote_row,
+							   TupleTableSlot *winner_row);
 extern void cr_flush_conflicts(void);
 extern void cr_conflict_purge_history(void);
+extern HeapTupleHeader cr_conflict_row_datum(int64 conflict_id, const char *which,
+											 Oid *relid);
+extern Datum cr_feed_rows(Oid relid, bytea *key, Oid rowtype);
 
 #endif							/* CR_CONFLICT_H */

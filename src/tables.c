@@ -228,13 +228,14 @@ build_table_config(Relation rel, const char *policy, const char *path,
 
 /*
  * Find the resolver function for rel: (incoming rel, existing rel,
- * is_tombstone boolean, conflict_kind text) RETURNS rel.
+ * is_tombstone boolean, conflicting rel[]) RETURNS rel, not STRICT (it
+ * is called with a NULL row where a write deleted the key).
  */
 static Oid
 lookup_resolver(Relation rel, const char *name)
 {
 	Oid			rowtype = rel->rd_rel->reltype;
-	Oid			argtypes[4] = {rowtype, rowtype, BOOLOID, TEXTOID};
+	Oid			argtypes[4] = {rowtype, rowtype, BOOLOID, get_array_type(rowtype)};
 	List	   *names = stringToQualifiedNameList(name);
 	Oid			funcid = LookupFuncName(names, 4, argtypes, true);
 	char	   *rowtypename = format_type_be(rowtype);
@@ -250,9 +251,14 @@ lookup_resolver(Relation rel, const char *name)
 				(errcode(ERRCODE_INVALID_FUNCTION_DEFINITION),
 				 errmsg("function \"%s\" cannot resolve conflicts of table \"%s\"",
 						name, RelationGetRelationName(rel)),
-				 errdetail("A resolver must take (incoming %s, existing %s, is_tombstone boolean, conflict_kind text) and return %s.",
-						   rowtypename, rowtypename, rowtypename)));
+				 errdetail("A resolver must take (incoming %s, existing %s, is_tombstone boolean, conflicting %s[]) and return %s.",
+						   rowtypename, rowtypename, rowtypename, rowtypename)));
 	}
+	if (func_strict(funcid))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_FUNCTION_DEFINITION),
+				 errmsg("resolver function \"%s\" must not be STRICT", name),
+				 errdetail("A resolver is called with a NULL row where a write deleted the row.")));
 	return funcid;
 }
 

@@ -205,6 +205,14 @@ cr_tombstone_key(Relation rel, TupleTableSlot *slot)
 	return pq_endtypsend(&buf);
 }
 
+/* whether two tombstone keys are the same key */
+bool
+cr_tombstone_key_equal(const bytea *a, const bytea *b)
+{
+	return VARSIZE_ANY_EXHDR(a) == VARSIZE_ANY_EXHDR(b) &&
+		memcmp(VARDATA_ANY(a), VARDATA_ANY(b), VARSIZE_ANY_EXHDR(a)) == 0;
+}
+
 /*
  * The tombstone key as text, for people: the primary key values as a row
  * literal, e.g. (42,"a b").  Behind the view cosmosrep.tombstones.

@@ -22,6 +22,7 @@ typedef struct CrTombstone
 } CrTombstone;
 
 extern bytea *cr_tombstone_key(Relation rel, TupleTableSlot *slot);
+extern bool cr_tombstone_key_equal(const bytea *a, const bytea *b);
 extern void cr_tombstone_record(Oid relid, bytea *key, int64 version,
 								int64 base);
 extern CrTombstone cr_tombstone_lookup(Oid relid, bytea *key);
