@@ -4,6 +4,8 @@
 -- order ids come from a region-local sequence with a disjoint range per
 -- region, the usual way to keep concurrent inserts from colliding on keys.
 -- Customers are shared: every region updates the same customer rows.
+-- Payments are shared too, and their conflicts go to a custom resolver
+-- (resolve_payment, below) instead of last writer wins.
 
 CREATE SEQUENCE orders_id_seq START :order_id_start;
 
@@ -22,3 +24,68 @@ CREATE TABLE orders (
     qty         int NOT NULL,
     placed_in   text NOT NULL DEFAULT current_setting('cluster_name')
 );
+
+-- The payments ledger: a payment moves pending -> authorized -> captured,
+-- and may end refunded.  Two regions that cannot see each other may move
+-- the same payment at once (authorize in one, capture in the other); last
+-- writer wins could then keep the authorization and forget money already
+-- captured.  The table's custom resolver keeps the furthest status
+-- instead, so the payment ends in the same, furthest state everywhere.
+CREATE TABLE payments (
+    id              bigint PRIMARY KEY,
+    amount          numeric(12, 2) NOT NULL,
+    status          text NOT NULL DEFAULT 'pending'
+                    CHECK (status IN ('pending', 'authorized', 'captured', 'refunded')),
+    tags            text[] NOT NULL DEFAULT '{}',
+    last_touched_by text NOT NULL DEFAULT current_setting('cluster_name')
+);
+
+-- resolve_payment: cosmosrep calls it, in every region, with the two
+-- conflicting writes of a payment in the same order: incoming is the newer
+-- write, existing the older one, NULL for a write that deleted the payment
+-- (is_tombstone: the newer write is a delete); conflicting holds rows that
+-- wait in the conflicts feed (unused here).  It returns the row to keep,
+-- or NULL to delete the payment.  The merge is a max and a union, so any
+-- number of regions end with the same row whatever order the writes reach
+-- them in:
+--   * the higher status rank wins (0 pending, 1 authorized, 2 captured,
+--     3 refunded, which is terminal); on a tie, the newer write;
+--   * tags: the sorted union of both writes' tags;
+--   * last_touched_by (like every other column) comes from the kept row;
+--   * a delete wins only over a payment not yet captured: captured or
+--     refunded money is never forgotten.
+-- Not STRICT (cosmosrep refuses a STRICT resolver): a deleted row arrives
+-- as NULL.  It names only its arguments and pg_catalog functions, so the
+-- apply worker's search_path does not matter.
+CREATE FUNCTION resolve_payment(incoming payments, existing payments,
+                                is_tombstone boolean, conflicting payments[])
+RETURNS payments
+LANGUAGE plpgsql AS $$
+DECLARE
+    ranks constant text[] := ARRAY['pending', 'authorized', 'captured', 'refunded'];
+    merged_tags text[];
+BEGIN
+    -- the newer write deleted the payment
+    IF is_tombstone OR incoming.id IS NULL THEN
+        IF existing.id IS NOT NULL
+           AND array_position(ranks, existing.status) - 1 >= 2 THEN
+            RETURN existing;
+        END IF;
+        RETURN NULL;
+    END IF;
+    -- the older write deleted it: the newer write brings it back
+    IF existing.id IS NULL THEN
+        RETURN incoming;
+    END IF;
+    merged_tags := ARRAY(SELECT DISTINCT tag COLLATE "C"
+                           FROM unnest(coalesce(incoming.tags, '{}')
+                                       || coalesce(existing.tags, '{}')) AS tag
+                          ORDER BY 1);
+    IF array_position(ranks, existing.status) > array_position(ranks, incoming.status) THEN
+        existing.tags := merged_tags;
+        RETURN existing;
+    END IF;
+    incoming.tags := merged_tags;
+    RETURN incoming;
+END
+$$;

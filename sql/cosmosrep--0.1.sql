@@ -123,7 +123,8 @@ CREATE TABLE cosmosrep.conflict (
     conflict_id    bigint      GENERATED ALWAYS AS IDENTITY (CACHE 1000) PRIMARY KEY,
     detected_at    timestamptz NOT NULL DEFAULT pg_catalog.now(),
     relid          oid         NOT NULL,
-    key            bytea       NOT NULL, -- the primary key, as tombstones hold it
+    key            bytea,      -- the primary key as tombstones hold it, for
+                               -- entries the feed may hold
     kind           text        NOT NULL, -- insert_exists, insert_deleted, update_update,
                                          -- update_deleted, delete_updated
     local_region   smallint    NOT NULL,

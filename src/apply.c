@@ -752,9 +752,11 @@ decide(ApplyExec *ex, ApplyRel *ar, const CrIncoming *incoming,
 	if (d.kind == CR_CONFLICT_NONE)
 		return d;
 	conflicts_in_transaction++;
-	cr_record_conflict(ex->rel, ar->policy->name, incoming, local, &d,
-					   local->row_found ? local_row : NULL, remote_row,
-					   d.write_merged ? ex->mergedslot : NULL);
+	if (cr_record_resolved_conflicts || d.resolution == CR_RESOLUTION_PENDING ||
+		d.resolution == CR_RESOLUTION_ERROR)
+		cr_record_conflict(ex->rel, ar->policy->name, incoming, local, &d,
+						   local->row_found ? local_row : NULL, remote_row,
+						   d.write_merged ? ex->mergedslot : NULL);
 	if (d.write_merged && local->row_found)
 		ExecSimpleRelationUpdate(ex->rri, ex->estate, &ex->epqstate, local_row,
 								 ex->mergedslot);

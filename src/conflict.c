@@ -397,7 +397,9 @@ cr_decide(const CrPolicy *policy, Relation rel, const CrIncoming *incoming,
 	d.apply_remote = cr_remote_wins(incoming->version, local);
 	if (d.kind != CR_CONFLICT_NONE)
 	{
-		d.key = cr_tombstone_key(rel, key);
+		/* the feed finds its entries by key */
+		if (policy->kind == CR_POLICY_CUSTOM || policy->kind == CR_POLICY_MANUAL)
+			d.key = cr_tombstone_key(rel, key);
 		switch (policy->kind)
 		{
 			case CR_POLICY_LWW:

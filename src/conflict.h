@@ -95,7 +95,8 @@ typedef struct CrDecision
 	bool		delete_merged;	/* or delete the key at merged_version */
 	int64		merged_version;
 	int64		merged_base;
-	bytea	   *key;			/* the primary key, where a conflict */
+	bytea	   *key;			/* the primary key, for conflicts the feed
+								 * may hold (custom, manual), else NULL */
 	char	   *error;			/* CR_RESOLUTION_ERROR */
 } CrDecision;
 

@@ -135,7 +135,7 @@ cr_record_conflict(Relation rel, const char *policy, const CrIncoming *incoming,
 	PendingConflict *c = palloc(sizeof(PendingConflict));
 
 	c->relid = RelationGetRelid(rel);
-	c->key = DatumGetByteaPCopy(PointerGetDatum(decision->key));
+	c->key = decision->key ? DatumGetByteaPCopy(PointerGetDatum(decision->key)) : NULL;
 	c->kind = decision->kind;
 	c->remote_region = cr_version_region(incoming->version);
 	c->local_version = local->version;
@@ -215,6 +215,7 @@ cr_flush_conflicts(void)
 		values[Anum_conflict_detected_at - 1] = detected_at;
 		values[Anum_conflict_relid - 1] = ObjectIdGetDatum(c->relid);
 		values[Anum_conflict_key - 1] = PointerGetDatum(c->key);
+		nulls[Anum_conflict_key - 1] = c->key == NULL;
 		values[Anum_conflict_kind - 1] = kinds[c->kind];
 		values[Anum_conflict_local_region - 1] = local_region;
 		values[Anum_conflict_remote_region - 1] = Int16GetDatum(c->remote_region);

@@ -44,6 +44,7 @@ bool		cr_loaded_at_startup = false;
 int			cr_max_clock_skew_ms = 60000;
 int			cr_stability_interval_ms = 10000;
 int			cr_conflict_retention_s = 7 * 24 * 3600;
+bool		cr_record_resolved_conflicts = true;
 
 static LWLockPadded *cr_lwlocks = NULL;
 
@@ -77,6 +78,13 @@ _PG_init(void)
 							7 * 24 * 3600, 0, INT_MAX,
 							PGC_SIGHUP, GUC_UNIT_S,
 							NULL, NULL, NULL);
+	DefineCustomBoolVariable("cosmosrep.record_resolved_conflicts",
+							 "Whether conflicts that a policy resolved are recorded in cosmosrep.conflicts.",
+							 "Off, they are only counted in replication_status; pending and error entries (the feed) are always recorded.",
+							 &cr_record_resolved_conflicts,
+							 true,
+							 PGC_SIGHUP, 0,
+							 NULL, NULL, NULL);
 	cr_consistency_define_settings();
 	MarkGUCPrefixReserved("cosmosrep");
 

@@ -50,6 +50,7 @@ extern bool cr_loaded_at_startup;
 extern int	cr_max_clock_skew_ms;
 extern int	cr_stability_interval_ms;
 extern int	cr_conflict_retention_s;
+extern bool cr_record_resolved_conflicts;
 extern void cr_require_preload(void);
 
 #endif							/* COSMOSREP_H */
