@@ -11,6 +11,7 @@ OBJS = \
 	src/consistency.o \
 	src/cosmosrep.o \
 	src/failover.o \
+	src/feed.o \
 	src/hlc.o \
 	src/output_plugin.o \
 	src/protocol.o \

@@ -144,7 +144,7 @@ CREATE TABLE cosmosrep.conflict (
 -- written by apply (conflict_log.c) and the feed functions only, which
 -- keep kind and resolution to the values above
 CREATE INDEX conflict_detected_at ON cosmosrep.conflict USING brin (detected_at);
-CREATE INDEX conflict_feed ON cosmosrep.conflict (relid, key) WHERE resolved_at IS NULL;
+CREATE INDEX conflict_waiting ON cosmosrep.conflict (relid, key) WHERE resolved_at IS NULL;
 COMMENT ON SEQUENCE cosmosrep.conflict_conflict_id_seq IS
     'numbers the conflicts detected in this region';
 REVOKE ALL ON cosmosrep.conflict FROM PUBLIC;
@@ -474,6 +474,44 @@ CREATE VIEW cosmosrep.conflict_summary AS
 COMMENT ON VIEW cosmosrep.conflict_summary IS
     'conflicts per table, kind and resolution, for the tables the current user may read';
 GRANT SELECT ON cosmosrep.conflict_summary TO PUBLIC;
+
+--
+-- The conflicts feed (feed.c): entries waiting for the application
+--
+
+CREATE VIEW cosmosrep.conflict_feed AS
+    SELECT * FROM cosmosrep.conflicts WHERE resolved_at IS NULL;
+COMMENT ON VIEW cosmosrep.conflict_feed IS
+    'conflicts waiting for the application: pending (manual policy) and error entries';
+GRANT SELECT ON cosmosrep.conflict_feed TO PUBLIC;
+
+CREATE FUNCTION cosmosrep.resolve_conflict(conflict_id bigint, keep_version bigint)
+RETURNS void
+AS 'MODULE_PATHNAME', 'cosmosrep_resolve_conflict'
+LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION cosmosrep.resolve_conflict(bigint, bigint) IS
+    'resolves a feed entry by keeping the row of one of its versions, written anew in every region';
+
+CREATE FUNCTION cosmosrep.resolve_conflict_with_row(conflict_id bigint, resolved_row jsonb)
+RETURNS void
+AS 'MODULE_PATHNAME', 'cosmosrep_resolve_conflict_with_row'
+LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION cosmosrep.resolve_conflict_with_row(bigint, jsonb) IS
+    'resolves a feed entry with a row of the same key, written anew in every region';
+
+CREATE FUNCTION cosmosrep.reapply_conflict(conflict_id bigint)
+RETURNS text
+AS 'MODULE_PATHNAME', 'cosmosrep_reapply_conflict'
+LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION cosmosrep.reapply_conflict(bigint) IS
+    'applies a feed entry again through the table''s policy as it is now, as a new write';
+
+CREATE FUNCTION cosmosrep.discard_conflict(conflict_id bigint)
+RETURNS void
+AS 'MODULE_PATHNAME', 'cosmosrep_discard_conflict'
+LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION cosmosrep.discard_conflict(bigint) IS
+    'resolves a feed entry by accepting what the regions hold';
 
 --
 -- Keeping the configuration true when objects are dropped

@@ -82,6 +82,7 @@
 #include "conflict.h"
 #include "cosmosrep.h"
 #include "failover.h"
+#include "feed.h"
 #include "hlc.h"
 #include "launcher.h"
 #include "protocol.h"
@@ -1301,6 +1302,21 @@ apply_rows(const char *content, Size size)
 	}
 }
 
+/* a message other than a row change, applied like a statement */
+static void
+statement_begin(void)
+{
+	begin_in_transaction();
+	PushActiveSnapshot(GetTransactionSnapshot());
+}
+
+static void
+statement_end(void)
+{
+	PopActiveSnapshot();
+	CommandCounterIncrement();
+}
+
 static void
 handle_message(StringInfo s)
 {
@@ -1313,11 +1329,15 @@ handle_message(StringInfo s)
 		apply_rows(msg.content, msg.size);
 	else if (strcmp(msg.prefix, CR_FAILOVER_MESSAGE_PREFIX) == 0)
 	{
-		begin_in_transaction();
-		PushActiveSnapshot(GetTransactionSnapshot());
+		statement_begin();
 		cr_failover_apply_message(msg.content, msg.size);
-		PopActiveSnapshot();
-		CommandCounterIncrement();
+		statement_end();
+	}
+	else if (strcmp(msg.prefix, CR_RESOLVED_MESSAGE_PREFIX) == 0)
+	{
+		statement_begin();
+		cr_feed_apply_resolved(msg.content, msg.size, PeerName);
+		statement_end();
 	}
 	else if (strcmp(msg.prefix, CR_STABLE_MESSAGE_PREFIX) == 0)
 	{
@@ -1335,11 +1355,9 @@ handle_message(StringInfo s)
 	else if (strcmp(msg.prefix, CR_DDL_MESSAGE_PREFIX) == 0)
 	{
 		exec_close_all();
-		begin_in_transaction();
-		PushActiveSnapshot(GetTransactionSnapshot());
+		statement_begin();
 		cr_table_apply_ddl(msg.content, msg.size, PeerName);
-		PopActiveSnapshot();
-		CommandCounterIncrement();
+		statement_end();
 	}
 }
 

@@ -214,8 +214,8 @@ path_remote_wins(const CrPolicy *policy, int64 incoming_version,
 }
 
 /* whether two rows of rel hold the same values outside cosmosrep's columns */
-static bool
-same_user_values(const CrPolicy *policy, TupleDesc desc, TupleTableSlot *a,
+bool
+cr_same_user_values(const CrPolicy *policy, TupleDesc desc, TupleTableSlot *a,
 				 TupleTableSlot *b)
 {
 	slot_getallattrs(a);
@@ -239,17 +239,18 @@ same_user_values(const CrPolicy *policy, TupleDesc desc, TupleTableSlot *a,
 /*
  * Call the resolver of rel in a subtransaction, with the two writes in
  * canonical order: the newer one (by version) as incoming, the older one
- * as existing, a NULL row for a write that deleted the key, is_tombstone
- * when the newer write is a delete, and the rows of the key that wait in
- * the feed.  Every region calls it with the same arguments for the same
- * two writes, whichever arrived first.  The row it returns is stored in
- * merged; *deleted when it returns NULL.  NULL with *error set when the
- * resolver failed, or returned a row of another type or another key.
+ * as existing (composite datums, 0 for a write that deleted the key),
+ * is_tombstone when the newer write is a delete, and the rows of the key
+ * that wait in the feed.  Every region calls it with the same arguments
+ * for the same two writes, whichever arrived first.  The row it returns
+ * is stored in merged; *deleted when it returns NULL.  False, with *error
+ * set, when the resolver failed, or returned a row of another type or
+ * another key.
  */
-static bool
-call_resolver(const CrPolicy *policy, Relation rel, bytea *key,
-			  TupleTableSlot *newer, TupleTableSlot *older, bool newer_deleted,
-			  TupleTableSlot *merged, bool *deleted, char **error)
+bool
+cr_call_resolver(const CrPolicy *policy, Relation rel, bytea *key,
+				 Datum newer, Datum older, TupleTableSlot *merged,
+				 bool *deleted, char **error)
 {
 	MemoryContext callerctx = CurrentMemoryContext;
 	ResourceOwner callerowner = CurrentResourceOwner;
@@ -259,11 +260,11 @@ call_resolver(const CrPolicy *policy, Relation rel, bytea *key,
 
 	InitFunctionCallInfoData(*fcinfo, (FmgrInfo *) &policy->resolver, 4,
 							 InvalidOid, NULL, NULL);
-	fcinfo->args[0].value = newer ? ExecFetchSlotHeapTupleDatum(newer) : (Datum) 0;
-	fcinfo->args[0].isnull = newer == NULL;
-	fcinfo->args[1].value = older ? ExecFetchSlotHeapTupleDatum(older) : (Datum) 0;
-	fcinfo->args[1].isnull = older == NULL;
-	fcinfo->args[2].value = BoolGetDatum(newer_deleted);
+	fcinfo->args[0].value = newer;
+	fcinfo->args[0].isnull = newer == (Datum) 0;
+	fcinfo->args[1].value = older;
+	fcinfo->args[1].isnull = older == (Datum) 0;
+	fcinfo->args[2].value = BoolGetDatum(newer == (Datum) 0);
 	fcinfo->args[2].isnull = false;
 	fcinfo->args[3].value = cr_feed_rows(RelationGetRelid(rel), key, policy->rowtype);
 	fcinfo->args[3].isnull = false;
@@ -335,15 +336,17 @@ decide_custom(const CrPolicy *policy, Relation rel, const CrIncoming *incoming,
 	bool		deleted;
 	bool		kept_newer;
 
-	if (!call_resolver(policy, rel, key, newer, older, newer == NULL, merged,
-					   &deleted, &d->error))
+	if (!cr_call_resolver(policy, rel, key,
+						  newer ? ExecFetchSlotHeapTupleDatum(newer) : (Datum) 0,
+						  older ? ExecFetchSlotHeapTupleDatum(older) : (Datum) 0,
+						  merged, &deleted, &d->error))
 	{
 		d->resolution = CR_RESOLUTION_ERROR;
 		d->apply_remote = false;
 		return;
 	}
 	kept_newer = deleted ? newer == NULL :
-		newer != NULL && same_user_values(policy, RelationGetDescr(rel), merged, newer);
+		newer != NULL && cr_same_user_values(policy, RelationGetDescr(rel), merged, newer);
 	if (kept_newer)
 	{
 		d->apply_remote = remote_newer;

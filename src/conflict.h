@@ -108,6 +108,11 @@ extern CrConflictKind cr_detect_conflict(const CrIncoming *incoming,
 extern CrPolicy *cr_policy_load(Relation rel, const char *policy,
 								const char *path, Oid resolver);
 extern bool cr_policy_reads_rows(const CrPolicy *policy);
+extern bool cr_call_resolver(const CrPolicy *policy, Relation rel, bytea *key,
+							 Datum newer, Datum older, TupleTableSlot *merged,
+							 bool *deleted, char **error);
+extern bool cr_same_user_values(const CrPolicy *policy, TupleDesc desc,
+								TupleTableSlot *a, TupleTableSlot *b);
 extern CrDecision cr_decide(const CrPolicy *policy, Relation rel,
 							const CrIncoming *incoming, const CrLocalState *local,
 							TupleTableSlot *key, TupleTableSlot *local_row,

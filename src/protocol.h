@@ -38,6 +38,7 @@
 #define CR_ROWS_MESSAGE_PREFIX		"cosmosrep.rows"
 #define CR_STABLE_MESSAGE_PREFIX	"cosmosrep.stable"
 #define CR_FAILOVER_MESSAGE_PREFIX	"cosmosrep.failover"
+#define CR_RESOLVED_MESSAGE_PREFIX	"cosmosrep.resolved"
 
 typedef struct CrMessage
 {

@@ -86,8 +86,7 @@ static Oid	lookup_resolver(Relation rel, const char *name);
 static void spi_run_ddl(const char *sql);
 static bool table_has_rows(Relation rel);
 static void check_trigger(Relation rel, const char *name);
-static void log_table_ddl(char action, Relation rel, const CrTableConfig *config,
-						  const char *resolver);
+static void log_table_ddl(char action, Relation rel, const CrTableConfig *config);
 static void log_table_rows(Relation rel);
 static const char *next_ddl_field(const char **cursor, const char *end);
 static void apply_remote_ddl(char action, Oid relid, const char *policy,
@@ -337,7 +336,7 @@ cr_table_enable(Oid relid, const char *policy, const char *path,
 	qualname = quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
 										  relname);
 	has_rows = table_has_rows(rel);
-	log_table_ddl(CR_DDL_ENABLE, rel, config, resolver);
+	log_table_ddl(CR_DDL_ENABLE, rel, config);
 	/* ALTER TABLE refuses a table this session still has open */
 	relation_close(rel, NoLock);
 
@@ -381,7 +380,7 @@ cr_table_alter_policy(Oid relid, const char *policy, const char *path,
 	CrTableConfig *config = build_table_config(rel, policy, path, resolver);
 
 	config->config_version = cr_hlc_next_version(cr_local_region_id(false));
-	log_table_ddl(CR_DDL_ALTER_POLICY, rel, config, resolver);
+	log_table_ddl(CR_DDL_ALTER_POLICY, rel, config);
 	relation_close(rel, NoLock);
 	cr_update_table_config(config);
 }
@@ -397,7 +396,7 @@ cr_table_disable(Oid relid)
 
 	qualname = quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
 										  RelationGetRelationName(rel));
-	log_table_ddl(CR_DDL_DISABLE, rel, NULL, NULL);
+	log_table_ddl(CR_DDL_DISABLE, rel, NULL);
 	relation_close(rel, NoLock);
 
 	/* forget the table first: the DDL check must not object to the drops */
@@ -489,11 +488,11 @@ cosmosrep_check_table(PG_FUNCTION_ARGS)
  * strings ("" for none).
  */
 static void
-log_table_ddl(char action, Relation rel, const CrTableConfig *config,
-			  const char *resolver)
+log_table_ddl(char action, Relation rel, const CrTableConfig *config)
 {
 	StringInfoData buf;
 	const char *fields[7];
+	const char *resolver = NULL;
 
 	if (!XLogLogicalInfoActive())
 		return;
@@ -502,6 +501,10 @@ log_table_ddl(char action, Relation rel, const CrTableConfig *config,
 	fields[2] = GetUserNameFromId(rel->rd_rel->relowner, false);
 	fields[3] = config ? config->policy : "";
 	fields[4] = config && config->path ? config->path : "";
+	/* schema-qualified: apply runs with an empty search_path */
+	if (config && OidIsValid(config->resolver))
+		resolver = quote_qualified_identifier(get_namespace_name(get_func_namespace(config->resolver)),
+											  get_func_name(config->resolver));
 	fields[5] = resolver ? resolver : "";
 	fields[6] = config ? psprintf(INT64_FORMAT, config->config_version) : "0";
 	initStringInfo(&buf);

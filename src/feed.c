@@ -1,0 +1,517 @@
+/*-------------------------------------------------------------------------
+ *
+ * feed.c
+ *	  The conflicts feed: the pending and error entries of
+ *	  cosmosrep.conflict, and the functions an application resolves them
+ *	  with.
+ *
+ * NOTES
+ *	  An entry waits in the feed while resolved_at is NULL: a conflict of
+ *	  a table under the manual policy (pending; the regions hold the row
+ *	  that last-writer-wins picked), or one that a resolver failed on
+ *	  (error; the region kept its row).  The application then
+ *
+ *	  - keeps one of the entry's two versions (resolve_conflict),
+ *	  - supplies the row to keep (resolve_conflict_with_row),
+ *	  - applies the entry again, through the table's policy as it is now
+ *	    (reapply_conflict), or
+ *	  - accepts what the regions hold (discard_conflict).
+ *
+ *	  The first three write the row as a new local write of the caller,
+ *	  with the caller's privileges: it gets a new version and replicates
+ *	  to every region like any write, so every region ends with it.  Each
+ *	  of the four then marks the entry resolved, together with every other
+ *	  entry of the same key whose versions are not newer than the entry's,
+ *	  and says so to the other regions in a transactional message, after
+ *	  which they mark the same entries of their own feeds.
+ *
+ * IDENTIFICATION
+ *	  src/feed.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_authid.h"
+#include "catalog/pg_type.h"
+#include "executor/executor.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "nodes/makefuncs.h"
+#include "replication/message.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
+
+#include "catalog.h"
+#include "conflict.h"
+#include "cosmosrep.h"
+#include "feed.h"
+#include "protocol.h"
+#include "tombstone.h"
+
+/* an entry of the feed, read for resolving it */
+typedef struct FeedEntry
+{
+	int64		conflict_id;
+	Oid			relid;
+	bytea	   *key;
+	int64		local_version;
+	int64		remote_version;
+	Datum		local_row;		/* composite datums, or 0 */
+	Datum		remote_row;
+	char	   *resolution;
+} FeedEntry;
+
+PG_FUNCTION_INFO_V1(cosmosrep_resolve_conflict);
+PG_FUNCTION_INFO_V1(cosmosrep_resolve_conflict_with_row);
+PG_FUNCTION_INFO_V1(cosmosrep_reapply_conflict);
+PG_FUNCTION_INFO_V1(cosmosrep_discard_conflict);
+
+/*
+ * Read and lock the feed entry conflict_id for the current user, who must
+ * be able to read its table (as for cosmosrep.conflicts) and to change
+ * it.  Errors if there is no such entry, or it is resolved already.
+ */
+static FeedEntry *
+feed_entry_lock(int64 conflict_id)
+{
+	Oid			argtypes[1] = {INT8OID};
+	Datum		values[1] = {Int64GetDatum(conflict_id)};
+	MemoryContext callerctx = CurrentMemoryContext;
+	FeedEntry  *e = NULL;
+	bool		resolved = false;
+	char	   *resolved_by = NULL;
+	Oid			save_userid;
+	int			save_sec_context;
+	AclResult	aclresult;
+
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SPI_connect();
+	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
+						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	if (SPI_execute_with_args("SELECT relid, key, local_version, remote_version,"
+							  " local_row, remote_row, resolution,"
+							  " resolved_at IS NOT NULL, resolved_by"
+							  " FROM cosmosrep.conflict"
+							  " WHERE conflict_id OPERATOR(pg_catalog.=) $1 FOR UPDATE",
+							  1, argtypes, values, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read conflict " INT64_FORMAT, conflict_id);
+	if (SPI_processed == 1)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[0];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		MemoryContext spictx = MemoryContextSwitchTo(callerctx);
+		bool		isnull;
+		Datum		d;
+
+		e = palloc0(sizeof(FeedEntry));
+		e->conflict_id = conflict_id;
+		e->relid = DatumGetObjectId(SPI_getbinval(tup, desc, 1, &isnull));
+		d = SPI_getbinval(tup, desc, 2, &isnull);
+		e->key = isnull ? NULL : DatumGetByteaPCopy(d);
+		e->local_version = DatumGetInt64(SPI_getbinval(tup, desc, 3, &isnull));
+		e->remote_version = DatumGetInt64(SPI_getbinval(tup, desc, 4, &isnull));
+		d = SPI_getbinval(tup, desc, 5, &isnull);
+		e->local_row = isnull ? (Datum) 0 : PointerGetDatum(PG_DETOAST_DATUM_COPY(d));
+		d = SPI_getbinval(tup, desc, 6, &isnull);
+		e->remote_row = isnull ? (Datum) 0 : PointerGetDatum(PG_DETOAST_DATUM_COPY(d));
+		e->resolution = SPI_getvalue(tup, desc, 7);
+		resolved = DatumGetBool(SPI_getbinval(tup, desc, 8, &isnull));
+		resolved_by = SPI_getvalue(tup, desc, 9);
+		MemoryContextSwitchTo(spictx);
+	}
+	SetUserIdAndSecContext(save_userid, save_sec_context);
+	SPI_finish();
+
+	/* an entry of a table the user may not read does not exist for them */
+	if (e == NULL || get_rel_name(e->relid) == NULL ||
+		pg_class_aclcheck(e->relid, GetUserId(), ACL_SELECT) != ACLCHECK_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("conflict " INT64_FORMAT " does not exist", conflict_id)));
+	aclresult = pg_class_aclcheck(e->relid, GetUserId(), ACL_UPDATE);
+	if (aclresult != ACLCHECK_OK)
+		aclcheck_error(aclresult, OBJECT_TABLE, get_rel_name(e->relid));
+	if (resolved || e->key == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("conflict " INT64_FORMAT " is not in the feed", conflict_id),
+				 resolved_by ?
+				 errdetail("It was resolved by %s.", resolved_by) : 0));
+	return e;
+}
+
+/* the columns a write of rel's rows sets: not cosmosrep's, not generated */
+static List *
+written_columns(Relation rel)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+	List	   *columns = NIL;
+
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+		const char *name = NameStr(att->attname);
+
+		if (att->attisdropped || att->attgenerated ||
+			strcmp(name, CR_VERSION_COLUMN) == 0 || strcmp(name, CR_BASE_COLUMN) == 0 ||
+			strcmp(name, CR_REGION_COLUMN) == 0)
+			continue;
+		columns = lappend(columns, pstrdup(name));
+	}
+	return columns;
+}
+
+/* the primary key columns of rel */
+static List *
+key_columns(Relation rel)
+{
+	Bitmapset  *attrs = RelationGetIndexAttrBitmap(rel, INDEX_ATTR_BITMAP_PRIMARY_KEY);
+	List	   *columns = NIL;
+	int			col = -1;
+
+	while ((col = bms_next_member(attrs, col)) >= 0)
+		columns = lappend(columns,
+						  pstrdup(NameStr(TupleDescAttr(RelationGetDescr(rel),
+														col + FirstLowInvalidHeapAttributeNumber - 1)->attname)));
+	return columns;
+}
+
+/* append the columns, each as prefix.column, separated by commas */
+static void
+append_columns(StringInfo sql, List *columns, const char *prefix)
+{
+	ListCell   *lc;
+
+	foreach(lc, columns)
+		appendStringInfo(sql, "%s%s%s", foreach_current_index(lc) ? ", " : "",
+						 prefix, quote_identifier(lfirst(lc)));
+}
+
+/*
+ * Write row (a composite datum of rel's row type) as a new local write of
+ * the current user, or, if row is 0, delete the row with the key of
+ * keyrow: the row trigger gives it a new version, and it replicates like
+ * any other write.  Returns the row as written (0 for a delete).
+ */
+static Datum
+write_local(Relation rel, Datum row, Datum keyrow)
+{
+	Oid			rowtype = rel->rd_rel->reltype;
+	const char *table = quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
+												   RelationGetRelationName(rel));
+	List	   *keys = key_columns(rel);
+	StringInfoData sql;
+	Oid			argtypes[1] = {rowtype};
+	Datum		values[1];
+	MemoryContext callerctx = CurrentMemoryContext;
+	Datum		written = (Datum) 0;
+	ListCell   *lc;
+	int			rc;
+
+	initStringInfo(&sql);
+	if (row == (Datum) 0)
+	{
+		appendStringInfo(&sql, "DELETE FROM ONLY %s WHERE true", table);
+		foreach(lc, keys)
+			appendStringInfo(&sql, " AND %s OPERATOR(pg_catalog.=) ($1).%s",
+							 quote_identifier(lfirst(lc)), quote_identifier(lfirst(lc)));
+		values[0] = keyrow;
+	}
+	else
+	{
+		List	   *columns = written_columns(rel);
+
+		appendStringInfo(&sql, "INSERT INTO %s AS t (", table);
+		append_columns(&sql, columns, "");
+		appendStringInfoString(&sql, ") SELECT ");
+		append_columns(&sql, columns, "($1).");
+		appendStringInfoString(&sql, " ON CONFLICT (");
+		append_columns(&sql, keys, "");
+		appendStringInfoString(&sql, ") DO UPDATE SET (");
+		append_columns(&sql, columns, "");
+		appendStringInfoString(&sql, ") = ROW(");
+		append_columns(&sql, columns, "EXCLUDED.");
+		appendStringInfoString(&sql, ") RETURNING t");
+		values[0] = row;
+	}
+
+	SPI_connect();
+	rc = SPI_execute_with_args(sql.data, 1, argtypes, values, NULL, false, 0);
+	if (rc != SPI_OK_DELETE && rc != SPI_OK_INSERT_RETURNING)
+		elog(ERROR, "could not write the resolution of a conflict: %s",
+			 SPI_result_code_string(rc));
+	if (rc == SPI_OK_INSERT_RETURNING && SPI_processed == 1)
+	{
+		bool		isnull;
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+		MemoryContext spictx = MemoryContextSwitchTo(callerctx);
+
+		written = PointerGetDatum(PG_DETOAST_DATUM_COPY(d));
+		MemoryContextSwitchTo(spictx);
+	}
+	SPI_finish();
+	return written;
+}
+
+/*
+ * Mark every entry of relid's key that is not newer than version as
+ * resolved, with resolution and winner (a composite datum, or 0), by
+ * whom; the entries of this region's feed only.
+ */
+static void
+mark_resolved(Oid relid, bytea *key, int64 version, const char *resolution,
+			  Datum winner, const char *by)
+{
+	Oid			argtypes[6] = {OIDOID, BYTEAOID, INT8OID, TEXTOID, BYTEAOID, TEXTOID};
+	Datum		values[6] = {ObjectIdGetDatum(relid), PointerGetDatum(key),
+		Int64GetDatum(version), CStringGetTextDatum(resolution), winner,
+	CStringGetTextDatum(by)};
+	char		nulls[6] = {' ', ' ', ' ', ' ', winner == (Datum) 0 ? 'n' : ' ', ' '};
+
+	(void) cr_catalog_write(NULL,
+							"UPDATE cosmosrep.conflict"
+							" SET resolution = $4, winner_row = $5,"
+							"     resolved_at = pg_catalog.now(), resolved_by = $6"
+							" WHERE relid OPERATOR(pg_catalog.=) $1"
+							" AND key OPERATOR(pg_catalog.=) $2 AND resolved_at IS NULL"
+							" AND pg_catalog.int8larger(local_version, remote_version)"
+							"     OPERATOR(pg_catalog.<=) $3",
+							6, argtypes, values, nulls, SPI_OK_UPDATE);
+}
+
+/*
+ * Resolve entry e: mark it, and the entries of its key that are not newer,
+ * resolved here, and tell the other regions in a transactional message:
+ * the table's name, the newest version of the entry, the resolution and
+ * who resolved it, NUL-terminated, then the key.
+ */
+static void
+feed_resolve(Relation rel, FeedEntry *e, const char *resolution, Datum winner)
+{
+	int64		version = Max(e->local_version, e->remote_version);
+	const char *by = GetUserNameFromId(GetUserId(), false);
+	StringInfoData msg;
+
+	mark_resolved(e->relid, e->key, version, resolution, winner, by);
+
+	initStringInfo(&msg);
+	appendStringInfoString(&msg, get_namespace_name(RelationGetNamespace(rel)));
+	appendStringInfoChar(&msg, '\0');
+	appendStringInfoString(&msg, RelationGetRelationName(rel));
+	appendStringInfoChar(&msg, '\0');
+	appendStringInfo(&msg, INT64_FORMAT, version);
+	appendStringInfoChar(&msg, '\0');
+	appendStringInfoString(&msg, resolution);
+	appendStringInfoChar(&msg, '\0');
+	appendStringInfoString(&msg, by);
+	appendStringInfoChar(&msg, '\0');
+	appendBinaryStringInfo(&msg, VARDATA_ANY(e->key), VARSIZE_ANY_EXHDR(e->key));
+	(void) LogLogicalMessage(CR_RESOLVED_MESSAGE_PREFIX, msg.data, msg.len, true);
+}
+
+/* the next NUL-terminated field of a resolved message, or an error */
+static const char *
+next_field(const char **cursor, const char *end, const char *region)
+{
+	const char *field = *cursor;
+	size_t		len = strnlen(field, end - field);
+
+	if (field >= end || len == (size_t) (end - field))
+		elog(ERROR, "malformed resolved message from region \"%s\"", region);
+	*cursor = field + len + 1;
+	return field;
+}
+
+/*
+ * Apply a resolved message from region: mark the same entries of this
+ * region's feed resolved.  Nothing to do where the table is gone.
+ */
+void
+cr_feed_apply_resolved(const char *content, Size size, const char *region)
+{
+	const char *cursor = content;
+	const char *end = content + size;
+	const char *nspname = next_field(&cursor, end, region);
+	const char *relname = next_field(&cursor, end, region);
+	int64		version = pg_strtoint64(next_field(&cursor, end, region));
+	const char *resolution = next_field(&cursor, end, region);
+	const char *by = next_field(&cursor, end, region);
+	Oid			relid = get_relname_relid(relname, get_namespace_oid(nspname, true));
+	bytea	   *key = palloc(VARHDRSZ + (end - cursor));
+
+	SET_VARSIZE(key, VARHDRSZ + (end - cursor));
+	memcpy(VARDATA(key), cursor, end - cursor);
+	if (OidIsValid(relid))
+		mark_resolved(relid, key, version, resolution, (Datum) 0,
+					  psprintf("%s in region %s", by, region));
+}
+
+/* open the table of entry e for writing its resolution */
+static Relation
+feed_open(FeedEntry *e)
+{
+	return table_open(e->relid, RowExclusiveLock);
+}
+
+/*
+ * cosmosrep.resolve_conflict(conflict_id, keep_version): keep the row of
+ * one of the entry's two versions (a version that deleted the key keeps
+ * it deleted), as a new write of the caller.
+ */
+Datum
+cosmosrep_resolve_conflict(PG_FUNCTION_ARGS)
+{
+	FeedEntry  *e = feed_entry_lock(PG_GETARG_INT64(0));
+	int64		keep = PG_GETARG_INT64(1);
+	Relation	rel;
+	Datum		row;
+	Datum		written;
+
+	if (keep != e->local_version && keep != e->remote_version)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("version " INT64_FORMAT " is not a version of conflict " INT64_FORMAT,
+						keep, e->conflict_id),
+				 errhint("Keep version " INT64_FORMAT " or " INT64_FORMAT ".",
+						 e->local_version, e->remote_version)));
+	row = keep == e->local_version ? e->local_row : e->remote_row;
+	rel = feed_open(e);
+	written = write_local(rel, row, e->local_row ? e->local_row : e->remote_row);
+	feed_resolve(rel, e, keep == e->local_version ? "local_kept" : "remote_applied",
+				 written);
+	table_close(rel, NoLock);
+	PG_RETURN_VOID();
+}
+
+/*
+ * cosmosrep.resolve_conflict_with_row(conflict_id, resolved_row): keep the
+ * row the caller supplies (jsonb, read like jsonb_populate_record), which
+ * must have the entry's primary key, as a new write of the caller.
+ */
+Datum
+cosmosrep_resolve_conflict_with_row(PG_FUNCTION_ARGS)
+{
+	FeedEntry  *e = feed_entry_lock(PG_GETARG_INT64(0));
+	Relation	rel = feed_open(e);
+	Oid			argtypes[1] = {JSONBOID};
+	Datum		values[1] = {PG_GETARG_DATUM(1)};
+	MemoryContext callerctx = CurrentMemoryContext;
+	TupleTableSlot *slot;
+	Datum		row = (Datum) 0;
+	Datum		written;
+	HeapTupleData tuple;
+	bool		isnull;
+
+	SPI_connect();
+	if (SPI_execute_with_args(psprintf("SELECT pg_catalog.jsonb_populate_record(NULL::%s, $1)",
+									   format_type_be_qualified(rel->rd_rel->reltype)),
+							  1, argtypes, values, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the row of a resolution");
+	{
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+		MemoryContext spictx = MemoryContextSwitchTo(callerctx);
+
+		if (!isnull)
+			row = PointerGetDatum(PG_DETOAST_DATUM_COPY(d));
+		MemoryContextSwitchTo(spictx);
+	}
+	SPI_finish();
+
+	slot = MakeSingleTupleTableSlot(RelationGetDescr(rel), &TTSOpsHeapTuple);
+	tuple.t_len = HeapTupleHeaderGetDatumLength(DatumGetHeapTupleHeader(row));
+	ItemPointerSetInvalid(&tuple.t_self);
+	tuple.t_tableOid = e->relid;
+	tuple.t_data = DatumGetHeapTupleHeader(row);
+	ExecStoreHeapTuple(&tuple, slot, false);
+	if (!cr_tombstone_key_equal(cr_tombstone_key(rel, slot), e->key))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("the row has another primary key than conflict " INT64_FORMAT,
+						e->conflict_id),
+				 errhint("Supply a row with the key of the conflict.")));
+	ExecDropSingleTupleTableSlot(slot);
+
+	written = write_local(rel, row, (Datum) 0);
+	feed_resolve(rel, e, "merged", written);
+	table_close(rel, NoLock);
+	PG_RETURN_VOID();
+}
+
+/*
+ * cosmosrep.reapply_conflict(conflict_id): apply the entry again through
+ * the table's policy as it is now (after the resolver or the data was
+ * fixed): the resolver, as the table's owner, on the entry's two writes;
+ * under another policy, the remote write.  The outcome is written as a
+ * new write of the caller.  A resolver that fails again is an error.
+ * Returns the resolution.
+ */
+Datum
+cosmosrep_reapply_conflict(PG_FUNCTION_ARGS)
+{
+	FeedEntry  *e = feed_entry_lock(PG_GETARG_INT64(0));
+	Relation	rel = feed_open(e);
+	CrTableConfig *config = cr_get_table_config(e->relid);
+	const char *resolution = "remote_applied";
+	Datum		row = e->remote_row;
+	Datum		written;
+
+	if (config == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("table \"%s\" is not multi-region", RelationGetRelationName(rel))));
+	if (strcmp(config->policy, "custom") == 0)
+	{
+		CrPolicy   *policy = cr_policy_load(rel, config->policy, config->path,
+											config->resolver);
+		bool		remote_newer = e->remote_version > e->local_version;
+		TupleTableSlot *merged = MakeSingleTupleTableSlot(RelationGetDescr(rel),
+														  &TTSOpsVirtual);
+		CrUserContext user;
+		bool		deleted;
+		bool		ok;
+		char	   *error = NULL;
+
+		cr_switch_to_owner(rel->rd_rel->relowner, &user);
+		ok = cr_call_resolver(policy, rel, e->key,
+							  remote_newer ? e->remote_row : e->local_row,
+							  remote_newer ? e->local_row : e->remote_row,
+							  merged, &deleted, &error);
+		cr_restore_user(&user);
+		if (!ok)
+			ereport(ERROR,
+					(errcode(ERRCODE_TRIGGERED_ACTION_EXCEPTION),
+					 errmsg("resolver of table \"%s\" failed on conflict " INT64_FORMAT ": %s",
+							RelationGetRelationName(rel), e->conflict_id, error)));
+		row = deleted ? (Datum) 0 : ExecFetchSlotHeapTupleDatum(merged);
+		resolution = "merged";
+	}
+	written = write_local(rel, row, e->local_row ? e->local_row : e->remote_row);
+	feed_resolve(rel, e, resolution, written);
+	table_close(rel, NoLock);
+	PG_RETURN_TEXT_P(cstring_to_text(resolution));
+}
+
+/*
+ * cosmosrep.discard_conflict(conflict_id): accept what the regions hold,
+ * without a write: the row last-writer-wins picked for a pending entry,
+ * the local row for an error entry.
+ */
+Datum
+cosmosrep_discard_conflict(PG_FUNCTION_ARGS)
+{
+	FeedEntry  *e = feed_entry_lock(PG_GETARG_INT64(0));
+	Relation	rel = feed_open(e);
+	bool		remote_held = strcmp(e->resolution, "pending") == 0 &&
+		e->remote_version > e->local_version;
+
+	feed_resolve(rel, e, remote_held ? "remote_applied" : "local_kept", (Datum) 0);
+	table_close(rel, NoLock);
+	PG_RETURN_VOID();
+}

@@ -1,0 +1,216 @@
+# The conflicts feed end to end, in three regions: under the manual
+# policy every conflict waits, pending, in every region's feed while the
+# regions hold the row last-writer-wins picked; the application resolves
+# an entry in one region (keeping a version, supplying a row, or accepting
+# what is held) and every region ends with the resolution and marks its
+# own entries resolved.  An entry a resolver failed on is applied again
+# once the resolver is fixed.  Every refusal of the feed functions, with
+# its exact message, changes nothing.
+use strict;
+use warnings;
+
+use CosmosRep::Test;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+my @nodes = make_group(qw(a b c));
+my ($ra, $rb, $rc) = @nodes;
+
+for my $node (@nodes)
+{
+	$node->safe_psql('postgres',
+		'CREATE TABLE orders (id int PRIMARY KEY, qty int, note text)');
+}
+$ra->safe_psql('postgres', "SELECT cosmosrep.enable_table('orders', policy => 'manual')");
+$_->poll_query_until('postgres', 'SELECT count(*) = 1 FROM cosmosrep.tables')
+  for ($rb, $rc);
+$ra->safe_psql('postgres', "INSERT INTO orders SELECT g, 0, 'start' FROM generate_series(1, 5) g");
+wait_for_same_table(\@nodes, 'orders');
+
+sub heal
+{
+	for my $node (@nodes)
+	{
+		$node->safe_psql('postgres', join(';',
+				map { "SELECT cosmosrep.resume_region('" . $_->name . "')" }
+				grep { $_ != $node } @nodes));
+	}
+	ok_all_streaming(\@nodes, 'streams after the heal');
+	wait_for_same_table(\@nodes, 'orders');
+	return;
+}
+
+sub rows
+{
+	my ($node) = @_;
+	return $node->safe_psql('postgres',
+		"SELECT string_agg(id || ':' || qty || ':' || note, ' ' ORDER BY id) FROM orders");
+}
+
+sub feed
+{
+	my ($node) = @_;
+	return $node->safe_psql('postgres',
+		"SELECT string_agg(key->>'id' || ' ' || kind || ' ' || resolution, ', ' ORDER BY key->>'id', conflict_id)
+		   FROM cosmosrep.conflict_feed");
+}
+
+# b's writes are the newer ones: each statement commits before the next
+partition_regions(\@nodes);
+$ra->safe_psql('postgres', "UPDATE orders SET qty = 10, note = 'a' WHERE id IN (1, 2, 3, 4)");
+$rb->safe_psql('postgres', "UPDATE orders SET qty = 20, note = 'b' WHERE id IN (1, 2, 3, 4)");
+heal();
+
+is(rows($_), '1:20:b 2:20:b 3:20:b 4:20:b 5:0:start',
+	$_->name . ': manual holds the row last-writer-wins picks')
+  for @nodes;
+is(feed($_), '1 update_update pending, 2 update_update pending, '
+	  . '3 update_update pending, 4 update_update pending',
+	$_->name . ': every conflict waits in the feed, pending')
+  for ($ra, $rb);
+is($ra->safe_psql('postgres', q{
+	SELECT bool_and(resolved_at IS NULL AND resolved_by IS NULL
+	                AND winner_row->>'note' = 'b')
+	  FROM cosmosrep.conflict_feed}),
+	't', 'a pending entry shows the row held as its winner, and no resolution time');
+
+my $id1 = $ra->safe_psql('postgres',
+	"SELECT conflict_id FROM cosmosrep.conflict_feed WHERE key->>'id' = '1'");
+my ($local1, $remote1) = split /\|/, $ra->safe_psql('postgres',
+	"SELECT local_version, remote_version FROM cosmosrep.conflict_feed WHERE key->>'id' = '1'");
+
+# Refusals, each with its exact message, and nothing changed by them
+my ($ret, $out, $err) = $ra->psql('postgres',
+	"SELECT cosmosrep.resolve_conflict($id1, 42)");
+like($err, qr/ERROR:  version 42 is not a version of conflict $id1\nHINT:  Keep version $local1 or $remote1\./,
+	'keeping a version the entry does not have is refused');
+($ret, $out, $err) = $ra->psql('postgres', 'SELECT cosmosrep.resolve_conflict(999999, 1)');
+like($err, qr/ERROR:  conflict 999999 does not exist/, 'an unknown entry is refused');
+($ret, $out, $err) = $ra->psql('postgres',
+	"SELECT cosmosrep.resolve_conflict_with_row($id1, '{\"id\": 2, \"qty\": 5}')");
+like($err, qr/ERROR:  the row has another primary key than conflict $id1\nHINT:  Supply a row with the key of the conflict\./,
+	'a row with another key is refused');
+
+$ra->safe_psql('postgres', 'CREATE ROLE clerk; GRANT USAGE ON SCHEMA cosmosrep TO clerk');
+($ret, $out, $err) = $ra->psql('postgres',
+	"SET ROLE clerk; SELECT cosmosrep.discard_conflict($id1)");
+like($err, qr/ERROR:  conflict $id1 does not exist/,
+	'an entry of a table the user may not read does not exist for them');
+$ra->safe_psql('postgres', 'GRANT SELECT ON orders TO clerk');
+($ret, $out, $err) = $ra->psql('postgres',
+	"SET ROLE clerk; SELECT cosmosrep.discard_conflict($id1)");
+like($err, qr/ERROR:  permission denied for table orders/,
+	'a user who may read the table but not change it cannot resolve');
+is(feed($ra), '1 update_update pending, 2 update_update pending, '
+	  . '3 update_update pending, 4 update_update pending',
+	'the refused calls resolved nothing');
+
+# keep a's version of key 1, in region a
+$ra->safe_psql('postgres', "SELECT cosmosrep.resolve_conflict($id1, $local1)");
+wait_for_value($_, "SELECT qty || note FROM orders WHERE id = 1", '10a')
+  for @nodes;
+is(rows($_), '1:10:a 2:20:b 3:20:b 4:20:b 5:0:start',
+	$_->name . ': the kept version is the row of key 1 in every region')
+  for @nodes;
+is($ra->safe_psql('postgres',
+		"SELECT resolution || ' ' || resolved_by || ' ' || (winner_row->>'note')
+		   FROM cosmosrep.conflicts WHERE conflict_id = $id1"),
+	'local_kept postgres a', 'the entry is resolved, by whom, with the row written');
+for my $node ($rb, $rc)
+{
+	ok(wait_for_value($node,
+			"SELECT string_agg(resolution || ' ' || resolved_by, ',')
+			   FROM cosmosrep.conflicts WHERE key->>'id' = '1'",
+			'local_kept postgres in region a'),
+		$node->name . ': its entry of the same conflict is resolved too');
+}
+($ret, $out, $err) = $ra->psql('postgres', "SELECT cosmosrep.resolve_conflict($id1, $local1)");
+like($err, qr/ERROR:  conflict $id1 is not in the feed\nDETAIL:  It was resolved by postgres\./,
+	'an entry cannot be resolved twice');
+
+# supply a row for key 2, in region b
+my $id2 = $rb->safe_psql('postgres',
+	"SELECT conflict_id FROM cosmosrep.conflict_feed WHERE key->>'id' = '2'");
+$rb->safe_psql('postgres',
+	"SELECT cosmosrep.resolve_conflict_with_row($id2, '{\"id\": 2, \"qty\": 30, \"note\": \"merged\"}')");
+wait_for_value($_, "SELECT qty || note FROM orders WHERE id = 2", '30merged')
+  for @nodes;
+wait_for_same_table(\@nodes, 'orders');
+is(rows($_), '1:10:a 2:30:merged 3:20:b 4:20:b 5:0:start',
+	$_->name . ': the supplied row is the row of key 2 in every region')
+  for @nodes;
+
+# accept what is held for key 3, in region c
+my $id3 = $rc->safe_psql('postgres',
+	"SELECT conflict_id FROM cosmosrep.conflict_feed WHERE key->>'id' = '3'");
+$rc->safe_psql('postgres', "SELECT cosmosrep.discard_conflict($id3)");
+for my $node (@nodes)
+{
+	ok(wait_for_value($node, "SELECT count(*) FROM cosmosrep.conflict_feed WHERE key->>'id' = '3'", '0'),
+		$node->name . ': accepting what is held resolves key 3 everywhere');
+}
+is(rows($rc), '1:10:a 2:30:merged 3:20:b 4:20:b 5:0:start', 'and writes nothing');
+is(feed($_), '4 update_update pending', $_->name . ': only key 4 still waits')
+  for ($ra, $rb);
+
+# a resolver that fails leaves an error entry; fixed, the entry applies again
+$_->safe_psql('postgres', q{
+	CREATE FUNCTION keep_more(incoming orders, existing orders,
+	                          is_tombstone boolean, conflicting orders[])
+	RETURNS orders LANGUAGE plpgsql AS $$
+	BEGIN
+	    RAISE EXCEPTION 'resolver not ready for key %', incoming.id;
+	END
+	$$}) for @nodes;
+$rb->safe_psql('postgres',
+	"SELECT cosmosrep.alter_table_policy('orders', 'custom', resolver => 'keep_more')");
+$_->poll_query_until('postgres', "SELECT policy = 'custom' FROM cosmosrep.tables")
+  or die $_->name . ' did not take the custom policy'
+  for ($ra, $rc);
+partition_regions(\@nodes);
+$ra->safe_psql('postgres', "UPDATE orders SET qty = 50, note = 'a' WHERE id = 5");
+$rb->safe_psql('postgres', "UPDATE orders SET qty = 40, note = 'b' WHERE id = 5");
+for my $node (@nodes)
+{
+	$node->safe_psql('postgres', join(';',
+			map { "SELECT cosmosrep.resume_region('" . $_->name . "')" }
+			grep { $_ != $node } @nodes));
+}
+ok_all_streaming(\@nodes, 'a failing resolver does not stop replication');
+ok(wait_for_value($ra,
+		"SELECT error FROM cosmosrep.conflict_feed WHERE key->>'id' = '5'",
+		'resolver not ready for key 5'),
+	'the failure is an error entry with the error text');
+is($ra->safe_psql('postgres', 'SELECT qty || note FROM orders WHERE id = 5'), '50a',
+	'the region keeps its row');
+$ra->safe_psql('postgres', 'INSERT INTO orders VALUES (6, 1, \'after\')');
+wait_for_value($_, 'SELECT count(*) FROM orders WHERE id = 6', '1') for @nodes;
+pass('later changes still replicate');
+
+my $id5 = $ra->safe_psql('postgres',
+	"SELECT conflict_id FROM cosmosrep.conflict_feed WHERE key->>'id' = '5'");
+($ret, $out, $err) = $ra->psql('postgres', "SELECT cosmosrep.reapply_conflict($id5)");
+like($err, qr/ERROR:  resolver of table "orders" failed on conflict $id5: resolver not ready for key 5/,
+	'applying again while the resolver still fails is an error');
+$_->safe_psql('postgres', q{
+	CREATE OR REPLACE FUNCTION keep_more(incoming orders, existing orders,
+	                                     is_tombstone boolean, conflicting orders[])
+	RETURNS orders LANGUAGE plpgsql AS $$
+	BEGIN
+	    incoming.qty := greatest(incoming.qty, existing.qty);
+	    incoming.note := 'fixed';
+	    RETURN incoming;
+	END
+	$$}) for @nodes;
+is($ra->safe_psql('postgres', "SELECT cosmosrep.reapply_conflict($id5)"), 'merged',
+	'the fixed resolver applies the entry');
+wait_for_value($_, 'SELECT qty || note FROM orders WHERE id = 5', '50fixed') for @nodes;
+wait_for_same_table(\@nodes, 'orders');
+for my $node (@nodes)
+{
+	ok(wait_for_value($node, "SELECT count(*) FROM cosmosrep.conflict_feed WHERE key->>'id' = '5'", '0'),
+		$node->name . ': no entry of key 5 waits any more');
+}
+
+$_->stop for @nodes;
+done_testing();
