@@ -126,7 +126,8 @@ CREATE TABLE cosmosrep.conflict (
     key            bytea,      -- the primary key as tombstones hold it, for
                                -- entries the feed may hold
     kind           text        NOT NULL, -- insert_exists, insert_deleted, update_update,
-                                         -- update_deleted, delete_updated
+                                         -- update_deleted, delete_updated,
+                                         -- unique_collision
     local_region   smallint    NOT NULL,
     remote_region  smallint    NOT NULL,
     local_version  bigint      NOT NULL,

@@ -51,6 +51,7 @@
 #include "access/xact.h"
 #include "access/xlog.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_am.h"
 #include "catalog/pg_type.h"
 #include "commands/tablecmds.h"
 #include "commands/trigger.h"
@@ -143,6 +144,10 @@ typedef struct ApplyExec
 	TupleTableSlot *localslot;	/* the local row with the remote key */
 	TupleTableSlot *otherslot;	/* the local row with an update's new key */
 	TupleTableSlot *mergedslot; /* the row a conflict policy wrote */
+	int			nunique;		/* secondary unique indexes on columns */
+	Oid		   *unique_indexes;
+	TupleTableSlot **colliders; /* a local row per such index */
+	bool	   *collided;		/* whether it holds one */
 	Oid			pkindex;
 	Oid			owner;			/* changes are applied as this role */
 	CrTombstone horizon;		/* the table's truncate horizon: it cannot
@@ -223,6 +228,8 @@ static bool fetch_peer_row(ApplyExec *ex, ApplyRel *ar, TupleTableSlot *slot);
 
 static void apply_row(ApplyExec *ex, ApplyRel *ar, TupleTableSlot *row,
 					  const CrIncoming *incoming);
+static bool settle_collisions(ApplyExec *ex, ApplyRel *ar, TupleTableSlot *row,
+							  const CrIncoming *incoming, TupleTableSlot *self);
 static CrDecision decide(ApplyExec *ex, ApplyRel *ar, const CrIncoming *incoming,
 						 const CrLocalState *local, TupleTableSlot *key,
 						 TupleTableSlot *local_row, TupleTableSlot *remote_row);
@@ -494,6 +501,23 @@ exec_open(ApplyRel *ar)
 	ex->otherslot = table_slot_create(ex->rel, &ex->estate->es_tupleTable);
 	ex->mergedslot = ExecInitExtraTupleSlot(ex->estate, RelationGetDescr(ex->rel),
 											&TTSOpsVirtual);
+	ex->unique_indexes = palloc(sizeof(Oid) * ex->rri->ri_NumIndices);
+	ex->colliders = palloc(sizeof(TupleTableSlot *) * ex->rri->ri_NumIndices);
+	ex->collided = palloc(sizeof(bool) * ex->rri->ri_NumIndices);
+	for (int i = 0; i < ex->rri->ri_NumIndices; i++)
+	{
+		Relation	index = ex->rri->ri_IndexRelationDescs[i];
+		IndexInfo  *info = ex->rri->ri_IndexRelationInfo[i];
+
+		if (info->ii_Unique && RelationGetRelid(index) != ex->pkindex &&
+			info->ii_Expressions == NIL && info->ii_Predicate == NIL &&
+			index->rd_rel->relam == BTREE_AM_OID)
+		{
+			ex->unique_indexes[ex->nunique] = RelationGetRelid(index);
+			ex->colliders[ex->nunique++] = table_slot_create(ex->rel,
+															 &ex->estate->es_tupleTable);
+		}
+	}
 	ex->owner = ex->rel->rd_rel->relowner;
 	ex->horizon = cr_tombstone_lookup(relid, NULL);
 
@@ -758,6 +782,10 @@ decide(ApplyExec *ex, ApplyRel *ar, const CrIncoming *incoming,
 		cr_record_conflict(ex->rel, ar->policy->name, incoming, local, &d,
 						   local->row_found ? local_row : NULL, remote_row,
 						   d.write_merged ? ex->mergedslot : NULL);
+	if (d.write_merged &&
+		!settle_collisions(ex, ar, ex->mergedslot, incoming,
+						   local->row_found ? local_row : NULL))
+		d.write_merged = false;
 	if (d.write_merged && local->row_found)
 		ExecSimpleRelationUpdate(ex->rri, ex->estate, &ex->epqstate, local_row,
 								 ex->mergedslot);
@@ -784,13 +812,85 @@ apply_row(ApplyExec *ex, ApplyRel *ar, TupleTableSlot *row,
 	CrLocalState local = local_state(ex, ar, row, ex->otherslot, false);
 	CrDecision	d = decide(ex, ar, incoming, &local, row, ex->otherslot, row);
 
-	if (!d.apply_remote)
+	if (!d.apply_remote ||
+		!settle_collisions(ex, ar, row, incoming, local.row_found ? ex->otherslot : NULL))
 		return;
 	if (local.row_found)
 		ExecSimpleRelationUpdate(ex->rri, ex->estate, &ex->epqstate,
 								 ex->otherslot, row);
 	else
 		ExecSimpleRelationInsert(ex->rri, ex->estate, row);
+}
+
+/*
+ * Whether row, a remote row about to be written by incoming (replacing
+ * self, the local row of its key, or NULL), may take the values of the
+ * table's secondary unique indexes that other rows here hold.  Each such
+ * collision is decided by the policy (cr_decide_collision) and recorded;
+ * the row is written only if it wins every one, and then the rows it
+ * collided with are deleted.  A row that loses one is not written, and
+ * the local row it replaces (self) is deleted, as it is in the regions
+ * where the row was written and lost: whichever row arrives first, every
+ * region ends with the winner alone.  The rows a collision removes are
+ * in cosmosrep.conflicts, whole, for the application to restore.
+ *
+ * Unique indexes on expressions or with a predicate are not checked: a
+ * collision there is an error of the change.
+ */
+static bool
+settle_collisions(ApplyExec *ex, ApplyRel *ar, TupleTableSlot *row,
+				  const CrIncoming *incoming, TupleTableSlot *self)
+{
+	bool	   *found = ex->collided;
+	bool		wins = true;
+
+	for (int i = 0; i < ex->nunique; i++)
+	{
+		TupleTableSlot *other = ex->colliders[i];
+
+		found[i] = RelationFindReplTupleByIndex(ex->rel, ex->unique_indexes[i],
+												LockTupleExclusive, row, other);
+		/* not the row this write replaces, nor one another index found */
+		if (found[i] && self != NULL && ItemPointerEquals(&other->tts_tid, &self->tts_tid))
+			found[i] = false;
+		for (int j = 0; j < i && found[i]; j++)
+			if (found[j] && ItemPointerEquals(&other->tts_tid, &ex->colliders[j]->tts_tid))
+				found[i] = false;
+	}
+	for (int pass = 0; pass < 2; pass++)
+	{
+		for (int i = 0; i < ex->nunique; i++)
+		{
+			TupleTableSlot *other = ex->colliders[i];
+			CrLocalState state;
+			CrDecision	d;
+			bool		isnull;
+
+			if (!found[i])
+				continue;
+			state.row_found = true;
+			state.version = slot_version(other, ar->version_att, &isnull);
+			state.base = slot_version(other, ar->base_att, &isnull);
+			d = cr_decide_collision(ar->policy, ex->rel, incoming, &state, other, row);
+			if (pass == 0)
+			{
+				wins &= d.apply_remote;
+				continue;
+			}
+			/* the second pass records each, as the collisions together went */
+			if (!wins && d.resolution == CR_RESOLUTION_REMOTE_APPLIED)
+				d.resolution = CR_RESOLUTION_LOCAL_KEPT;
+			conflicts_in_transaction++;
+			if (cr_record_resolved_conflicts || d.resolution == CR_RESOLUTION_PENDING)
+				cr_record_conflict(ex->rel, ar->policy->name, incoming, &state, &d,
+								   other, row, NULL);
+			if (wins)
+				ExecSimpleRelationDelete(ex->rri, ex->estate, &ex->epqstate, other);
+		}
+	}
+	if (!wins && self != NULL)
+		ExecSimpleRelationDelete(ex->rri, ex->estate, &ex->epqstate, self);
+	return wins;
 }
 
 /*
@@ -1140,6 +1240,10 @@ handle_update(StringInfo s)
 		{
 			CrDecision	d = decide(ex, ar, &incoming, &local, key, ex->localslot, row);
 
+			if (d.apply_remote &&
+				!settle_collisions(ex, ar, row, &incoming,
+								   local.row_found ? ex->localslot : NULL))
+				d.apply_remote = false;
 			if (d.apply_remote && local.row_found)
 				ExecSimpleRelationUpdate(ex->rri, ex->estate, &ex->epqstate,
 										 ex->localslot, row);

@@ -424,3 +424,34 @@ cr_decide(const CrPolicy *policy, Relation rel, const CrIncoming *incoming,
 	d.resolution = d.apply_remote ? CR_RESOLUTION_REMOTE_APPLIED : CR_RESOLUTION_LOCAL_KEPT;
 	return d;
 }
+
+/*
+ * Decide a collision on a secondary unique index: the remote row, written
+ * by incoming, holds a value that other, the row of another key here
+ * (other_row), holds too.  The remote row may be written only if it wins,
+ * and then other goes.  Decided by the policy's order between two rows:
+ * the path, where there is one, else the version (a resolver sees the
+ * writes of one key only); manual leaves it pending in the feed.
+ */
+CrDecision
+cr_decide_collision(const CrPolicy *policy, Relation rel, const CrIncoming *incoming,
+					const CrLocalState *other, TupleTableSlot *other_row,
+					TupleTableSlot *remote_row)
+{
+	CrDecision	d = {0};
+
+	d.kind = CR_CONFLICT_UNIQUE;
+	if (policy->kind == CR_POLICY_PATH)
+		d.apply_remote = path_remote_wins(policy, incoming->version, other,
+										  other_row, remote_row);
+	else
+		d.apply_remote = cr_remote_wins(incoming->version, other);
+	if (policy->kind == CR_POLICY_MANUAL)
+	{
+		d.resolution = CR_RESOLUTION_PENDING;
+		d.key = cr_tombstone_key(rel, other_row);
+	}
+	else
+		d.resolution = d.apply_remote ? CR_RESOLUTION_REMOTE_APPLIED : CR_RESOLUTION_LOCAL_KEPT;
+	return d;
+}

@@ -50,7 +50,9 @@ typedef enum CrConflictKind
 	CR_CONFLICT_INSERT_DELETED, /* insert older than a delete of the key */
 	CR_CONFLICT_UPDATE_UPDATE,	/* update against a concurrent update */
 	CR_CONFLICT_UPDATE_DELETED, /* update of a row deleted concurrently */
-	CR_CONFLICT_DELETE_UPDATED	/* delete of a row updated concurrently */
+	CR_CONFLICT_DELETE_UPDATED, /* delete of a row updated concurrently */
+	CR_CONFLICT_UNIQUE			/* a row of another key holds a value of a
+								 * secondary unique index */
 } CrConflictKind;
 
 typedef enum CrResolution
@@ -108,6 +110,11 @@ extern CrConflictKind cr_detect_conflict(const CrIncoming *incoming,
 extern CrPolicy *cr_policy_load(Relation rel, const char *policy,
 								const char *path, Oid resolver);
 extern bool cr_policy_reads_rows(const CrPolicy *policy);
+extern CrDecision cr_decide_collision(const CrPolicy *policy, Relation rel,
+									  const CrIncoming *incoming,
+									  const CrLocalState *other,
+									  TupleTableSlot *other_row,
+									  TupleTableSlot *remote_row);
 extern bool cr_call_resolver(const CrPolicy *policy, Relation rel, bytea *key,
 							 Datum newer, Datum older, TupleTableSlot *merged,
 							 bool *deleted, char **error);

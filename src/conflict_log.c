@@ -77,6 +77,7 @@ static const char *const conflict_kind_names[] = {
 	[CR_CONFLICT_UPDATE_UPDATE] = "update_update",
 	[CR_CONFLICT_UPDATE_DELETED] = "update_deleted",
 	[CR_CONFLICT_DELETE_UPDATED] = "delete_updated",
+	[CR_CONFLICT_UNIQUE] = "unique_collision",
 };
 
 const char *const cr_resolution_names[] = {
