@@ -44,5 +44,8 @@ PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
+# PGXS tracks no header dependencies: rebuild everything when one changes
+$(OBJS): $(wildcard $(srcdir)/src/*.h)
+
 # after PGXS, which resets PROVE_FLAGS
 PROVE_FLAGS += -I $(srcdir)/test/perl

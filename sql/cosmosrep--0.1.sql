@@ -127,7 +127,7 @@ CREATE TABLE cosmosrep.conflict (
                                -- entries the feed may hold
     kind           text        NOT NULL, -- insert_exists, insert_deleted, update_update,
                                          -- update_deleted, delete_updated,
-                                         -- unique_collision
+                                         -- unique_collision, apply_error
     local_region   smallint    NOT NULL,
     remote_region  smallint    NOT NULL,
     local_version  bigint      NOT NULL,

@@ -106,6 +106,18 @@
  * this worker with every send().
  */
 #define MAX_GROUP_TRANSACTIONS	100
+
+/*
+ * A remote transaction whose changes failed this many times in a row
+ * (each failure stops the worker, which the launcher restarts with
+ * backoff) is applied once more change by change, each in a
+ * subtransaction: a change that user code rejects again goes to the
+ * conflicts feed as an error entry, and the stream goes on behind it.
+ * So are the transactions after it, until the stream runs dry (a cause
+ * that rejects one change often rejects its neighbours), each committed
+ * on its own.
+ */
+#define APPLY_ATTEMPTS			3
 #define BACKLOG_AGE_MS			1000
 #define BACKLOG_WAIT_MS			1
 
@@ -169,6 +181,10 @@ static PGconn *PeerSqlConn = NULL;	/* plain SQL, opened when needed */
 static char *PeerDsn = NULL;
 
 static bool in_remote_transaction = false;
+static XLogRecPtr remote_final_lsn = InvalidXLogRecPtr; /* of the open one */
+static bool in_change = false;	/* applying a row change */
+static XLogRecPtr careful_lsn = InvalidXLogRecPtr;	/* the one that failed */
+static bool careful = false;	/* applying change by change */
 /* the remote transactions applied in the open local transaction */
 static int	group_transactions = 0;
 static XLogRecPtr group_end_lsn = InvalidXLogRecPtr;
@@ -243,6 +259,10 @@ static void handle_insert(StringInfo s);
 static void handle_update(StringInfo s);
 static void handle_delete(StringInfo s);
 static void handle_message(StringInfo s);
+static void apply_change(LogicalRepMsgType action, StringInfo s);
+static void apply_change_carefully(LogicalRepMsgType action, StringInfo s);
+static void record_rejected_change(LogicalRepMsgType action, StringInfo s,
+								   const char *error);
 static void apply_truncate(const char *content, Size size);
 static void apply_rows(const char *content, Size size);
 
@@ -728,6 +748,20 @@ find_local_row(ApplyExec *ex, TupleTableSlot *key, TupleTableSlot *row,
 	return false;
 }
 
+/* what a local row of ar's table holds: its version, base, whether merged */
+static CrLocalState
+row_state(ApplyRel *ar, TupleTableSlot *row)
+{
+	CrLocalState state = {true, 0, 0, false};
+	bool		isnull;
+	Datum		region = slot_getattr(row, ar->policy->region_att, &isnull);
+
+	state.version = slot_version(row, ar->version_att, &isnull);
+	state.base = slot_version(row, ar->base_att, &isnull);
+	state.merged = !isnull && DatumGetInt16(region) == 0;
+	return state;
+}
+
 /*
  * What this region holds for the key of slot: the row, locked, in row,
  * or else the newest tombstone of the key.
@@ -736,15 +770,10 @@ static CrLocalState
 local_state(ApplyExec *ex, ApplyRel *ar, TupleTableSlot *key,
 			TupleTableSlot *row, bool confirm_miss)
 {
-	CrLocalState local;
-	bool		isnull;
+	CrLocalState local = {false, 0, 0, false};
 
-	local.row_found = find_local_row(ex, key, row, confirm_miss);
-	if (local.row_found)
-	{
-		local.version = slot_version(row, ar->version_att, &isnull);
-		local.base = slot_version(row, ar->base_att, &isnull);
-	}
+	if (find_local_row(ex, key, row, confirm_miss))
+		local = row_state(ar, row);
 	else
 	{
 		CrTombstone tombstone = cr_tombstone_lookup(RelationGetRelid(ex->rel),
@@ -864,13 +893,10 @@ settle_collisions(ApplyExec *ex, ApplyRel *ar, TupleTableSlot *row,
 			TupleTableSlot *other = ex->colliders[i];
 			CrLocalState state;
 			CrDecision	d;
-			bool		isnull;
 
 			if (!found[i])
 				continue;
-			state.row_found = true;
-			state.version = slot_version(other, ar->version_att, &isnull);
-			state.base = slot_version(other, ar->base_att, &isnull);
+			state = row_state(ar, other);
 			d = cr_decide_collision(ar->policy, ex->rel, incoming, &state, other, row);
 			if (pass == 0)
 			{
@@ -989,6 +1015,9 @@ handle_begin(StringInfo s)
 	logicalrep_read_begin(s, &begin);
 	if (in_remote_transaction)
 		elog(ERROR, "BEGIN inside a transaction from region \"%s\"", PeerName);
+	remote_final_lsn = begin.final_lsn;
+	if (remote_final_lsn == careful_lsn)
+		careful = true;
 	/* the next transaction of a group shares the open local transaction */
 	if (group_transactions == 0)
 	{
@@ -1022,7 +1051,7 @@ handle_commit(StringInfo s)
 	in_remote_transaction = false;
 	group_end_lsn = commit.end_lsn;
 	group_commit_times[group_transactions++] = commit.committime;
-	if (group_transactions == MAX_GROUP_TRANSACTIONS)
+	if (group_transactions == MAX_GROUP_TRANSACTIONS || careful)
 		commit_group();
 }
 
@@ -1088,6 +1117,9 @@ commit_group(void)
 	MyPeer->latency_next = (MyPeer->latency_next + group_transactions) % CR_LATENCY_SAMPLES;
 	MyPeer->latency_count = Min(MyPeer->latency_count + group_transactions,
 								CR_LATENCY_SAMPLES);
+	/* past the transaction that failed: the next failure counts anew */
+	if (MyPeer->failed_attempts > 0 && last_applied_end >= MyPeer->failed_lsn)
+		MyPeer->failed_attempts = 0;
 	SpinLockRelease(&MyPeer->mutex);
 
 	group_transactions = 0;
@@ -1288,7 +1320,7 @@ handle_delete(StringInfo s)
 	LogicalRepTupleData oldtup;
 	ApplyRel   *ar = apply_rel_lookup(logicalrep_read_delete(s, &oldtup));
 	ApplyExec  *ex = change_begin(ar);
-	CrLocalState local = {false, 0, 0};
+	CrLocalState local = {false, 0, 0, false};
 	CrIncoming	incoming;
 	bool		unversioned;
 	bool		isnull;
@@ -1301,12 +1333,8 @@ handle_delete(StringInfo s)
 	if (!unversioned)
 		cr_hlc_observe(incoming.version);
 
-	local.row_found = find_local_row(ex, ex->remoteslot, ex->localslot, true);
-	if (local.row_found)
-	{
-		local.version = slot_version(ex->localslot, ar->version_att, &isnull);
-		local.base = slot_version(ex->localslot, ar->base_att, &isnull);
-	}
+	if (find_local_row(ex, ex->remoteslot, ex->localslot, true))
+		local = row_state(ar, ex->localslot);
 	if (unversioned)
 		applied = local.row_found;
 	else
@@ -1465,6 +1493,123 @@ handle_message(StringInfo s)
 	}
 }
 
+/* a row change */
+static void
+apply_change(LogicalRepMsgType action, StringInfo s)
+{
+	if (action == LOGICAL_REP_MSG_INSERT)
+		handle_insert(s);
+	else if (action == LOGICAL_REP_MSG_UPDATE)
+		handle_update(s);
+	else
+		handle_delete(s);
+}
+
+/*
+ * A row change of the transaction that failed APPLY_ATTEMPTS times, in a
+ * subtransaction: if it fails again, it is undone (with the conflicts it
+ * recorded) and recorded in the feed instead.  The table's executor state
+ * is opened first, outside the subtransaction, which must not own it.
+ */
+static void
+apply_change_carefully(LogicalRepMsgType action, StringInfo s)
+{
+	MemoryContext ctx = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	int			cursor = s->cursor;
+	int			recorded = cr_conflicts_recorded();
+	ApplyRel   *ar = apply_rel_lookup(pq_getmsgint(s, 4));
+	ApplyExec  *ex;
+	ListCell   *lc;
+
+	s->cursor = cursor;
+	begin_in_transaction();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	ex = exec_open(ar);
+	(void) apply_rel_policy(ar, ex->rel);
+	PopActiveSnapshot();
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(ctx);
+	PG_TRY();
+	{
+		apply_change(action, s);
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(ctx);
+		edata = CopyErrorData();
+		FlushErrorState();
+		/* the slots' buffer pins belong to the subtransaction */
+		foreach(lc, ex->estate->es_tupleTable)
+			ExecClearTuple((TupleTableSlot *) lfirst(lc));
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(ctx);
+		CurrentResourceOwner = owner;
+		cr_conflicts_forget(recorded);
+		s->cursor = cursor;
+		record_rejected_change(action, s, edata->message);
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(ctx);
+	CurrentResourceOwner = owner;
+}
+
+/*
+ * Record a change that user code rejected as an error entry of the feed,
+ * with the whole remote row (for a delete, the local row it would have
+ * deleted), for cosmosrep.reapply_conflict once the cause is fixed.
+ */
+static void
+record_rejected_change(LogicalRepMsgType action, StringInfo s, const char *error)
+{
+	LogicalRepTupleData newtup;
+	LogicalRepTupleData oldtup;
+	bool		has_oldtup = false;
+	LogicalRepRelId relid;
+	ApplyRel   *ar;
+	ApplyExec  *ex;
+	TupleTableSlot *row;
+	CrIncoming	incoming;
+	CrLocalState local = {false, 0, 0, false};
+	CrDecision	d = {0};
+	bool		isnull;
+
+	if (action == LOGICAL_REP_MSG_INSERT)
+		relid = logicalrep_read_insert(s, &newtup);
+	else if (action == LOGICAL_REP_MSG_UPDATE)
+		relid = logicalrep_read_update(s, &has_oldtup, &oldtup, &newtup);
+	else
+		relid = logicalrep_read_delete(s, &oldtup);
+	ar = apply_rel_lookup(relid);
+	ex = ar->exec;
+	PushActiveSnapshot(GetTransactionSnapshot());
+	row = ex->remoteslot;
+	slot_fill(ar, action == LOGICAL_REP_MSG_DELETE ? &oldtup : &newtup, row, NULL);
+	incoming.kind = action == LOGICAL_REP_MSG_INSERT ? CR_CHANGE_INSERT :
+		action == LOGICAL_REP_MSG_UPDATE ? CR_CHANGE_UPDATE : CR_CHANGE_DELETE;
+	incoming.version = slot_version(row, ar->version_att, &isnull);
+	incoming.base = slot_version(row, ar->base_att, &isnull);
+	if (find_local_row(ex, row, ex->localslot, false))
+		local = row_state(ar, ex->localslot);
+	d.kind = CR_CONFLICT_APPLY_ERROR;
+	d.resolution = CR_RESOLUTION_ERROR;
+	d.key = cr_tombstone_key(ex->rel, row);
+	d.error = pstrdup(error);
+	cr_record_conflict(ex->rel, ar->policy->name, &incoming, &local, &d,
+					   local.row_found ? ex->localslot : NULL,
+					   action == LOGICAL_REP_MSG_DELETE ? NULL : row, NULL);
+	PopActiveSnapshot();
+	ereport(WARNING,
+			(errmsg("a change of table \"%s\" from region \"%s\" failed again and waits in cosmosrep.conflict_feed",
+					RelationGetRelationName(ex->rel), PeerName),
+			 errdetail("%s", error)));
+}
+
 static void
 apply_dispatch(StringInfo s)
 {
@@ -1482,13 +1627,16 @@ apply_dispatch(StringInfo s)
 			handle_relation(s);
 			break;
 		case LOGICAL_REP_MSG_INSERT:
-			handle_insert(s);
-			break;
 		case LOGICAL_REP_MSG_UPDATE:
-			handle_update(s);
-			break;
 		case LOGICAL_REP_MSG_DELETE:
-			handle_delete(s);
+			if (careful)
+				apply_change_carefully(action, s);
+			else
+			{
+				in_change = true;
+				apply_change(action, s);
+				in_change = false;
+			}
 			break;
 		case LOGICAL_REP_MSG_MESSAGE:
 			handle_message(s);
@@ -1697,6 +1845,7 @@ apply_loop(void)
 			continue;
 		}
 		commit_group();
+		careful = false;
 
 		rc = WaitEventSetWait(waitset, FEEDBACK_INTERVAL_MS, &event, 1,
 							  PG_WAIT_EXTENSION);
@@ -1814,6 +1963,16 @@ cosmosrep_apply_main(Datum arg)
 		ereport(LOG,
 				(errmsg("cosmosrep apply worker streaming from region \"%s\" at %X/%X",
 						PeerName, LSN_FORMAT_ARGS(startpos))));
+		SpinLockAcquire(&MyPeer->mutex);
+		if (MyPeer->failed_attempts >= APPLY_ATTEMPTS)
+			careful_lsn = MyPeer->failed_lsn;
+		SpinLockRelease(&MyPeer->mutex);
+		if (!XLogRecPtrIsInvalid(careful_lsn))
+			ereport(LOG,
+					(errmsg("cosmosrep applies the transaction of region \"%s\" ending at %X/%X change by change",
+							PeerName, LSN_FORMAT_ARGS(careful_lsn)),
+					 errdetail("Its changes failed %d times; a change that fails again goes to cosmosrep.conflict_feed.",
+							   APPLY_ATTEMPTS)));
 
 		MemoryContextSwitchTo(ApplyMessageContext);
 		apply_loop();
@@ -1825,6 +1984,16 @@ cosmosrep_apply_main(Datum arg)
 		MemoryContextSwitchTo(ApplyContext);
 		edata = CopyErrorData();
 		record_error(edata->message);
+		/* a change failed: count the attempts at its transaction */
+		if (in_change)
+		{
+			SpinLockAcquire(&MyPeer->mutex);
+			if (MyPeer->failed_lsn != remote_final_lsn)
+				MyPeer->failed_attempts = 0;
+			MyPeer->failed_lsn = remote_final_lsn;
+			MyPeer->failed_attempts++;
+			SpinLockRelease(&MyPeer->mutex);
+		}
 		FreeErrorData(edata);
 		PG_RE_THROW();
 	}

@@ -321,9 +321,12 @@ cr_call_resolver(const CrPolicy *policy, Relation rel, bytea *key,
 }
 
 /*
- * The custom policy: the resolver's row, written at the newer version,
- * unless it is the newer write itself (which then wins as under
- * last-writer-wins).
+ * The custom policy: the resolver's row, unless it is the newer write
+ * itself (which then wins as under last-writer-wins).  The row is written
+ * at the newer version, which is what every region computes whatever the
+ * order of arrival (the higher of several versions), with base 0 and
+ * region 0: a merge is no region's write, and no later write is decided
+ * against it without the resolver (cr_decide).
  */
 static void
 decide_custom(const CrPolicy *policy, Relation rel, const CrIncoming *incoming,
@@ -356,7 +359,7 @@ decide_custom(const CrPolicy *policy, Relation rel, const CrIncoming *incoming,
 	d->resolution = CR_RESOLUTION_MERGED;
 	d->apply_remote = false;
 	d->merged_version = Max(incoming->version, local->version);
-	d->merged_base = Min(incoming->version, local->version);
+	d->merged_base = 0;
 	if (deleted)
 		d->delete_merged = true;
 	else
@@ -366,8 +369,7 @@ decide_custom(const CrPolicy *policy, Relation rel, const CrIncoming *incoming,
 		merged->tts_isnull[policy->version_att - 1] = false;
 		merged->tts_values[policy->base_att - 1] = Int64GetDatum(d->merged_base);
 		merged->tts_isnull[policy->base_att - 1] = false;
-		merged->tts_values[policy->region_att - 1] =
-			Int16GetDatum(cr_version_region(d->merged_version));
+		merged->tts_values[policy->region_att - 1] = Int16GetDatum(0);
 		merged->tts_isnull[policy->region_att - 1] = false;
 	}
 }
@@ -381,7 +383,9 @@ decide_custom(const CrPolicy *policy, Relation rel, const CrIncoming *incoming,
  *	last_writer_wins	the higher version wins;
  *	... on a path		between two rows, the higher value of the path
  *						column wins (NULL loses, a tie goes to the version);
- *						a delete against an update is decided by version;
+ *						a delete wins against a concurrent insert or update,
+ *						whatever its path value, as in Cosmos DB (an order
+ *						of all writes, so that three regions converge);
  *	manual				decided by version for now, and pending in the feed;
  *	custom				the resolver's row (decide_custom).
  *
@@ -398,6 +402,18 @@ cr_decide(const CrPolicy *policy, Relation rel, const CrIncoming *incoming,
 
 	d.kind = cr_detect_conflict(incoming, local);
 	d.apply_remote = cr_remote_wins(incoming->version, local);
+
+	/*
+	 * A merged row holds more than the write whose version it carries: a
+	 * write made on top of that write has not seen the rest, so it goes to
+	 * the resolver too (which, under the resolver contract, returns it if
+	 * it saw everything).
+	 */
+	if (d.kind == CR_CONFLICT_NONE && policy->kind == CR_POLICY_CUSTOM &&
+		local->row_found && local->merged && incoming->version != local->version)
+		d.kind = incoming->kind == CR_CHANGE_INSERT ? CR_CONFLICT_INSERT_EXISTS :
+			incoming->kind == CR_CHANGE_UPDATE ? CR_CONFLICT_UPDATE_UPDATE :
+			CR_CONFLICT_DELETE_UPDATED;
 	if (d.kind != CR_CONFLICT_NONE)
 	{
 		/* the feed finds its entries by key */
@@ -408,9 +424,12 @@ cr_decide(const CrPolicy *policy, Relation rel, const CrIncoming *incoming,
 			case CR_POLICY_LWW:
 				break;
 			case CR_POLICY_PATH:
+				/* between two rows the path decides; a delete always wins */
 				if (local_row != NULL && remote_row != NULL)
 					d.apply_remote = path_remote_wins(policy, incoming->version, local,
 													  local_row, remote_row);
+				else
+					d.apply_remote = remote_row == NULL;
 				break;
 			case CR_POLICY_MANUAL:
 				d.resolution = CR_RESOLUTION_PENDING;

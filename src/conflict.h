@@ -41,6 +41,7 @@ typedef struct CrLocalState
 								 * delete or truncate of the key, or 0 */
 	int64		base;			/* the version the row replaced; without a
 								 * row, the version the delete removed */
+	bool		merged;			/* the row is a resolver's merge */
 } CrLocalState;
 
 typedef enum CrConflictKind
@@ -51,8 +52,10 @@ typedef enum CrConflictKind
 	CR_CONFLICT_UPDATE_UPDATE,	/* update against a concurrent update */
 	CR_CONFLICT_UPDATE_DELETED, /* update of a row deleted concurrently */
 	CR_CONFLICT_DELETE_UPDATED, /* delete of a row updated concurrently */
-	CR_CONFLICT_UNIQUE			/* a row of another key holds a value of a
+	CR_CONFLICT_UNIQUE,			/* a row of another key holds a value of a
 								 * secondary unique index */
+	CR_CONFLICT_APPLY_ERROR		/* user code (a trigger, a constraint)
+								 * rejected the change */
 } CrConflictKind;
 
 typedef enum CrResolution
@@ -132,6 +135,8 @@ extern void cr_record_conflict(Relation rel, const char *policy,
 							   TupleTableSlot *local_row, TupleTableSlot *remote_row,
 							   TupleTableSlot *winner_row);
 extern void cr_flush_conflicts(void);
+extern int	cr_conflicts_recorded(void);
+extern void cr_conflicts_forget(int keep);
 extern void cr_conflict_purge_history(void);
 extern HeapTupleHeader cr_conflict_row_datum(int64 conflict_id, const char *which,
 											 Oid *relid);

@@ -78,6 +78,7 @@ static const char *const conflict_kind_names[] = {
 	[CR_CONFLICT_UPDATE_DELETED] = "update_deleted",
 	[CR_CONFLICT_DELETE_UPDATED] = "delete_updated",
 	[CR_CONFLICT_UNIQUE] = "unique_collision",
+	[CR_CONFLICT_APPLY_ERROR] = "apply_error",
 };
 
 const char *const cr_resolution_names[] = {
@@ -252,6 +253,20 @@ cr_flush_conflicts(void)
 	CommandCounterIncrement();
 	list_free(pending_conflicts);
 	pending_conflicts = NIL;
+}
+
+/* how many conflicts this transaction recorded so far */
+int
+cr_conflicts_recorded(void)
+{
+	return list_length(pending_conflicts);
+}
+
+/* forget the conflicts recorded after the first keep (a change undone) */
+void
+cr_conflicts_forget(int keep)
+{
+	pending_conflicts = list_truncate(pending_conflicts, keep);
 }
 
 /*

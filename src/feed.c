@@ -65,6 +65,7 @@ typedef struct FeedEntry
 	int64		remote_version;
 	Datum		local_row;		/* composite datums, or 0 */
 	Datum		remote_row;
+	char	   *kind;
 	char	   *resolution;
 } FeedEntry;
 
@@ -96,7 +97,7 @@ feed_entry_lock(int64 conflict_id)
 	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
 						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
 	if (SPI_execute_with_args("SELECT relid, key, local_version, remote_version,"
-							  " local_row, remote_row, resolution,"
+							  " local_row, remote_row, resolution, kind,"
 							  " resolved_at IS NOT NULL, resolved_by"
 							  " FROM cosmosrep.conflict"
 							  " WHERE conflict_id OPERATOR(pg_catalog.=) $1 FOR UPDATE",
@@ -122,8 +123,9 @@ feed_entry_lock(int64 conflict_id)
 		d = SPI_getbinval(tup, desc, 6, &isnull);
 		e->remote_row = isnull ? (Datum) 0 : PointerGetDatum(PG_DETOAST_DATUM_COPY(d));
 		e->resolution = SPI_getvalue(tup, desc, 7);
-		resolved = DatumGetBool(SPI_getbinval(tup, desc, 8, &isnull));
-		resolved_by = SPI_getvalue(tup, desc, 9);
+		e->kind = SPI_getvalue(tup, desc, 8);
+		resolved = DatumGetBool(SPI_getbinval(tup, desc, 9, &isnull));
+		resolved_by = SPI_getvalue(tup, desc, 10);
 		MemoryContextSwitchTo(spictx);
 	}
 	SetUserIdAndSecContext(save_userid, save_sec_context);
@@ -448,7 +450,8 @@ cosmosrep_resolve_conflict_with_row(PG_FUNCTION_ARGS)
  * cosmosrep.reapply_conflict(conflict_id): apply the entry again through
  * the table's policy as it is now (after the resolver or the data was
  * fixed): the resolver, as the table's owner, on the entry's two writes;
- * under another policy, the remote write.  The outcome is written as a
+ * for a change that user code rejected, and under other policies, the
+ * remote write (for a delete, the delete of the key).  The outcome is written as a
  * new write of the caller.  A resolver that fails again is an error.
  * Returns the resolution.
  */
@@ -466,7 +469,7 @@ cosmosrep_reapply_conflict(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("table \"%s\" is not multi-region", RelationGetRelationName(rel))));
-	if (strcmp(config->policy, "custom") == 0)
+	if (strcmp(config->policy, "custom") == 0 && strcmp(e->kind, "apply_error") != 0)
 	{
 		CrPolicy   *policy = cr_policy_load(rel, config->policy, config->path,
 											config->resolver);

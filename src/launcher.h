@@ -67,6 +67,9 @@ typedef struct CrPeerStatus
 	TimestampTz last_error_at;
 	int64		stable_version; /* the peer's last stable version applied
 								 * here (stability.c), 0 if none yet */
+	XLogRecPtr	failed_lsn;		/* the remote transaction (its end) whose
+								 * change failed, and how many times in a */
+	int			failed_attempts;	/* row: apply retries it change by change */
 } CrPeerStatus;
 
 extern Size cr_launcher_shmem_size(void);

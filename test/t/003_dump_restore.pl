@@ -22,7 +22,7 @@ $node->safe_psql('postgres', q{
 
 	CREATE TABLE ledger (id int PRIMARY KEY, amount numeric);
 	CREATE FUNCTION resolve_ledger(incoming ledger, existing ledger,
-	                               is_tombstone boolean, conflict_kind text)
+	                               is_tombstone boolean, conflicting ledger[])
 	RETURNS ledger LANGUAGE plpgsql AS $$
 	BEGIN
 	    IF is_tombstone THEN
@@ -94,7 +94,7 @@ is($node->safe_psql('restored', q{
 	join("\n",
 		'"Sales Dept"."Order Lines" manual - -',
 		'accounts last_writer_wins updated_at -',
-		'ledger custom - resolve_ledger(ledger,ledger,boolean,text)'),
+		'ledger custom - resolve_ledger(ledger,ledger,boolean,ledger[])'),
 	'the restored policies are the declared ones');
 
 same_in_both(q{

@@ -212,5 +212,57 @@ for my $node (@nodes)
 		$node->name . ': no entry of key 5 waits any more');
 }
 
+# Changes that user code rejects in one region: a CHECK constraint and a
+# trigger that exist in c only.  They are retried, then wait in c's feed
+# as error entries with the whole row, and the stream goes on behind them.
+$rc->safe_psql('postgres', q{
+	ALTER TABLE orders ADD CONSTRAINT qty_small CHECK (qty < 100);
+	CREATE FUNCTION no_boom() RETURNS trigger LANGUAGE plpgsql AS $$
+	BEGIN
+	    IF NEW.note = 'boom' THEN
+	        RAISE EXCEPTION 'note boom refused';
+	    END IF;
+	    RETURN NEW;
+	END
+	$$;
+	CREATE TRIGGER no_boom BEFORE INSERT OR UPDATE ON orders
+	    FOR EACH ROW EXECUTE FUNCTION no_boom();
+	ALTER TABLE orders ENABLE ALWAYS TRIGGER no_boom});
+$ra->safe_psql('postgres', "SELECT cosmosrep.alter_table_policy('orders', 'last_writer_wins')");
+$ra->safe_psql('postgres', "INSERT INTO orders VALUES (7, 150, 'big')");
+$ra->safe_psql('postgres', "INSERT INTO orders VALUES (8, 1, 'boom')");
+$ra->safe_psql('postgres', "INSERT INTO orders VALUES (9, 1, 'after the rejected ones')");
+ok(wait_for_value($rc, 'SELECT count(*) FROM orders WHERE id = 9', '1'),
+	'c applies what comes after the rejected changes');
+is($rc->safe_psql('postgres', q{
+	SELECT string_agg(kind || ' ' || resolution || ' ' || (remote_row->>'id') || ' '
+	                  || (remote_row->>'qty') || ' ' || error, E'\n' ORDER BY remote_row->>'id')
+	  FROM cosmosrep.conflict_feed WHERE kind = 'apply_error'}),
+	"apply_error error 7 150 new row for relation \"orders\" violates check constraint \"qty_small\"\n"
+	  . 'apply_error error 8 1 note boom refused',
+	'each rejected change waits in the feed with its whole row and the error');
+is($rc->safe_psql('postgres', 'SELECT count(*) FROM orders WHERE id IN (7, 8)'), '0',
+	'c holds neither rejected row');
+ok(wait_for_value($rc,
+		"SELECT bool_and(state = 'streaming') FROM cosmosrep.replication_status", 't'),
+	'c streams from every region with the rejected changes in the feed');
+ok($rc->log_contains('failed again and waits in cosmosrep.conflict_feed'),
+	'the log says that a change went to the feed');
+
+# the causes fixed, the entries are applied again and reach every region
+$rc->safe_psql('postgres', 'ALTER TABLE orders DROP CONSTRAINT qty_small; DROP TRIGGER no_boom ON orders');
+for my $id (7, 8)
+{
+	my $entry = $rc->safe_psql('postgres',
+		"SELECT conflict_id FROM cosmosrep.conflict_feed WHERE remote_row->>'id' = '$id'");
+	is($rc->safe_psql('postgres', "SELECT cosmosrep.reapply_conflict($entry)"), 'remote_applied',
+		"the rejected change of key $id applies once its cause is fixed");
+}
+wait_for_same_table(\@nodes, 'orders');
+is($rc->safe_psql('postgres', q{SELECT string_agg(id || ':' || qty || ':' || note, ',' ORDER BY id) FROM orders WHERE id IN (7, 8)}),
+	'7:150:big,8:1:boom', 'c holds both rows, as every region does');
+is($rc->safe_psql('postgres', "SELECT string_agg(key->>'id' || ' ' || resolution, ',') FROM cosmosrep.conflict_feed"),
+	'4 pending', 'only the pending conflict of key 4 waits in the feed of c');
+
 $_->stop for @nodes;
 done_testing();
