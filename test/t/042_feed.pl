@@ -264,5 +264,22 @@ is($rc->safe_psql('postgres', q{SELECT string_agg(id || ':' || qty || ':' || not
 is($rc->safe_psql('postgres', "SELECT string_agg(key->>'id' || ' ' || resolution, ',') FROM cosmosrep.conflict_feed"),
 	'4 pending', 'only the pending conflict of key 4 waits in the feed of c');
 
+# the drain loop README shows, run as it is written there, resolves what
+# is left (key 4, pending since the first partition) in every region
+open(my $readme, '<', 'README.md') or die "README.md: $!";
+my ($drain) = do { local $/; <$readme> } =~ /drain loop, in SQL.*?```sql\n(.*?)```/s;
+close($readme);
+ok(defined $drain, 'README has the drain loop');
+$rb->safe_psql('postgres', $drain);
+for my $node (@nodes)
+{
+	ok(wait_for_value($node, 'SELECT count(*) FROM cosmosrep.conflict_feed', '0'),
+		$node->name . ': the drain loop of README empties the feed');
+}
+wait_for_same_table(\@nodes, 'orders');
+is(rows($ra), '1:10:a 2:30:merged 3:20:b 4:20:b 5:50:fixed 6:1:after 7:150:big 8:1:boom '
+	  . '9:1:after the rejected ones',
+	'and keeps, for key 4, the row with the higher quantity');
+
 $_->stop for @nodes;
 done_testing();
