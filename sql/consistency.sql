@@ -44,5 +44,38 @@ SELECT count(*) FROM notes;
 RESET cosmosrep.session_token;
 SELECT count(*) FROM notes;
 
+-- Write regions: multi-region writes on by default
+SELECT region_name, accepts_writes FROM cosmosrep.regions;
+
+-- Bad input: a write region named while switching multi-region writes on
+SELECT cosmosrep.set_multiple_write_regions(true, 'eastus');
+-- Bad input: an unknown write region
+SELECT cosmosrep.set_multiple_write_regions(false, 'mars');
+-- Bad input: NULL
+SELECT cosmosrep.set_multiple_write_regions(NULL);
+SELECT region_name, accepts_writes FROM cosmosrep.regions;
+
+-- off, with this region as the write region: writes go on here
+SELECT cosmosrep.set_multiple_write_regions(false);
+SELECT region_name, accepts_writes FROM cosmosrep.regions;
+INSERT INTO notes VALUES (2, 'still writable');
+
+-- strong needs a single write region, and refuses to switch writes on
+ALTER SYSTEM SET cosmosrep.default_consistency = 'strong';
+SELECT pg_reload_conf();
+\c
+SHOW cosmosrep.default_consistency;
+SELECT count(*) FROM notes;
+SELECT cosmosrep.set_multiple_write_regions(true);
+-- with no other region, a strong commit waits for nothing
+INSERT INTO notes VALUES (3, 'strong');
+SELECT count(*) FROM notes;
+ALTER SYSTEM RESET cosmosrep.default_consistency;
+SELECT pg_reload_conf();
+\c
+SHOW cosmosrep.default_consistency;
+SELECT cosmosrep.set_multiple_write_regions(true);
+SELECT region_name, accepts_writes FROM cosmosrep.regions;
+
 DROP TABLE notes;
 DROP EXTENSION cosmosrep;

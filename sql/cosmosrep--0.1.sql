@@ -21,6 +21,8 @@ CREATE TABLE cosmosrep.region (
     failover_priority integer     NOT NULL DEFAULT 0,  -- 0: none; 1 is tried first
     failover_version  bigint      NOT NULL DEFAULT 0,  -- version of the change that set it
     paused            boolean     NOT NULL DEFAULT false,
+    accepts_writes    boolean     NOT NULL DEFAULT true,  -- multi-region tables
+    writes_version    bigint      NOT NULL DEFAULT 0,     -- version of the change that set it
     created_at        timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
 CREATE UNIQUE INDEX region_one_local ON cosmosrep.region (is_local) WHERE is_local;
@@ -220,6 +222,7 @@ CREATE VIEW cosmosrep.regions AS
                 ELSE cosmosrep.redact_dsn(r.dsn)
            END AS dsn,
            r.failover_priority,
+           r.accepts_writes,
            r.created_at
       FROM cosmosrep.region r;
 COMMENT ON VIEW cosmosrep.regions IS
@@ -328,6 +331,22 @@ LANGUAGE C VOLATILE STRICT;
 COMMENT ON FUNCTION cosmosrep.set_failover_priority(text, integer) IS
     'sets the failover priority of a region (1 is tried first), in every region';
 REVOKE ALL ON FUNCTION cosmosrep.set_failover_priority(text, integer) FROM PUBLIC;
+
+CREATE FUNCTION cosmosrep.set_multiple_write_regions(enabled boolean,
+                                                     write_region text DEFAULT NULL)
+RETURNS void
+AS 'MODULE_PATHNAME', 'cosmosrep_set_multiple_write_regions'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION cosmosrep.set_multiple_write_regions(boolean, text) IS
+    'lets every region write multi-region tables, or only one (this region by default), in every region';
+REVOKE ALL ON FUNCTION cosmosrep.set_multiple_write_regions(boolean, text) FROM PUBLIC;
+
+CREATE FUNCTION cosmosrep.last_write_position()
+RETURNS pg_lsn
+AS 'MODULE_PATHNAME', 'cosmosrep_last_write_position'
+LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION cosmosrep.last_write_position() IS
+    'end of the last commit in this region that wrote multi-region rows (what a strong read elsewhere waits for)';
 
 CREATE FUNCTION cosmosrep.connection_string(preferred_region text DEFAULT NULL)
 RETURNS text

@@ -93,6 +93,7 @@
 #include "tombstone.h"
 
 #define FEEDBACK_INTERVAL_MS	1000
+#define UNFLUSHED_WAIT_MS		10
 
 /*
  * A group (the remote transactions applied in one local transaction) holds
@@ -1465,6 +1466,12 @@ handle_message(StringInfo s)
 		cr_failover_apply_message(msg.content, msg.size);
 		statement_end();
 	}
+	else if (strcmp(msg.prefix, CR_WRITES_MESSAGE_PREFIX) == 0)
+	{
+		statement_begin();
+		cr_write_regions_apply_message(msg.content, msg.size);
+		statement_end();
+	}
 	else if (strcmp(msg.prefix, CR_RESOLVED_MESSAGE_PREFIX) == 0)
 	{
 		statement_begin();
@@ -1665,7 +1672,9 @@ send_feedback(bool force, bool request_reply)
 	dlist_mutable_iter iter;
 	StringInfoData buf;
 
-	if (!force && !TimestampDifferenceExceeds(last_feedback, now, FEEDBACK_INTERVAL_MS))
+	if (!force && !TimestampDifferenceExceeds(last_feedback, now, FEEDBACK_INTERVAL_MS) &&
+		(dlist_is_empty(&commit_mappings) ||
+		 dlist_head_element(CommitMapping, node, &commit_mappings)->local_end > GetFlushRecPtr(NULL)))
 		return;
 
 	/*
@@ -1847,8 +1856,15 @@ apply_loop(void)
 		commit_group();
 		careful = false;
 
-		rc = WaitEventSetWait(waitset, FEEDBACK_INTERVAL_MS, &event, 1,
-							  PG_WAIT_EXTENSION);
+		/*
+		 * What was applied is reported once its commit is flushed (by the
+		 * WAL writer): look again soon while commits are unflushed, for a
+		 * writer that waits for this region (synchronous_commit =
+		 * remote_apply, consistency level strong).
+		 */
+		rc = WaitEventSetWait(waitset,
+							  dlist_is_empty(&commit_mappings) ? FEEDBACK_INTERVAL_MS : UNFLUSHED_WAIT_MS,
+							  &event, 1, PG_WAIT_EXTENSION);
 		if (rc == 1 && (event.events & WL_LATCH_SET))
 		{
 			ResetLatch(MyLatch);

@@ -45,6 +45,7 @@ PG_FUNCTION_INFO_V1(cosmosrep_config_changed);
 
 /* per-backend cache of the local region id; -1 when not known */
 static int	cached_local_region_id = -1;
+static bool cached_accepts_writes = true;
 static Oid	cached_region_relid = InvalidOid;
 static bool callback_registered = false;
 
@@ -167,12 +168,17 @@ cr_local_region_id(bool missing_ok)
 		cached_region_relid = get_relname_relid("region", cr_schema_oid());
 
 		SPI_connect();
-		cr_spi_exec("SELECT region_id FROM cosmosrep.region WHERE is_local",
+		cr_spi_exec("SELECT region_id, accepts_writes FROM cosmosrep.region WHERE is_local",
 					0, NULL, NULL, NULL, false);
 		if (SPI_processed == 1)
+		{
 			cached_local_region_id =
 				DatumGetInt16(SPI_getbinval(SPI_tuptable->vals[0],
 											SPI_tuptable->tupdesc, 1, &isnull));
+			cached_accepts_writes =
+				DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
+										   SPI_tuptable->tupdesc, 2, &isnull));
+		}
 		SPI_finish();
 	}
 
@@ -185,6 +191,16 @@ cr_local_region_id(bool missing_ok)
 }
 
 /*
+ * Whether this region may write multi-region tables (a region of a group
+ * that is not one yet may).  Cached with the region id.
+ */
+bool
+cr_local_region_accepts_writes(void)
+{
+	return cr_local_region_id(true) < 0 || cached_accepts_writes;
+}
+
+/*
  * All regions, local one included, ordered by id.
  */
 List *
@@ -194,8 +210,8 @@ cr_get_regions(void)
 	MemoryContext callerctx = CurrentMemoryContext;
 
 	SPI_connect();
-	cr_spi_exec("SELECT region_id, region_name, dsn, is_local, failover_priority, paused"
-				" FROM cosmosrep.region ORDER BY region_id",
+	cr_spi_exec("SELECT region_id, region_name, dsn, is_local, failover_priority, paused,"
+				" accepts_writes FROM cosmosrep.region ORDER BY region_id",
 				0, NULL, NULL, NULL, false);
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
@@ -211,6 +227,7 @@ cr_get_regions(void)
 		r->is_local = DatumGetBool(SPI_getbinval(tup, desc, 4, &isnull));
 		r->failover_priority = DatumGetInt32(SPI_getbinval(tup, desc, 5, &isnull));
 		r->paused = DatumGetBool(SPI_getbinval(tup, desc, 6, &isnull));
+		r->accepts_writes = DatumGetBool(SPI_getbinval(tup, desc, 7, &isnull));
 		result = lappend(result, r);
 		MemoryContextSwitchTo(spictx);
 	}
@@ -275,20 +292,21 @@ cr_set_region_paused(int id, bool paused)
 void
 cr_insert_region(const CrRegion *region)
 {
-	Oid			argtypes[5] = {INT2OID, TEXTOID, TEXTOID, BOOLOID, INT4OID};
-	Datum		values[5];
+	Oid			argtypes[6] = {INT2OID, TEXTOID, TEXTOID, BOOLOID, INT4OID, BOOLOID};
+	Datum		values[6];
 
 	values[0] = Int16GetDatum(region->id);
 	values[1] = CStringGetTextDatum(region->name);
 	values[2] = CStringGetTextDatum(region->dsn);
 	values[3] = BoolGetDatum(region->is_local);
 	values[4] = Int32GetDatum(region->failover_priority);
+	values[5] = BoolGetDatum(region->accepts_writes);
 
 	SPI_connect();
 	cr_spi_exec("INSERT INTO cosmosrep.region"
-				" (region_id, region_name, dsn, is_local, failover_priority)"
-				" VALUES ($1, $2, $3, $4, $5)",
-				5, argtypes, values, NULL, false);
+				" (region_id, region_name, dsn, is_local, failover_priority, accepts_writes)"
+				" VALUES ($1, $2, $3, $4, $5, $6)",
+				6, argtypes, values, NULL, false);
 	SPI_finish();
 }
 

@@ -22,6 +22,7 @@ typedef struct CrRegion
 	bool		is_local;
 	int			failover_priority;
 	bool		paused;
+	bool		accepts_writes; /* may write multi-region tables */
 } CrRegion;
 
 typedef struct CrTableConfig
@@ -40,6 +41,7 @@ extern uint64 cr_catalog_write(SPIPlanPtr *plan, const char *sql, int nargs,
 							   Oid *argtypes, Datum *values, const char *nulls,
 							   int expected);
 extern int	cr_local_region_id(bool missing_ok);
+extern bool cr_local_region_accepts_writes(void);
 extern List *cr_get_regions(void);
 extern CrRegion *cr_get_region_by_name(const char *name);
 extern CrRegion *cr_get_region_by_id(int id);

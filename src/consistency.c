@@ -24,6 +24,17 @@
  *	  of another region is applied here once the replication origin of
  *	  that region has reached it.
  *
+ *	  strong needs a single write region (failover.c): a statement under
+ *	  strong is refused while several regions accept writes.  In the write
+ *	  region, a commit that wrote multi-region rows waits, with
+ *	  synchronous_commit = remote_apply, until the regions that
+ *	  synchronous_standby_names names (every region, or a quorum) have
+ *	  applied it: PostgreSQL's synchronous replication, whose standbys are
+ *	  the other regions' apply workers.  In another region, a statement
+ *	  first asks the write region for the end of its last commit that
+ *	  wrote multi-region rows (cosmosrep.last_write_position) and waits
+ *	  until this region has applied that far, like a session token.
+ *
  * IDENTIFICATION
  *	  src/consistency.c
  *
@@ -33,9 +44,11 @@
 
 #include "access/xact.h"
 #include "access/xlog.h"
+#include "libpq-fe.h"
 #include "executor/executor.h"
 #include "miscadmin.h"
 #include "pgstat.h"
+#include "replication/syncrep.h"
 #include "replication/origin.h"
 #include "storage/latch.h"
 #include "utils/builtins.h"
@@ -48,8 +61,10 @@
 #include "consistency.h"
 #include "cosmosrep.h"
 #include "hlc.h"
+#include "remote.h"
 
 PG_FUNCTION_INFO_V1(cosmosrep_session_token);
+PG_FUNCTION_INFO_V1(cosmosrep_last_write_position);
 
 typedef enum CrConsistency
 {
@@ -89,12 +104,18 @@ static bool waiting_for_token = false;
 
 static ExecutorStart_hook_type prev_executor_start = NULL;
 
+/* a connection to the write region, for strong reads elsewhere */
+static PGconn *write_region_conn = NULL;
+static int	write_region_conn_id = 0;
+
 static int	level_of(const char *name);
 static int	parse_token(const char *token, TokenEntry *entries, int max);
 static bool check_consistency(char **newval, void **extra, GucSource source);
 static bool check_session_token(char **newval, void **extra, GucSource source);
 static void consistency_executor_start(QueryDesc *queryDesc, int eflags);
 static bool wait_for_token(void);
+static bool wait_for_position(CrRegion *region, XLogRecPtr lsn, TimestampTz deadline);
+static bool strong_read(void);
 static void consistency_xact_callback(XactEvent event, void *arg);
 
 /* the level named name, 0 for none */
@@ -232,21 +253,34 @@ effective_level(void)
 static void
 consistency_executor_start(QueryDesc *queryDesc, int eflags)
 {
-	if (!waiting_for_token && session_token && *session_token &&
+	bool		strong = effective_level() == CR_STRONG;
+	bool		token = session_token && *session_token &&
 		effective_level() >= CR_SESSION &&
-		(applied_token == NULL || strcmp(applied_token, session_token) != 0) &&
-		IsTransactionState())
+		(applied_token == NULL || strcmp(applied_token, session_token) != 0);
+
+	/* sessions of clients only: not apply workers, which run statements too */
+	if (!waiting_for_token && (strong || token) && IsTransactionState() &&
+		MyBackendType == B_BACKEND)
 	{
 		waiting_for_token = true;
 		PG_TRY();
 		{
+			bool		waited = false;
+
+			if (cr_local_region_id(true) > 0)
+			{
+				if (token)
+					waited |= wait_for_token();
+				if (strong)
+					waited |= strong_read();
+			}
+
 			/*
 			 * The statement's snapshot was taken before it got here: a
 			 * statement that had to wait reads with a new one (in READ
 			 * COMMITTED; a transaction snapshot cannot move).
 			 */
-			if (cr_local_region_id(true) > 0 && wait_for_token() &&
-				!IsolationUsesXactSnapshot() && queryDesc->snapshot != NULL)
+			if (waited && !IsolationUsesXactSnapshot() && queryDesc->snapshot != NULL)
 			{
 				UnregisterSnapshot(queryDesc->snapshot);
 				queryDesc->snapshot = RegisterSnapshot(GetTransactionSnapshot());
@@ -282,8 +316,6 @@ wait_for_token(void)
 	for (int i = 0; i < n; i++)
 	{
 		CrRegion   *region = cr_get_region_by_id(entries[i].region_id);
-		RepOriginId origin;
-		XLogRecPtr	applied;
 
 		if (region == NULL)
 			ereport(ERROR,
@@ -301,34 +333,110 @@ wait_for_token(void)
 								   LSN_FORMAT_ARGS(GetXLogInsertRecPtr()))));
 			continue;
 		}
-		origin = replorigin_by_name(psprintf("cosmosrep_%s", region->name), true);
-		for (;;)
-		{
-			applied = origin == InvalidRepOriginId ? InvalidXLogRecPtr :
-				replorigin_get_progress(origin, false);
-			if (applied >= entries[i].lsn)
-				break;
-			if (GetCurrentTimestamp() >= deadline)
-				ereport(ERROR,
-						(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
-						 errmsg("session not available in this region"),
-						 errdetail("Region \"%s\" is behind: it has applied region \"%s\" up to %X/%X, %llu bytes short of the session token's %X/%X.",
-								   cr_get_region_by_id(local_id)->name, region->name,
-								   LSN_FORMAT_ARGS(applied),
-								   (unsigned long long) (entries[i].lsn - applied),
-								   LSN_FORMAT_ARGS(entries[i].lsn)),
-						 errhint("Retry, read in the region that wrote, or relax cosmosrep.consistency.")));
-			waited = true;
-			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-							 10, PG_WAIT_EXTENSION);
-			ResetLatch(MyLatch);
-			CHECK_FOR_INTERRUPTS();
-		}
+		waited |= wait_for_position(region, entries[i].lsn, deadline);
 	}
 	if (applied_token)
 		pfree(applied_token);
 	applied_token = MemoryContextStrdup(TopMemoryContext, session_token);
 	return waited;
+}
+
+/*
+ * Wait until this region has applied region's changes up to lsn, or fail
+ * at deadline with "session not available".  Returns whether it waited.
+ */
+static bool
+wait_for_position(CrRegion *region, XLogRecPtr lsn, TimestampTz deadline)
+{
+	RepOriginId origin = replorigin_by_name(psprintf("cosmosrep_%s", region->name), true);
+	bool		waited = false;
+
+	for (;;)
+	{
+		XLogRecPtr	applied = origin == InvalidRepOriginId ? InvalidXLogRecPtr :
+			replorigin_get_progress(origin, false);
+
+		if (applied >= lsn)
+			return waited;
+		if (GetCurrentTimestamp() >= deadline)
+			ereport(ERROR,
+					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+					 errmsg("session not available in this region"),
+					 errdetail("Region \"%s\" is behind: it has applied region \"%s\" up to %X/%X, %llu bytes short of %X/%X.",
+							   cr_get_region_by_id(cr_local_region_id(false))->name,
+							   region->name, LSN_FORMAT_ARGS(applied),
+							   (unsigned long long) (lsn - applied),
+							   LSN_FORMAT_ARGS(lsn)),
+					 errhint("Retry, read in the region that wrote, or relax cosmosrep.consistency.")));
+		waited = true;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 10, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
+/* whether the server-wide level is strong (which needs one write region) */
+bool
+cr_consistency_requires_single_writer(void)
+{
+	return default_consistency == CR_STRONG;
+}
+
+/*
+ * Before a statement under strong: refuse it while several regions accept
+ * writes; outside the write region, wait until this region has applied
+ * every commit of the write region that wrote multi-region rows before
+ * now.  Returns whether it waited.
+ */
+static bool
+strong_read(void)
+{
+	CrRegion   *writer = NULL;
+	int			writers = 0;
+	ListCell   *lc;
+	PGresult   *res;
+	XLogRecPtr	lsn;
+
+	foreach(lc, cr_get_regions())
+	{
+		CrRegion   *r = lfirst(lc);
+
+		if (r->accepts_writes)
+		{
+			writers++;
+			writer = r;
+		}
+	}
+	if (writers != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("consistency level \"strong\" needs a single write region"),
+				 errdetail("%d regions accept writes.", writers),
+				 errhint("Call cosmosrep.set_multiple_write_regions(false), or relax cosmosrep.consistency.")));
+	if (writer->is_local)
+		return false;
+
+	if (write_region_conn != NULL &&
+		(write_region_conn_id != writer->id || PQstatus(write_region_conn) != CONNECTION_OK))
+	{
+		PQfinish(write_region_conn);
+		write_region_conn = NULL;
+	}
+	if (write_region_conn == NULL)
+	{
+		write_region_conn = cr_remote_connect(writer->dsn, false, "cosmosrep strong read",
+											  writer->name);
+		write_region_conn_id = writer->id;
+	}
+	res = cr_remote_exec(write_region_conn, "SELECT cosmosrep.last_write_position()",
+						 PGRES_TUPLES_OK, writer->name);
+	lsn = DatumGetLSN(DirectFunctionCall1(pg_lsn_in,
+										  CStringGetDatum(PQgetvalue(res, 0, 0))));
+	PQclear(res);
+	return wait_for_position(writer, lsn,
+							 TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+														 session_wait_timeout_ms));
 }
 
 /*
@@ -345,10 +453,37 @@ consistency_xact_callback(XactEvent event, void *arg)
 	bool		merged = false;
 	StringInfoData buf;
 
+	/*
+	 * Under strong, a commit that wrote multi-region rows waits until the
+	 * other regions applied it (the write region is the only one that
+	 * writes: strong_read refused the statements otherwise).
+	 */
+	if (event == XACT_EVENT_PRE_COMMIT && cr_hlc_open_version() != 0 &&
+		effective_level() == CR_STRONG)
+	{
+		int			regions;
+
+		PushActiveSnapshot(GetTransactionSnapshot());
+		regions = list_length(cr_get_regions());
+		PopActiveSnapshot();
+		if (regions == 1)
+			return;
+		if (SyncRepStandbyNames == NULL || SyncRepStandbyNames[0] == '\0')
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("consistency level \"strong\" needs synchronous_standby_names"),
+					 errdetail("A commit under strong returns once the other regions have applied it."),
+					 errhint("List the other regions' apply workers, cosmosrep_<region name>, in synchronous_standby_names of the write region.")));
+		(void) set_config_option("synchronous_commit", "remote_apply", PGC_SUSET,
+								 PGC_S_SESSION, GUC_ACTION_LOCAL, true, 0, false);
+		return;
+	}
+
 	/* the clock's callback, registered before this one, runs after it */
 	if (event != XACT_EVENT_COMMIT || cr_hlc_open_version() == 0 ||
 		XactLastCommitEnd == InvalidXLogRecPtr)
 		return;
+	cr_hlc_note_write_commit(XactLastCommitEnd);
 	local_id = cr_version_region(cr_hlc_open_version());
 	n = parse_token(session_token ? session_token : "", entries, CR_MAX_REGION_ID);
 	for (int i = 0; i < n; i++)
@@ -374,6 +509,13 @@ consistency_xact_callback(XactEvent event, void *arg)
 		pfree(applied_token);
 	applied_token = MemoryContextStrdup(TopMemoryContext, buf.data);
 	pfree(buf.data);
+}
+
+/* cosmosrep.last_write_position(): what a strong read elsewhere waits for */
+Datum
+cosmosrep_last_write_position(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_LSN(cr_hlc_last_write_commit());
 }
 
 /* cosmosrep.session_token(): the session's token, as reported */

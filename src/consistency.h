@@ -13,5 +13,6 @@
 
 extern void cr_consistency_define_settings(void);
 extern void cr_consistency_install_hooks(void);
+extern bool cr_consistency_requires_single_writer(void);
 
 #endif							/* CR_CONSISTENCY_H */

@@ -1,9 +1,9 @@
 /*-------------------------------------------------------------------------
  *
  * failover.c
- *	  Failover priorities of regions, and the connection string that
- *	  lets libpq's multi-host failover serve as Cosmos DB's preferred
- *	  regions.
+ *	  The roles of regions: failover priorities, the connection string
+ *	  that lets libpq's multi-host failover serve as Cosmos DB's preferred
+ *	  regions, and which regions accept writes.
  *
  * NOTES
  *	  cosmosrep.set_failover_priority validates a priority where it is
@@ -18,6 +18,14 @@
  *	  without one, by id) into one libpq connection string with
  *	  target_session_attrs=read-write: libpq tries the hosts in order and
  *	  connects to the first that answers.  It carries no credentials.
+ *
+ *	  cosmosrep.set_multiple_write_regions switches multi-region writes on
+ *	  (every region accepts writes to multi-region tables, the default) or
+ *	  off (one write region).  It travels like a priority, with a version,
+ *	  so every region ends with the newest setting; the row trigger refuses
+ *	  writes in a region that does not accept them.  It cannot be switched
+ *	  on while the server-wide consistency level is strong, which needs a
+ *	  single write region (consistency.c).
  *
  * IDENTIFICATION
  *	  src/failover.c
@@ -37,6 +45,7 @@
 #include "utils/builtins.h"
 
 #include "catalog.h"
+#include "consistency.h"
 #include "cosmosrep.h"
 #include "failover.h"
 #include "hlc.h"
@@ -44,6 +53,7 @@
 
 PG_FUNCTION_INFO_V1(cosmosrep_set_failover_priority);
 PG_FUNCTION_INFO_V1(cosmosrep_connection_string);
+PG_FUNCTION_INFO_V1(cosmosrep_set_multiple_write_regions);
 
 static void set_priority(const char *name, int priority, int64 version);
 static void append_conninfo_value(StringInfo buf, const char *value);
@@ -131,6 +141,95 @@ cr_failover_apply_message(const char *content, Size size)
 	if (version >= end || strnlen(version, end - version) == (size_t) (end - version))
 		elog(ERROR, "malformed failover priority message");
 	set_priority(name, pg_strtoint32(priority), pg_strtoint64(version));
+}
+
+/*
+ * Let every region write (write_region NULL), or write_region only,
+ * unless a newer change set it already.
+ */
+static void
+set_write_regions(const char *write_region, int64 version)
+{
+	Oid			argtypes[2] = {TEXTOID, INT8OID};
+	Datum		values[2];
+	char		nulls[2] = {write_region ? ' ' : 'n', ' '};
+
+	values[0] = write_region ? CStringGetTextDatum(write_region) : (Datum) 0;
+	values[1] = Int64GetDatum(version);
+	(void) cr_catalog_write(NULL,
+							"UPDATE cosmosrep.region"
+							" SET accepts_writes = $1 IS NULL OR region_name OPERATOR(pg_catalog.=) $1,"
+							"     writes_version = $2"
+							" WHERE writes_version OPERATOR(pg_catalog.<) $2",
+							2, argtypes, values, nulls, SPI_OK_UPDATE);
+}
+
+/*
+ * cosmosrep.set_multiple_write_regions(enabled, write_region): on, every
+ * region accepts writes; off, only write_region (this region by default).
+ */
+Datum
+cosmosrep_set_multiple_write_regions(PG_FUNCTION_ARGS)
+{
+	char	   *write_region = NULL;
+	int64		version;
+
+	cr_require_preload();
+	cr_local_region_id(false);
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("enabled must not be null")));
+	if (PG_GETARG_BOOL(0))
+	{
+		if (!PG_ARGISNULL(1))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("a write region is named only when multi-region writes are switched off")));
+		if (cr_consistency_requires_single_writer())
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("multi-region writes cannot be switched on while the consistency level is \"strong\""),
+					 errhint("Set cosmosrep.default_consistency to a weaker level first.")));
+	}
+	else
+	{
+		write_region = PG_ARGISNULL(1) ?
+			cr_get_region_by_id(cr_local_region_id(false))->name :
+			text_to_cstring(PG_GETARG_TEXT_PP(1));
+		if (cr_get_region_by_name(write_region) == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_OBJECT),
+					 errmsg("region \"%s\" does not exist", write_region)));
+	}
+
+	version = cr_hlc_next_version(cr_local_region_id(false));
+	set_write_regions(write_region, version);
+	if (XLogLogicalInfoActive())
+	{
+		char	   *content = psprintf(INT64_FORMAT "%c%s", version, '\0',
+									   write_region ? write_region : "");
+		Size		size = strlen(content) + 1;
+
+		size += strlen(content + size) + 1;
+		LogLogicalMessage(CR_WRITES_MESSAGE_PREFIX, content, size, true);
+	}
+	PG_RETURN_VOID();
+}
+
+/*
+ * Apply a write regions change received from another region: version and
+ * write region ("" for every region), as NUL-terminated strings.
+ */
+void
+cr_write_regions_apply_message(const char *content, Size size)
+{
+	const char *end = content + size;
+	const char *region = content + strnlen(content, size) + 1;
+
+	if (region >= end || strnlen(region, end - region) == (size_t) (end - region))
+		elog(ERROR, "malformed write regions message");
+	set_write_regions(*region ? region : NULL, pg_strtoint64(content));
 }
 
 /* a libpq connection string value, quoted when it needs to be */

@@ -86,6 +86,7 @@ typedef struct JoinMember
 	int			id;
 	char	   *name;
 	char	   *dsn;
+	bool		accepts_writes;
 	PGconn	   *repl;			/* replication connection, for its slot */
 	PGconn	   *sql;			/* SQL connection */
 	XLogRecPtr	slot_lsn;		/* start of its slot for the new region */
@@ -400,6 +401,7 @@ cosmosrep_join_region(PG_FUNCTION_ARGS)
 	JoinMember *via_member = NULL;
 	char	   *snapshot = NULL;
 	int			new_id = 1;
+	bool		writes_everywhere = true;
 	ListCell   *lc;
 	PGresult   *res;
 
@@ -429,7 +431,8 @@ cosmosrep_join_region(PG_FUNCTION_ARGS)
 		/* 1. the group, as the via region knows it */
 		st->viaconn = cr_remote_connect(via, false, "cosmosrep join", "via");
 		res = cr_remote_exec(st->viaconn,
-							 "SELECT region_id, region_name, dsn, is_local FROM cosmosrep.region ORDER BY region_id",
+							 "SELECT region_id, region_name, dsn, is_local, accepts_writes"
+							 " FROM cosmosrep.region ORDER BY region_id",
 							 PGRES_TUPLES_OK, "via");
 		for (int i = 0; i < PQntuples(res); i++)
 		{
@@ -442,6 +445,8 @@ cosmosrep_join_region(PG_FUNCTION_ARGS)
 			if (m->id < 1 || m->id > CR_MAX_REGION_ID)
 				elog(ERROR, "region \"%s\" has invalid id %d", m->name, m->id);
 			m->dsn = pstrdup(PQgetvalue(res, i, 2));
+			m->accepts_writes = strcmp(PQgetvalue(res, i, 4), "t") == 0;
+			writes_everywhere &= m->accepts_writes;
 			st->members = lappend(st->members, m);
 			if (strcmp(PQgetvalue(res, i, 3), "t") == 0)
 				via_member = m;
@@ -556,12 +561,13 @@ cosmosrep_join_region(PG_FUNCTION_ARGS)
 		foreach(lc, st->members)
 		{
 			JoinMember *m = lfirst(lc);
-			CrRegion	r = {m->id, m->name, m->dsn, false, 0, false};
+			CrRegion	r = {m->id, m->name, m->dsn, false, 0, false, m->accepts_writes};
 
 			cr_insert_region(&r);
 		}
 		{
-			CrRegion	self = {new_id, name, dsn, true, 0, false};
+			/* a group with one write region keeps it */
+			CrRegion	self = {new_id, name, dsn, true, 0, false, writes_everywhere};
 
 			cr_insert_region(&self);
 		}
@@ -714,7 +720,8 @@ cosmosrep_add_region(PG_FUNCTION_ARGS)
 	int			id = PG_GETARG_INT16(0);
 	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(1));
 	char	   *dsn = text_to_cstring(PG_GETARG_TEXT_PP(2));
-	CrRegion	region = {id, name, dsn, false, 0, false};
+	CrRegion	region = {id, name, dsn, false, 0, false, true};
+	ListCell   *lc;
 
 	cr_require_preload();
 	cr_local_region_id(false);
@@ -728,6 +735,9 @@ cosmosrep_add_region(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_DUPLICATE_OBJECT),
 				 errmsg("region id %d is already used", id)));
+	/* a group with one write region keeps it */
+	foreach(lc, cr_get_regions())
+		region.accepts_writes &= ((CrRegion *) lfirst(lc))->accepts_writes;
 	cr_insert_region(&region);
 	PG_RETURN_VOID();
 }

@@ -39,6 +39,7 @@
 #define CR_STABLE_MESSAGE_PREFIX	"cosmosrep.stable"
 #define CR_FAILOVER_MESSAGE_PREFIX	"cosmosrep.failover"
 #define CR_RESOLVED_MESSAGE_PREFIX	"cosmosrep.resolved"
+#define CR_WRITES_MESSAGE_PREFIX	"cosmosrep.writes"
 
 typedef struct CrMessage
 {

@@ -54,7 +54,22 @@ PG_FUNCTION_INFO_V1(cosmosrep_stamp_row);
 PG_FUNCTION_INFO_V1(cosmosrep_stamp_truncate);
 
 static int	stamp_column(Relation rel, const char *colname);
+static void check_region_writes(Relation rel);
 static bool primary_key_changed(Relation rel, HeapTuple oldtup, HeapTuple newtup);
+
+/* refuse a write to rel where multi-region writes are off and this region is not the write region */
+static void
+check_region_writes(Relation rel)
+{
+	if (!cr_local_region_accepts_writes())
+		ereport(ERROR,
+				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
+				 errmsg("region \"%s\" does not accept writes to multi-region table \"%s\"",
+						cr_get_region_by_id(cr_local_region_id(false))->name,
+						RelationGetRelationName(rel)),
+				 errdetail("Multi-region writes are switched off."),
+				 errhint("Write in the write region (cosmosrep.regions shows which accepts writes), or call cosmosrep.set_multiple_write_regions(true).")));
+}
 
 /* attribute number of one of cosmosrep's columns, or an error */
 static int
@@ -120,6 +135,7 @@ cosmosrep_stamp_row(PG_FUNCTION_ARGS)
 	rel = trigdata->tg_relation;
 	desc = RelationGetDescr(rel);
 	version_att = stamp_column(rel, CR_VERSION_COLUMN);
+	check_region_writes(rel);
 
 	if (TRIGGER_FIRED_BY_DELETE(trigdata->tg_event))
 	{
@@ -198,6 +214,7 @@ cosmosrep_stamp_truncate(PG_FUNCTION_ARGS)
 				 errmsg("cosmosrep.stamp_truncate() must be called as a BEFORE TRUNCATE trigger")));
 
 	rel = trigdata->tg_relation;
+	check_region_writes(rel);
 	version = cr_hlc_next_version(cr_local_region_id(false));
 	cr_tombstone_truncate(RelationGetRelid(rel), version);
 	if (XLogLogicalInfoActive())

@@ -172,6 +172,8 @@ cosmosrep_create_region(PG_FUNCTION_ARGS)
 	region.dsn = dsn;
 	region.is_local = true;
 	region.failover_priority = 0;
+	region.paused = false;
+	region.accepts_writes = true;
 	cr_insert_region(&region);
 
 	PG_RETURN_INT16(region.id);
