@@ -49,7 +49,10 @@ CREATE TABLE payments (
 -- number of regions end with the same row whatever order the writes reach
 -- them in:
 --   * the higher status rank wins (0 pending, 1 authorized, 2 captured,
---     3 refunded, which is terminal); on a tie, the newer write;
+--     3 refunded, which is terminal); on a tie, the higher
+--     last_touched_by (a tie is broken by the rows' values, never by which
+--     write is newer: a merge carries the newer version with the values it
+--     kept, so "newer" would depend on the order of arrival);
 --   * tags: the sorted union of both writes' tags;
 --   * last_touched_by (like every other column) comes from the kept row;
 --   * a delete wins only over a payment not yet captured: captured or
@@ -81,7 +84,9 @@ BEGIN
                            FROM unnest(coalesce(incoming.tags, '{}')
                                        || coalesce(existing.tags, '{}')) AS tag
                           ORDER BY 1);
-    IF array_position(ranks, existing.status) > array_position(ranks, incoming.status) THEN
+    IF array_position(ranks, existing.status) > array_position(ranks, incoming.status)
+       OR (existing.status = incoming.status
+           AND existing.last_touched_by COLLATE "C" > incoming.last_touched_by COLLATE "C") THEN
         existing.tags := merged_tags;
         RETURN existing;
     END IF;

@@ -80,9 +80,10 @@ LANGUAGE sql IMMUTABLE AS $$
 $$;
 -- (Apply, and so the resolver, runs with search_path = '': names are
 -- qualified.)
--- Keeps the row of the higher status rank (a tie keeps incoming, the
--- newer write), with the sorted distinct union of both rows' tags and the
--- kept row's last_touched_by.
+-- Keeps the row of the higher status rank (a tie keeps the row with the
+-- higher last_touched_by: never "the newer write", whose choice depends on
+-- the order of arrival once merges are made), with the sorted distinct
+-- union of both rows' tags and the kept row's last_touched_by.
 -- A delete: when the newer write deleted the payment (incoming NULL,
 -- is_tombstone), a payment already captured or refunded (rank >= 2) is
 -- money that moved and is kept (existing is returned); a pending or
@@ -103,7 +104,9 @@ BEGIN
     IF existing.id IS NULL THEN
         RETURN incoming;
     END IF;
-    IF public.status_rank(existing.status) > public.status_rank(incoming.status) THEN
+    IF public.status_rank(existing.status) > public.status_rank(incoming.status)
+       OR (existing.status = incoming.status
+           AND existing.last_touched_by COLLATE "C" > incoming.last_touched_by COLLATE "C") THEN
         kept := existing;
     ELSE
         kept := incoming;
@@ -712,7 +715,7 @@ for my $heal (@HEALS)
 	for my $key (@keys)
 	{
 		my @w = @{ $key->{writes} };
-		my ($top) = sort { $RANK{ $b->[1] } <=> $RANK{ $a->[1] } || $b->[3] <=> $a->[3] } @w;
+		my ($top) = sort { $RANK{ $b->[1] } <=> $RANK{ $a->[1] } || $b->[0] cmp $a->[0] } @w;
 		my %tags = map { ($_ => 1) } map { @{ $_->[2] } } @w;
 		my ($version) = sort { $b <=> $a } map { $_->[3] } @w;
 		my $oracle = join('|', $key->{id}, $top->[1], '{' . join(',', sort keys %tags) . '}',
