@@ -21,6 +21,7 @@ OBJS = \
 	src/membership.o \
 	src/sql_api.o \
 	src/stability.o \
+	src/staleness.o \
 	src/status.o \
 	src/tables.o \
 	src/tombstone.o

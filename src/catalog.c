@@ -46,6 +46,9 @@ PG_FUNCTION_INFO_V1(cosmosrep_config_changed);
 /* per-backend cache of the local region id; -1 when not known */
 static int	cached_local_region_id = -1;
 static bool cached_accepts_writes = true;
+
+/* changes whenever cosmosrep.region may have changed (for caches elsewhere) */
+uint64		cr_regions_generation = 1;
 static Oid	cached_region_relid = InvalidOid;
 static bool callback_registered = false;
 
@@ -63,7 +66,10 @@ static void
 cr_region_cache_callback(Datum arg, Oid relid)
 {
 	if (relid == InvalidOid || relid == cached_region_relid)
+	{
 		cached_local_region_id = -1;
+		cr_regions_generation++;
+	}
 }
 
 /*

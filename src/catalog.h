@@ -42,6 +42,8 @@ extern uint64 cr_catalog_write(SPIPlanPtr *plan, const char *sql, int nargs,
 							   int expected);
 extern int	cr_local_region_id(bool missing_ok);
 extern bool cr_local_region_accepts_writes(void);
+
+extern uint64 cr_regions_generation;
 extern List *cr_get_regions(void);
 extern CrRegion *cr_get_region_by_name(const char *name);
 extern CrRegion *cr_get_region_by_id(int id);

@@ -44,6 +44,7 @@
 
 #include "access/xact.h"
 #include "access/xlog.h"
+#include "catalog/namespace.h"
 #include "libpq-fe.h"
 #include "executor/executor.h"
 #include "miscadmin.h"
@@ -62,6 +63,7 @@
 #include "cosmosrep.h"
 #include "hlc.h"
 #include "remote.h"
+#include "staleness.h"
 
 PG_FUNCTION_INFO_V1(cosmosrep_session_token);
 PG_FUNCTION_INFO_V1(cosmosrep_last_write_position);
@@ -94,7 +96,7 @@ typedef struct TokenEntry
 static int	default_consistency = CR_SESSION;
 static char *session_consistency = NULL;
 static char *session_token = NULL;
-static int	session_wait_timeout_ms = 5000;
+int			cr_session_wait_timeout_ms = 5000;
 
 /* the token last found applied here, so that it is checked once */
 static char *applied_token = NULL;
@@ -114,7 +116,8 @@ static bool check_consistency(char **newval, void **extra, GucSource source);
 static bool check_session_token(char **newval, void **extra, GucSource source);
 static void consistency_executor_start(QueryDesc *queryDesc, int eflags);
 static bool wait_for_token(void);
-static bool wait_for_position(CrRegion *region, XLogRecPtr lsn, TimestampTz deadline);
+static bool wait_for_position(CrRegion *region, XLogRecPtr lsn, const char *what,
+							  TimestampTz deadline);
 static bool strong_read(void);
 static void consistency_xact_callback(XactEvent event, void *arg);
 
@@ -225,9 +228,23 @@ cr_consistency_define_settings(void)
 	DefineCustomIntVariable("cosmosrep.session_wait_timeout",
 							"How long a statement waits for this region to apply the session token.",
 							NULL,
-							&session_wait_timeout_ms,
+							&cr_session_wait_timeout_ms,
 							5000, 0, INT_MAX,
 							PGC_USERSET, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("cosmosrep.max_staleness_prefix",
+							"Under bounded_staleness, how many versions written here another region may lag behind.",
+							"Writes wait while a region is further behind.",
+							&cr_max_staleness_prefix,
+							100000, 1, INT_MAX,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("cosmosrep.max_staleness_interval",
+							"Under bounded_staleness, how long another region may lag behind the writes here.",
+							"Writes wait while a region is further behind; reads wait while this region is.",
+							&cr_max_staleness_interval_ms,
+							300000, 1, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_MS,
 							NULL, NULL, NULL);
 }
 
@@ -238,6 +255,14 @@ cr_consistency_install_hooks(void)
 	prev_executor_start = ExecutorStart_hook;
 	ExecutorStart_hook = consistency_executor_start;
 	RegisterXactCallback(consistency_xact_callback, NULL);
+	cr_staleness_install();
+}
+
+/* whether the server-wide level is bounded_staleness (writes are bounded) */
+bool
+cr_consistency_bounded(void)
+{
+	return default_consistency == CR_BOUNDED_STALENESS;
 }
 
 /* the level in force for this session */
@@ -254,12 +279,13 @@ static void
 consistency_executor_start(QueryDesc *queryDesc, int eflags)
 {
 	bool		strong = effective_level() == CR_STRONG;
+	bool		bounded = effective_level() == CR_BOUNDED_STALENESS;
 	bool		token = session_token && *session_token &&
 		effective_level() >= CR_SESSION &&
 		(applied_token == NULL || strcmp(applied_token, session_token) != 0);
 
 	/* sessions of clients only: not apply workers, which run statements too */
-	if (!waiting_for_token && (strong || token) && IsTransactionState() &&
+	if (!waiting_for_token && (strong || bounded || token) && IsTransactionState() &&
 		MyBackendType == B_BACKEND)
 	{
 		waiting_for_token = true;
@@ -273,6 +299,8 @@ consistency_executor_start(QueryDesc *queryDesc, int eflags)
 					waited |= wait_for_token();
 				if (strong)
 					waited |= strong_read();
+				if (bounded)
+					waited |= cr_staleness_before_read();
 			}
 
 			/*
@@ -311,7 +339,7 @@ wait_for_token(void)
 	int			n = parse_token(session_token, entries, CR_MAX_REGION_ID);
 	int			local_id = cr_local_region_id(false);
 	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-													   session_wait_timeout_ms);
+													   cr_session_wait_timeout_ms);
 
 	for (int i = 0; i < n; i++)
 	{
@@ -333,7 +361,7 @@ wait_for_token(void)
 								   LSN_FORMAT_ARGS(GetXLogInsertRecPtr()))));
 			continue;
 		}
-		waited |= wait_for_position(region, entries[i].lsn, deadline);
+		waited |= wait_for_position(region, entries[i].lsn, "the session token's", deadline);
 	}
 	if (applied_token)
 		pfree(applied_token);
@@ -342,11 +370,13 @@ wait_for_token(void)
 }
 
 /*
- * Wait until this region has applied region's changes up to lsn, or fail
- * at deadline with "session not available".  Returns whether it waited.
+ * Wait until this region has applied region's changes up to lsn (what,
+ * for the error), or fail at deadline with "session not available".
+ * Returns whether it waited.
  */
 static bool
-wait_for_position(CrRegion *region, XLogRecPtr lsn, TimestampTz deadline)
+wait_for_position(CrRegion *region, XLogRecPtr lsn, const char *what,
+				  TimestampTz deadline)
 {
 	RepOriginId origin = replorigin_by_name(psprintf("cosmosrep_%s", region->name), true);
 	bool		waited = false;
@@ -362,10 +392,10 @@ wait_for_position(CrRegion *region, XLogRecPtr lsn, TimestampTz deadline)
 			ereport(ERROR,
 					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
 					 errmsg("session not available in this region"),
-					 errdetail("Region \"%s\" is behind: it has applied region \"%s\" up to %X/%X, %llu bytes short of %X/%X.",
+					 errdetail("Region \"%s\" is behind: it has applied region \"%s\" up to %X/%X, %llu bytes short of %s %X/%X.",
 							   cr_get_region_by_id(cr_local_region_id(false))->name,
 							   region->name, LSN_FORMAT_ARGS(applied),
-							   (unsigned long long) (lsn - applied),
+							   (unsigned long long) (lsn - applied), what,
 							   LSN_FORMAT_ARGS(lsn)),
 					 errhint("Retry, read in the region that wrote, or relax cosmosrep.consistency.")));
 		waited = true;
@@ -434,71 +464,165 @@ strong_read(void)
 	lsn = DatumGetLSN(DirectFunctionCall1(pg_lsn_in,
 										  CStringGetDatum(PQgetvalue(res, 0, 0))));
 	PQclear(res);
-	return wait_for_position(writer, lsn,
+	return wait_for_position(writer, lsn, "the write region's last write",
 							 TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-														 session_wait_timeout_ms));
+														 cr_session_wait_timeout_ms));
 }
 
 /*
- * After a commit that wrote rows of multi-region tables, merge this
- * region's commit position into the session token, which is then reported
- * to the client.
+ * The regions whose positions a session token gains when the session
+ * reads (monotonic reads): this region, and each other region's origin.
+ * Read before commit (it needs the catalog), used at commit.
+ */
+typedef struct TokenRegion
+{
+	int			region_id;
+	RepOriginId origin;			/* InvalidRepOriginId: this region */
+} TokenRegion;
+
+static TokenRegion token_regions[CR_MAX_REGION_ID];
+static int	n_token_regions = 0;
+static uint64 token_regions_generation = 0;
+
+/*
+ * Whether this transaction's commit advances the session token by what it
+ * read: once the session holds a token that it has waited for (a token
+ * just set is checked, and waited for, by the next statement first).
+ */
+static bool
+advances_token(void)
+{
+	return session_token && *session_token && effective_level() >= CR_SESSION &&
+		MyBackendType == B_BACKEND && applied_token != NULL &&
+		strcmp(applied_token, session_token) == 0;
+}
+
+static void
+read_token_regions(void)
+{
+	ListCell   *lc;
+
+	if (token_regions_generation == cr_regions_generation)
+		return;
+	n_token_regions = 0;
+	/* not in a transaction that drops the extension */
+	if (!OidIsValid(get_namespace_oid(COSMOSREP_SCHEMA, true)))
+		return;
+	PushActiveSnapshot(GetTransactionSnapshot());
+	if (cr_local_region_id(true) < 0)
+	{
+		PopActiveSnapshot();
+		return;
+	}
+	foreach(lc, cr_get_regions())
+	{
+		CrRegion   *r = lfirst(lc);
+		TokenRegion *t = &token_regions[n_token_regions++];
+
+		t->region_id = r->id;
+		t->origin = r->is_local ? InvalidRepOriginId :
+			replorigin_by_name(psprintf("cosmosrep_%s", r->name), true);
+	}
+	PopActiveSnapshot();
+	token_regions_generation = cr_regions_generation;
+}
+
+/* raise region_id's position in entries to lsn, adding it if absent */
+static bool
+merge_position(TokenEntry *entries, int *n, int region_id, XLogRecPtr lsn)
+{
+	if (lsn == InvalidXLogRecPtr)
+		return false;
+	for (int i = 0; i < *n; i++)
+	{
+		if (entries[i].region_id == region_id)
+		{
+			if (entries[i].lsn >= lsn)
+				return false;
+			entries[i].lsn = lsn;
+			return true;
+		}
+	}
+	if (*n == CR_MAX_REGION_ID)
+		return false;
+	entries[*n].region_id = region_id;
+	entries[(*n)++].lsn = lsn;
+	return true;
+}
+
+/*
+ * After a commit, merge into the session token what the session has seen:
+ * this region's commit position if it wrote rows of multi-region tables,
+ * and, once the session holds a token, every region's position applied
+ * here (reads advance the token too: monotonic reads).  A changed token
+ * is reported to the client.
  */
 static void
 consistency_xact_callback(XactEvent event, void *arg)
 {
 	TokenEntry	entries[CR_MAX_REGION_ID];
 	int			n;
-	int			local_id;
-	bool		merged = false;
+	bool		wrote;
+	bool		changed = false;
 	StringInfoData buf;
 
-	/*
-	 * Under strong, a commit that wrote multi-region rows waits until the
-	 * other regions applied it (the write region is the only one that
-	 * writes: strong_read refused the statements otherwise).
-	 */
-	if (event == XACT_EVENT_PRE_COMMIT && cr_hlc_open_version() != 0 &&
-		effective_level() == CR_STRONG)
+	if (event == XACT_EVENT_PRE_COMMIT)
 	{
-		int			regions;
+		/*
+		 * Under strong, a commit that wrote multi-region rows waits until
+		 * the other regions applied it (the write region is the only one
+		 * that writes: strong_read refused the statements otherwise).
+		 */
+		if (cr_hlc_open_version() != 0 && effective_level() == CR_STRONG)
+		{
+			int			regions;
 
-		PushActiveSnapshot(GetTransactionSnapshot());
-		regions = list_length(cr_get_regions());
-		PopActiveSnapshot();
-		if (regions == 1)
-			return;
-		if (SyncRepStandbyNames == NULL || SyncRepStandbyNames[0] == '\0')
-			ereport(ERROR,
-					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-					 errmsg("consistency level \"strong\" needs synchronous_standby_names"),
-					 errdetail("A commit under strong returns once the other regions have applied it."),
-					 errhint("List the other regions' apply workers, cosmosrep_<region name>, in synchronous_standby_names of the write region.")));
-		(void) set_config_option("synchronous_commit", "remote_apply", PGC_SUSET,
-								 PGC_S_SESSION, GUC_ACTION_LOCAL, true, 0, false);
+			PushActiveSnapshot(GetTransactionSnapshot());
+			regions = list_length(cr_get_regions());
+			PopActiveSnapshot();
+			if (regions > 1 &&
+				(SyncRepStandbyNames == NULL || SyncRepStandbyNames[0] == '\0'))
+				ereport(ERROR,
+						(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+						 errmsg("consistency level \"strong\" needs synchronous_standby_names"),
+						 errdetail("A commit under strong returns once the other regions have applied it."),
+						 errhint("List the other regions' apply workers, cosmosrep_<region name>, in synchronous_standby_names of the write region.")));
+			if (regions > 1)
+				(void) set_config_option("synchronous_commit", "remote_apply", PGC_SUSET,
+										 PGC_S_SESSION, GUC_ACTION_LOCAL, true, 0, false);
+		}
+		if (advances_token())
+			read_token_regions();
 		return;
 	}
+	if (event != XACT_EVENT_COMMIT)
+		return;
 
 	/* the clock's callback, registered before this one, runs after it */
-	if (event != XACT_EVENT_COMMIT || cr_hlc_open_version() == 0 ||
-		XactLastCommitEnd == InvalidXLogRecPtr)
+	wrote = cr_hlc_open_version() != 0 && XactLastCommitEnd != InvalidXLogRecPtr;
+	if (wrote)
+		cr_hlc_note_write_commit(XactLastCommitEnd);
+	if (!wrote && !(advances_token() && n_token_regions > 0))
 		return;
-	cr_hlc_note_write_commit(XactLastCommitEnd);
-	local_id = cr_version_region(cr_hlc_open_version());
+
 	n = parse_token(session_token ? session_token : "", entries, CR_MAX_REGION_ID);
-	for (int i = 0; i < n; i++)
+	if (wrote)
+		changed |= merge_position(entries, &n, cr_version_region(cr_hlc_open_version()),
+								  XactLastCommitEnd);
+	if (advances_token())
 	{
-		if (entries[i].region_id == local_id)
+		for (int i = 0; i < n_token_regions; i++)
 		{
-			entries[i].lsn = Max(entries[i].lsn, XactLastCommitEnd);
-			merged = true;
+			TokenRegion *t = &token_regions[i];
+
+			changed |= merge_position(entries, &n, t->region_id,
+									  t->origin == InvalidRepOriginId ?
+									  cr_hlc_last_write_commit() :
+									  replorigin_get_progress(t->origin, false));
 		}
 	}
-	if (!merged && n < CR_MAX_REGION_ID)
-	{
-		entries[n].region_id = local_id;
-		entries[n++].lsn = XactLastCommitEnd;
-	}
+	if (!changed)
+		return;
 	initStringInfo(&buf);
 	for (int i = 0; i < n; i++)
 		appendStringInfo(&buf, "%s%d:%X/%X", i ? "," : "", entries[i].region_id,

@@ -14,5 +14,8 @@
 extern void cr_consistency_define_settings(void);
 extern void cr_consistency_install_hooks(void);
 extern bool cr_consistency_requires_single_writer(void);
+extern bool cr_consistency_bounded(void);
+
+extern int	cr_session_wait_timeout_ms;
 
 #endif							/* CR_CONSISTENCY_H */

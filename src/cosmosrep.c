@@ -32,6 +32,7 @@
 #include "cosmosrep.h"
 #include "hlc.h"
 #include "launcher.h"
+#include "staleness.h"
 #include "shmem.h"
 
 PG_MODULE_MAGIC;
@@ -109,7 +110,8 @@ cr_shmem_request(void)
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 
-	RequestAddinShmemSpace(add_size(cr_hlc_shmem_size(), cr_launcher_shmem_size()));
+	RequestAddinShmemSpace(add_size(add_size(cr_hlc_shmem_size(), cr_launcher_shmem_size()),
+									cr_staleness_shmem_size()));
 	RequestNamedLWLockTranche("cosmosrep", CR_NUM_LWLOCKS);
 }
 
@@ -123,6 +125,7 @@ cr_shmem_startup(void)
 	cr_lwlocks = GetNamedLWLockTranche("cosmosrep");
 	cr_hlc_shmem_init();
 	cr_launcher_shmem_init();
+	cr_staleness_shmem_init();
 	LWLockRelease(AddinShmemInitLock);
 }
 

@@ -515,6 +515,40 @@ cr_peer_stable_version(Oid dboid, int peer_id)
 }
 
 /*
+ * How long region peer_id's changes have waited here, in ms, as
+ * replication_status shows it: 0 when everything it sent is applied;
+ * without a worker that streams (stopped, unreachable, failing), the time
+ * since it was last heard from at least.  A region never heard from is
+ * as far behind as can be.
+ */
+int64
+cr_peer_lag_ms(Oid dboid, int peer_id)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	int64		lag = PG_INT64_MAX;
+
+	LWLockAcquire(cr_shmem_lwlock(CR_LWLOCK_WORKERS), LW_SHARED);
+	for (int i = 0; i < CR_MAX_PEERS; i++)
+	{
+		CrPeerStatus *ps = &WorkerShared->peers[i];
+
+		if (ps->in_use && ps->dboid == dboid && ps->peer_id == peer_id)
+		{
+			SpinLockAcquire(&ps->mutex);
+			lag = 0;
+			if (ps->peer_end_lsn > Max(ps->received_lsn, ps->applied_lsn))
+				lag = (now - ps->last_commit_time) / 1000;
+			if (ps->state != CR_PEER_STREAMING && ps->state != CR_PEER_CATCHING_UP)
+				lag = Max(lag, (now - ps->last_message_at) / 1000);
+			SpinLockRelease(&ps->mutex);
+			break;
+		}
+	}
+	LWLockRelease(cr_shmem_lwlock(CR_LWLOCK_WORKERS));
+	return lag;
+}
+
+/*
  * Every cosmosrep.stability_interval: announce this region's stable
  * version to the others, purge the tombstones every region has applied
  * past (stability.c) and the conflicts older than their retention.

@@ -79,6 +79,7 @@ extern void cr_launcher_register(void);
 extern CrPeerStatus *cr_peer_status(int index);
 extern int	cr_peer_status_count(void);
 extern int64 cr_peer_stable_version(Oid dboid, int peer_id);
+extern int64 cr_peer_lag_ms(Oid dboid, int peer_id);
 extern void cr_wake_launcher_at_commit(void);
 
 /* bgworker entry points */

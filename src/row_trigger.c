@@ -44,9 +44,11 @@
 #include "utils/rel.h"
 
 #include "catalog.h"
+#include "consistency.h"
 #include "cosmosrep.h"
 #include "hlc.h"
 #include "protocol.h"
+#include "staleness.h"
 #include "row_trigger.h"
 #include "tombstone.h"
 
@@ -57,10 +59,15 @@ static int	stamp_column(Relation rel, const char *colname);
 static void check_region_writes(Relation rel);
 static bool primary_key_changed(Relation rel, HeapTuple oldtup, HeapTuple newtup);
 
-/* refuse a write to rel where multi-region writes are off and this region is not the write region */
+/*
+ * Before a local write to rel: refuse it where multi-region writes are
+ * off and this region is not the write region; under bounded staleness,
+ * wait while another region is too far behind (staleness.c).
+ */
 static void
 check_region_writes(Relation rel)
 {
+	cr_staleness_before_write(cr_consistency_bounded());
 	if (!cr_local_region_accepts_writes())
 		ereport(ERROR,
 				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),

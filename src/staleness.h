@@ -1,0 +1,24 @@
+/*-------------------------------------------------------------------------
+ *
+ * staleness.h
+ *	  Bounded staleness: how far regions are behind, and the waits that
+ *	  keep them within the bound.
+ *
+ * IDENTIFICATION
+ *	  src/staleness.h
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef CR_STALENESS_H
+#define CR_STALENESS_H
+
+extern int	cr_max_staleness_prefix;
+extern int	cr_max_staleness_interval_ms;
+
+extern Size cr_staleness_shmem_size(void);
+extern void cr_staleness_shmem_init(void);
+extern void cr_staleness_install(void);
+extern void cr_staleness_before_write(bool bounded);
+extern bool cr_staleness_before_read(void);
+
+#endif							/* CR_STALENESS_H */
