@@ -50,6 +50,9 @@
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "replication/syncrep.h"
+#include "storage/lmgr.h"
+#include "storage/proc.h"
+#include "storage/procarray.h"
 #include "replication/origin.h"
 #include "storage/latch.h"
 #include "utils/builtins.h"
@@ -62,6 +65,7 @@
 #include "consistency.h"
 #include "cosmosrep.h"
 #include "hlc.h"
+#include "launcher.h"
 #include "remote.h"
 #include "staleness.h"
 
@@ -387,7 +391,19 @@ wait_for_position(CrRegion *region, XLogRecPtr lsn, const char *what,
 			replorigin_get_progress(origin, false);
 
 		if (applied >= lsn)
+		{
+			/*
+			 * The origin advances in the commit record, a moment before the
+			 * commit is visible: wait for the apply worker's transaction in
+			 * flight, so that a snapshot taken next includes it.
+			 */
+			PGPROC	   *proc = BackendPidGetProc(cr_peer_worker_pid(MyDatabaseId, region->id));
+			TransactionId xid = proc ? proc->xid : InvalidTransactionId;
+
+			if (TransactionIdIsValid(xid))
+				XactLockTableWait(xid, NULL, NULL, XLTW_None);
 			return waited;
+		}
 		if (GetCurrentTimestamp() >= deadline)
 			ereport(ERROR,
 					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),

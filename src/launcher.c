@@ -514,6 +514,24 @@ cr_peer_stable_version(Oid dboid, int peer_id)
 	return stable;
 }
 
+/* the pid of the apply worker of region peer_id in database dboid, or 0 */
+pid_t
+cr_peer_worker_pid(Oid dboid, int peer_id)
+{
+	pid_t		pid = 0;
+
+	LWLockAcquire(cr_shmem_lwlock(CR_LWLOCK_WORKERS), LW_SHARED);
+	for (int i = 0; i < CR_MAX_PEERS; i++)
+	{
+		CrPeerStatus *ps = &WorkerShared->peers[i];
+
+		if (ps->in_use && ps->dboid == dboid && ps->peer_id == peer_id)
+			pid = ps->pid;
+	}
+	LWLockRelease(cr_shmem_lwlock(CR_LWLOCK_WORKERS));
+	return pid;
+}
+
 /*
  * How long region peer_id's changes have waited here, in ms, as
  * replication_status shows it: 0 when everything it sent is applied;

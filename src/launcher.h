@@ -80,6 +80,7 @@ extern CrPeerStatus *cr_peer_status(int index);
 extern int	cr_peer_status_count(void);
 extern int64 cr_peer_stable_version(Oid dboid, int peer_id);
 extern int64 cr_peer_lag_ms(Oid dboid, int peer_id);
+extern pid_t cr_peer_worker_pid(Oid dboid, int peer_id);
 extern void cr_wake_launcher_at_commit(void);
 
 /* bgworker entry points */

@@ -55,7 +55,7 @@ typedef struct WriteCommit
 {
 	XLogRecPtr	end;
 	TimestampTz time;
-	uint64		versions;		/* written here up to and including it */
+	uint64		versions_before;	/* written here before it */
 } WriteCommit;
 
 typedef struct StalenessShared
@@ -124,7 +124,7 @@ staleness_xact_callback(XactEvent event, void *arg)
 		c = &staleness->ring[staleness->commits++ % WRITE_RING_SIZE];
 		c->end = XactLastCommitEnd;
 		c->time = GetCurrentTransactionStopTimestamp();
-		c->versions = staleness->versions;
+		c->versions_before = staleness->versions - xact_versions;
 		SpinLockRelease(&staleness->mutex);
 	}
 	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
@@ -154,9 +154,7 @@ behind_at(XLogRecPtr confirmed, TimestampTz now)
 
 		if (c->end > confirmed)
 		{
-			WriteCommit *prev = i > first ? &staleness->ring[(i - 1) % WRITE_RING_SIZE] : NULL;
-
-			b.versions = staleness->versions - (prev ? prev->versions : c->versions - 1);
+			b.versions = staleness->versions - c->versions_before;
 			b.ms = (now - c->time) / 1000;
 			break;
 		}
@@ -194,7 +192,8 @@ region_beyond_bound(List *regions, const char *local, Behind *behind)
 		if (strncmp(name, prefix, strlen(prefix)) != 0)
 			continue;
 		b = behind_at(confirmed, now);
-		if (b.versions <= (uint64) cr_max_staleness_prefix &&
+		/* room for this write: fewer than the bound behind */
+		if (b.versions < (uint64) cr_max_staleness_prefix &&
 			b.ms <= cr_max_staleness_interval_ms)
 			continue;
 		foreach(lc, regions)
