@@ -77,5 +77,9 @@ SHOW cosmosrep.default_consistency;
 SELECT cosmosrep.set_multiple_write_regions(true);
 SELECT region_name, accepts_writes FROM cosmosrep.regions;
 
+-- the operator's view of it all
+SELECT cosmosrep.set_failover_priority('eastus', 1);
+SELECT item, name, value FROM cosmosrep.verify ORDER BY sort, name;
+
 DROP TABLE notes;
 DROP EXTENSION cosmosrep;

@@ -505,6 +505,36 @@ COMMENT ON VIEW cosmosrep.conflict_feed IS
     'conflicts waiting for the application: pending (manual policy) and error entries';
 GRANT SELECT ON cosmosrep.conflict_feed TO PUBLIC;
 
+--
+-- What an operator verifies: write regions, consistency and its bounds,
+-- each table's policy, failover priorities
+--
+
+CREATE VIEW cosmosrep.verify AS
+    SELECT 1 AS sort, 'multi_region_writes'::text AS item, NULL::text AS name,
+           CASE WHEN pg_catalog.bool_and(accepts_writes) THEN 'on' ELSE 'off' END AS value
+      FROM cosmosrep.region
+    UNION ALL
+    SELECT 2, 'write_region', region_name, 'accepts writes'
+      FROM cosmosrep.region WHERE accepts_writes
+    UNION ALL
+    SELECT 3, 'consistency', s.name, pg_catalog.current_setting(s.name)
+      FROM (VALUES ('cosmosrep.default_consistency'), ('cosmosrep.max_staleness_prefix'),
+                   ('cosmosrep.max_staleness_interval'), ('cosmosrep.session_wait_timeout'),
+                   ('synchronous_standby_names')) s(name)
+    UNION ALL
+    SELECT 4, 'table_policy', t.table_name::text,
+           t.policy OPERATOR(pg_catalog.||)
+           coalesce(' path ' OPERATOR(pg_catalog.||) t.path::text, '') OPERATOR(pg_catalog.||)
+           coalesce(' resolver ' OPERATOR(pg_catalog.||) t.resolver::text, '')
+      FROM cosmosrep.tables t
+    UNION ALL
+    SELECT 5, 'failover_priority', region_name, failover_priority::text
+      FROM cosmosrep.region WHERE failover_priority OPERATOR(pg_catalog.>) 0;
+COMMENT ON VIEW cosmosrep.verify IS
+    'the configuration an operator verifies: write regions, consistency and its bounds, table policies, failover priorities';
+GRANT SELECT ON cosmosrep.verify TO PUBLIC;
+
 CREATE FUNCTION cosmosrep.resolve_conflict(conflict_id bigint, keep_version bigint)
 RETURNS void
 AS 'MODULE_PATHNAME', 'cosmosrep_resolve_conflict'
