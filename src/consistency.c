@@ -119,10 +119,10 @@ static int	parse_token(const char *token, TokenEntry *entries, int max);
 static bool check_consistency(char **newval, void **extra, GucSource source);
 static bool check_session_token(char **newval, void **extra, GucSource source);
 static void consistency_executor_start(QueryDesc *queryDesc, int eflags);
-static bool wait_for_token(void);
-static bool wait_for_position(CrRegion *region, XLogRecPtr lsn, const char *what,
+static void wait_for_token(void);
+static void wait_for_position(CrRegion *region, XLogRecPtr lsn, const char *what,
 							  TimestampTz deadline);
-static bool strong_read(void);
+static void strong_read(void);
 static void consistency_xact_callback(XactEvent event, void *arg);
 
 /* the level named name, 0 for none */
@@ -295,24 +295,26 @@ consistency_executor_start(QueryDesc *queryDesc, int eflags)
 		waiting_for_token = true;
 		PG_TRY();
 		{
-			bool		waited = false;
+			bool		refresh = false;
 
 			if (cr_local_region_id(true) > 0)
 			{
 				if (token)
-					waited |= wait_for_token();
+					wait_for_token();
 				if (strong)
-					waited |= strong_read();
+					strong_read();
+				refresh = token || strong;
 				if (bounded)
-					waited |= cr_staleness_before_read();
+					refresh |= cr_staleness_before_read();
 			}
 
 			/*
-			 * The statement's snapshot was taken before it got here: a
-			 * statement that had to wait reads with a new one (in READ
-			 * COMMITTED; a transaction snapshot cannot move).
+			 * The statement's snapshot was taken before it got here, maybe
+			 * before the positions just checked were applied: it reads with
+			 * a new one (in READ COMMITTED; a transaction snapshot cannot
+			 * move).
 			 */
-			if (waited && !IsolationUsesXactSnapshot() && queryDesc->snapshot != NULL)
+			if (refresh && !IsolationUsesXactSnapshot() && queryDesc->snapshot != NULL)
 			{
 				UnregisterSnapshot(queryDesc->snapshot);
 				queryDesc->snapshot = RegisterSnapshot(GetTransactionSnapshot());
@@ -335,10 +337,9 @@ consistency_executor_start(QueryDesc *queryDesc, int eflags)
  * cosmosrep.session_wait_timeout with the region that is behind.  Returns
  * whether it had to wait.
  */
-static bool
+static void
 wait_for_token(void)
 {
-	bool		waited = false;
 	TokenEntry	entries[CR_MAX_REGION_ID];
 	int			n = parse_token(session_token, entries, CR_MAX_REGION_ID);
 	int			local_id = cr_local_region_id(false);
@@ -365,25 +366,22 @@ wait_for_token(void)
 								   LSN_FORMAT_ARGS(GetXLogInsertRecPtr()))));
 			continue;
 		}
-		waited |= wait_for_position(region, entries[i].lsn, "the session token's", deadline);
+		wait_for_position(region, entries[i].lsn, "the session token's", deadline);
 	}
 	if (applied_token)
 		pfree(applied_token);
 	applied_token = MemoryContextStrdup(TopMemoryContext, session_token);
-	return waited;
 }
 
 /*
  * Wait until this region has applied region's changes up to lsn (what,
  * for the error), or fail at deadline with "session not available".
- * Returns whether it waited.
  */
-static bool
+static void
 wait_for_position(CrRegion *region, XLogRecPtr lsn, const char *what,
 				  TimestampTz deadline)
 {
 	RepOriginId origin = replorigin_by_name(psprintf("cosmosrep_%s", region->name), true);
-	bool		waited = false;
 
 	for (;;)
 	{
@@ -402,7 +400,7 @@ wait_for_position(CrRegion *region, XLogRecPtr lsn, const char *what,
 
 			if (TransactionIdIsValid(xid))
 				XactLockTableWait(xid, NULL, NULL, XLTW_None);
-			return waited;
+			return;
 		}
 		if (GetCurrentTimestamp() >= deadline)
 			ereport(ERROR,
@@ -414,7 +412,6 @@ wait_for_position(CrRegion *region, XLogRecPtr lsn, const char *what,
 							   (unsigned long long) (lsn - applied), what,
 							   LSN_FORMAT_ARGS(lsn)),
 					 errhint("Retry, read in the region that wrote, or relax cosmosrep.consistency.")));
-		waited = true;
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 10, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
@@ -433,9 +430,9 @@ cr_consistency_requires_single_writer(void)
  * Before a statement under strong: refuse it while several regions accept
  * writes; outside the write region, wait until this region has applied
  * every commit of the write region that wrote multi-region rows before
- * now.  Returns whether it waited.
+ * now.
  */
-static bool
+static void
 strong_read(void)
 {
 	CrRegion   *writer = NULL;
@@ -461,7 +458,7 @@ strong_read(void)
 				 errdetail("%d regions accept writes.", writers),
 				 errhint("Call cosmosrep.set_multiple_write_regions(false), or relax cosmosrep.consistency.")));
 	if (writer->is_local)
-		return false;
+		return;
 
 	if (write_region_conn != NULL &&
 		(write_region_conn_id != writer->id || PQstatus(write_region_conn) != CONNECTION_OK))
@@ -480,7 +477,7 @@ strong_read(void)
 	lsn = DatumGetLSN(DirectFunctionCall1(pg_lsn_in,
 										  CStringGetDatum(PQgetvalue(res, 0, 0))));
 	PQclear(res);
-	return wait_for_position(writer, lsn, "the write region's last write",
+	wait_for_position(writer, lsn, "the write region's last write",
 							 TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 														 cr_session_wait_timeout_ms));
 }
