@@ -1,9 +1,9 @@
 /*-------------------------------------------------------------------------
  *
  * conflict.c
- *	  The one decision of apply, and conflicts: which remote change wins,
- *	  whether it collided with a write it had not seen, and the record of
- *	  that collision in cosmosrep.conflict.
+ *	  The one decision of apply: which remote change wins, whether it
+ *	  collided with a write it had not seen, and how the table's conflict
+ *	  policy resolves the collision.
  *
  * NOTES
  *	  Every kind of remote change (insert, update, the delete and insert
@@ -16,7 +16,7 @@
  *	  makes last-writer-wins converge.  An equal version is the same write
  *	  arriving twice (after a join's copy), which changes nothing.
  *
- *	  Detection is separate from the decision and never changes it.  A
+ *	  Detection decides which changes go to the policy.  A
  *	  change conflicts when its writer had not seen what this region
  *	  holds, and this region's write had not seen the change: every write
  *	  carries the version it replaced (its base), so an update made after
@@ -25,14 +25,15 @@
  *	  base.  Causally ordered writes are therefore no conflicts.  The base
  *	  reaches one write back: a region that receives two causally
  *	  ordered writes of one key from two regions out of order (the later
- *	  one first) records the earlier one as a conflict, which the decision
- *	  resolves exactly as it would have anyway.
+ *	  one first) records the earlier one as a conflict, which
+ *	  last-writer-wins resolves exactly as it would have anyway, and a
+ *	  policy that follows its contract (README) too.
  *
- *	  Each region records the conflicts it detects, in the transaction
- *	  that applies the change: they are collected while the group's
- *	  changes are applied and written in one statement before it commits,
- *	  with both rows as composite datums (a copy of the tuple, no work per
- *	  column), which cosmosrep.conflicts decodes to jsonb when it is read.
+ *	  Changes that are no conflict are decided by version under every
+ *	  policy; conflicts by the table's policy (cr_decide): the version, a
+ *	  path column, a resolver, or the version with the conflict left
+ *	  pending (manual).  Collisions on secondary unique indexes are
+ *	  decided by cr_decide_collision.  conflict_log.c records them.
  *
  * IDENTIFICATION
  *	  src/conflict.c
@@ -43,22 +44,11 @@
 
 #include "access/htup_details.h"
 #include "access/xact.h"
-#include "catalog/pg_authid.h"
-#include "catalog/pg_index.h"
-#include "catalog/pg_type.h"
 #include "executor/executor.h"
-#include "executor/spi.h"
-#include "miscadmin.h"
-#include "utils/acl.h"
-#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
-#include "utils/fmgrprotos.h"
-#include "utils/json.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
-#include "utils/snapmgr.h"
-#include "utils/syscache.h"
 #include "utils/typcache.h"
 
 #include "catalog.h"

@@ -7,8 +7,8 @@
  * NOTES
  *	  Each region records the conflicts it detects, in the transaction
  *	  that applies the change: they are collected while the group's
- *	  changes are applied and inserted before it commits, through the
- *	  executor (no SQL, no per-row parse or plan), with the rows as
+ *	  changes are applied and inserted before it commits, in batches as
+ *	  COPY does (no SQL, no per-row parse or plan), with the rows as
  *	  composite datums (a copy of the tuple, no work per column), which
  *	  cosmosrep.conflicts decodes to jsonb when it is read.  The history
  *	  table has no CHECK constraints: only this file and feed.c write it.
@@ -26,6 +26,7 @@
 
 #include "access/htup_details.h"
 #include "access/table.h"
+#include "access/tableam.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_authid.h"
@@ -33,6 +34,7 @@
 #include "commands/sequence.h"
 #include "executor/executor.h"
 #include "executor/spi.h"
+#include "funcapi.h"
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
 #include "utils/acl.h"
@@ -109,15 +111,35 @@ typedef struct PendingConflict
 /* in TopTransactionContext; the apply worker flushes before it commits */
 static List *pending_conflicts = NIL;
 
+/* rows written to cosmosrep.conflict at once (table_multi_insert) */
+#define FLUSH_BATCH 100
+
 static SPIPlanPtr row_plans[3];
 
 PG_FUNCTION_INFO_V1(cosmosrep_conflict_row);
 
-/* a copy of slot's row as a composite datum in the current context, or 0 */
+/*
+ * A copy of slot's row as a composite datum in the current context, or 0:
+ * one copy, where ExecFetchSlotHeapTupleDatum would make two or three.
+ * A tuple formed from the values is a composite datum already (unless it
+ * points to TOASTed values, which are fetched into it).
+ */
 static Datum
 row_datum(TupleTableSlot *slot)
 {
-	return slot ? ExecFetchSlotHeapTupleDatum(slot) : (Datum) 0;
+	TupleDesc	desc;
+	bool		shouldFree;
+
+	if (slot == NULL)
+		return (Datum) 0;
+	desc = slot->tts_tupleDescriptor;
+	if (TTS_IS_VIRTUAL(slot))
+	{
+		slot_getallattrs(slot);
+		return HeapTupleHeaderGetDatum(heap_form_tuple(desc, slot->tts_values,
+													   slot->tts_isnull)->t_data);
+	}
+	return heap_copy_tuple_as_datum(ExecFetchSlotHeapTuple(slot, false, &shouldFree), desc);
 }
 
 /*
@@ -153,6 +175,26 @@ cr_record_conflict(Relation rel, const char *policy, const CrIncoming *incoming,
 }
 
 /*
+ * Insert the rows in slots, and their index entries, as COPY does: one
+ * WAL record and one buffer lock per page rather than per row.  The rows
+ * are written by this file only, so there are no constraints to check.
+ */
+static void
+insert_batch(ResultRelInfo *rri, EState *estate, TupleTableSlot **slots, int n)
+{
+	table_multi_insert(rri->ri_RelationDesc, slots, n, estate->es_output_cid, 0, NULL);
+	for (int i = 0; i < n; i++)
+	{
+#if PG_VERSION_NUM >= 160000
+		(void) ExecInsertIndexTuples(rri, slots[i], estate, false, false, NULL, NIL, false);
+#else
+		(void) ExecInsertIndexTuples(rri, slots[i], estate, false, false, NULL, NIL);
+#endif
+		ResetPerTupleExprContext(estate);
+	}
+}
+
+/*
  * Write the conflicts recorded in this transaction.  Called by apply
  * before each commit (and before DDL messages).
  */
@@ -162,7 +204,8 @@ cr_flush_conflicts(void)
 	Relation	rel;
 	EState	   *estate;
 	ResultRelInfo *rri;
-	TupleTableSlot *slot;
+	TupleTableSlot *slots[FLUSH_BATCH];
+	int			nslots = 0;
 	Oid			seqid;
 	Datum		detected_at;
 	Datum		local_region;
@@ -197,11 +240,14 @@ cr_flush_conflicts(void)
 		ExecInitRangeTable(estate, list_make1(rte));
 	}
 	ExecOpenIndices(rri, false);
-	slot = ExecInitExtraTupleSlot(estate, RelationGetDescr(rel), &TTSOpsVirtual);
+	estate->es_output_cid = GetCurrentCommandId(true);
+	for (int i = 0; i < FLUSH_BATCH; i++)
+		slots[i] = ExecInitExtraTupleSlot(estate, RelationGetDescr(rel), &TTSOpsVirtual);
 
 	foreach(lc, pending_conflicts)
 	{
 		PendingConflict *c = lfirst(lc);
+		TupleTableSlot *slot = slots[nslots++];
 		Datum	   *values = slot->tts_values;
 		bool	   *nulls = slot->tts_isnull;
 		bool		resolved = c->resolution != CR_RESOLUTION_PENDING &&
@@ -242,7 +288,11 @@ cr_flush_conflicts(void)
 		values[Anum_conflict_resolved_by - 1] = by_policy;
 		nulls[Anum_conflict_resolved_by - 1] = !resolved;
 		ExecStoreVirtualTuple(slot);
-		ExecSimpleRelationInsert(rri, estate, slot);
+		if (nslots == FLUSH_BATCH || lnext(pending_conflicts, lc) == NULL)
+		{
+			insert_batch(rri, estate, slots, nslots);
+			nslots = 0;
+		}
 	}
 
 	ExecCloseIndices(rri);

@@ -197,6 +197,36 @@ append_columns(StringInfo sql, List *columns, const char *prefix)
 }
 
 /*
+ * Run sql as the current user and return the first column of its one
+ * row (a varlena), copied into the caller's context; 0 without a row or
+ * for NULL.
+ */
+static Datum
+spi_single_value(const char *sql, Oid argtype, Datum arg, bool read_only)
+{
+	MemoryContext callerctx = CurrentMemoryContext;
+	Datum		value = (Datum) 0;
+	int			rc;
+
+	SPI_connect();
+	rc = SPI_execute_with_args(sql, 1, &argtype, &arg, NULL, read_only, 0);
+	if (rc < 0)
+		elog(ERROR, "could not execute \"%s\": %s", sql, SPI_result_code_string(rc));
+	if (SPI_processed == 1 && SPI_tuptable != NULL)
+	{
+		bool		isnull;
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+		MemoryContext spictx = MemoryContextSwitchTo(callerctx);
+
+		if (!isnull)
+			value = PointerGetDatum(PG_DETOAST_DATUM_COPY(d));
+		MemoryContextSwitchTo(spictx);
+	}
+	SPI_finish();
+	return value;
+}
+
+/*
  * Write row (a composite datum of rel's row type) as a new local write of
  * the current user, or, if row is 0, delete the row with the key of
  * keyrow: the row trigger gives it a new version, and it replicates like
@@ -210,12 +240,7 @@ write_local(Relation rel, Datum row, Datum keyrow)
 												   RelationGetRelationName(rel));
 	List	   *keys = key_columns(rel);
 	StringInfoData sql;
-	Oid			argtypes[1] = {rowtype};
-	Datum		values[1];
-	MemoryContext callerctx = CurrentMemoryContext;
-	Datum		written = (Datum) 0;
 	ListCell   *lc;
-	int			rc;
 
 	initStringInfo(&sql);
 	if (row == (Datum) 0)
@@ -224,7 +249,8 @@ write_local(Relation rel, Datum row, Datum keyrow)
 		foreach(lc, keys)
 			appendStringInfo(&sql, " AND %s OPERATOR(pg_catalog.=) ($1).%s",
 							 quote_identifier(lfirst(lc)), quote_identifier(lfirst(lc)));
-		values[0] = keyrow;
+		(void) spi_single_value(sql.data, rowtype, keyrow, false);
+		return (Datum) 0;
 	}
 	else
 	{
@@ -241,25 +267,8 @@ write_local(Relation rel, Datum row, Datum keyrow)
 		appendStringInfoString(&sql, ") = ROW(");
 		append_columns(&sql, columns, "EXCLUDED.");
 		appendStringInfoString(&sql, ") RETURNING t");
-		values[0] = row;
+		return spi_single_value(sql.data, rowtype, row, false);
 	}
-
-	SPI_connect();
-	rc = SPI_execute_with_args(sql.data, 1, argtypes, values, NULL, false, 0);
-	if (rc != SPI_OK_DELETE && rc != SPI_OK_INSERT_RETURNING)
-		elog(ERROR, "could not write the resolution of a conflict: %s",
-			 SPI_result_code_string(rc));
-	if (rc == SPI_OK_INSERT_RETURNING && SPI_processed == 1)
-	{
-		bool		isnull;
-		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-		MemoryContext spictx = MemoryContextSwitchTo(callerctx);
-
-		written = PointerGetDatum(PG_DETOAST_DATUM_COPY(d));
-		MemoryContextSwitchTo(spictx);
-	}
-	SPI_finish();
-	return written;
 }
 
 /*
@@ -402,29 +411,14 @@ cosmosrep_resolve_conflict_with_row(PG_FUNCTION_ARGS)
 {
 	FeedEntry  *e = feed_entry_lock(PG_GETARG_INT64(0));
 	Relation	rel = feed_open(e);
-	Oid			argtypes[1] = {JSONBOID};
-	Datum		values[1] = {PG_GETARG_DATUM(1)};
-	MemoryContext callerctx = CurrentMemoryContext;
 	TupleTableSlot *slot;
-	Datum		row = (Datum) 0;
+	Datum		row;
 	Datum		written;
 	HeapTupleData tuple;
-	bool		isnull;
 
-	SPI_connect();
-	if (SPI_execute_with_args(psprintf("SELECT pg_catalog.jsonb_populate_record(NULL::%s, $1)",
-									   format_type_be_qualified(rel->rd_rel->reltype)),
-							  1, argtypes, values, NULL, true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "could not read the row of a resolution");
-	{
-		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-		MemoryContext spictx = MemoryContextSwitchTo(callerctx);
-
-		if (!isnull)
-			row = PointerGetDatum(PG_DETOAST_DATUM_COPY(d));
-		MemoryContextSwitchTo(spictx);
-	}
-	SPI_finish();
+	row = spi_single_value(psprintf("SELECT pg_catalog.jsonb_populate_record(NULL::%s, $1)",
+									format_type_be_qualified(rel->rd_rel->reltype)),
+						   JSONBOID, PG_GETARG_DATUM(1), true);
 
 	slot = MakeSingleTupleTableSlot(RelationGetDescr(rel), &TTSOpsHeapTuple);
 	tuple.t_len = HeapTupleHeaderGetDatumLength(DatumGetHeapTupleHeader(row));

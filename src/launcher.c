@@ -489,6 +489,23 @@ launcher_cycle(void)
 }
 
 /*
+ * The status of region peer_id's apply in database dboid, or NULL; the
+ * caller holds the workers' lock.
+ */
+static CrPeerStatus *
+peer_status_of(Oid dboid, int peer_id)
+{
+	for (int i = 0; i < CR_MAX_PEERS; i++)
+	{
+		CrPeerStatus *ps = &WorkerShared->peers[i];
+
+		if (ps->in_use && ps->dboid == dboid && ps->peer_id == peer_id)
+			return ps;
+	}
+	return NULL;
+}
+
+/*
  * The last stable version of region peer_id applied in database dboid,
  * or 0 if none is known.
  */
@@ -496,19 +513,15 @@ int64
 cr_peer_stable_version(Oid dboid, int peer_id)
 {
 	int64		stable = 0;
+	CrPeerStatus *ps;
 
 	LWLockAcquire(cr_shmem_lwlock(CR_LWLOCK_WORKERS), LW_SHARED);
-	for (int i = 0; i < CR_MAX_PEERS; i++)
+	ps = peer_status_of(dboid, peer_id);
+	if (ps != NULL)
 	{
-		CrPeerStatus *ps = &WorkerShared->peers[i];
-
-		if (ps->in_use && ps->dboid == dboid && ps->peer_id == peer_id)
-		{
-			SpinLockAcquire(&ps->mutex);
-			stable = ps->stable_version;
-			SpinLockRelease(&ps->mutex);
-			break;
-		}
+		SpinLockAcquire(&ps->mutex);
+		stable = ps->stable_version;
+		SpinLockRelease(&ps->mutex);
 	}
 	LWLockRelease(cr_shmem_lwlock(CR_LWLOCK_WORKERS));
 	return stable;
@@ -519,15 +532,12 @@ pid_t
 cr_peer_worker_pid(Oid dboid, int peer_id)
 {
 	pid_t		pid = 0;
+	CrPeerStatus *ps;
 
 	LWLockAcquire(cr_shmem_lwlock(CR_LWLOCK_WORKERS), LW_SHARED);
-	for (int i = 0; i < CR_MAX_PEERS; i++)
-	{
-		CrPeerStatus *ps = &WorkerShared->peers[i];
-
-		if (ps->in_use && ps->dboid == dboid && ps->peer_id == peer_id)
-			pid = ps->pid;
-	}
+	ps = peer_status_of(dboid, peer_id);
+	if (ps != NULL)
+		pid = ps->pid;
 	LWLockRelease(cr_shmem_lwlock(CR_LWLOCK_WORKERS));
 	return pid;
 }
@@ -544,23 +554,19 @@ cr_peer_lag_ms(Oid dboid, int peer_id)
 {
 	TimestampTz now = GetCurrentTimestamp();
 	int64		lag = PG_INT64_MAX;
+	CrPeerStatus *ps;
 
 	LWLockAcquire(cr_shmem_lwlock(CR_LWLOCK_WORKERS), LW_SHARED);
-	for (int i = 0; i < CR_MAX_PEERS; i++)
+	ps = peer_status_of(dboid, peer_id);
+	if (ps != NULL)
 	{
-		CrPeerStatus *ps = &WorkerShared->peers[i];
-
-		if (ps->in_use && ps->dboid == dboid && ps->peer_id == peer_id)
-		{
-			SpinLockAcquire(&ps->mutex);
-			lag = 0;
-			if (ps->peer_end_lsn > Max(ps->received_lsn, ps->applied_lsn))
-				lag = (now - ps->last_commit_time) / 1000;
-			if (ps->state != CR_PEER_STREAMING && ps->state != CR_PEER_CATCHING_UP)
-				lag = Max(lag, (now - ps->last_message_at) / 1000);
-			SpinLockRelease(&ps->mutex);
-			break;
-		}
+		SpinLockAcquire(&ps->mutex);
+		lag = 0;
+		if (ps->peer_end_lsn > Max(ps->received_lsn, ps->applied_lsn))
+			lag = (now - ps->last_commit_time) / 1000;
+		if (ps->state != CR_PEER_STREAMING && ps->state != CR_PEER_CATCHING_UP)
+			lag = Max(lag, (now - ps->last_message_at) / 1000);
+		SpinLockRelease(&ps->mutex);
 	}
 	LWLockRelease(cr_shmem_lwlock(CR_LWLOCK_WORKERS));
 	return lag;

@@ -29,12 +29,7 @@ wait_for_same_table(\@nodes, 'orders');
 
 sub heal
 {
-	for my $node (@nodes)
-	{
-		$node->safe_psql('postgres', join(';',
-				map { "SELECT cosmosrep.resume_region('" . $_->name . "')" }
-				grep { $_ != $node } @nodes));
-	}
+	heal_regions(\@nodes);
 	ok_all_streaming(\@nodes, 'streams after the heal');
 	wait_for_same_table(\@nodes, 'orders');
 	return;
@@ -170,12 +165,7 @@ $_->poll_query_until('postgres', "SELECT policy = 'custom' FROM cosmosrep.tables
 partition_regions(\@nodes);
 $ra->safe_psql('postgres', "UPDATE orders SET qty = 50, note = 'a' WHERE id = 5");
 $rb->safe_psql('postgres', "UPDATE orders SET qty = 40, note = 'b' WHERE id = 5");
-for my $node (@nodes)
-{
-	$node->safe_psql('postgres', join(';',
-			map { "SELECT cosmosrep.resume_region('" . $_->name . "')" }
-			grep { $_ != $node } @nodes));
-}
+heal_regions(\@nodes);
 ok_all_streaming(\@nodes, 'a failing resolver does not stop replication');
 ok(wait_for_value($ra,
 		"SELECT error FROM cosmosrep.conflict_feed WHERE key->>'id' = '5'",

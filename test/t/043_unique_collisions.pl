@@ -25,12 +25,7 @@ $_->poll_query_until('postgres', 'SELECT count(*) = 1 FROM cosmosrep.tables')
 
 sub heal
 {
-	for my $node (@nodes)
-	{
-		$node->safe_psql('postgres', join(';',
-				map { "SELECT cosmosrep.resume_region('" . $_->name . "')" }
-				grep { $_ != $node } @nodes));
-	}
+	heal_regions(\@nodes);
 	ok_all_streaming(\@nodes, 'every link streams after the heal');
 	wait_for_same_table(\@nodes, 'users');
 	return;

@@ -24,6 +24,7 @@ our @EXPORT = qw(
   table_checksum
   wait_for_value
   partition_regions
+  heal_regions
   ok_all_streaming
 );
 
@@ -173,6 +174,21 @@ sub partition_regions
 			"SELECT count(*) = $peers AND bool_and(state = 'paused' AND worker_pid IS NULL)"
 			  . ' FROM cosmosrep.replication_status')
 		  or die $node->name . ' did not pause';
+	}
+	return;
+}
+
+# heal_regions(\@nodes): every region resumes applying every other one
+# (the inverse of partition_regions); returns at once.
+sub heal_regions
+{
+	my ($nodes) = @_;
+
+	for my $node (@$nodes)
+	{
+		$node->safe_psql('postgres', join(';',
+				map { "SELECT cosmosrep.resume_region('" . $_->name . "')" }
+				grep { $_ != $node } @$nodes));
 	}
 	return;
 }
