@@ -11,14 +11,15 @@
 
 BEGIN;
 CREATE EXTENSION cosmosrep;
-SELECT plan(28);
+SELECT plan(33);
 
 SELECT has_schema('cosmosrep');
 
 -- views for state
 SELECT has_view('cosmosrep', 'regions', 'view cosmosrep.regions exists');
 SELECT columns_are('cosmosrep', 'regions',
-    ARRAY['region_id', 'region_name', 'is_local', 'dsn', 'failover_priority', 'created_at']);
+    ARRAY['region_id', 'region_name', 'is_local', 'dsn', 'failover_priority', 'accepts_writes',
+          'created_at']);
 SELECT col_type_is('cosmosrep', 'regions', 'region_id', 'smallint',
                    'cosmosrep.regions.region_id is smallint');
 SELECT col_type_is('cosmosrep', 'regions', 'region_name', 'text',
@@ -31,6 +32,17 @@ SELECT col_type_is('cosmosrep', 'regions', 'failover_priority', 'integer',
                    'cosmosrep.regions.failover_priority is integer');
 SELECT col_type_is('cosmosrep', 'regions', 'created_at', 'timestamp with time zone',
                    'cosmosrep.regions.created_at is timestamp with time zone');
+SELECT col_type_is('cosmosrep', 'regions', 'accepts_writes', 'boolean',
+                   'cosmosrep.regions.accepts_writes is boolean');
+
+-- the conflicts feed, and what an operator verifies
+SELECT has_view('cosmosrep', 'conflict_feed', 'view cosmosrep.conflict_feed exists');
+SELECT columns_are('cosmosrep', 'conflict_feed',
+    ARRAY['conflict_id', 'detected_at', 'table_name', 'key', 'kind', 'local_region',
+          'remote_region', 'local_version', 'remote_version', 'local_row', 'remote_row',
+          'policy', 'resolution', 'winner_row', 'error', 'resolved_at', 'resolved_by']);
+SELECT has_view('cosmosrep', 'verify', 'view cosmosrep.verify exists');
+SELECT columns_are('cosmosrep', 'verify', ARRAY['sort', 'item', 'name', 'value']);
 
 SELECT has_view('cosmosrep', 'tables', 'view cosmosrep.tables exists');
 SELECT columns_are('cosmosrep', 'tables',

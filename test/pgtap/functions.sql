@@ -11,7 +11,7 @@
 
 BEGIN;
 CREATE EXTENSION cosmosrep;
-SELECT plan(72);
+SELECT plan(90);
 
 -- versions
 SELECT has_function('cosmosrep', 'next_version', ARRAY[]::name[]);
@@ -86,6 +86,29 @@ SELECT is_strict('cosmosrep', 'disable_table', ARRAY['regclass']);
 SELECT is(pg_get_function_arguments('cosmosrep.disable_table(regclass)'::regprocedure),
           'relation regclass',
           'disable_table takes (relation regclass)');
+
+-- the conflicts feed
+SELECT has_function('cosmosrep', 'resolve_conflict', ARRAY['bigint', 'bigint']);
+SELECT function_returns('cosmosrep', 'resolve_conflict', ARRAY['bigint', 'bigint'], 'void');
+SELECT is_strict('cosmosrep', 'resolve_conflict', ARRAY['bigint', 'bigint']);
+SELECT has_function('cosmosrep', 'resolve_conflict_with_row', ARRAY['bigint', 'jsonb']);
+SELECT function_returns('cosmosrep', 'resolve_conflict_with_row', ARRAY['bigint', 'jsonb'], 'void');
+SELECT is_strict('cosmosrep', 'resolve_conflict_with_row', ARRAY['bigint', 'jsonb']);
+SELECT has_function('cosmosrep', 'reapply_conflict', ARRAY['bigint']);
+SELECT function_returns('cosmosrep', 'reapply_conflict', ARRAY['bigint'], 'text');
+SELECT is_strict('cosmosrep', 'reapply_conflict', ARRAY['bigint']);
+SELECT has_function('cosmosrep', 'discard_conflict', ARRAY['bigint']);
+SELECT function_returns('cosmosrep', 'discard_conflict', ARRAY['bigint'], 'void');
+SELECT is_strict('cosmosrep', 'discard_conflict', ARRAY['bigint']);
+
+-- write regions and strong reads
+SELECT has_function('cosmosrep', 'set_multiple_write_regions', ARRAY['boolean', 'text']);
+SELECT function_returns('cosmosrep', 'set_multiple_write_regions', ARRAY['boolean', 'text'], 'void');
+SELECT isnt_strict('cosmosrep', 'set_multiple_write_regions', ARRAY['boolean', 'text'],
+                   'set_multiple_write_regions is not strict: write_region defaults to null');
+SELECT has_function('cosmosrep', 'last_write_position', ARRAY[]::name[]);
+SELECT function_returns('cosmosrep', 'last_write_position', ARRAY[]::name[], 'pg_lsn');
+SELECT volatility_is('cosmosrep', 'last_write_position', ARRAY[]::name[], 'volatile');
 
 -- triggers
 SELECT has_function('cosmosrep', 'stamp_row', ARRAY[]::name[]);
