@@ -252,10 +252,23 @@ cmp_ok(scalar(@exits), '<=', 6,
 is($rb->safe_psql('postgres', "SELECT count(*) FROM ledger WHERE id = 'a-refused'"), '0',
 	'the refused change is not applied while it fails');
 
+# after three attempts the change waits in the feed and the stream goes on
+ok($rb->poll_query_until('postgres', q{
+		SELECT count(*) FROM cosmosrep.conflict_feed
+		 WHERE kind = 'apply_error' AND remote_row->>'id' = 'a-refused'}, '1'),
+	'a change that keeps failing goes to the feed, whole');
+$ra->safe_psql('postgres', "INSERT INTO ledger VALUES ('a-after-refused', 5)");
+ok($rb->poll_query_until('postgres',
+		"SELECT count(*) FROM ledger WHERE id = 'a-after-refused'", '1'),
+	'and the changes behind it are applied');
+
 $rb->safe_psql('postgres', 'DROP TRIGGER refuse ON ledger');
+$rb->safe_psql('postgres', q{
+	SELECT cosmosrep.reapply_conflict(conflict_id) FROM cosmosrep.conflict_feed
+	 WHERE remote_row->>'id' = 'a-refused'});
 ok($rb->poll_query_until('postgres',
 		"SELECT count(*) FROM ledger WHERE id = 'a-refused'", '1'),
-	'once the cause is gone the change is applied: nothing was skipped');
+	'once the cause is gone the entry applies again: nothing was skipped');
 wait_for_same_table([$ra, $rb], 'ledger');
 
 $_->stop for ($ra, $rb);
