@@ -445,9 +445,9 @@ cosmosrep_resolve_conflict_with_row(PG_FUNCTION_ARGS)
  * the table's policy as it is now (after the resolver or the data was
  * fixed): the resolver, as the table's owner, on the entry's two writes;
  * for a change that user code rejected, and under other policies, the
- * remote write (for a delete, the delete of the key).  The outcome is written as a
- * new write of the caller.  A resolver that fails again is an error.
- * Returns the resolution.
+ * remote write (for a delete, the delete of the key).  The outcome is
+ * written as a new write of the caller.  A resolver that fails again is
+ * an error.  Returns the resolution.
  */
 Datum
 cosmosrep_reapply_conflict(PG_FUNCTION_ARGS)

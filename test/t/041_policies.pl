@@ -176,15 +176,9 @@ my $POLICIES = join("\n",
 	'notes|manual||',
 	'payments|custom||resolve_payment(payments,payments,boolean,payments[])',
 	'secured|custom||resolve_secured(secured,secured,boolean,secured[])');
-my $policy_query = q{
-	SELECT string_agg(concat_ws('|', table_name, policy, coalesce(path, ''),
-	                            coalesce(resolver::text, '')),
-	                  E'\n' ORDER BY table_name::text)
-	  FROM cosmosrep.tables};
 for my $r (@NAMES)
 {
-	$node{$r}->poll_query_until('postgres', $policy_query, $POLICIES);
-	is(sql($r, $policy_query), $POLICIES, "$r: every table has its declared policy")
+	is(wait_for_policies($node{$r}, $POLICIES), $POLICIES, "$r: every table has its declared policy")
 	  or die "the tables are not multi-region in $r";
 }
 

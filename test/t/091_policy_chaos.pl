@@ -141,15 +141,9 @@ sql('a', q{
 });
 my $POLICIES = "fence|last_writer_wins||\nitems|last_writer_wins|seq|\n"
   . 'pay|custom||resolve_pay(pay,pay,boolean,pay[])';
-my $policy_query = q{
-	SELECT string_agg(concat_ws('|', table_name, policy, coalesce(path, ''),
-	                            coalesce(resolver::text, '')),
-	                  E'\n' ORDER BY table_name::text)
-	  FROM cosmosrep.tables};
 for my $r (@NAMES)
 {
-	$node{$r}->poll_query_until('postgres', $policy_query, $POLICIES);
-	is(sql($r, $policy_query), $POLICIES, "$r: items has the path seq, pay the resolver")
+	is(wait_for_policies($node{$r}, $POLICIES), $POLICIES, "$r: items has the path seq, pay the resolver")
 	  or die "the tables are not multi-region in $r";
 }
 

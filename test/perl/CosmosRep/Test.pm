@@ -26,6 +26,7 @@ our @EXPORT = qw(
   partition_regions
   heal_regions
   ok_all_streaming
+  wait_for_policies
 );
 
 # The settings every region needs.  output_plugin_libraries must name
@@ -191,6 +192,22 @@ sub heal_regions
 				grep { $_ != $node } @$nodes));
 	}
 	return;
+}
+
+# wait_for_policies($node, $expected): the multi-region tables of $node
+# with their policies, one "table|policy|path|resolver" line each ordered
+# by name, once they are $expected (or at the timeout)
+sub wait_for_policies
+{
+	my ($node, $expected) = @_;
+	my $query = q{
+		SELECT string_agg(concat_ws('|', table_name, policy, coalesce(path, ''),
+		                            coalesce(resolver::text, '')),
+		                  E'\n' ORDER BY table_name::text)
+		  FROM cosmosrep.tables};
+
+	$node->poll_query_until('postgres', $query, $expected);
+	return $node->safe_psql('postgres', $query);
 }
 
 # ok_all_streaming(\@nodes, $what): one assertion per region that every
