@@ -1022,6 +1022,8 @@ handle_begin(StringInfo s)
 	/* the next transaction of a group shares the open local transaction */
 	if (group_transactions == 0)
 	{
+		/* a worker sets the time now() reports itself */
+		SetCurrentStatementStartTimestamp();
 		StartTransactionCommand();
 		MemoryContextSwitchTo(ApplyMessageContext);
 	}
@@ -1931,6 +1933,8 @@ cosmosrep_apply_main(Datum arg)
 	PG_TRY();
 	{
 		MemoryContextSwitchTo(ApplyContext);
+		/* a worker sets the time now() reports itself */
+		SetCurrentStatementStartTimestamp();
 		StartTransactionCommand();
 		PushActiveSnapshot(GetTransactionSnapshot());
 		peer = cr_get_region_by_id(MyPeer->peer_id);

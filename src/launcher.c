@@ -249,6 +249,8 @@ supervisor_scan(void)
 												  ALLOCSET_SMALL_SIZES);
 	MemoryContext oldctx;
 
+	/* a worker sets the time now() reports itself */
+	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	rel = table_open(DatabaseRelationId, AccessShareLock);
@@ -359,6 +361,8 @@ launcher_cycle(void)
 	MemoryContext oldctx = MemoryContextSwitchTo(cyclectx);
 	TimestampTz now = GetCurrentTimestamp();
 
+	/* a worker sets the time now() reports itself */
+	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	regions = NIL;
@@ -586,6 +590,8 @@ launcher_stability(void)
 	if (!TimestampDifferenceExceeds(last_announced, now, cr_stability_interval_ms))
 		return;
 	last_announced = now;
+	/* a worker sets the time now() reports itself */
+	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	cr_stability_announce();

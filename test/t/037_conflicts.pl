@@ -97,6 +97,11 @@ is($ra->safe_psql('postgres', q{
 	  FROM cosmosrep.conflicts WHERE kind = 'update_update'}),
 	'a,b,true,true', 'both rows and both versions are recorded');
 is($ra->safe_psql('postgres', q{
+	SELECT bool_and(detected_at BETWEEN now() - interval '1 minute' AND now()
+	                AND resolved_at = detected_at)
+	  FROM cosmosrep.conflicts}),
+	't', 'each conflict carries the time of the transaction that detected it');
+is($ra->safe_psql('postgres', q{
 	SELECT string_agg(kind || '=' || conflicts, ',' ORDER BY kind)
 	  FROM cosmosrep.conflict_summary WHERE table_name = 'docs'::regclass}),
 	'delete_updated=1,insert_exists=1,update_deleted=1,update_update=1',

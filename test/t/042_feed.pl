@@ -254,6 +254,16 @@ is($rc->safe_psql('postgres', q{SELECT string_agg(id || ':' || qty || ':' || not
 is($rc->safe_psql('postgres', "SELECT string_agg(key->>'id' || ' ' || resolution, ',') FROM cosmosrep.conflict_feed"),
 	'4 pending', 'only the pending conflict of key 4 waits in the feed of c');
 
+# resolved history goes after cosmosrep.conflict_retention; the feed stays
+ok($ra->safe_psql('postgres', 'SELECT count(*) > 1 FROM cosmosrep.conflicts WHERE resolved_at IS NOT NULL') eq 't',
+	'a holds resolved conflicts');
+$ra->append_conf('postgresql.conf',
+	"cosmosrep.conflict_retention = '1s'\ncosmosrep.stability_interval = '200ms'");
+$ra->reload;
+ok(wait_for_value($ra, q{
+		SELECT string_agg(key->>'id' || ' ' || resolution, ',') FROM cosmosrep.conflicts}, '4 pending'),
+	'resolved conflicts older than the retention are purged, the pending one stays');
+
 # the drain loop README shows, run as it is written there, resolves what
 # is left (key 4, pending since the first partition) in every region
 open(my $readme, '<', 'README.md') or die "README.md: $!";
