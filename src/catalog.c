@@ -35,6 +35,7 @@
 #include "utils/builtins.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
 #include "utils/rel.h"
 
 #include "catalog.h"
@@ -239,6 +240,37 @@ cr_get_regions(void)
 	}
 	SPI_finish();
 	return result;
+}
+
+/*
+ * The regions as cr_get_regions returns them, kept until cosmosrep.region
+ * changes: for the checks made at every statement or commit (consistency
+ * levels, bounded staleness).  The caller must not change the list.
+ */
+List *
+cr_get_regions_cached(void)
+{
+	static MemoryContext cxt = NULL;
+	static List *cached = NIL;
+	static uint64 generation = 0;
+
+	/* the invalidation callback that moves the generation */
+	if (cr_local_region_id(true) < 0)
+		return cr_get_regions();
+	if (cxt == NULL)
+		cxt = AllocSetContextCreate(CacheMemoryContext, "cosmosrep regions",
+									ALLOCSET_SMALL_SIZES);
+	if (generation != cr_regions_generation)
+	{
+		MemoryContext oldctx;
+
+		MemoryContextReset(cxt);
+		oldctx = MemoryContextSwitchTo(cxt);
+		cached = cr_get_regions();
+		MemoryContextSwitchTo(oldctx);
+		generation = cr_regions_generation;
+	}
+	return cached;
 }
 
 CrRegion *

@@ -42,6 +42,7 @@ extern uint64 cr_catalog_write(SPIPlanPtr *plan, const char *sql, int nargs,
 							   int expected);
 extern int	cr_local_region_id(bool missing_ok);
 extern bool cr_local_region_accepts_writes(void);
+extern List *cr_get_regions_cached(void);
 
 extern uint64 cr_regions_generation;
 extern List *cr_get_regions(void);

@@ -441,7 +441,7 @@ strong_read(void)
 	PGresult   *res;
 	XLogRecPtr	lsn;
 
-	foreach(lc, cr_get_regions())
+	foreach(lc, cr_get_regions_cached())
 	{
 		CrRegion   *r = lfirst(lc);
 
@@ -527,7 +527,7 @@ read_token_regions(void)
 		PopActiveSnapshot();
 		return;
 	}
-	foreach(lc, cr_get_regions())
+	foreach(lc, cr_get_regions_cached())
 	{
 		CrRegion   *r = lfirst(lc);
 		TokenRegion *t = &token_regions[n_token_regions++];
@@ -591,7 +591,7 @@ consistency_xact_callback(XactEvent event, void *arg)
 			int			regions;
 
 			PushActiveSnapshot(GetTransactionSnapshot());
-			regions = list_length(cr_get_regions());
+			regions = list_length(cr_get_regions_cached());
 			PopActiveSnapshot();
 			if (regions > 1 &&
 				(SyncRepStandbyNames == NULL || SyncRepStandbyNames[0] == '\0'))

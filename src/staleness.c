@@ -229,7 +229,7 @@ cr_staleness_before_write(bool bounded)
 	if (!bounded || xact_checked || staleness == NULL)
 		return;
 	xact_checked = true;
-	regions = cr_get_regions();
+	regions = cr_get_regions_cached();
 	foreach(lc, regions)
 		if (((CrRegion *) lfirst(lc))->is_local)
 			local = lfirst(lc);
@@ -270,7 +270,7 @@ cr_staleness_before_read(void)
 {
 	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 													   cr_session_wait_timeout_ms);
-	List	   *regions = cr_get_regions();
+	List	   *regions = cr_get_regions_cached();
 	bool		waited = false;
 	ListCell   *lc;
 

@@ -100,6 +100,28 @@ for my $i (1 .. 20)
 }
 is($stale, 0, 'every read in b and c started after a commit in a returned sees it (20 commits)');
 
+# the commit waits for the regions: with c's link from a paused, a commit
+# in a does not return until c applies it
+$rc->safe_psql('postgres',
+	"SET cosmosrep.consistency = 'eventual'; SELECT cosmosrep.pause_region('a')");
+$rc->poll_query_until('postgres',
+	"SELECT worker_pid IS NULL FROM cosmosrep.replication_status WHERE source_region = 'a'")
+  or die;
+my $committer = $ra->background_psql('postgres');
+$committer->query_until(qr/committing/,
+	"\\echo committing\nUPDATE accounts SET balance = 50 WHERE id = 1;\n\\echo committed\n");
+sleep 2;
+is($ra->safe_psql('postgres',
+		q{SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'}),
+	'1', 'a commit in a waits while c has not applied it');
+$rc->safe_psql('postgres',
+	"SET cosmosrep.consistency = 'eventual'; SELECT cosmosrep.resume_region('a')");
+like($committer->query_until(qr/committed/, ''), qr/committed/,
+	'and returns once c has applied it');
+$committer->quit;
+is($rc->safe_psql('postgres', "SET cosmosrep.consistency = 'eventual'; SELECT balance FROM accounts"),
+	'50', 'c has the write when the commit returns');
+
 # a quorum of one: b may lag; a strong read there waits for a's last commit
 set_conf($ra, "synchronous_standby_names = 'ANY 1 (cosmosrep_b, cosmosrep_c)'");
 $ra->poll_query_until('postgres', 'SHOW synchronous_standby_names',

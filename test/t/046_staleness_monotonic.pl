@@ -142,6 +142,25 @@ for my $i (1 .. 1000)
 	$reads++;
 }
 is($reads, 1000, 'a thousand reads, alternately in b and c');
+
+# deterministically: c stops applying a; a read in b advances the token
+# past what c has, so the session's next read in c waits for it
+$rc->safe_psql('postgres', "SELECT cosmosrep.pause_region('a')");
+$rc->poll_query_until('postgres',
+	"SELECT worker_pid IS NULL FROM cosmosrep.replication_status WHERE source_region = 'a'")
+  or die;
+$ra->poll_query_until('postgres', q{
+	SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn) > 0
+	  FROM pg_replication_slots WHERE slot_name = 'cr_a_c'}) or die;
+$session{b}->query_safe("SET cosmosrep.session_token = '$token'");
+$session{b}->query_safe('SELECT v FROM t WHERE id = 0');
+$token = $session{b}->query_safe('SELECT cosmosrep.session_token()');
+my ($r, $o, $e) = $rc->psql('postgres',
+	"SET cosmosrep.session_wait_timeout = '1s'; SET cosmosrep.session_token = '$token';"
+	  . ' SELECT v FROM t WHERE id = 0');
+like($e, qr/ERROR:  session not available in this region\nDETAIL:  Region "c" is behind: it has applied region "a"/,
+	'a read in b advanced the token: c, which has not applied as far, does not serve it');
+$rc->safe_psql('postgres', "SELECT cosmosrep.resume_region('a')");
 is($went_back, 0, 'no read saw an older value than the read before it');
 ok($last > 0, 'and the counter moved meanwhile');
 $_->quit for values %session;
