@@ -611,10 +611,12 @@ consistency_xact_callback(XactEvent event, void *arg)
 	if (event != XACT_EVENT_COMMIT)
 		return;
 
-	/* the clock's callback, registered before this one, runs after it */
+	/*
+	 * The clock's callback, registered before this one, runs after it (the
+	 * open version is still there); staleness.c's, registered after it,
+	 * runs before it (this commit is already its last write commit).
+	 */
 	wrote = cr_hlc_open_version() != 0 && XactLastCommitEnd != InvalidXLogRecPtr;
-	if (wrote)
-		cr_hlc_note_write_commit(XactLastCommitEnd);
 	if (!wrote && !(advances_token() && n_token_regions > 0))
 		return;
 
@@ -630,7 +632,7 @@ consistency_xact_callback(XactEvent event, void *arg)
 
 			changed |= merge_position(entries, &n, t->region_id,
 									  t->origin == InvalidRepOriginId ?
-									  cr_hlc_last_write_commit() :
+									  cr_staleness_last_write_commit() :
 									  replorigin_get_progress(t->origin, false));
 		}
 	}
@@ -652,7 +654,7 @@ consistency_xact_callback(XactEvent event, void *arg)
 Datum
 cosmosrep_last_write_position(PG_FUNCTION_ARGS)
 {
-	PG_RETURN_LSN(cr_hlc_last_write_commit());
+	PG_RETURN_LSN(cr_staleness_last_write_commit());
 }
 
 /* cosmosrep.session_token(): the session's token, as reported */

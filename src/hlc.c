@@ -69,8 +69,6 @@ typedef struct HlcShared
 	int64		reserved_ms;	/* no tick at or past this ms without a new
 								 * reservation on disk */
 	LWLock	   *file_lock;		/* serialises writes of HLC_FILE */
-	pg_atomic_uint64 last_write_commit; /* end of the last local commit that
-										 * wrote multi-region rows */
 
 	/*
 	 * The first version each backend issued in its open transaction, 0 if
@@ -125,7 +123,6 @@ cr_hlc_shmem_init(void)
 		/* start above everything that may have been issued before */
 		hlc->last_tick = reserved << CR_HLC_LOGICAL_BITS;
 		memset(hlc->open_version, 0, sizeof(int64) * hlc_proc_slots());
-		pg_atomic_init_u64(&hlc->last_write_commit, 0);
 	}
 }
 
@@ -422,22 +419,4 @@ cr_version_time(int64 version)
 	int64		ms = HLC_TICK_MS(version >> CR_HLC_REGION_BITS);
 
 	return ms * 1000 + HLC_EPOCH_OFFSET_US;
-}
-
-/* remember lsn, the end of a commit that wrote multi-region rows */
-void
-cr_hlc_note_write_commit(XLogRecPtr lsn)
-{
-	uint64		old = pg_atomic_read_u64(&hlc->last_write_commit);
-
-	while (old < lsn &&
-		   !pg_atomic_compare_exchange_u64(&hlc->last_write_commit, &old, lsn))
-		;
-}
-
-/* the end of the last local commit that wrote multi-region rows */
-XLogRecPtr
-cr_hlc_last_write_commit(void)
-{
-	return pg_atomic_read_u64(&hlc->last_write_commit);
 }

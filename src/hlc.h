@@ -36,8 +36,6 @@ extern int64 cr_hlc_current(void);
 extern int64 cr_hlc_stable_version(void);
 extern void cr_hlc_register_callback(void);
 extern int64 cr_hlc_open_version(void);
-extern void cr_hlc_note_write_commit(XLogRecPtr lsn);
-extern XLogRecPtr cr_hlc_last_write_commit(void);
 
 extern int	cr_version_region(int64 version);
 extern TimestampTz cr_version_time(int64 version);

@@ -7,7 +7,7 @@
  * NOTES
  *	  Each commit that wrote multi-region rows is remembered in shared
  *	  memory (a ring of its end, its time and the running count of versions
- *	  written here).  Another region has applied this region's writes up to
+ *	  written here; the latest end is what strong reads elsewhere wait for).  Another region has applied this region's writes up to
  *	  the confirmed position of its slot here (cr_<this region>_<it>), so
  *	  the versions after that position and the age of the oldest commit
  *	  after it are how far it is behind.
@@ -63,6 +63,7 @@ typedef struct StalenessShared
 	slock_t		mutex;
 	uint64		commits;		/* ever recorded; ring[commits % size] next */
 	uint64		versions;
+	XLogRecPtr	last_end;		/* the latest end of them */
 	WriteCommit ring[WRITE_RING_SIZE];
 } StalenessShared;
 
@@ -101,6 +102,7 @@ cr_staleness_shmem_init(void)
 		SpinLockInit(&staleness->mutex);
 		staleness->commits = 0;
 		staleness->versions = 0;
+		staleness->last_end = InvalidXLogRecPtr;
 	}
 }
 
@@ -125,6 +127,7 @@ staleness_xact_callback(XactEvent event, void *arg)
 		c->end = XactLastCommitEnd;
 		c->time = GetCurrentTransactionStopTimestamp();
 		c->versions_before = staleness->versions - xact_versions;
+		staleness->last_end = Max(staleness->last_end, c->end);
 		SpinLockRelease(&staleness->mutex);
 	}
 	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
@@ -133,6 +136,21 @@ staleness_xact_callback(XactEvent event, void *arg)
 		xact_versions = 0;
 		xact_checked = false;
 	}
+}
+
+/*
+ * The end of the last local commit that wrote multi-region rows: what a
+ * strong read in another region waits for.
+ */
+XLogRecPtr
+cr_staleness_last_write_commit(void)
+{
+	XLogRecPtr	end;
+
+	SpinLockAcquire(&staleness->mutex);
+	end = staleness->last_end;
+	SpinLockRelease(&staleness->mutex);
+	return end;
 }
 
 /*

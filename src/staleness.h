@@ -12,6 +12,8 @@
 #ifndef CR_STALENESS_H
 #define CR_STALENESS_H
 
+#include "access/xlogdefs.h"
+
 extern int	cr_max_staleness_prefix;
 extern int	cr_max_staleness_interval_ms;
 
@@ -20,5 +22,6 @@ extern void cr_staleness_shmem_init(void);
 extern void cr_staleness_install(void);
 extern void cr_staleness_before_write(bool bounded);
 extern bool cr_staleness_before_read(void);
+extern XLogRecPtr cr_staleness_last_write_commit(void);
 
 #endif							/* CR_STALENESS_H */
