@@ -41,7 +41,6 @@
 #include "fmgr.h"
 #include "libpq-fe.h"
 #include "miscadmin.h"
-#include "replication/message.h"
 #include "utils/builtins.h"
 
 #include "catalog.h"
@@ -113,13 +112,10 @@ cosmosrep_set_failover_priority(PG_FUNCTION_ARGS)
 	set_priority(name, priority, version);
 	if (XLogLogicalInfoActive())
 	{
-		char	   *content = psprintf("%s%c%d%c" INT64_FORMAT, name, '\0',
-									   priority, '\0', version);
-		Size		size = strlen(name) + 1;
+		const char *fields[3] = {name, psprintf("%d", priority),
+		psprintf(INT64_FORMAT, version)};
 
-		size += strlen(content + size) + 1;
-		size += strlen(content + size) + 1;
-		LogLogicalMessage(CR_FAILOVER_MESSAGE_PREFIX, content, size, true);
+		cr_log_fields_message(CR_FAILOVER_MESSAGE_PREFIX, fields, 3);
 	}
 	PG_RETURN_VOID();
 }
@@ -132,14 +128,12 @@ cosmosrep_set_failover_priority(PG_FUNCTION_ARGS)
 void
 cr_failover_apply_message(const char *content, Size size)
 {
+	const char *cursor = content;
 	const char *end = content + size;
-	const char *name = content;
-	const char *priority = name + strnlen(name, size) + 1;
-	const char *version = priority < end ?
-		priority + strnlen(priority, end - priority) + 1 : end;
+	const char *name = cr_message_field(&cursor, end, "failover priority");
+	const char *priority = cr_message_field(&cursor, end, "failover priority");
+	const char *version = cr_message_field(&cursor, end, "failover priority");
 
-	if (version >= end || strnlen(version, end - version) == (size_t) (end - version))
-		elog(ERROR, "malformed failover priority message");
 	set_priority(name, pg_strtoint32(priority), pg_strtoint64(version));
 }
 
@@ -207,12 +201,10 @@ cosmosrep_set_multiple_write_regions(PG_FUNCTION_ARGS)
 	set_write_regions(write_region, version);
 	if (XLogLogicalInfoActive())
 	{
-		char	   *content = psprintf(INT64_FORMAT "%c%s", version, '\0',
-									   write_region ? write_region : "");
-		Size		size = strlen(content) + 1;
+		const char *fields[2] = {psprintf(INT64_FORMAT, version),
+		write_region ? write_region : ""};
 
-		size += strlen(content + size) + 1;
-		LogLogicalMessage(CR_WRITES_MESSAGE_PREFIX, content, size, true);
+		cr_log_fields_message(CR_WRITES_MESSAGE_PREFIX, fields, 2);
 	}
 	PG_RETURN_VOID();
 }
@@ -224,12 +216,12 @@ cosmosrep_set_multiple_write_regions(PG_FUNCTION_ARGS)
 void
 cr_write_regions_apply_message(const char *content, Size size)
 {
+	const char *cursor = content;
 	const char *end = content + size;
-	const char *region = content + strnlen(content, size) + 1;
+	const char *version = cr_message_field(&cursor, end, "write regions");
+	const char *region = cr_message_field(&cursor, end, "write regions");
 
-	if (region >= end || strnlen(region, end - region) == (size_t) (end - region))
-		elog(ERROR, "malformed write regions message");
-	set_write_regions(*region ? region : NULL, pg_strtoint64(content));
+	set_write_regions(*region ? region : NULL, pg_strtoint64(version));
 }
 
 /* a libpq connection string value, quoted when it needs to be */

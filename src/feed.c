@@ -327,19 +327,6 @@ feed_resolve(Relation rel, FeedEntry *e, const char *resolution, Datum winner)
 	(void) LogLogicalMessage(CR_RESOLVED_MESSAGE_PREFIX, msg.data, msg.len, true);
 }
 
-/* the next NUL-terminated field of a resolved message, or an error */
-static const char *
-next_field(const char **cursor, const char *end, const char *region)
-{
-	const char *field = *cursor;
-	size_t		len = strnlen(field, end - field);
-
-	if (field >= end || len == (size_t) (end - field))
-		elog(ERROR, "malformed resolved message from region \"%s\"", region);
-	*cursor = field + len + 1;
-	return field;
-}
-
 /*
  * Apply a resolved message from region: mark the same entries of this
  * region's feed resolved.  Nothing to do where the table is gone.
@@ -349,11 +336,11 @@ cr_feed_apply_resolved(const char *content, Size size, const char *region)
 {
 	const char *cursor = content;
 	const char *end = content + size;
-	const char *nspname = next_field(&cursor, end, region);
-	const char *relname = next_field(&cursor, end, region);
-	int64		version = pg_strtoint64(next_field(&cursor, end, region));
-	const char *resolution = next_field(&cursor, end, region);
-	const char *by = next_field(&cursor, end, region);
+	const char *nspname = cr_message_field(&cursor, end, "resolved");
+	const char *relname = cr_message_field(&cursor, end, "resolved");
+	int64		version = pg_strtoint64(cr_message_field(&cursor, end, "resolved"));
+	const char *resolution = cr_message_field(&cursor, end, "resolved");
+	const char *by = cr_message_field(&cursor, end, "resolved");
 	Oid			relid = get_relname_relid(relname, get_namespace_oid(nspname, true));
 	bytea	   *key = palloc(VARHDRSZ + (end - cursor));
 

@@ -42,6 +42,7 @@
 
 #include "access/transam.h"
 #include "libpq/pqformat.h"
+#include "replication/message.h"
 
 #include "protocol.h"
 
@@ -107,4 +108,38 @@ cr_read_message(StringInfo in, CrMessage *msg)
 	msg->prefix = pstrdup(pq_getmsgstring(in));
 	msg->size = pq_getmsgint(in, 4);
 	msg->content = pq_getmsgbytes(in, msg->size);
+}
+
+/*
+ * Write a transactional message whose content is the fields, each a
+ * NUL-terminated string (the catalog changes that travel between regions
+ * are written so).
+ */
+void
+cr_log_fields_message(const char *prefix, const char *const *fields, int nfields)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	for (int i = 0; i < nfields; i++)
+		appendBinaryStringInfo(&buf, fields[i], strlen(fields[i]) + 1);
+	(void) LogLogicalMessage(prefix, buf.data, buf.len, true);
+	pfree(buf.data);
+}
+
+/*
+ * The next NUL-terminated field of a message's content, from *cursor up
+ * to end, and *cursor past it; an error for a content that ends first
+ * (what names the message).
+ */
+const char *
+cr_message_field(const char **cursor, const char *end, const char *what)
+{
+	const char *field = *cursor;
+	size_t		len;
+
+	if (field >= end || (len = strnlen(field, end - field)) == (size_t) (end - field))
+		elog(ERROR, "malformed %s message", what);
+	*cursor = field + len + 1;
+	return field;
 }

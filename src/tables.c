@@ -591,13 +591,9 @@ log_table_rows(Relation rel)
 static const char *
 next_ddl_field(const char **cursor, const char *end)
 {
-	const char *field = *cursor;
-	size_t		len = strnlen(field, end - field);
+	const char *field = cr_message_field(cursor, end, "cosmosrep DDL");
 
-	if (field + len >= end)
-		elog(ERROR, "truncated cosmosrep DDL message");
-	*cursor = field + len + 1;
-	return len == 0 ? NULL : field;
+	return *field ? field : NULL;
 }
 
 /*
