@@ -64,6 +64,26 @@ CREATE TRIGGER config_changed
     AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON cosmosrep.replicated_table
     FOR EACH STATEMENT EXECUTE FUNCTION cosmosrep.config_changed();
 
+-- Every configuration a multi-region table has had in this region, or that
+-- a row arriving here was written under: each row carries the version of
+-- the configuration its writer had (_cr_config), and a conflict between
+-- two writes made under one configuration is decided by that
+-- configuration's policy.  The output plugin reads it while decoding (a
+-- user catalog table), to send a configuration before the first row
+-- written under it.
+CREATE TABLE cosmosrep.policy_history (
+    relid          regclass     NOT NULL,
+    config_version bigint       NOT NULL,
+    policy         text         NOT NULL,
+    path           name,
+    resolver       regprocedure,
+    PRIMARY KEY (relid, config_version)
+) WITH (user_catalog_table = true);
+SELECT pg_catalog.pg_extension_config_dump('cosmosrep.policy_history', '');
+REVOKE ALL ON cosmosrep.policy_history FROM PUBLIC;
+COMMENT ON TABLE cosmosrep.policy_history IS
+    'every configuration of the multi-region tables, by version (configuration)';
+
 -- Versions of deleted rows, so that a late insert or update does not
 -- resurrect a row that a newer delete removed.  The key is the binary send
 -- form of the primary key (independent of session settings); the empty key
@@ -74,6 +94,7 @@ CREATE TABLE cosmosrep.tombstone (
     version    bigint      NOT NULL,
     deleted_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
     base       bigint      NOT NULL DEFAULT 0,  -- version of the deleted row
+    config     bigint      NOT NULL DEFAULT 0,  -- configuration of the delete
     PRIMARY KEY (relid, key)
 );
 REVOKE ALL ON cosmosrep.tombstone FROM PUBLIC;
@@ -582,6 +603,7 @@ BEGIN
     FOR obj IN SELECT * FROM pg_event_trigger_dropped_objects() LOOP
         IF obj.object_type = 'table' THEN
             DELETE FROM cosmosrep.replicated_table WHERE relid::oid = obj.objid;
+            DELETE FROM cosmosrep.policy_history WHERE relid::oid = obj.objid;
             DELETE FROM cosmosrep.tombstone WHERE relid = obj.objid;
             DELETE FROM cosmosrep.conflict WHERE relid = obj.objid;
         ELSIF obj.object_type = 'trigger'

@@ -135,12 +135,23 @@ typedef struct ApplyRel
 	Oid		   *ioparams;
 	AttrNumber	version_att;
 	AttrNumber	base_att;
+	AttrNumber	config_att;
 	CrPolicy   *policy;			/* conflict policy, in policy_cxt */
+	int64		policy_version; /* the version of its configuration */
+	List	   *past_policies;	/* of PastPolicy: older configurations
+								 * that changes were made under */
 	MemoryContext policy_cxt;
 	bool		policy_valid;	/* false until read, and after the table's
 								 * configuration or columns change */
 	struct ApplyExec *exec;		/* open in the current transaction, or NULL */
 } ApplyRel;
+
+/* the policy of an earlier configuration of a table, from its history */
+typedef struct PastPolicy
+{
+	int64		config_version;
+	CrPolicy   *policy;
+} PastPolicy;
 
 /*
  * The executor state of a table in the open local transaction: opened
@@ -424,7 +435,8 @@ apply_rel_map(ApplyRel *ar, Relation rel)
 
 	ar->version_att = SPI_fnumber(desc, CR_VERSION_COLUMN);
 	ar->base_att = SPI_fnumber(desc, CR_BASE_COLUMN);
-	if (ar->version_att <= 0 || ar->base_att <= 0)
+	ar->config_att = SPI_fnumber(desc, CR_CONFIG_COLUMN);
+	if (ar->version_att <= 0 || ar->base_att <= 0 || ar->config_att <= 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("table \"%s.%s\" is multi-region in region \"%s\" but not in this region",
@@ -572,10 +584,51 @@ apply_rel_policy(ApplyRel *ar, Relation rel)
 		MemoryContextReset(ar->policy_cxt);
 		oldctx = MemoryContextSwitchTo(ar->policy_cxt);
 		ar->policy = cr_policy_load(rel, config->policy, config->path, config->resolver);
+		ar->policy_version = config->config_version;
+		ar->past_policies = NIL;
 		MemoryContextSwitchTo(oldctx);
 		ar->policy_valid = true;
 	}
 	return ar->policy;
+}
+
+/*
+ * The policy of the configuration config_version of ar's table rel: the
+ * current one, or an earlier one from the table's history (kept with the
+ * current one).  Every configuration a change can carry is in the
+ * history: the region that made the change sends it first.  Rows written
+ * without the row trigger (session_replication_role = replica) carry
+ * configuration 0, older than every other, and two of them are decided
+ * by the current policy.
+ */
+static const CrPolicy *
+policy_at(ApplyRel *ar, Relation rel, int64 config_version)
+{
+	CrTableConfig *config;
+	PastPolicy *past;
+	MemoryContext oldctx;
+	ListCell   *lc;
+
+	if (config_version == ar->policy_version || config_version == CR_CONFIG_ANY ||
+		config_version == 0)
+		return ar->policy;
+	foreach(lc, ar->past_policies)
+	{
+		past = lfirst(lc);
+		if (past->config_version == config_version)
+			return past->policy;
+	}
+	config = cr_get_config_history(RelationGetRelid(rel), config_version);
+	if (config == NULL)
+		elog(ERROR, "configuration " INT64_FORMAT " of table \"%s\" from region \"%s\" is not in cosmosrep.policy_history",
+			 config_version, RelationGetRelationName(rel), PeerName);
+	oldctx = MemoryContextSwitchTo(ar->policy_cxt);
+	past = palloc(sizeof(PastPolicy));
+	past->config_version = config_version;
+	past->policy = cr_policy_load(rel, config->policy, config->path, config->resolver);
+	ar->past_policies = lappend(ar->past_policies, past);
+	MemoryContextSwitchTo(oldctx);
+	return past->policy;
 }
 
 /*
@@ -712,6 +765,16 @@ slot_version(TupleTableSlot *slot, AttrNumber att, bool *isnull)
 	return *isnull ? 0 : DatumGetInt64(d);
 }
 
+/* the base and configuration of a remote row or delete, into incoming */
+static void
+incoming_stamps(ApplyRel *ar, TupleTableSlot *row, CrIncoming *incoming)
+{
+	bool		isnull;
+
+	incoming->base = slot_version(row, ar->base_att, &isnull);
+	incoming->config = slot_version(row, ar->config_att, &isnull);
+}
+
 /* the version of a remote row, which the clock then moves past */
 static int64
 observed_version(TupleTableSlot *slot, ApplyRel *ar)
@@ -753,12 +816,13 @@ find_local_row(ApplyExec *ex, TupleTableSlot *key, TupleTableSlot *row,
 static CrLocalState
 row_state(ApplyRel *ar, TupleTableSlot *row)
 {
-	CrLocalState state = {true, 0, 0, false};
+	CrLocalState state = {true, 0, 0, 0, false};
 	bool		isnull;
 	Datum		region = slot_getattr(row, ar->policy->region_att, &isnull);
 
 	state.version = slot_version(row, ar->version_att, &isnull);
 	state.base = slot_version(row, ar->base_att, &isnull);
+	state.config = slot_version(row, ar->config_att, &isnull);
 	state.merged = !isnull && DatumGetInt16(region) == 0;
 	return state;
 }
@@ -771,7 +835,7 @@ static CrLocalState
 local_state(ApplyExec *ex, ApplyRel *ar, TupleTableSlot *key,
 			TupleTableSlot *row, bool confirm_miss)
 {
-	CrLocalState local = {false, 0, 0, false};
+	CrLocalState local = {false, 0, 0, 0, false};
 
 	if (find_local_row(ex, key, row, confirm_miss))
 		local = row_state(ar, row);
@@ -780,8 +844,12 @@ local_state(ApplyExec *ex, ApplyRel *ar, TupleTableSlot *key,
 		CrTombstone tombstone = cr_tombstone_lookup(RelationGetRelid(ex->rel),
 													cr_tombstone_key(ex->rel, key));
 
+		local.config = tombstone.config;
 		if (ex->horizon.version > tombstone.version)
+		{
 			tombstone = ex->horizon;
+			local.config = CR_CONFIG_ANY;
+		}
 		local.version = tombstone.version;
 		local.base = tombstone.base;
 	}
@@ -800,7 +868,8 @@ decide(ApplyExec *ex, ApplyRel *ar, const CrIncoming *incoming,
 	   const CrLocalState *local, TupleTableSlot *key, TupleTableSlot *local_row,
 	   TupleTableSlot *remote_row)
 {
-	CrDecision	d = cr_decide(ar->policy, ex->rel, incoming, local, key,
+	const CrPolicy *policy = policy_at(ar, ex->rel, incoming->config);
+	CrDecision	d = cr_decide(policy, ex->rel, incoming, local, key,
 							  local->row_found ? local_row : NULL, remote_row,
 							  ex->mergedslot);
 
@@ -809,7 +878,9 @@ decide(ApplyExec *ex, ApplyRel *ar, const CrIncoming *incoming,
 	conflicts_in_transaction++;
 	if (cr_record_resolved_conflicts || d.resolution == CR_RESOLUTION_PENDING ||
 		d.resolution == CR_RESOLUTION_ERROR)
-		cr_record_conflict(ex->rel, ar->policy->name, incoming, local, &d,
+		cr_record_conflict(ex->rel,
+						   d.by_configuration ? CR_POLICY_NEWER_CONFIGURATION : policy->name,
+						   incoming, local, &d,
 						   local->row_found ? local_row : NULL, remote_row,
 						   d.write_merged ? ex->mergedslot : NULL);
 	if (d.write_merged &&
@@ -826,7 +897,7 @@ decide(ApplyExec *ex, ApplyRel *ar, const CrIncoming *incoming,
 		if (local->row_found)
 			ExecSimpleRelationDelete(ex->rri, ex->estate, &ex->epqstate, local_row);
 		cr_tombstone_record(RelationGetRelid(ex->rel), d.key, d.merged_version,
-							d.merged_base);
+							d.merged_base, incoming->config);
 	}
 	return d;
 }
@@ -871,6 +942,7 @@ static bool
 settle_collisions(ApplyExec *ex, ApplyRel *ar, TupleTableSlot *row,
 				  const CrIncoming *incoming, TupleTableSlot *self)
 {
+	const CrPolicy *policy = policy_at(ar, ex->rel, incoming->config);
 	bool	   *found = ex->collided;
 	bool		wins = true;
 
@@ -898,7 +970,7 @@ settle_collisions(ApplyExec *ex, ApplyRel *ar, TupleTableSlot *row,
 			if (!found[i])
 				continue;
 			state = row_state(ar, other);
-			d = cr_decide_collision(ar->policy, ex->rel, incoming, &state, other, row);
+			d = cr_decide_collision(policy, ex->rel, incoming, &state, other, row);
 			if (pass == 0)
 			{
 				wins &= d.apply_remote;
@@ -909,8 +981,10 @@ settle_collisions(ApplyExec *ex, ApplyRel *ar, TupleTableSlot *row,
 				d.resolution = CR_RESOLUTION_LOCAL_KEPT;
 			conflicts_in_transaction++;
 			if (cr_record_resolved_conflicts || d.resolution == CR_RESOLUTION_PENDING)
-				cr_record_conflict(ex->rel, ar->policy->name, incoming, &state, &d,
-								   other, row, NULL);
+				cr_record_conflict(ex->rel,
+								   d.by_configuration ? CR_POLICY_NEWER_CONFIGURATION :
+								   policy->name,
+								   incoming, &state, &d, other, row, NULL);
 			if (wins)
 				ExecSimpleRelationDelete(ex->rri, ex->estate, &ex->epqstate, other);
 		}
@@ -1167,6 +1241,7 @@ handle_relation(StringInfo s)
 		ar->infuncs = NULL;
 		ar->ioparams = NULL;
 		ar->policy = NULL;
+		ar->past_policies = NIL;
 		ar->policy_cxt = NULL;
 		ar->policy_valid = false;
 		ar->exec = NULL;
@@ -1189,12 +1264,11 @@ handle_insert(StringInfo s)
 	ApplyRel   *ar = apply_rel_lookup(logicalrep_read_insert(s, &newtup));
 	ApplyExec  *ex = change_begin(ar);
 	CrIncoming	incoming;
-	bool		isnull;
 
 	slot_fill(ar, &newtup, ex->remoteslot, NULL);
 	incoming.kind = CR_CHANGE_INSERT;
 	incoming.version = observed_version(ex->remoteslot, ar);
-	incoming.base = slot_version(ex->remoteslot, ar->base_att, &isnull);
+	incoming_stamps(ar, ex->remoteslot, &incoming);
 	apply_row(ex, ar, ex->remoteslot, &incoming);
 	change_end(ex);
 }
@@ -1224,7 +1298,6 @@ handle_update(StringInfo s)
 	TupleTableSlot *key;
 	CrLocalState local;
 	CrIncoming	incoming;
-	bool		isnull;
 	bool		complete = true;
 
 	ar = apply_rel_lookup(logicalrep_read_update(s, &has_oldtup, &oldtup, &newtup));
@@ -1233,7 +1306,7 @@ handle_update(StringInfo s)
 	slot_fill(ar, &newtup, row, NULL);
 	incoming.kind = CR_CHANGE_UPDATE;
 	incoming.version = observed_version(row, ar);
-	incoming.base = slot_version(row, ar->base_att, &isnull);
+	incoming_stamps(ar, row, &incoming);
 	if (has_oldtup)
 	{
 		key = ex->keyslot;
@@ -1260,14 +1333,14 @@ handle_update(StringInfo s)
 		 */
 		if (!complete &&
 			(cr_remote_wins(incoming.version, &local) ||
-			 (cr_policy_reads_rows(ar->policy) &&
+			 (cr_policy_reads_rows(policy_at(ar, ex->rel, incoming.config)) &&
 			  cr_detect_conflict(&incoming, &local) != CR_CONFLICT_NONE)))
 		{
 			complete = fetch_peer_row(ex, ar, row);
 			if (complete)
 			{
 				incoming.version = observed_version(row, ar);
-				incoming.base = slot_version(row, ar->base_att, &isnull);
+				incoming_stamps(ar, row, &incoming);
 			}
 		}
 		/* without it, the row is gone at the peer: its delete follows */
@@ -1299,12 +1372,15 @@ handle_update(StringInfo s)
 									 ex->localslot);
 		cr_tombstone_record(RelationGetRelid(ex->rel),
 							cr_tombstone_key(ex->rel, key), incoming.version,
-							incoming.base);
+							incoming.base, incoming.config);
 		insert.kind = CR_CHANGE_INSERT;
 		if (complete || fetch_peer_row(ex, ar, row))
 		{
 			if (!complete)
+			{
 				insert.version = observed_version(row, ar);
+				incoming_stamps(ar, row, &insert);
+			}
 			apply_row(ex, ar, row, &insert);
 		}
 	}
@@ -1323,16 +1399,15 @@ handle_delete(StringInfo s)
 	LogicalRepTupleData oldtup;
 	ApplyRel   *ar = apply_rel_lookup(logicalrep_read_delete(s, &oldtup));
 	ApplyExec  *ex = change_begin(ar);
-	CrLocalState local = {false, 0, 0, false};
+	CrLocalState local = {false, 0, 0, 0, false};
 	CrIncoming	incoming;
 	bool		unversioned;
-	bool		isnull;
 	bool		applied;
 
 	slot_fill(ar, &oldtup, ex->remoteslot, NULL);
 	incoming.kind = CR_CHANGE_DELETE;
 	incoming.version = slot_version(ex->remoteslot, ar->version_att, &unversioned);
-	incoming.base = slot_version(ex->remoteslot, ar->base_att, &isnull);
+	incoming_stamps(ar, ex->remoteslot, &incoming);
 	if (!unversioned)
 		cr_hlc_observe(incoming.version);
 
@@ -1348,7 +1423,7 @@ handle_delete(StringInfo s)
 	if (!unversioned)
 		cr_tombstone_record(RelationGetRelid(ex->rel),
 							cr_tombstone_key(ex->rel, ex->remoteslot),
-							incoming.version, incoming.base);
+							incoming.version, incoming.base, incoming.config);
 
 	change_end(ex);
 }
@@ -1584,7 +1659,7 @@ record_rejected_change(LogicalRepMsgType action, StringInfo s, const char *error
 	ApplyExec  *ex;
 	TupleTableSlot *row;
 	CrIncoming	incoming;
-	CrLocalState local = {false, 0, 0, false};
+	CrLocalState local = {false, 0, 0, 0, false};
 	CrDecision	d = {0};
 	bool		isnull;
 
@@ -1602,7 +1677,7 @@ record_rejected_change(LogicalRepMsgType action, StringInfo s, const char *error
 	incoming.kind = action == LOGICAL_REP_MSG_INSERT ? CR_CHANGE_INSERT :
 		action == LOGICAL_REP_MSG_UPDATE ? CR_CHANGE_UPDATE : CR_CHANGE_DELETE;
 	incoming.version = slot_version(row, ar->version_att, &isnull);
-	incoming.base = slot_version(row, ar->base_att, &isnull);
+	incoming_stamps(ar, row, &incoming);
 	if (find_local_row(ex, row, ex->localslot, false))
 		local = row_state(ar, ex->localslot);
 	d.kind = CR_CONFLICT_APPLY_ERROR;

@@ -1,14 +1,15 @@
 /*-------------------------------------------------------------------------
  *
  * catalog.c
- *	  Reads and writes of cosmosrep.region and cosmosrep.replicated_table.
+ *	  Reads and writes of cosmosrep.region, cosmosrep.replicated_table and
+ *	  cosmosrep.policy_history.
  *
  * NOTES
  *	  All access to cosmosrep's own tables goes through this file.  The
  *	  tables are small and written rarely, so this uses SPI with plans
- *	  parsed per call; the one hot lookup, the local region id that the row
- *	  trigger needs for every write, is cached per backend and dropped by a
- *	  relcache callback.  The statement trigger cosmosrep.config_changed()
+ *	  parsed per call; the two hot lookups, the local region id and a
+ *	  table's configuration version that the row trigger needs for every
+ *	  write, are cached per backend and dropped by a relcache callback.  The statement trigger cosmosrep.config_changed()
  *	  on both tables sends that invalidation, so a change made by any
  *	  session (or a restore) reaches every backend.
  *
@@ -24,6 +25,8 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
+#include "access/htup_details.h"
 #include "access/table.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
@@ -33,10 +36,12 @@
 #include "miscadmin.h"
 #include "catalog/pg_authid.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
+#include "utils/snapmgr.h"
 
 #include "catalog.h"
 #include "cosmosrep.h"
@@ -53,7 +58,21 @@ uint64		cr_regions_generation = 1;
 static Oid	cached_region_relid = InvalidOid;
 static bool callback_registered = false;
 
+/* per-backend cache of the configuration version of each table */
+typedef struct ConfigVersionEntry
+{
+	Oid			relid;			/* hash key */
+	int64		config_version; /* 0: not multi-region */
+} ConfigVersionEntry;
+
+static HTAB *config_versions = NULL;
+static Oid	cached_table_relid = InvalidOid;
+
+static SPIPlanPtr history_insert_plan = NULL;
+static SPIPlanPtr history_forget_plan = NULL;
+
 static void cr_region_cache_callback(Datum arg, Oid relid);
+static void config_version_callback(Datum arg, Oid relid);
 static void cr_spi_exec(const char *sql, int nargs, Oid *argtypes,
 						Datum *values, const char *nulls, bool read_only);
 
@@ -349,6 +368,29 @@ cr_insert_region(const CrRegion *region)
 }
 
 /*
+ * A configuration from the policy, path and resolver of an SPI result
+ * row, in ctx.
+ */
+static CrTableConfig *
+config_from_tuple(HeapTuple tup, TupleDesc desc, Oid relid, int64 config_version,
+				  MemoryContext ctx)
+{
+	MemoryContext oldctx = MemoryContextSwitchTo(ctx);
+	CrTableConfig *config = palloc0(sizeof(CrTableConfig));
+	bool		isnull;
+	Datum		resolver;
+
+	config->relid = relid;
+	config->policy = SPI_getvalue(tup, desc, 1);
+	config->path = SPI_getvalue(tup, desc, 2);
+	resolver = SPI_getbinval(tup, desc, 3, &isnull);
+	config->resolver = isnull ? InvalidOid : DatumGetObjectId(resolver);
+	config->config_version = config_version;
+	MemoryContextSwitchTo(oldctx);
+	return config;
+}
+
+/*
  * The configuration of a multi-region table, or NULL if it is not one.
  */
 CrTableConfig *
@@ -365,20 +407,13 @@ cr_get_table_config(Oid relid)
 				1, argtypes, values, NULL, false);
 	if (SPI_processed == 1)
 	{
-		HeapTuple	tup = SPI_tuptable->vals[0];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
 		bool		isnull;
-		Datum		resolver;
-		MemoryContext spictx = MemoryContextSwitchTo(callerctx);
 
-		config = palloc0(sizeof(CrTableConfig));
-		config->relid = relid;
-		config->policy = SPI_getvalue(tup, desc, 1);
-		config->path = SPI_getvalue(tup, desc, 2);
-		resolver = SPI_getbinval(tup, desc, 3, &isnull);
-		config->resolver = isnull ? InvalidOid : DatumGetObjectId(resolver);
-		config->config_version = DatumGetInt64(SPI_getbinval(tup, desc, 4, &isnull));
-		MemoryContextSwitchTo(spictx);
+		config = config_from_tuple(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, relid,
+								   DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+															   SPI_tuptable->tupdesc, 4,
+															   &isnull)),
+								   callerctx);
 	}
 	SPI_finish();
 	return config;
@@ -467,4 +502,146 @@ cosmosrep_config_changed(PG_FUNCTION_ARGS)
 	CacheInvalidateRelcache(trigdata->tg_relation);
 	cr_wake_launcher_at_commit();
 	PG_RETURN_POINTER(NULL);
+}
+
+/*
+ * The version of the configuration relid has in this region (that of the
+ * enable or policy change that set it), or 0 if it is not multi-region:
+ * the row trigger stamps every local write with it.  Read with the latest
+ * snapshot, so a writer whose transaction snapshot predates a policy
+ * change it waited for (on the table's lock) sees that change; cached per
+ * backend until cosmosrep.replicated_table changes.
+ */
+int64
+cr_table_config_version(Oid relid)
+{
+	ConfigVersionEntry *entry;
+	bool		found;
+
+	if (config_versions == NULL)
+	{
+		HASHCTL		ctl;
+
+		ctl.keysize = sizeof(Oid);
+		ctl.entrysize = sizeof(ConfigVersionEntry);
+		config_versions = hash_create("cosmosrep configuration versions", 64, &ctl,
+									  HASH_ELEM | HASH_BLOBS);
+		CacheRegisterRelcacheCallback(config_version_callback, (Datum) 0);
+		cached_table_relid = get_relname_relid("replicated_table", cr_schema_oid());
+	}
+	entry = hash_search(config_versions, &relid, HASH_ENTER, &found);
+	if (!found)
+	{
+		Relation	rel = table_open(cached_table_relid, AccessShareLock);
+		Snapshot	snapshot = RegisterSnapshot(GetLatestSnapshot());
+		ScanKeyData skey;
+		SysScanDesc scan;
+		HeapTuple	tup;
+
+		entry->config_version = 0;
+		ScanKeyInit(&skey, 1, BTEqualStrategyNumber, F_OIDEQ, ObjectIdGetDatum(relid));
+		scan = systable_beginscan(rel, get_relname_relid("replicated_table_pkey",
+														 cr_schema_oid()),
+								  true, snapshot, 1, &skey);
+		if (HeapTupleIsValid(tup = systable_getnext(scan)))
+		{
+			bool		isnull;
+			AttrNumber	att = get_attnum(cached_table_relid, "config_version");
+
+			entry->config_version =
+				DatumGetInt64(heap_getattr(tup, att, RelationGetDescr(rel), &isnull));
+		}
+		systable_endscan(scan);
+		UnregisterSnapshot(snapshot);
+		table_close(rel, AccessShareLock);
+	}
+	return entry->config_version;
+}
+
+static void
+config_version_callback(Datum arg, Oid relid)
+{
+	HASH_SEQ_STATUS status;
+	ConfigVersionEntry *entry;
+
+	if (relid != InvalidOid && relid != cached_table_relid)
+		return;
+	hash_seq_init(&status, config_versions);
+	while ((entry = hash_seq_search(&status)) != NULL)
+		(void) hash_search(config_versions, &entry->relid, HASH_REMOVE, NULL);
+}
+
+/*
+ * Remember config in the table's configuration history (if this version
+ * is not there yet; a user catalog table takes no ON CONFLICT).
+ */
+void
+cr_record_config_history(const CrTableConfig *config)
+{
+	Oid			argtypes[5];
+	Datum		values[5];
+	char		nulls[5];
+
+	cr_table_config_args(config, argtypes, values, nulls);
+	(void) cr_catalog_write(&history_insert_plan,
+							"INSERT INTO cosmosrep.policy_history"
+							" (relid, policy, path, resolver, config_version)"
+							" SELECT $1, $2, $3, $4, $5 WHERE NOT EXISTS"
+							" (SELECT FROM cosmosrep.policy_history"
+							"   WHERE relid OPERATOR(pg_catalog.=) $1"
+							"   AND config_version OPERATOR(pg_catalog.=) $5)",
+							5, argtypes, values, nulls, SPI_OK_INSERT);
+}
+
+/*
+ * The configuration of relid at config_version from its history, or
+ * NULL if this region does not know that version.  Read with the catalog
+ * snapshot: the output plugin calls it while decoding, where that is the
+ * historic snapshot of the change being decoded (the table is a user
+ * catalog table).
+ */
+CrTableConfig *
+cr_get_config_history(Oid relid, int64 config_version)
+{
+	Relation	rel = table_open(get_relname_relid("policy_history", cr_schema_oid()),
+								 AccessShareLock);
+	ScanKeyData skey[2];
+	SysScanDesc scan;
+	HeapTuple	tup;
+	CrTableConfig *config = NULL;
+
+	ScanKeyInit(&skey[0], 1, BTEqualStrategyNumber, F_OIDEQ, ObjectIdGetDatum(relid));
+	ScanKeyInit(&skey[1], 2, BTEqualStrategyNumber, F_INT8EQ, Int64GetDatum(config_version));
+	scan = systable_beginscan(rel, get_relname_relid("policy_history_pkey", cr_schema_oid()),
+							  true, NULL, 2, skey);
+	if (HeapTupleIsValid(tup = systable_getnext(scan)))
+	{
+		TupleDesc	desc = RelationGetDescr(rel);
+		bool		isnull;
+		Datum		d;
+
+		config = palloc0(sizeof(CrTableConfig));
+		config->relid = relid;
+		config->config_version = config_version;
+		config->policy = TextDatumGetCString(heap_getattr(tup, 3, desc, &isnull));
+		d = heap_getattr(tup, 4, desc, &isnull);
+		config->path = isnull ? NULL : pstrdup(NameStr(*DatumGetName(d)));
+		d = heap_getattr(tup, 5, desc, &isnull);
+		config->resolver = isnull ? InvalidOid : DatumGetObjectId(d);
+	}
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return config;
+}
+
+/* forget the configuration history of a table that stops being multi-region */
+void
+cr_forget_config_history(Oid relid)
+{
+	Oid			argtypes[1] = {OIDOID};
+	Datum		values[1] = {ObjectIdGetDatum(relid)};
+
+	(void) cr_catalog_write(&history_forget_plan,
+							"DELETE FROM cosmosrep.policy_history WHERE relid = $1",
+							1, argtypes, values, NULL, SPI_OK_DELETE);
 }

@@ -32,8 +32,24 @@
  *	  Changes that are no conflict are decided by version under every
  *	  policy; conflicts by the table's policy (cr_decide): the version, a
  *	  path column, a resolver, or the version with the conflict left
- *	  pending (manual).  Collisions on secondary unique indexes are
- *	  decided by cr_decide_collision.  conflict_log.c records them.
+ *	  pending (manual).
+ *
+ *	  A policy change (alter_table_policy) reaches regions at different
+ *	  times, so two writes of a conflict may have been made under two
+ *	  configurations.  Each write carries the version of the configuration
+ *	  its writer had, and every region decides a conflict the same way:
+ *	  the write of the newer configuration wins; two writes of one
+ *	  configuration go to that configuration's policy (the caller passes
+ *	  it, from the table's history).  Deciding a pair of two
+ *	  configurations by either policy instead would not be an order of
+ *	  all writes (three writes can beat each other in a circle), and
+ *	  regions that receive them in different orders would end apart.
+ *	  Writes made one after the other never go back in configuration (the
+ *	  row trigger), so this order agrees with the version between them.
+ *
+ *	  Collisions on secondary unique indexes are decided by
+ *	  cr_decide_collision, in the same order.  conflict_log.c records
+ *	  them.
  *
  * IDENTIFICATION
  *	  src/conflict.c
@@ -138,6 +154,7 @@ cr_policy_load(Relation rel, const char *policy, const char *path, Oid resolver)
 	p->version_att = stamp_att(rel, CR_VERSION_COLUMN);
 	p->base_att = stamp_att(rel, CR_BASE_COLUMN);
 	p->region_att = stamp_att(rel, CR_REGION_COLUMN);
+	p->config_att = stamp_att(rel, CR_CONFIG_COLUMN);
 	if (strcmp(policy, "custom") == 0)
 	{
 		p->kind = CR_POLICY_CUSTOM;
@@ -215,7 +232,8 @@ cr_same_user_values(const CrPolicy *policy, TupleDesc desc, TupleTableSlot *a,
 		Form_pg_attribute att = TupleDescAttr(desc, i);
 
 		if (att->attisdropped || i + 1 == policy->version_att ||
-			i + 1 == policy->base_att || i + 1 == policy->region_att)
+			i + 1 == policy->base_att || i + 1 == policy->region_att ||
+			i + 1 == policy->config_att)
 			continue;
 		if (a->tts_isnull[i] != b->tts_isnull[i] ||
 			(!a->tts_isnull[i] &&
@@ -361,6 +379,9 @@ decide_custom(const CrPolicy *policy, Relation rel, const CrIncoming *incoming,
 		merged->tts_isnull[policy->base_att - 1] = false;
 		merged->tts_values[policy->region_att - 1] = Int16GetDatum(0);
 		merged->tts_isnull[policy->region_att - 1] = false;
+		/* the configuration of both writes (else it was no resolver's) */
+		merged->tts_values[policy->config_att - 1] = Int64GetDatum(incoming->config);
+		merged->tts_isnull[policy->config_att - 1] = false;
 	}
 }
 
@@ -378,6 +399,9 @@ decide_custom(const CrPolicy *policy, Relation rel, const CrIncoming *incoming,
  *						of all writes, so that three regions converge);
  *	manual				decided by version for now, and pending in the feed;
  *	custom				the resolver's row (decide_custom).
+ *
+ * policy is that of the configuration incoming was made under; a conflict
+ * between writes of two configurations goes to the newer one's write.
  *
  * key holds the key of the change (the old key of an update that changed
  * it), and merged is a slot of rel's row type for the custom policy's
@@ -404,7 +428,13 @@ cr_decide(const CrPolicy *policy, Relation rel, const CrIncoming *incoming,
 		d.kind = incoming->kind == CR_CHANGE_INSERT ? CR_CONFLICT_INSERT_EXISTS :
 			incoming->kind == CR_CHANGE_UPDATE ? CR_CONFLICT_UPDATE_UPDATE :
 			CR_CONFLICT_DELETE_UPDATED;
-	if (d.kind != CR_CONFLICT_NONE)
+	if (d.kind != CR_CONFLICT_NONE && local->config != CR_CONFIG_ANY &&
+		incoming->config != local->config)
+	{
+		d.by_configuration = true;
+		d.apply_remote = incoming->config > local->config;
+	}
+	else if (d.kind != CR_CONFLICT_NONE)
 	{
 		/* the feed finds its entries by key */
 		if (policy->kind == CR_POLICY_CUSTOM || policy->kind == CR_POLICY_MANUAL)
@@ -438,9 +468,10 @@ cr_decide(const CrPolicy *policy, Relation rel, const CrIncoming *incoming,
  * Decide a collision on a secondary unique index: the remote row, written
  * by incoming, holds a value that other, the row of another key here
  * (other_row), holds too.  The remote row may be written only if it wins,
- * and then other goes.  Decided by the policy's order between two rows:
- * the path, where there is one, else the version (a resolver sees the
- * writes of one key only); manual leaves it pending in the feed.
+ * and then other goes.  Between writes of two configurations the newer
+ * configuration's wins; else decided by the policy's order between two
+ * rows: the path, where there is one, else the version (a resolver sees
+ * the writes of one key only); manual leaves it pending in the feed.
  */
 CrDecision
 cr_decide_collision(const CrPolicy *policy, Relation rel, const CrIncoming *incoming,
@@ -450,12 +481,17 @@ cr_decide_collision(const CrPolicy *policy, Relation rel, const CrIncoming *inco
 	CrDecision	d = {0};
 
 	d.kind = CR_CONFLICT_UNIQUE;
-	if (policy->kind == CR_POLICY_PATH)
+	if (incoming->config != other->config)
+	{
+		d.by_configuration = true;
+		d.apply_remote = incoming->config > other->config;
+	}
+	else if (policy->kind == CR_POLICY_PATH)
 		d.apply_remote = path_remote_wins(policy, incoming->version, other,
 										  other_row, remote_row);
 	else
 		d.apply_remote = cr_remote_wins(incoming->version, other);
-	if (policy->kind == CR_POLICY_MANUAL)
+	if (policy->kind == CR_POLICY_MANUAL && !d.by_configuration)
 	{
 		d.resolution = CR_RESOLUTION_PENDING;
 		d.key = cr_tombstone_key(rel, other_row);

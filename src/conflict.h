@@ -25,12 +25,22 @@ typedef enum CrChangeKind
 	CR_CHANGE_DELETE
 } CrChangeKind;
 
-/* a remote change: its kind, version and the version it replaced */
+/*
+ * The configuration of a truncate horizon: a truncate is ordered by its
+ * version alone, in the region that makes it and in those that apply it.
+ */
+#define CR_CONFIG_ANY	(-1)
+
+/*
+ * a remote change: its kind, version, the version it replaced and the
+ * version of the configuration it was made under
+ */
 typedef struct CrIncoming
 {
 	CrChangeKind kind;
 	int64		version;
 	int64		base;
+	int64		config;
 } CrIncoming;
 
 /* what this region holds for the key of a remote change */
@@ -41,6 +51,8 @@ typedef struct CrLocalState
 								 * delete or truncate of the key, or 0 */
 	int64		base;			/* the version the row replaced; without a
 								 * row, the version the delete removed */
+	int64		config;			/* the configuration it was written under,
+								 * or CR_CONFIG_ANY */
 	bool		merged;			/* the row is a resolver's merge */
 } CrLocalState;
 
@@ -88,6 +100,7 @@ typedef struct CrPolicy
 	AttrNumber	version_att;	/* cosmosrep's columns of the table */
 	AttrNumber	base_att;
 	AttrNumber	region_att;
+	AttrNumber	config_att;
 } CrPolicy;
 
 /* how a remote change is applied, and whether it was a conflict */
@@ -103,7 +116,12 @@ typedef struct CrDecision
 	bytea	   *key;			/* the primary key, for conflicts the feed
 								 * may hold (custom, manual), else NULL */
 	char	   *error;			/* CR_RESOLUTION_ERROR */
+	bool		by_configuration;	/* two writes of different configurations:
+									 * the newer configuration's won */
 } CrDecision;
+
+/* the policy cosmosrep.conflicts shows for a decision by configuration */
+#define CR_POLICY_NEWER_CONFIGURATION	"newer_configuration"
 
 extern const char *const cr_resolution_names[];
 

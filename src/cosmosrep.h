@@ -24,6 +24,7 @@
 #define CR_VERSION_COLUMN			"_cr_version"
 #define CR_BASE_COLUMN				"_cr_base"
 #define CR_REGION_COLUMN			"_cr_region"
+#define CR_CONFIG_COLUMN			"_cr_config"
 
 /* the triggers installed on every enabled table */
 #define CR_TRIGGER_NAME				"cosmosrep_stamp"

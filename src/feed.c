@@ -163,7 +163,7 @@ written_columns(Relation rel)
 
 		if (att->attisdropped || att->attgenerated ||
 			strcmp(name, CR_VERSION_COLUMN) == 0 || strcmp(name, CR_BASE_COLUMN) == 0 ||
-			strcmp(name, CR_REGION_COLUMN) == 0)
+			strcmp(name, CR_REGION_COLUMN) == 0 || strcmp(name, CR_CONFIG_COLUMN) == 0)
 			continue;
 		columns = lappend(columns, pstrdup(name));
 	}

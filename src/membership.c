@@ -128,6 +128,7 @@ static void wait_for_confirmed(JoinMember *member, const char *via_region,
 							   const char *local_name);
 static void copy_table(JoinTable *t, PGconn *conn, const char *via_region);
 static void copy_tombstones(PGconn *conn, const char *via_region);
+static void copy_policy_history(PGconn *conn, const char *via_region);
 static int	copy_read_data(void *outbuf, int minread, int maxread);
 static void stop_apply_worker(int peer_id);
 static CrRegion *lookup_peer(const char *name, const char *hint);
@@ -370,7 +371,7 @@ static void
 copy_tombstones(PGconn *conn, const char *via_region)
 {
 	PGresult   *res = cr_remote_exec(conn,
-									 "SELECT n.nspname, c.relname, t.key, t.version, t.base"
+									 "SELECT n.nspname, c.relname, t.key, t.version, t.base, t.config"
 									 " FROM cosmosrep.tombstone t"
 									 " JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) t.relid"
 									 " JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace",
@@ -385,8 +386,41 @@ copy_tombstones(PGconn *conn, const char *via_region)
 															  CStringGetDatum(PQgetvalue(res, i, 2))));
 
 		cr_tombstone_record(relid, key, pg_strtoint64(PQgetvalue(res, i, 3)),
-							pg_strtoint64(PQgetvalue(res, i, 4)));
+							pg_strtoint64(PQgetvalue(res, i, 4)),
+							pg_strtoint64(PQgetvalue(res, i, 5)));
 	}
+	PQclear(res);
+}
+
+/*
+ * Copy the via region's configuration history, at the copy's snapshot:
+ * the copied rows, and the tombstones, were written under those
+ * configurations, and their conflicts are decided by them (conflict.c).
+ */
+static void
+copy_policy_history(PGconn *conn, const char *via_region)
+{
+	PGresult   *res = cr_remote_exec(conn,
+									 "SELECT n.nspname, c.relname, h.policy, h.path,"
+									 " CASE WHEN h.resolver IS NULL THEN NULL"
+									 " ELSE pg_catalog.quote_ident(pn.nspname) OPERATOR(pg_catalog.||) '.'"
+									 " OPERATOR(pg_catalog.||) pg_catalog.quote_ident(p.proname) END,"
+									 " h.config_version"
+									 " FROM cosmosrep.policy_history h"
+									 " JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) h.relid"
+									 " JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace"
+									 " LEFT JOIN pg_catalog.pg_proc p ON p.oid OPERATOR(pg_catalog.=) h.resolver"
+									 " LEFT JOIN pg_catalog.pg_namespace pn ON pn.oid OPERATOR(pg_catalog.=) p.pronamespace",
+									 PGRES_TUPLES_OK, via_region);
+
+	for (int i = 0; i < PQntuples(res); i++)
+		cr_table_remember_config(RangeVarGetRelid(makeRangeVar(PQgetvalue(res, i, 0),
+															   PQgetvalue(res, i, 1), -1),
+												  NoLock, false),
+								 PQgetvalue(res, i, 2),
+								 PQgetisnull(res, i, 3) ? NULL : PQgetvalue(res, i, 3),
+								 PQgetisnull(res, i, 4) ? NULL : PQgetvalue(res, i, 4),
+								 pg_strtoint64(PQgetvalue(res, i, 5)));
 	PQclear(res);
 }
 
@@ -631,6 +665,7 @@ cosmosrep_join_region(PG_FUNCTION_ARGS)
 				SPI_finish();
 			}
 			copy_tombstones(st->viaconn, via_member->name);
+			copy_policy_history(st->viaconn, via_member->name);
 			cr_remote_command(st->viaconn, "COMMIT", via_member->name);
 			AtEOXact_GUC(true, nestlevel);
 		}

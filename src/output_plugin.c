@@ -28,8 +28,17 @@
  *		one wake-up of the apply worker; a large one is streamed in
  *		chunks, so the buffer does not grow with the transaction.
  *	  - The row trigger's delete message is held until the delete it
- *		belongs to, whose key tuple then carries the delete's version and
- *		base.
+ *		belongs to, whose key tuple then carries the delete's version,
+ *		base and configuration.
+ *	  - Before the first row of a relation written under a configuration
+ *		(CR_CONFIG_COLUMN) since the session began or the relation was
+ *		invalidated, that configuration is sent as a policy change, read
+ *		from cosmosrep.policy_history (a user catalog table) with the
+ *		historic snapshot: a region that ships a row written under a
+ *		policy change it received from another region ships the change
+ *		before it, so every receiver knows the configuration of every
+ *		row it decides (conflict.c), whichever region it heard from
+ *		first.
  *	  - TRUNCATE is not sent as such: the truncate trigger's message, which
  *		carries the truncate's version, is (see row_trigger.c); so are the
  *		DDL and enable-time rows messages of tables.c.
@@ -61,9 +70,11 @@
 #include "utils/memutils.h"
 #include "utils/rel.h"
 
+#include "catalog.h"
 #include "cosmosrep.h"
 #include "protocol.h"
 #include "row_trigger.h"
+#include "tables.h"
 
 /* the tuple of a decoded change; PostgreSQL 17 dropped ReorderBufferTupleBuf */
 #if PG_VERSION_NUM >= 170000
@@ -80,6 +91,8 @@ typedef struct CrRelSyncEntry
 	bool		schema_sent;
 	AttrNumber	version_att;
 	AttrNumber	base_att;
+	AttrNumber	config_att;
+	int64		config_sent;	/* the configuration last sent, or 0 */
 	TupleDesc	desc;			/* unpinned copy, in RelSyncContext */
 	TupleTableSlot *heap_slot;	/* decoded tuples are stored here... */
 	TupleTableSlot *new_slot;	/* ...and copied here to be sent, */
@@ -264,8 +277,11 @@ get_rel_sync_entry(Relation rel)
 		rel_sync_drop_slots(entry);
 		entry->version_att = SPI_fnumber(desc, CR_VERSION_COLUMN);
 		entry->base_att = SPI_fnumber(desc, CR_BASE_COLUMN);
-		entry->replicated = entry->version_att > 0 && entry->base_att > 0;
+		entry->config_att = SPI_fnumber(desc, CR_CONFIG_COLUMN);
+		entry->replicated = entry->version_att > 0 && entry->base_att > 0 &&
+			entry->config_att > 0;
 		entry->schema_sent = false;
+		entry->config_sent = 0;
 		if (entry->replicated)
 		{
 			/* a copy is not reference counted: no resource owner bookkeeping */
@@ -324,6 +340,32 @@ pending_begin(LogicalDecodingContext *ctx, ReorderBufferTXN *txn)
 		data->begin_written = true;
 	}
 	return &data->pending;
+}
+
+/*
+ * The configuration a row of rel was written under, as a policy change,
+ * before the first such row since the last one sent: see the NOTES.
+ */
+static void
+pending_config(CrDecodingData *data, CrRelSyncEntry *entry, Relation rel,
+			   TupleTableSlot *row, XLogRecPtr lsn)
+{
+	bool		isnull;
+	Datum		d = slot_getattr(row, entry->config_att, &isnull);
+	CrTableConfig *config;
+	StringInfoData buf;
+
+	if (isnull || DatumGetInt64(d) == entry->config_sent)
+		return;
+	config = cr_get_config_history(RelationGetRelid(rel), DatumGetInt64(d));
+	if (config != NULL)
+	{
+		initStringInfo(&buf);
+		cr_build_ddl_message(&buf, CR_DDL_ALTER_POLICY, rel, config);
+		cr_write_message(&data->pending, lsn, true, CR_DDL_MESSAGE_PREFIX,
+						 buf.len, buf.data);
+	}
+	entry->config_sent = DatumGetInt64(d);
 }
 
 /* RELATION before the first change of a relation since its invalidation */
@@ -430,9 +472,11 @@ cr_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation rel,
 	switch (change->action)
 	{
 		case REORDER_BUFFER_CHANGE_INSERT:
+			pending_config(data, entry, rel, newslot, change->lsn);
 			cr_write_insert(out, rel, newslot);
 			break;
 		case REORDER_BUFFER_CHANGE_UPDATE:
+			pending_config(data, entry, rel, newslot, change->lsn);
 			cr_write_update(out, rel, oldslot, newslot);
 			break;
 		case REORDER_BUFFER_CHANGE_DELETE:
@@ -449,6 +493,10 @@ cr_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation rel,
 				oldslot->tts_values[entry->base_att - 1] =
 					Int64GetDatum(data->delete_base.base_version);
 				oldslot->tts_isnull[entry->base_att - 1] = false;
+				oldslot->tts_values[entry->config_att - 1] =
+					Int64GetDatum(data->delete_base.config_version);
+				oldslot->tts_isnull[entry->config_att - 1] = false;
+				pending_config(data, entry, rel, oldslot, change->lsn);
 			}
 			data->have_delete_base = false;
 			cr_write_delete(out, rel, oldslot);

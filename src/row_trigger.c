@@ -4,15 +4,17 @@
  *	  BEFORE row trigger of multi-region tables: stamps each local write.
  *
  * NOTES
- *	  Every local INSERT and UPDATE is marked with this region.
- *	  INSERT gets a new version and base 0.  UPDATE gets a new version and,
+ *	  Every local INSERT and UPDATE is marked with this region and with
+ *	  the version of the table's configuration here (never older than the
+ *	  row's it replaces), which decides conflicts across policy changes
+ *	  (conflict.c).  INSERT gets a new version and base 0.  UPDATE gets a new version and,
  *	  as base, the version of the row it replaces: the base travels with the
  *	  new row and tells the other regions which version this write was made
  *	  against, so that "concurrent" can mean concurrent.  DELETE leaves the
  *	  row alone and writes a transactional logical message carrying a new
- *	  version for the delete and the deleted row's version as its base; the
- *	  output plugin attaches both to the delete, whose WAL record holds only
- *	  the primary key.  The delete also leaves a tombstone (tombstone.c).
+ *	  version for the delete, the deleted row's version as its base and
+ *	  the configuration; the output plugin attaches them to the delete,
+ *	  whose WAL record holds only the primary key.  The delete also leaves a tombstone (tombstone.c).
  *
  *	  An UPDATE that changes the primary key is, for the other regions, a
  *	  delete of the old key and an insert of the new one at the update's
@@ -126,9 +128,11 @@ cosmosrep_stamp_row(PG_FUNCTION_ARGS)
 	TupleDesc	desc;
 	int			version_att;
 	int			region;
-	int			cols[3];
-	Datum		values[3];
-	bool		nulls[3] = {false, false, false};
+	int			config_att;
+	int64		config;
+	int			cols[4];
+	Datum		values[4];
+	bool		nulls[4] = {false, false, false, false};
 	bool		isnull;
 	int64		base = 0;
 
@@ -142,7 +146,18 @@ cosmosrep_stamp_row(PG_FUNCTION_ARGS)
 	rel = trigdata->tg_relation;
 	desc = RelationGetDescr(rel);
 	version_att = stamp_column(rel, CR_VERSION_COLUMN);
+	config_att = stamp_column(rel, CR_CONFIG_COLUMN);
 	check_region_writes(rel);
+
+	/* configurations only grow along the writes of a row */
+	config = cr_table_config_version(RelationGetRelid(rel));
+	if (!TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
+	{
+		Datum		old = heap_getattr(trigdata->tg_trigtuple, config_att, desc, &isnull);
+
+		if (!isnull)
+			config = Max(config, DatumGetInt64(old));
+	}
 
 	if (TRIGGER_FIRED_BY_DELETE(trigdata->tg_event))
 	{
@@ -155,11 +170,12 @@ cosmosrep_stamp_row(PG_FUNCTION_ARGS)
 			payload.base_version =
 				DatumGetInt64(heap_getattr(trigdata->tg_trigtuple, version_att,
 										   desc, &isnull));
+			payload.config_version = config;
 			LogLogicalMessage(CR_DELETE_BASE_PREFIX, (const char *) &payload,
 							  sizeof(payload), true);
 			cr_tombstone_record(payload.relid,
 								cr_tombstone_key(rel, trigdata->tg_trigslot),
-								payload.version, payload.base_version);
+								payload.version, payload.base_version, config);
 		}
 		return PointerGetDatum(trigdata->tg_trigtuple);
 	}
@@ -186,16 +202,18 @@ cosmosrep_stamp_row(PG_FUNCTION_ARGS)
 		primary_key_changed(rel, trigdata->tg_trigtuple, trigdata->tg_newtuple))
 		cr_tombstone_record(RelationGetRelid(rel),
 							cr_tombstone_key(rel, trigdata->tg_trigslot),
-							DatumGetInt64(values[0]), base);
+							DatumGetInt64(values[0]), base, config);
 	cols[1] = stamp_column(rel, CR_BASE_COLUMN);
 	values[1] = Int64GetDatum(base);
 	cols[2] = stamp_column(rel, CR_REGION_COLUMN);
 	values[2] = Int16GetDatum((int16) region);
+	cols[3] = config_att;
+	values[3] = Int64GetDatum(config);
 
 	return PointerGetDatum(heap_modify_tuple_by_cols(TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) ?
 													 trigdata->tg_newtuple :
 													 trigdata->tg_trigtuple,
-													 desc, 3, cols, values, nulls));
+													 desc, 4, cols, values, nulls));
 }
 
 /*

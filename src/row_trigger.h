@@ -13,14 +13,16 @@
 
 /*
  * Payload of the transactional logical message written before each local
- * delete: the delete's own version and the version the deleted row had
- * (its base), which the output plugin ships with the delete.
+ * delete: the delete's own version, the version the deleted row had (its
+ * base) and the configuration the delete was made under, which the output
+ * plugin ships with the delete.
  */
 typedef struct CrDeleteBase
 {
 	Oid			relid;
 	int64		version;
 	int64		base_version;
+	int64		config_version;
 } CrDeleteBase;
 
 #endif							/* CR_ROW_TRIGGER_H */

@@ -25,7 +25,13 @@
  *
  *	  Every configuration carries the version of the enable or policy
  *	  change that set it; a region keeps the newest, so concurrent policy
- *	  changes in two regions end with the same policy everywhere.
+ *	  changes in two regions end with the same policy everywhere.  Every
+ *	  row carries the version of the configuration its writer had
+ *	  (CR_CONFIG_COLUMN), and every region keeps each configuration it
+ *	  has had or received in cosmosrep.policy_history, so that a conflict
+ *	  is decided alike everywhere: by the configuration order between
+ *	  writes made under different configurations, else by the policy of
+ *	  theirs (conflict.c).
  *
  *	  An operation received from another region is repeated as the local
  *	  table's owner, with SECURITY_RESTRICTED_OPERATION, and only if that
@@ -76,7 +82,7 @@
 PG_FUNCTION_INFO_V1(cosmosrep_check_table);
 
 static const char *const cr_added_columns[] = {
-	CR_VERSION_COLUMN, CR_BASE_COLUMN, CR_REGION_COLUMN
+	CR_VERSION_COLUMN, CR_BASE_COLUMN, CR_REGION_COLUMN, CR_CONFIG_COLUMN
 };
 
 static Relation open_user_table(Oid relid, bool must_be_enabled);
@@ -185,7 +191,8 @@ build_table_config(Relation rel, const char *policy, const char *path,
 
 		if (strcmp(config->path, CR_VERSION_COLUMN) == 0 ||
 			strcmp(config->path, CR_BASE_COLUMN) == 0 ||
-			strcmp(config->path, CR_REGION_COLUMN) == 0)
+			strcmp(config->path, CR_REGION_COLUMN) == 0 ||
+			strcmp(config->path, CR_CONFIG_COLUMN) == 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("column \"%s\" belongs to cosmosrep and cannot be a path", config->path),
@@ -326,8 +333,9 @@ cr_table_enable(Oid relid, const char *policy, const char *path,
 					(errcode(ERRCODE_DUPLICATE_COLUMN),
 					 errmsg("column \"%s\" of table \"%s\" already exists",
 							cr_added_columns[i], relname),
-					 errhint("cosmosrep adds the columns %s, %s and %s; rename that column first.",
-							 CR_VERSION_COLUMN, CR_BASE_COLUMN, CR_REGION_COLUMN)));
+					 errhint("cosmosrep adds the columns %s, %s, %s and %s; rename that column first.",
+							 CR_VERSION_COLUMN, CR_BASE_COLUMN, CR_REGION_COLUMN,
+							 CR_CONFIG_COLUMN)));
 	}
 
 	config = build_table_config(rel, policy, path, resolver);
@@ -342,16 +350,22 @@ cr_table_enable(Oid relid, const char *policy, const char *path,
 
 	/*
 	 * Existing rows get a distinct version each from the volatile default,
-	 * and this region as writer.  The region is a plain column, stamped by
-	 * the trigger and carried by the stream: a generated column would cost
-	 * an expression per row on every write and every apply.
+	 * this region as writer and this configuration.  The region is a plain
+	 * column, stamped by the trigger and carried by the stream: a
+	 * generated column would cost an expression per row on every write and
+	 * every apply.
 	 */
 	spi_run_ddl(psprintf("ALTER TABLE %s"
 						 " ADD COLUMN %s bigint NOT NULL DEFAULT cosmosrep.next_version(),"
 						 " ADD COLUMN %s bigint NOT NULL DEFAULT 0,"
-						 " ADD COLUMN %s smallint NOT NULL DEFAULT %d",
+						 " ADD COLUMN %s smallint NOT NULL DEFAULT %d,"
+						 " ADD COLUMN %s bigint NOT NULL DEFAULT " INT64_FORMAT,
 						 qualname, CR_VERSION_COLUMN, CR_BASE_COLUMN,
-						 CR_REGION_COLUMN, cr_local_region_id(false)));
+						 CR_REGION_COLUMN, cr_local_region_id(false),
+						 CR_CONFIG_COLUMN, config->config_version));
+	/* later writes are stamped by the trigger (local) or carry theirs */
+	spi_run_ddl(psprintf("ALTER TABLE %s ALTER COLUMN %s SET DEFAULT 0",
+						 qualname, CR_CONFIG_COLUMN));
 	spi_run_ddl(psprintf("CREATE TRIGGER %s BEFORE INSERT OR UPDATE OR DELETE ON %s"
 						 " FOR EACH ROW EXECUTE FUNCTION cosmosrep.stamp_row()",
 						 CR_TRIGGER_NAME, qualname));
@@ -359,6 +373,7 @@ cr_table_enable(Oid relid, const char *policy, const char *path,
 						 " FOR EACH STATEMENT EXECUTE FUNCTION cosmosrep.stamp_truncate()",
 						 CR_TRUNCATE_TRIGGER_NAME, qualname));
 	cr_insert_table_config(config);
+	cr_record_config_history(config);
 
 	if (has_rows)
 	{
@@ -366,6 +381,22 @@ cr_table_enable(Oid relid, const char *policy, const char *path,
 		log_table_rows(rel);
 		table_close(rel, NoLock);
 	}
+}
+
+/*
+ * Add a configuration that relid, a multi-region table the caller has
+ * locked, had in another region to its history here (join_region).
+ */
+void
+cr_table_remember_config(Oid relid, const char *policy, const char *path,
+						 const char *resolver, int64 config_version)
+{
+	Relation	rel = table_open(relid, NoLock);
+	CrTableConfig *config = build_table_config(rel, policy, path, resolver);
+
+	config->config_version = config_version;
+	table_close(rel, NoLock);
+	cr_record_config_history(config);
 }
 
 /*
@@ -383,6 +414,7 @@ cr_table_alter_policy(Oid relid, const char *policy, const char *path,
 	log_table_ddl(CR_DDL_ALTER_POLICY, rel, config);
 	relation_close(rel, NoLock);
 	cr_update_table_config(config);
+	cr_record_config_history(config);
 }
 
 /*
@@ -401,11 +433,14 @@ cr_table_disable(Oid relid)
 
 	/* forget the table first: the DDL check must not object to the drops */
 	cr_delete_table_config(relid);
+	cr_forget_config_history(relid);
 	cr_tombstone_forget_table(relid);
 	spi_run_ddl(psprintf("DROP TRIGGER %s ON %s", CR_TRUNCATE_TRIGGER_NAME, qualname));
 	spi_run_ddl(psprintf("DROP TRIGGER %s ON %s", CR_TRIGGER_NAME, qualname));
-	spi_run_ddl(psprintf("ALTER TABLE %s DROP COLUMN %s, DROP COLUMN %s, DROP COLUMN %s",
-						 qualname, CR_REGION_COLUMN, CR_BASE_COLUMN, CR_VERSION_COLUMN));
+	spi_run_ddl(psprintf("ALTER TABLE %s DROP COLUMN %s, DROP COLUMN %s, DROP COLUMN %s,"
+						 " DROP COLUMN %s",
+						 qualname, CR_CONFIG_COLUMN, CR_REGION_COLUMN, CR_BASE_COLUMN,
+						 CR_VERSION_COLUMN));
 }
 
 /*
@@ -482,20 +517,19 @@ cosmosrep_check_table(PG_FUNCTION_ARGS)
  */
 
 /*
- * Write the transactional message that repeats a table DDL in the other
- * regions: the action byte, then schema, table, the table owner's name,
- * policy, path, resolver and the configuration's version as NUL-terminated
- * strings ("" for none).
+ * The content of the message that repeats a table DDL in the other
+ * regions, in buf: the action byte, then schema, table, the table owner's
+ * name, policy, path, resolver and the configuration's version as
+ * NUL-terminated strings ("" for none).  The output plugin builds one too,
+ * to send a configuration again.
  */
-static void
-log_table_ddl(char action, Relation rel, const CrTableConfig *config)
+void
+cr_build_ddl_message(StringInfo buf, char action, Relation rel,
+					 const CrTableConfig *config)
 {
-	StringInfoData buf;
 	const char *fields[7];
 	const char *resolver = NULL;
 
-	if (!XLogLogicalInfoActive())
-		return;
 	fields[0] = get_namespace_name(RelationGetNamespace(rel));
 	fields[1] = RelationGetRelationName(rel);
 	fields[2] = GetUserNameFromId(rel->rd_rel->relowner, false);
@@ -507,10 +541,21 @@ log_table_ddl(char action, Relation rel, const CrTableConfig *config)
 											  get_func_name(config->resolver));
 	fields[5] = resolver ? resolver : "";
 	fields[6] = config ? psprintf(INT64_FORMAT, config->config_version) : "0";
-	initStringInfo(&buf);
-	appendStringInfoChar(&buf, action);
+	appendStringInfoChar(buf, action);
 	for (int i = 0; i < lengthof(fields); i++)
-		appendBinaryStringInfo(&buf, fields[i], strlen(fields[i]) + 1);
+		appendBinaryStringInfo(buf, fields[i], strlen(fields[i]) + 1);
+}
+
+/* write the message that repeats a table DDL in the other regions */
+static void
+log_table_ddl(char action, Relation rel, const CrTableConfig *config)
+{
+	StringInfoData buf;
+
+	if (!XLogLogicalInfoActive())
+		return;
+	initStringInfo(&buf);
+	cr_build_ddl_message(&buf, action, rel, config);
 	LogLogicalMessage(CR_DDL_MESSAGE_PREFIX, buf.data, buf.len, true);
 	pfree(buf.data);
 }
@@ -630,7 +675,13 @@ cr_table_apply_ddl(const char *content, Size size, const char *origin_region)
 	if (nspname == NULL || relname == NULL || owner == NULL || config_version == NULL)
 		elog(ERROR, "malformed cosmosrep DDL message");
 
+	/*
+	 * A policy change locks the table exclusively only where it changes
+	 * something (apply_remote_ddl): most arrive known already, sent again
+	 * before rows, and must not wait for the table's readers.
+	 */
 	relid = RangeVarGetRelid(makeRangeVar(pstrdup(nspname), pstrdup(relname), -1),
+							 content[0] == CR_DDL_ALTER_POLICY ? RowExclusiveLock :
 							 AccessExclusiveLock, true);
 	if (!OidIsValid(relid))
 		ereport(ERROR,
@@ -672,17 +723,25 @@ apply_remote_ddl(char action, Oid relid, const char *policy, const char *path,
 	{
 		case CR_DDL_ENABLE:
 		case CR_DDL_ALTER_POLICY:
-			if (current != NULL)
-			{
-				if (config_version > current->config_version)
-				{
-					Relation	rel = open_user_table(relid, true);
-					CrTableConfig *config = build_table_config(rel, policy, path, resolver);
 
-					config->config_version = config_version;
-					relation_close(rel, NoLock);
+			/*
+			 * Every configuration received goes to the history, the one
+			 * newer than the current one becomes current.  Regions also
+			 * send each configuration again before the first row they
+			 * ship under it (output_plugin.c): most arrive known already.
+			 */
+			if (current != NULL &&
+				(config_version > current->config_version ||
+				 cr_get_config_history(relid, config_version) == NULL))
+			{
+				Relation	rel = open_user_table(relid, true);
+				CrTableConfig *config = build_table_config(rel, policy, path, resolver);
+
+				config->config_version = config_version;
+				relation_close(rel, NoLock);
+				if (config_version > current->config_version)
 					cr_update_table_config(config);
-				}
+				cr_record_config_history(config);
 			}
 			else if (action == CR_DDL_ENABLE)
 			{

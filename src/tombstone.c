@@ -281,27 +281,33 @@ cosmosrep_tombstone_key_text(PG_FUNCTION_ARGS)
 
 /*
  * Remember that the row with key, at version base, was deleted at version
- * (keeping the higher version if a tombstone exists).
+ * under configuration config.  Of two deletes of a key the one that wins
+ * stays: the one of the newer configuration, else the newer one (the
+ * order of conflict.c; deletes made one after the other come in both
+ * orders alike).
  */
 void
-cr_tombstone_record(Oid relid, bytea *key, int64 version, int64 base)
+cr_tombstone_record(Oid relid, bytea *key, int64 version, int64 base, int64 config)
 {
-	Oid			argtypes[4] = {OIDOID, BYTEAOID, INT8OID, INT8OID};
-	Datum		values[4];
+	Oid			argtypes[5] = {OIDOID, BYTEAOID, INT8OID, INT8OID, INT8OID};
+	Datum		values[5];
 
 	values[0] = ObjectIdGetDatum(relid);
 	values[1] = PointerGetDatum(key);
 	values[2] = Int64GetDatum(version);
 	values[3] = Int64GetDatum(base);
+	values[4] = Int64GetDatum(config);
 
 	(void) cr_catalog_write(&record_plan,
-							"INSERT INTO cosmosrep.tombstone AS t (relid, key, version, base)"
-							" VALUES ($1, $2, $3, $4)"
+							"INSERT INTO cosmosrep.tombstone AS t (relid, key, version, base, config)"
+							" VALUES ($1, $2, $3, $4, $5)"
 							" ON CONFLICT (relid, key) DO UPDATE"
 							" SET version = excluded.version, base = excluded.base,"
-							" deleted_at = pg_catalog.now()"
-							" WHERE t.version OPERATOR(pg_catalog.<) excluded.version",
-							4, argtypes, values, NULL, SPI_OK_INSERT);
+							" config = excluded.config, deleted_at = pg_catalog.now()"
+							" WHERE t.config OPERATOR(pg_catalog.<) excluded.config"
+							" OR (t.config OPERATOR(pg_catalog.=) excluded.config"
+							"     AND t.version OPERATOR(pg_catalog.<) excluded.version)",
+							5, argtypes, values, NULL, SPI_OK_INSERT);
 }
 
 /* the key of a table's truncate horizon: empty */
@@ -327,7 +333,7 @@ cr_tombstone_lookup(Oid relid, bytea *key)
 	Oid			index_relid = get_relname_relid("tombstone_pkey", cr_schema_oid());
 	Snapshot	snapshot = RegisterSnapshot(GetLatestSnapshot());
 	Relation	rel;
-	CrTombstone result = {0, 0};
+	CrTombstone result = {0, 0, 0};
 
 	rel = table_open(tombstone_relid, AccessShareLock);
 	{
@@ -351,6 +357,8 @@ cr_tombstone_lookup(Oid relid, bytea *key)
 				result.version = version;
 				result.base = DatumGetInt64(heap_getattr(tup, 5, RelationGetDescr(rel),
 														 &isnull));
+				result.config = DatumGetInt64(heap_getattr(tup, 6, RelationGetDescr(rel),
+														   &isnull));
 			}
 		}
 		systable_endscan(scan);
@@ -369,7 +377,7 @@ cr_tombstone_truncate(Oid relid, int64 version)
 {
 	Oid			argtypes[2] = {OIDOID, INT8OID};
 	Datum		values[2];
-	cr_tombstone_record(relid, horizon_key(), version, 0);
+	cr_tombstone_record(relid, horizon_key(), version, 0, 0);
 	values[0] = ObjectIdGetDatum(relid);
 	values[1] = Int64GetDatum(version);
 	(void) cr_catalog_write(&truncate_plan,

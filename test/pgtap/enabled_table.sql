@@ -11,7 +11,7 @@
 
 BEGIN;
 CREATE EXTENSION cosmosrep;
-SELECT plan(20);
+SELECT plan(25);
 
 SELECT lives_ok($$SELECT cosmosrep.create_region('pgtap', 'host=localhost dbname=postgres')$$,
                 'create_region');
@@ -20,14 +20,16 @@ SELECT lives_ok($$SELECT cosmosrep.enable_table('et_orders')$$,
                 'enable_table on a table with a primary key');
 
 SELECT columns_are('public', 'et_orders',
-                   ARRAY['id', 'qty', '_cr_version', '_cr_base', '_cr_region'],
-                   'enable_table adds _cr_version, _cr_base and _cr_region');
+                   ARRAY['id', 'qty', '_cr_version', '_cr_base', '_cr_region', '_cr_config'],
+                   'enable_table adds _cr_version, _cr_base, _cr_region and _cr_config');
 SELECT col_type_is('public', 'et_orders', '_cr_version', 'bigint', '_cr_version is bigint');
 SELECT col_type_is('public', 'et_orders', '_cr_base', 'bigint', '_cr_base is bigint');
 SELECT col_type_is('public', 'et_orders', '_cr_region', 'smallint', '_cr_region is smallint');
 SELECT col_not_null('public', 'et_orders', '_cr_version', '_cr_version is not null');
 SELECT col_not_null('public', 'et_orders', '_cr_base', '_cr_base is not null');
 SELECT col_not_null('public', 'et_orders', '_cr_region', '_cr_region is not null');
+SELECT col_type_is('public', 'et_orders', '_cr_config', 'bigint', '_cr_config is bigint');
+SELECT col_not_null('public', 'et_orders', '_cr_config', '_cr_config is not null');
 SELECT is((SELECT attgenerated FROM pg_attribute
             WHERE attrelid = 'et_orders'::regclass AND attname = '_cr_region'),
           ''::"char", '_cr_region is a plain column, stamped by the trigger');
@@ -50,7 +52,16 @@ SELECT results_eq(
     $$VALUES ('et_orders'::regclass, 'last_writer_wins'::text, NULL::name, NULL::regprocedure)$$,
     'cosmosrep.tables lists the table with the default policy');
 
+SELECT results_eq(
+    $$SELECT relid, policy, config_version FROM cosmosrep.policy_history$$,
+    $$SELECT relid, policy, config_version FROM cosmosrep.replicated_table$$,
+    'the configuration is in the table''s history');
+
 INSERT INTO et_orders VALUES (1, 1);
+SELECT is((SELECT _cr_config FROM et_orders),
+          (SELECT config_version FROM cosmosrep.replicated_table
+            WHERE relid = 'et_orders'::regclass),
+          'a local write carries the version of the table''s configuration');
 SELECT is((SELECT _cr_region FROM et_orders), 1::smallint,
           'an inserted row carries the local region');
 
@@ -61,6 +72,8 @@ SELECT hasnt_trigger('public', 'et_orders', 'cosmosrep_stamp',
                      'disable_table drops the trigger');
 SELECT is_empty($$SELECT * FROM cosmosrep.tables$$,
                 'cosmosrep.tables no longer lists the table');
+SELECT is_empty($$SELECT * FROM cosmosrep.policy_history$$,
+                'disable_table forgets the table''s configuration history');
 
 SELECT * FROM finish();
 ROLLBACK;
