@@ -496,9 +496,11 @@ CREATE VIEW cosmosrep.conflicts AS
            c.resolved_at,
            c.resolved_by
       FROM cosmosrep.conflict c
+      -- OFFSET 0: each row read once, not again wherever the view uses it
       CROSS JOIN LATERAL (SELECT cosmosrep.conflict_row(c.conflict_id, 'local') AS local_row,
                                  cosmosrep.conflict_row(c.conflict_id, 'remote') AS remote_row,
-                                 cosmosrep.conflict_row(c.conflict_id, 'winner') AS winner_row) r
+                                 cosmosrep.conflict_row(c.conflict_id, 'winner') AS winner_row
+                          OFFSET 0) r
       LEFT JOIN cosmosrep.region lr ON lr.region_id = c.local_region
       LEFT JOIN cosmosrep.region rr ON rr.region_id = c.remote_region
      WHERE pg_catalog.has_table_privilege(c.relid, 'SELECT');

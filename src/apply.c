@@ -523,6 +523,14 @@ exec_open(ApplyRel *ar)
 	ExecInitRangeTable(ex->estate, list_make1(rte));
 	ex->rri = makeNode(ResultRelInfo);
 	InitResultRelInfo(ex->rri, ex->rel, 1, NULL, 0);
+	/*
+	 * As core's apply does: AFTER triggers then find the table here rather
+	 * than open it again (under a subtransaction's resource owner, in the
+	 * change-by-change mode), and ExecCloseResultRelations closes its
+	 * indexes.
+	 */
+	ex->estate->es_opened_result_relations =
+		lappend(ex->estate->es_opened_result_relations, ex->rri);
 	ex->estate->es_output_cid = GetCurrentCommandId(true);
 	ExecOpenIndices(ex->rri, false);
 	EvalPlanQualInit(&ex->epqstate, ex->estate, NULL, NIL, -1);
@@ -649,8 +657,7 @@ exec_close_all(void)
 		ApplyExec  *ex = ar->exec;
 
 		EvalPlanQualEnd(&ex->epqstate);
-		ExecCloseIndices(ex->rri);
-		/* relations that AFTER triggers opened */
+		/* its indexes, and relations that AFTER triggers opened */
 		ExecCloseResultRelations(ex->estate);
 		ExecResetTupleTable(ex->estate->es_tupleTable, false);
 		FreeExecutorState(ex->estate);
@@ -1327,16 +1334,18 @@ handle_update(StringInfo s)
 
 	if (key == row)
 	{
+		bool		fetched = false;
+
 		/*
-		 * The whole row is needed where the update would be written, and
-		 * where a policy compares it with the local row.
+		 * The whole row is needed where the update may be written, and
+		 * where a policy compares it with the local row.  An update that
+		 * loses is decided (and recorded) as it came.
 		 */
 		if (!complete &&
-			(cr_remote_wins(incoming.version, &local) ||
-			 (cr_policy_reads_rows(policy_at(ar, ex->rel, incoming.config)) &&
-			  cr_detect_conflict(&incoming, &local) != CR_CONFLICT_NONE)))
+			cr_remote_may_win(policy_at(ar, ex->rel, incoming.config), &incoming, &local))
 		{
 			complete = fetch_peer_row(ex, ar, row);
+			fetched = true;
 			if (complete)
 			{
 				incoming.version = observed_version(row, ar);
@@ -1344,7 +1353,7 @@ handle_update(StringInfo s)
 			}
 		}
 		/* without it, the row is gone at the peer: its delete follows */
-		if (complete)
+		if (complete || !fetched)
 		{
 			CrDecision	d = decide(ex, ar, &incoming, &local, key, ex->localslot, row);
 
@@ -1437,22 +1446,17 @@ handle_delete(StringInfo s)
 static void
 apply_truncate(const char *content, Size size)
 {
+	const char *cursor = content;
 	const char *end = content + size;
-	const char *nspname = content;
-	const char *relname;
-	const char *version_text;
-	int64		version;
+	const char *nspname = cr_message_field(&cursor, end, "truncate");
+	const char *relname = cr_message_field(&cursor, end, "truncate");
+	int64		version = pg_strtoint64(cr_message_field(&cursor, end, "truncate"));
 	Oid			relid;
 	CrUserContext user;
 	Oid			argtypes[1] = {INT8OID};
 	Datum		values[1];
 	int			rc;
 
-	relname = nspname + strnlen(nspname, end - nspname) + 1;
-	version_text = relname < end ? relname + strnlen(relname, end - relname) + 1 : end;
-	if (version_text >= end || strnlen(version_text, end - version_text) == (size_t) (end - version_text))
-		elog(ERROR, "malformed truncate message from region \"%s\"", PeerName);
-	version = pg_strtoint64(version_text);
 	cr_hlc_observe(version);
 
 	exec_close_all();
@@ -1551,6 +1555,8 @@ handle_message(StringInfo s)
 	}
 	else if (strcmp(msg.prefix, CR_RESOLVED_MESSAGE_PREFIX) == 0)
 	{
+		/* entries this group recorded are marked too */
+		cr_flush_conflicts();
 		statement_begin();
 		cr_feed_apply_resolved(msg.content, msg.size, PeerName);
 		statement_end();
@@ -1601,13 +1607,18 @@ apply_change_carefully(LogicalRepMsgType action, StringInfo s)
 	MemoryContext ctx = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
 	int			cursor = s->cursor;
-	int			recorded = cr_conflicts_recorded();
 	ApplyRel   *ar = apply_rel_lookup(pq_getmsgint(s, 4));
 	ApplyExec  *ex;
 	ListCell   *lc;
 
 	s->cursor = cursor;
 	begin_in_transaction();
+
+	/*
+	 * What earlier changes recorded is written first: the change may write
+	 * the conflicts (cr_feed_rows), and undoing it must not undo those.
+	 */
+	cr_flush_conflicts();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	ex = exec_open(ar);
 	(void) apply_rel_policy(ar, ex->rel);
@@ -1633,7 +1644,9 @@ apply_change_carefully(LogicalRepMsgType action, StringInfo s)
 		RollbackAndReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(ctx);
 		CurrentResourceOwner = owner;
-		cr_conflicts_forget(recorded);
+		if (cr_error_is_transient(edata->sqlerrcode))
+			ReThrowError(edata);
+		cr_conflicts_forget();
 		s->cursor = cursor;
 		record_rejected_change(action, s, edata->message);
 		FreeErrorData(edata);

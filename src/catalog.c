@@ -7,9 +7,10 @@
  * NOTES
  *	  All access to cosmosrep's own tables goes through this file.  The
  *	  tables are small and written rarely, so this uses SPI with plans
- *	  parsed per call; the two hot lookups, the local region id and a
- *	  table's configuration version that the row trigger needs for every
- *	  write, are cached per backend and dropped by a relcache callback.  The statement trigger cosmosrep.config_changed()
+ *	  parsed per call; the one hot lookup, the local region id that the row
+ *	  trigger needs for every write, is cached per backend and dropped by a
+ *	  relcache callback (the trigger caches a table's configuration
+ *	  version itself).  The statement trigger cosmosrep.config_changed()
  *	  on both tables sends that invalidation, so a change made by any
  *	  session (or a restore) reaches every backend.
  *
@@ -58,21 +59,10 @@ uint64		cr_regions_generation = 1;
 static Oid	cached_region_relid = InvalidOid;
 static bool callback_registered = false;
 
-/* per-backend cache of the configuration version of each table */
-typedef struct ConfigVersionEntry
-{
-	Oid			relid;			/* hash key */
-	int64		config_version; /* 0: not multi-region */
-} ConfigVersionEntry;
-
-static HTAB *config_versions = NULL;
-static Oid	cached_table_relid = InvalidOid;
-
 static SPIPlanPtr history_insert_plan = NULL;
 static SPIPlanPtr history_forget_plan = NULL;
 
 static void cr_region_cache_callback(Datum arg, Oid relid);
-static void config_version_callback(Datum arg, Oid relid);
 static void cr_spi_exec(const char *sql, int nargs, Oid *argtypes,
 						Datum *values, const char *nulls, bool read_only);
 
@@ -507,68 +497,37 @@ cosmosrep_config_changed(PG_FUNCTION_ARGS)
 /*
  * The version of the configuration relid has in this region (that of the
  * enable or policy change that set it), or 0 if it is not multi-region:
- * the row trigger stamps every local write with it.  Read with the latest
- * snapshot, so a writer whose transaction snapshot predates a policy
- * change it waited for (on the table's lock) sees that change; cached per
- * backend until cosmosrep.replicated_table changes.
+ * the row trigger stamps every local write with it (and caches it).
+ * Read with the latest snapshot, so a writer whose transaction snapshot
+ * predates a policy change it waited for (on the table's lock) sees that
+ * change.
  */
 int64
 cr_table_config_version(Oid relid)
 {
-	ConfigVersionEntry *entry;
-	bool		found;
+	Oid			tablerelid = get_relname_relid("replicated_table", cr_schema_oid());
+	Relation	rel = table_open(tablerelid, AccessShareLock);
+	Snapshot	snapshot = RegisterSnapshot(GetLatestSnapshot());
+	ScanKeyData skey;
+	SysScanDesc scan;
+	HeapTuple	tup;
+	int64		config_version = 0;
 
-	if (config_versions == NULL)
+	ScanKeyInit(&skey, 1, BTEqualStrategyNumber, F_OIDEQ, ObjectIdGetDatum(relid));
+	scan = systable_beginscan(rel, get_relname_relid("replicated_table_pkey", cr_schema_oid()),
+							  true, snapshot, 1, &skey);
+	if (HeapTupleIsValid(tup = systable_getnext(scan)))
 	{
-		HASHCTL		ctl;
+		bool		isnull;
 
-		ctl.keysize = sizeof(Oid);
-		ctl.entrysize = sizeof(ConfigVersionEntry);
-		config_versions = hash_create("cosmosrep configuration versions", 64, &ctl,
-									  HASH_ELEM | HASH_BLOBS);
-		CacheRegisterRelcacheCallback(config_version_callback, (Datum) 0);
-		cached_table_relid = get_relname_relid("replicated_table", cr_schema_oid());
+		config_version = DatumGetInt64(heap_getattr(tup,
+													get_attnum(tablerelid, "config_version"),
+													RelationGetDescr(rel), &isnull));
 	}
-	entry = hash_search(config_versions, &relid, HASH_ENTER, &found);
-	if (!found)
-	{
-		Relation	rel = table_open(cached_table_relid, AccessShareLock);
-		Snapshot	snapshot = RegisterSnapshot(GetLatestSnapshot());
-		ScanKeyData skey;
-		SysScanDesc scan;
-		HeapTuple	tup;
-
-		entry->config_version = 0;
-		ScanKeyInit(&skey, 1, BTEqualStrategyNumber, F_OIDEQ, ObjectIdGetDatum(relid));
-		scan = systable_beginscan(rel, get_relname_relid("replicated_table_pkey",
-														 cr_schema_oid()),
-								  true, snapshot, 1, &skey);
-		if (HeapTupleIsValid(tup = systable_getnext(scan)))
-		{
-			bool		isnull;
-			AttrNumber	att = get_attnum(cached_table_relid, "config_version");
-
-			entry->config_version =
-				DatumGetInt64(heap_getattr(tup, att, RelationGetDescr(rel), &isnull));
-		}
-		systable_endscan(scan);
-		UnregisterSnapshot(snapshot);
-		table_close(rel, AccessShareLock);
-	}
-	return entry->config_version;
-}
-
-static void
-config_version_callback(Datum arg, Oid relid)
-{
-	HASH_SEQ_STATUS status;
-	ConfigVersionEntry *entry;
-
-	if (relid != InvalidOid && relid != cached_table_relid)
-		return;
-	hash_seq_init(&status, config_versions);
-	while ((entry = hash_seq_search(&status)) != NULL)
-		(void) hash_search(config_versions, &entry->relid, HASH_REMOVE, NULL);
+	systable_endscan(scan);
+	UnregisterSnapshot(snapshot);
+	table_close(rel, AccessShareLock);
+	return config_version;
 }
 
 /*

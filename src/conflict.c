@@ -245,6 +245,30 @@ cr_same_user_values(const CrPolicy *policy, TupleDesc desc, TupleTableSlot *a,
 }
 
 /*
+ * Whether an error says nothing of the change or the resolver that met
+ * it: a deadlock or serialization failure, a lock or statement timeout,
+ * lack of resources, a lost connection, a shutdown, an internal error.
+ * Such an error is raised again, so that the transaction is retried as a
+ * whole, never recorded as the outcome of a conflict or of a change:
+ * that would decide it in this region only.
+ */
+bool
+cr_error_is_transient(int sqlerrcode)
+{
+	switch (ERRCODE_TO_CATEGORY(sqlerrcode))
+	{
+		case ERRCODE_TRANSACTION_ROLLBACK:
+		case ERRCODE_INSUFFICIENT_RESOURCES:
+		case ERRCODE_OPERATOR_INTERVENTION:
+		case ERRCODE_SYSTEM_ERROR:
+		case ERRCODE_CONNECTION_EXCEPTION:
+		case ERRCODE_INTERNAL_ERROR:
+			return true;
+	}
+	return sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE;
+}
+
+/*
  * Call the resolver of rel in a subtransaction, with the two writes in
  * canonical order: the newer one (by version) as incoming, the older one
  * as existing (composite datums, 0 for a write that deleted the key),
@@ -320,6 +344,10 @@ cr_call_resolver(const CrPolicy *policy, Relation rel, bytea *key,
 		edata = CopyErrorData();
 		FlushErrorState();
 		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(callerctx);
+		CurrentResourceOwner = callerowner;
+		if (cr_error_is_transient(edata->sqlerrcode))
+			ReThrowError(edata);
 		*error = edata->message;
 	}
 	PG_END_TRY();
@@ -386,6 +414,50 @@ decide_custom(const CrPolicy *policy, Relation rel, const CrIncoming *incoming,
 }
 
 /*
+ * The conflict between incoming and local that the policy decides: the
+ * one detected, and, under a resolver, any write against a merged row.
+ * A merged row holds more than the write whose version it carries: a
+ * write made on top of that write has not seen the rest, so it goes to
+ * the resolver too (which, under the resolver contract, returns it if it
+ * saw everything).
+ */
+static CrConflictKind
+policy_conflict(const CrPolicy *policy, const CrIncoming *incoming,
+				const CrLocalState *local)
+{
+	CrConflictKind kind = cr_detect_conflict(incoming, local);
+
+	if (kind == CR_CONFLICT_NONE && policy->kind == CR_POLICY_CUSTOM &&
+		local->row_found && local->merged && incoming->version != local->version)
+		kind = incoming->kind == CR_CHANGE_INSERT ? CR_CONFLICT_INSERT_EXISTS :
+			incoming->kind == CR_CHANGE_UPDATE ? CR_CONFLICT_UPDATE_UPDATE :
+			CR_CONFLICT_DELETE_UPDATED;
+	return kind;
+}
+
+/* whether incoming and local, a conflict, were made under two configurations */
+static bool
+configurations_differ(const CrIncoming *incoming, const CrLocalState *local)
+{
+	return local->config != CR_CONFIG_ANY && incoming->config != local->config;
+}
+
+/*
+ * Whether cr_decide may write the remote change, or a row made from it:
+ * apply needs the whole remote row then.
+ */
+bool
+cr_remote_may_win(const CrPolicy *policy, const CrIncoming *incoming,
+				  const CrLocalState *local)
+{
+	if (policy_conflict(policy, incoming, local) == CR_CONFLICT_NONE)
+		return cr_remote_wins(incoming->version, local);
+	if (configurations_differ(incoming, local))
+		return incoming->config > local->config;
+	return cr_policy_reads_rows(policy) || cr_remote_wins(incoming->version, local);
+}
+
+/*
  * Decide a remote change (incoming, with remote_row, or NULL for a delete)
  * against what this region holds for its key (local, with local_row, or
  * NULL without a row).  Writes that are not in conflict are decided by
@@ -414,22 +486,9 @@ cr_decide(const CrPolicy *policy, Relation rel, const CrIncoming *incoming,
 {
 	CrDecision	d = {0};
 
-	d.kind = cr_detect_conflict(incoming, local);
+	d.kind = policy_conflict(policy, incoming, local);
 	d.apply_remote = cr_remote_wins(incoming->version, local);
-
-	/*
-	 * A merged row holds more than the write whose version it carries: a
-	 * write made on top of that write has not seen the rest, so it goes to
-	 * the resolver too (which, under the resolver contract, returns it if
-	 * it saw everything).
-	 */
-	if (d.kind == CR_CONFLICT_NONE && policy->kind == CR_POLICY_CUSTOM &&
-		local->row_found && local->merged && incoming->version != local->version)
-		d.kind = incoming->kind == CR_CHANGE_INSERT ? CR_CONFLICT_INSERT_EXISTS :
-			incoming->kind == CR_CHANGE_UPDATE ? CR_CONFLICT_UPDATE_UPDATE :
-			CR_CONFLICT_DELETE_UPDATED;
-	if (d.kind != CR_CONFLICT_NONE && local->config != CR_CONFIG_ANY &&
-		incoming->config != local->config)
+	if (d.kind != CR_CONFLICT_NONE && configurations_differ(incoming, local))
 	{
 		d.by_configuration = true;
 		d.apply_remote = incoming->config > local->config;

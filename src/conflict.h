@@ -131,11 +131,14 @@ extern CrConflictKind cr_detect_conflict(const CrIncoming *incoming,
 extern CrPolicy *cr_policy_load(Relation rel, const char *policy,
 								const char *path, Oid resolver);
 extern bool cr_policy_reads_rows(const CrPolicy *policy);
+extern bool cr_remote_may_win(const CrPolicy *policy, const CrIncoming *incoming,
+							  const CrLocalState *local);
 extern CrDecision cr_decide_collision(const CrPolicy *policy, Relation rel,
 									  const CrIncoming *incoming,
 									  const CrLocalState *other,
 									  TupleTableSlot *other_row,
 									  TupleTableSlot *remote_row);
+extern bool cr_error_is_transient(int sqlerrcode);
 extern bool cr_call_resolver(const CrPolicy *policy, Relation rel, bytea *key,
 							 Datum newer, Datum older, TupleTableSlot *merged,
 							 bool *deleted, char **error);
@@ -153,8 +156,7 @@ extern void cr_record_conflict(Relation rel, const char *policy,
 							   TupleTableSlot *local_row, TupleTableSlot *remote_row,
 							   TupleTableSlot *winner_row);
 extern void cr_flush_conflicts(void);
-extern int	cr_conflicts_recorded(void);
-extern void cr_conflicts_forget(int keep);
+extern void cr_conflicts_forget(void);
 extern void cr_conflict_purge_history(void);
 extern HeapTupleHeader cr_conflict_row_datum(int64 conflict_id, const char *which,
 											 Oid *relid);

@@ -111,6 +111,9 @@ typedef struct PendingConflict
 /* in TopTransactionContext; the apply worker flushes before it commits */
 static List *pending_conflicts = NIL;
 
+/* how many of them are feed entries (pending, error) */
+static int	pending_feed_entries = 0;
+
 /* rows written to cosmosrep.conflict at once (table_multi_insert) */
 #define FLUSH_BATCH 100
 
@@ -171,6 +174,8 @@ cr_record_conflict(Relation rel, const char *policy, const CrIncoming *incoming,
 	c->resolution = decision->resolution;
 	c->error = decision->error ? pstrdup(decision->error) : NULL;
 	pending_conflicts = lappend(pending_conflicts, c);
+	if (c->resolution == CR_RESOLUTION_PENDING || c->resolution == CR_RESOLUTION_ERROR)
+		pending_feed_entries++;
 	MemoryContextSwitchTo(oldctx);
 }
 
@@ -303,20 +308,16 @@ cr_flush_conflicts(void)
 	CommandCounterIncrement();
 	list_free(pending_conflicts);
 	pending_conflicts = NIL;
+	pending_feed_entries = 0;
 }
 
-/* how many conflicts this transaction recorded so far */
-int
-cr_conflicts_recorded(void)
-{
-	return list_length(pending_conflicts);
-}
-
-/* forget the conflicts recorded after the first keep (a change undone) */
+/* forget the conflicts recorded and not yet written (a change undone) */
 void
-cr_conflicts_forget(int keep)
+cr_conflicts_forget(void)
 {
-	pending_conflicts = list_truncate(pending_conflicts, keep);
+	list_free(pending_conflicts);
+	pending_conflicts = NIL;
+	pending_feed_entries = 0;
 }
 
 /*
@@ -447,6 +448,10 @@ cr_feed_rows(Oid relid, bytea *key, Oid rowtype)
 	Oid			save_userid;
 	int			save_sec_context;
 	ArrayType  *array;
+
+	/* entries this transaction recorded count too, whatever the grouping */
+	if (pending_feed_entries > 0)
+		cr_flush_conflicts();
 
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
 	SPI_connect();

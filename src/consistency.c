@@ -109,6 +109,14 @@ static char *applied_token = NULL;
 static bool waiting_for_token = false;
 
 static ExecutorStart_hook_type prev_executor_start = NULL;
+static ExecutorRun_hook_type prev_executor_run = NULL;
+static ExecutorFinish_hook_type prev_executor_finish = NULL;
+
+/*
+ * How deep in executor calls this backend is: the statements that a
+ * statement runs (in functions) are checked with it, not each again.
+ */
+static int	executor_depth = 0;
 
 /* a connection to the write region, for strong reads elsewhere */
 static PGconn *write_region_conn = NULL;
@@ -119,6 +127,9 @@ static int	parse_token(const char *token, TokenEntry *entries, int max);
 static bool check_consistency(char **newval, void **extra, GucSource source);
 static bool check_session_token(char **newval, void **extra, GucSource source);
 static void consistency_executor_start(QueryDesc *queryDesc, int eflags);
+static void consistency_executor_run(QueryDesc *queryDesc, ScanDirection direction,
+									 uint64 count, bool execute_once);
+static void consistency_executor_finish(QueryDesc *queryDesc);
 static void wait_for_token(void);
 static void wait_for_position(CrRegion *region, XLogRecPtr lsn, const char *what,
 							  TimestampTz deadline);
@@ -258,8 +269,49 @@ cr_consistency_install_hooks(void)
 {
 	prev_executor_start = ExecutorStart_hook;
 	ExecutorStart_hook = consistency_executor_start;
+	prev_executor_run = ExecutorRun_hook;
+	ExecutorRun_hook = consistency_executor_run;
+	prev_executor_finish = ExecutorFinish_hook;
+	ExecutorFinish_hook = consistency_executor_finish;
 	RegisterXactCallback(consistency_xact_callback, NULL);
 	cr_staleness_install();
+}
+
+static void
+consistency_executor_run(QueryDesc *queryDesc, ScanDirection direction,
+						 uint64 count, bool execute_once)
+{
+	executor_depth++;
+	PG_TRY();
+	{
+		if (prev_executor_run)
+			prev_executor_run(queryDesc, direction, count, execute_once);
+		else
+			standard_ExecutorRun(queryDesc, direction, count, execute_once);
+	}
+	PG_FINALLY();
+	{
+		executor_depth--;
+	}
+	PG_END_TRY();
+}
+
+static void
+consistency_executor_finish(QueryDesc *queryDesc)
+{
+	executor_depth++;
+	PG_TRY();
+	{
+		if (prev_executor_finish)
+			prev_executor_finish(queryDesc);
+		else
+			standard_ExecutorFinish(queryDesc);
+	}
+	PG_FINALLY();
+	{
+		executor_depth--;
+	}
+	PG_END_TRY();
 }
 
 /* whether the server-wide level is bounded_staleness (writes are bounded) */
@@ -288,9 +340,12 @@ consistency_executor_start(QueryDesc *queryDesc, int eflags)
 		effective_level() >= CR_SESSION &&
 		(applied_token == NULL || strcmp(applied_token, session_token) != 0);
 
-	/* sessions of clients only: not apply workers, which run statements too */
-	if (!waiting_for_token && (strong || bounded || token) && IsTransactionState() &&
-		MyBackendType == B_BACKEND)
+	/*
+	 * Sessions of clients only (not apply workers, which run statements
+	 * too), and their top-level statements.
+	 */
+	if (!waiting_for_token && executor_depth == 0 && (strong || bounded || token) &&
+		IsTransactionState() && MyBackendType == B_BACKEND)
 	{
 		waiting_for_token = true;
 		PG_TRY();
@@ -490,12 +545,15 @@ strong_read(void)
 typedef struct TokenRegion
 {
 	int			region_id;
-	RepOriginId origin;			/* InvalidRepOriginId: this region */
+	bool		is_local;
+	RepOriginId origin;			/* InvalidRepOriginId: none yet (no change
+								 * of the region applied here) */
 } TokenRegion;
 
 static TokenRegion token_regions[CR_MAX_REGION_ID];
 static int	n_token_regions = 0;
 static uint64 token_regions_generation = 0;
+static bool token_regions_complete = false; /* every region has an origin */
 
 /*
  * Whether this transaction's commit advances the session token by what it
@@ -515,9 +573,10 @@ read_token_regions(void)
 {
 	ListCell   *lc;
 
-	if (token_regions_generation == cr_regions_generation)
+	if (token_regions_generation == cr_regions_generation && token_regions_complete)
 		return;
 	n_token_regions = 0;
+	token_regions_complete = true;
 	/* not in a transaction that drops the extension */
 	if (!OidIsValid(get_namespace_oid(COSMOSREP_SCHEMA, true)))
 		return;
@@ -533,8 +592,11 @@ read_token_regions(void)
 		TokenRegion *t = &token_regions[n_token_regions++];
 
 		t->region_id = r->id;
+		t->is_local = r->is_local;
 		t->origin = r->is_local ? InvalidRepOriginId :
 			replorigin_by_name(psprintf("cosmosrep_%s", r->name), true);
+		if (!r->is_local && t->origin == InvalidRepOriginId)
+			token_regions_complete = false;
 	}
 	PopActiveSnapshot();
 	token_regions_generation = cr_regions_generation;
@@ -631,8 +693,8 @@ consistency_xact_callback(XactEvent event, void *arg)
 			TokenRegion *t = &token_regions[i];
 
 			changed |= merge_position(entries, &n, t->region_id,
-									  t->origin == InvalidRepOriginId ?
-									  cr_staleness_last_write_commit() :
+									  t->is_local ? cr_staleness_last_write_commit() :
+									  t->origin == InvalidRepOriginId ? InvalidXLogRecPtr :
 									  replorigin_get_progress(t->origin, false));
 		}
 	}
@@ -654,6 +716,7 @@ consistency_xact_callback(XactEvent event, void *arg)
 Datum
 cosmosrep_last_write_position(PG_FUNCTION_ARGS)
 {
+	cr_require_preload();
 	PG_RETURN_LSN(cr_staleness_last_write_commit());
 }
 

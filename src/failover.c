@@ -159,6 +159,24 @@ set_write_regions(const char *write_region, int64 version)
 }
 
 /*
+ * After regions were added here (add_region, join_region): every row takes
+ * the newest version of the write regions setting known here or in the
+ * group (version), so that an older change arriving later changes no row.
+ */
+void
+cr_write_regions_adopt_version(int64 version)
+{
+	Oid			argtypes[1] = {INT8OID};
+	Datum		values[1] = {Int64GetDatum(version)};
+
+	(void) cr_catalog_write(NULL,
+							"UPDATE cosmosrep.region"
+							" SET writes_version = GREATEST($1,"
+							"     (SELECT max(writes_version) FROM cosmosrep.region))",
+							1, argtypes, values, NULL, SPI_OK_UPDATE);
+}
+
+/*
  * cosmosrep.set_multiple_write_regions(enabled, write_region): on, every
  * region accepts writes; off, only write_region (this region by default).
  */

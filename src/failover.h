@@ -14,5 +14,6 @@
 
 extern void cr_failover_apply_message(const char *content, Size size);
 extern void cr_write_regions_apply_message(const char *content, Size size);
+extern void cr_write_regions_adopt_version(int64 version);
 
 #endif							/* CR_FAILOVER_H */

@@ -53,6 +53,7 @@
 #include "cosmosrep.h"
 #include "feed.h"
 #include "protocol.h"
+#include "tables.h"
 #include "tombstone.h"
 
 /* an entry of the feed, read for resolving it */
@@ -162,8 +163,7 @@ written_columns(Relation rel)
 		const char *name = NameStr(att->attname);
 
 		if (att->attisdropped || att->attgenerated ||
-			strcmp(name, CR_VERSION_COLUMN) == 0 || strcmp(name, CR_BASE_COLUMN) == 0 ||
-			strcmp(name, CR_REGION_COLUMN) == 0 || strcmp(name, CR_CONFIG_COLUMN) == 0)
+			cr_is_cosmosrep_column(name))
 			continue;
 		columns = lappend(columns, pstrdup(name));
 	}
@@ -308,21 +308,19 @@ feed_resolve(Relation rel, FeedEntry *e, const char *resolution, Datum winner)
 {
 	int64		version = Max(e->local_version, e->remote_version);
 	const char *by = GetUserNameFromId(GetUserId(), false);
+	const char *fields[5];
 	StringInfoData msg;
 
 	mark_resolved(e->relid, e->key, version, resolution, winner, by);
 
+	fields[0] = get_namespace_name(RelationGetNamespace(rel));
+	fields[1] = RelationGetRelationName(rel);
+	fields[2] = psprintf(INT64_FORMAT, version);
+	fields[3] = resolution;
+	fields[4] = by;
 	initStringInfo(&msg);
-	appendStringInfoString(&msg, get_namespace_name(RelationGetNamespace(rel)));
-	appendStringInfoChar(&msg, '\0');
-	appendStringInfoString(&msg, RelationGetRelationName(rel));
-	appendStringInfoChar(&msg, '\0');
-	appendStringInfo(&msg, INT64_FORMAT, version);
-	appendStringInfoChar(&msg, '\0');
-	appendStringInfoString(&msg, resolution);
-	appendStringInfoChar(&msg, '\0');
-	appendStringInfoString(&msg, by);
-	appendStringInfoChar(&msg, '\0');
+	cr_append_fields(&msg, fields, lengthof(fields));
+	/* the key is binary: it takes the rest of the message */
 	appendBinaryStringInfo(&msg, VARDATA_ANY(e->key), VARSIZE_ANY_EXHDR(e->key));
 	(void) LogLogicalMessage(CR_RESOLVED_MESSAGE_PREFIX, msg.data, msg.len, true);
 }

@@ -64,6 +64,7 @@
 
 #include "catalog.h"
 #include "cosmosrep.h"
+#include "failover.h"
 #include "hlc.h"
 #include "launcher.h"
 #include "membership.h"
@@ -436,6 +437,7 @@ cosmosrep_join_region(PG_FUNCTION_ARGS)
 	char	   *snapshot = NULL;
 	int			new_id = 1;
 	bool		writes_everywhere = true;
+	int64		writes_version = 0;
 	ListCell   *lc;
 	PGresult   *res;
 
@@ -465,7 +467,8 @@ cosmosrep_join_region(PG_FUNCTION_ARGS)
 		/* 1. the group, as the via region knows it */
 		st->viaconn = cr_remote_connect(via, false, "cosmosrep join", "via");
 		res = cr_remote_exec(st->viaconn,
-							 "SELECT region_id, region_name, dsn, is_local, accepts_writes"
+							 "SELECT region_id, region_name, dsn, is_local, accepts_writes,"
+							 " max(writes_version) OVER ()"
 							 " FROM cosmosrep.region ORDER BY region_id",
 							 PGRES_TUPLES_OK, "via");
 		for (int i = 0; i < PQntuples(res); i++)
@@ -481,6 +484,7 @@ cosmosrep_join_region(PG_FUNCTION_ARGS)
 			m->dsn = pstrdup(PQgetvalue(res, i, 2));
 			m->accepts_writes = strcmp(PQgetvalue(res, i, 4), "t") == 0;
 			writes_everywhere &= m->accepts_writes;
+			writes_version = pg_strtoint64(PQgetvalue(res, i, 5));
 			st->members = lappend(st->members, m);
 			if (strcmp(PQgetvalue(res, i, 3), "t") == 0)
 				via_member = m;
@@ -605,6 +609,7 @@ cosmosrep_join_region(PG_FUNCTION_ARGS)
 
 			cr_insert_region(&self);
 		}
+		cr_write_regions_adopt_version(writes_version);
 
 		/* 5. origins at the start of each slot; copy under the via origin */
 		foreach(lc, st->members)
@@ -774,6 +779,7 @@ cosmosrep_add_region(PG_FUNCTION_ARGS)
 	foreach(lc, cr_get_regions())
 		region.accepts_writes &= ((CrRegion *) lfirst(lc))->accepts_writes;
 	cr_insert_region(&region);
+	cr_write_regions_adopt_version(0);
 	PG_RETURN_VOID();
 }
 

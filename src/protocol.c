@@ -121,10 +121,17 @@ cr_log_fields_message(const char *prefix, const char *const *fields, int nfields
 	StringInfoData buf;
 
 	initStringInfo(&buf);
-	for (int i = 0; i < nfields; i++)
-		appendBinaryStringInfo(&buf, fields[i], strlen(fields[i]) + 1);
+	cr_append_fields(&buf, fields, nfields);
 	(void) LogLogicalMessage(prefix, buf.data, buf.len, true);
 	pfree(buf.data);
+}
+
+/* append the fields to buf, each a NUL-terminated string */
+void
+cr_append_fields(StringInfo buf, const char *const *fields, int nfields)
+{
+	for (int i = 0; i < nfields; i++)
+		appendBinaryStringInfo(buf, fields[i], strlen(fields[i]) + 1);
 }
 
 /*

@@ -63,6 +63,7 @@ extern void cr_write_message(StringInfo out, XLogRecPtr lsn, bool transactional,
 
 /* receiving side (apply.c) */
 extern void cr_read_message(StringInfo in, CrMessage *msg);
+extern void cr_append_fields(StringInfo buf, const char *const *fields, int nfields);
 extern void cr_log_fields_message(const char *prefix, const char *const *fields,
 								  int nfields);
 extern const char *cr_message_field(const char **cursor, const char *end,

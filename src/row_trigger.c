@@ -37,11 +37,14 @@
 
 #include "access/htup_details.h"
 #include "access/xlog.h"
+#include "catalog/namespace.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "replication/message.h"
 #include "utils/datum.h"
+#include "utils/hsearch.h"
+#include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 
@@ -57,6 +60,27 @@
 PG_FUNCTION_INFO_V1(cosmosrep_stamp_row);
 PG_FUNCTION_INFO_V1(cosmosrep_stamp_truncate);
 
+/*
+ * What the trigger needs of a multi-region table, cached per backend: the
+ * positions of cosmosrep's columns and the table's configuration version.
+ * Dropped by a relcache invalidation of the table (its columns) or of
+ * cosmosrep.replicated_table (its configuration).
+ */
+typedef struct StampInfo
+{
+	Oid			relid;			/* hash key */
+	AttrNumber	version_att;
+	AttrNumber	base_att;
+	AttrNumber	region_att;
+	AttrNumber	config_att;
+	int64		config_version;
+} StampInfo;
+
+static HTAB *stamp_infos = NULL;
+static Oid	replicated_table_relid = InvalidOid;
+
+static StampInfo stamp_info(Relation rel);
+static void stamp_info_invalidate(Datum arg, Oid relid);
 static int	stamp_column(Relation rel, const char *colname);
 static void check_region_writes(Relation rel);
 static bool primary_key_changed(Relation rel, HeapTuple oldtup, HeapTuple newtup);
@@ -95,6 +119,60 @@ stamp_column(Relation rel, const char *colname)
 	return attnum;
 }
 
+/*
+ * What the trigger needs of rel, from the cache or read now.  A copy: the
+ * cache may lose the entry at any invalidation the trigger processes.
+ */
+static StampInfo
+stamp_info(Relation rel)
+{
+	Oid			relid = RelationGetRelid(rel);
+	StampInfo  *entry;
+	StampInfo	info;
+
+	if (stamp_infos == NULL)
+	{
+		HASHCTL		ctl;
+
+		ctl.keysize = sizeof(Oid);
+		ctl.entrysize = sizeof(StampInfo);
+		stamp_infos = hash_create("cosmosrep stamp info", 64, &ctl,
+								  HASH_ELEM | HASH_BLOBS);
+		CacheRegisterRelcacheCallback(stamp_info_invalidate, (Datum) 0);
+	}
+	if (!OidIsValid(replicated_table_relid))
+		replicated_table_relid = get_relname_relid("replicated_table", cr_schema_oid());
+	entry = hash_search(stamp_infos, &relid, HASH_FIND, NULL);
+	if (entry != NULL)
+		return *entry;
+
+	info.relid = relid;
+	info.version_att = stamp_column(rel, CR_VERSION_COLUMN);
+	info.base_att = stamp_column(rel, CR_BASE_COLUMN);
+	info.region_att = stamp_column(rel, CR_REGION_COLUMN);
+	info.config_att = stamp_column(rel, CR_CONFIG_COLUMN);
+	info.config_version = cr_table_config_version(relid);
+	*(StampInfo *) hash_search(stamp_infos, &relid, HASH_ENTER, NULL) = info;
+	return info;
+}
+
+static void
+stamp_info_invalidate(Datum arg, Oid relid)
+{
+	HASH_SEQ_STATUS status;
+	StampInfo  *entry;
+
+	if (OidIsValid(relid) && relid != replicated_table_relid)
+	{
+		(void) hash_search(stamp_infos, &relid, HASH_REMOVE, NULL);
+		return;
+	}
+	hash_seq_init(&status, stamp_infos);
+	while ((entry = hash_seq_search(&status)) != NULL)
+		(void) hash_search(stamp_infos, &entry->relid, HASH_REMOVE, NULL);
+	replicated_table_relid = InvalidOid;
+}
+
 /* whether an update changes a column of rel's primary key */
 static bool
 primary_key_changed(Relation rel, HeapTuple oldtup, HeapTuple newtup)
@@ -126,9 +204,8 @@ cosmosrep_stamp_row(PG_FUNCTION_ARGS)
 	TriggerData *trigdata = (TriggerData *) fcinfo->context;
 	Relation	rel;
 	TupleDesc	desc;
-	int			version_att;
+	StampInfo	info;
 	int			region;
-	int			config_att;
 	int64		config;
 	int			cols[4];
 	Datum		values[4];
@@ -145,15 +222,14 @@ cosmosrep_stamp_row(PG_FUNCTION_ARGS)
 
 	rel = trigdata->tg_relation;
 	desc = RelationGetDescr(rel);
-	version_att = stamp_column(rel, CR_VERSION_COLUMN);
-	config_att = stamp_column(rel, CR_CONFIG_COLUMN);
+	info = stamp_info(rel);
 	check_region_writes(rel);
 
 	/* configurations only grow along the writes of a row */
-	config = cr_table_config_version(RelationGetRelid(rel));
+	config = info.config_version;
 	if (!TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
 	{
-		Datum		old = heap_getattr(trigdata->tg_trigtuple, config_att, desc, &isnull);
+		Datum		old = heap_getattr(trigdata->tg_trigtuple, info.config_att, desc, &isnull);
 
 		if (!isnull)
 			config = Max(config, DatumGetInt64(old));
@@ -168,7 +244,7 @@ cosmosrep_stamp_row(PG_FUNCTION_ARGS)
 			payload.relid = RelationGetRelid(rel);
 			payload.version = cr_hlc_next_version(cr_local_region_id(false));
 			payload.base_version =
-				DatumGetInt64(heap_getattr(trigdata->tg_trigtuple, version_att,
+				DatumGetInt64(heap_getattr(trigdata->tg_trigtuple, info.version_att,
 										   desc, &isnull));
 			payload.config_version = config;
 			LogLogicalMessage(CR_DELETE_BASE_PREFIX, (const char *) &payload,
@@ -182,7 +258,7 @@ cosmosrep_stamp_row(PG_FUNCTION_ARGS)
 
 	if (TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event))
 	{
-		Datum		old = heap_getattr(trigdata->tg_trigtuple, version_att,
+		Datum		old = heap_getattr(trigdata->tg_trigtuple, info.version_att,
 									   desc, &isnull);
 
 		if (!isnull)
@@ -194,7 +270,7 @@ cosmosrep_stamp_row(PG_FUNCTION_ARGS)
 	}
 
 	region = cr_local_region_id(false);
-	cols[0] = version_att;
+	cols[0] = info.version_att;
 	values[0] = Int64GetDatum(cr_hlc_next_version(region));
 
 	/* a new key: the old one is deleted at this version */
@@ -203,11 +279,11 @@ cosmosrep_stamp_row(PG_FUNCTION_ARGS)
 		cr_tombstone_record(RelationGetRelid(rel),
 							cr_tombstone_key(rel, trigdata->tg_trigslot),
 							DatumGetInt64(values[0]), base, config);
-	cols[1] = stamp_column(rel, CR_BASE_COLUMN);
+	cols[1] = info.base_att;
 	values[1] = Int64GetDatum(base);
-	cols[2] = stamp_column(rel, CR_REGION_COLUMN);
+	cols[2] = info.region_att;
 	values[2] = Int16GetDatum((int16) region);
-	cols[3] = config_att;
+	cols[3] = info.config_att;
 	values[3] = Int64GetDatum(config);
 
 	return PointerGetDatum(heap_modify_tuple_by_cols(TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) ?
@@ -228,8 +304,6 @@ cosmosrep_stamp_truncate(PG_FUNCTION_ARGS)
 	TriggerData *trigdata = (TriggerData *) fcinfo->context;
 	Relation	rel;
 	int64		version;
-	StringInfoData buf;
-	const char *nspname;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) ||
 		!TRIGGER_FIRED_BEFORE(trigdata->tg_event) ||
@@ -244,14 +318,12 @@ cosmosrep_stamp_truncate(PG_FUNCTION_ARGS)
 	cr_tombstone_truncate(RelationGetRelid(rel), version);
 	if (XLogLogicalInfoActive())
 	{
-		nspname = get_namespace_name(RelationGetNamespace(rel));
-		initStringInfo(&buf);
-		appendBinaryStringInfo(&buf, nspname, strlen(nspname) + 1);
-		appendBinaryStringInfo(&buf, RelationGetRelationName(rel),
-							   strlen(RelationGetRelationName(rel)) + 1);
-		appendStringInfo(&buf, INT64_FORMAT, version);
-		appendStringInfoChar(&buf, '\0');
-		LogLogicalMessage(CR_TRUNCATE_MESSAGE_PREFIX, buf.data, buf.len, true);
+		const char *fields[3];
+
+		fields[0] = get_namespace_name(RelationGetNamespace(rel));
+		fields[1] = RelationGetRelationName(rel);
+		fields[2] = psprintf(INT64_FORMAT, version);
+		cr_log_fields_message(CR_TRUNCATE_MESSAGE_PREFIX, fields, lengthof(fields));
 	}
 	return PointerGetDatum(NULL);
 }

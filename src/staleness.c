@@ -124,7 +124,8 @@ staleness_xact_callback(XactEvent event, void *arg)
 		SpinLockAcquire(&staleness->mutex);
 		staleness->versions += xact_versions;
 		c = &staleness->ring[staleness->commits++ % WRITE_RING_SIZE];
-		c->end = XactLastCommitEnd;
+		/* in ring order, though commits may end here out of LSN order */
+		c->end = Max(staleness->last_end, XactLastCommitEnd);
 		c->time = GetCurrentTransactionStopTimestamp();
 		c->versions_before = staleness->versions - xact_versions;
 		staleness->last_end = Max(staleness->last_end, c->end);
@@ -155,27 +156,35 @@ cr_staleness_last_write_commit(void)
 
 /*
  * How far a region whose slot here confirmed position confirmed is
- * behind this region's writes.  Past the ring's reach, at least as far as
- * its oldest entry.
+ * behind this region's writes: from the oldest commit of the ring it has
+ * not confirmed (a binary search: the ends grow along the ring).  Past
+ * the ring's reach, at least as far as its oldest entry.
  */
 static Behind
 behind_at(XLogRecPtr confirmed, TimestampTz now)
 {
 	Behind		b = {0, 0};
-	uint64		first;
+	uint64		lo;
+	uint64		hi;
 
 	SpinLockAcquire(&staleness->mutex);
-	first = staleness->commits > WRITE_RING_SIZE ? staleness->commits - WRITE_RING_SIZE : 0;
-	for (uint64 i = first; i < staleness->commits; i++)
+	lo = staleness->commits > WRITE_RING_SIZE ? staleness->commits - WRITE_RING_SIZE : 0;
+	hi = staleness->commits;
+	while (lo < hi)
 	{
-		WriteCommit *c = &staleness->ring[i % WRITE_RING_SIZE];
+		uint64		mid = lo + (hi - lo) / 2;
 
-		if (c->end > confirmed)
-		{
-			b.versions = staleness->versions - c->versions_before;
-			b.ms = (now - c->time) / 1000;
-			break;
-		}
+		if (staleness->ring[mid % WRITE_RING_SIZE].end > confirmed)
+			hi = mid;
+		else
+			lo = mid + 1;
+	}
+	if (lo < staleness->commits)
+	{
+		WriteCommit *c = &staleness->ring[lo % WRITE_RING_SIZE];
+
+		b.versions = staleness->versions - c->versions_before;
+		b.ms = (now - c->time) / 1000;
 	}
 	SpinLockRelease(&staleness->mutex);
 	return b;

@@ -86,6 +86,7 @@ static const char *const cr_added_columns[] = {
 };
 
 static Relation open_user_table(Oid relid, bool must_be_enabled);
+
 static CrTableConfig *build_table_config(Relation rel, const char *policy,
 										 const char *path, const char *resolver);
 static Oid	lookup_resolver(Relation rel, const char *name);
@@ -98,6 +99,16 @@ static const char *next_ddl_field(const char **cursor, const char *end);
 static void apply_remote_ddl(char action, Oid relid, const char *policy,
 							 const char *path, const char *resolver,
 							 int64 config_version, const char *origin_region);
+
+/* whether name is one of the columns cosmosrep adds to a table */
+bool
+cr_is_cosmosrep_column(const char *name)
+{
+	for (int i = 0; i < lengthof(cr_added_columns); i++)
+		if (strcmp(name, cr_added_columns[i]) == 0)
+			return true;
+	return false;
+}
 
 /*
  * Open a user table for enable/alter/disable after checking what every one
@@ -189,10 +200,7 @@ build_table_config(Relation rel, const char *policy, const char *path,
 					 errmsg("conflict policy \"%s\" does not take a path", config->policy),
 					 errhint("Only last_writer_wins compares a column named by path.")));
 
-		if (strcmp(config->path, CR_VERSION_COLUMN) == 0 ||
-			strcmp(config->path, CR_BASE_COLUMN) == 0 ||
-			strcmp(config->path, CR_REGION_COLUMN) == 0 ||
-			strcmp(config->path, CR_CONFIG_COLUMN) == 0)
+		if (cr_is_cosmosrep_column(config->path))
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("column \"%s\" belongs to cosmosrep and cannot be a path", config->path),
@@ -385,7 +393,8 @@ cr_table_enable(Oid relid, const char *policy, const char *path,
 
 /*
  * Add a configuration that relid, a multi-region table the caller has
- * locked, had in another region to its history here (join_region).
+ * locked, had in another region to its history here (join_region, and
+ * configurations received that are not the newest).
  */
 void
 cr_table_remember_config(Oid relid, const char *policy, const char *path,
@@ -542,8 +551,7 @@ cr_build_ddl_message(StringInfo buf, char action, Relation rel,
 	fields[5] = resolver ? resolver : "";
 	fields[6] = config ? psprintf(INT64_FORMAT, config->config_version) : "0";
 	appendStringInfoChar(buf, action);
-	for (int i = 0; i < lengthof(fields); i++)
-		appendBinaryStringInfo(buf, fields[i], strlen(fields[i]) + 1);
+	cr_append_fields(buf, fields, lengthof(fields));
 }
 
 /* write the message that repeats a table DDL in the other regions */
@@ -701,6 +709,8 @@ cr_table_apply_ddl(const char *content, Size size, const char *origin_region)
 				 errhint("Change the owner of the table in one of the regions; replication from \"%s\" resumes then.",
 						 origin_region)));
 
+	/* a policy change made here later must be newer than this one */
+	cr_hlc_observe(pg_strtoint64(config_version));
 	cr_switch_to_owner(local_owner_id, &user);
 	apply_remote_ddl(content[0], relid, policy, path, resolver,
 					 pg_strtoint64(config_version), origin_region);
@@ -723,42 +733,46 @@ apply_remote_ddl(char action, Oid relid, const char *policy, const char *path,
 	{
 		case CR_DDL_ENABLE:
 		case CR_DDL_ALTER_POLICY:
+			if (current == NULL)
+			{
+				if (action == CR_DDL_ENABLE)
+				{
+					Relation	rel = table_open(relid, NoLock);
+					bool		has_rows = table_has_rows(rel);
+
+					table_close(rel, NoLock);
+					if (has_rows)
+						ereport(ERROR,
+								(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+								 errmsg("table \"%s\" enabled in region \"%s\" has rows in this region",
+										get_rel_name(relid), origin_region),
+								 errdetail("Rows of a table that is not multi-region here would reach no other region."),
+								 errhint("Call cosmosrep.enable_table for the table in this region too, which sends its rows to every region, or empty it; replication from \"%s\" resumes then.",
+										 origin_region)));
+					cr_table_enable(relid, policy, path, resolver, config_version);
+				}
+				break;
+			}
 
 			/*
 			 * Every configuration received goes to the history, the one
-			 * newer than the current one becomes current.  Regions also
-			 * send each configuration again before the first row they
-			 * ship under it (output_plugin.c): most arrive known already.
+			 * newer than the current one becomes current (and only that
+			 * locks the table exclusively).  Regions also send each
+			 * configuration again before the first row they ship under it
+			 * (output_plugin.c): most arrive known already.
 			 */
-			if (current != NULL &&
-				(config_version > current->config_version ||
-				 cr_get_config_history(relid, config_version) == NULL))
+			if (config_version > current->config_version)
 			{
 				Relation	rel = open_user_table(relid, true);
 				CrTableConfig *config = build_table_config(rel, policy, path, resolver);
 
 				config->config_version = config_version;
 				relation_close(rel, NoLock);
-				if (config_version > current->config_version)
-					cr_update_table_config(config);
+				cr_update_table_config(config);
 				cr_record_config_history(config);
 			}
-			else if (action == CR_DDL_ENABLE)
-			{
-				Relation	rel = table_open(relid, NoLock);
-				bool		has_rows = table_has_rows(rel);
-
-				table_close(rel, NoLock);
-				if (has_rows)
-					ereport(ERROR,
-							(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-							 errmsg("table \"%s\" enabled in region \"%s\" has rows in this region",
-									get_rel_name(relid), origin_region),
-							 errdetail("Rows of a table that is not multi-region here would reach no other region."),
-							 errhint("Call cosmosrep.enable_table for the table in this region too, which sends its rows to every region, or empty it; replication from \"%s\" resumes then.",
-									 origin_region)));
-				cr_table_enable(relid, policy, path, resolver, config_version);
-			}
+			else if (cr_get_config_history(relid, config_version) == NULL)
+				cr_table_remember_config(relid, policy, path, resolver, config_version);
 			break;
 		case CR_DDL_DISABLE:
 			if (current != NULL)

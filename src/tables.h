@@ -21,6 +21,7 @@
 #define CR_DDL_ALTER_POLICY		'A'
 #define CR_DDL_DISABLE			'D'
 
+extern bool cr_is_cosmosrep_column(const char *name);
 extern void cr_table_enable(Oid relid, const char *policy, const char *path,
 							const char *resolver, int64 config_version);
 extern void cr_table_alter_policy(Oid relid, const char *policy,

@@ -118,12 +118,18 @@ primary_key_columns(Oid relid, AttrNumber **attnums)
 	return n;
 }
 
+/* cosmosrep.tombstone and its primary key, looked up once per backend */
+static Oid	tombstone_relid = InvalidOid;
+static Oid	tombstone_index_relid = InvalidOid;
+
 static void
 key_info_invalidate(Datum arg, Oid relid)
 {
 	HASH_SEQ_STATUS status;
 	KeyInfo    *info;
 
+	if (relid == InvalidOid || relid == tombstone_relid)
+		tombstone_relid = tombstone_index_relid = InvalidOid;
 	hash_seq_init(&status, KeyInfoCache);
 	while ((info = hash_seq_search(&status)) != NULL)
 	{
@@ -132,14 +138,10 @@ key_info_invalidate(Datum arg, Oid relid)
 	}
 }
 
-/* the key columns and send functions of rel, from the cache */
-static KeyInfo *
-key_info(Relation rel)
+/* the caches of this file, and cosmosrep.tombstone's relids */
+static void
+tombstone_cache_init(void)
 {
-	Oid			relid = RelationGetRelid(rel);
-	KeyInfo    *info;
-	bool		found;
-
 	if (KeyInfoCache == NULL)
 	{
 		HASHCTL		ctl;
@@ -151,6 +153,22 @@ key_info(Relation rel)
 								   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 		CacheRegisterRelcacheCallback(key_info_invalidate, (Datum) 0);
 	}
+	if (!OidIsValid(tombstone_relid))
+	{
+		tombstone_relid = get_relname_relid("tombstone", cr_schema_oid());
+		tombstone_index_relid = get_relname_relid("tombstone_pkey", cr_schema_oid());
+	}
+}
+
+/* the key columns and send functions of rel, from the cache */
+static KeyInfo *
+key_info(Relation rel)
+{
+	Oid			relid = RelationGetRelid(rel);
+	KeyInfo    *info;
+	bool		found;
+
+	tombstone_cache_init();
 	info = hash_search(KeyInfoCache, &relid, HASH_ENTER, &found);
 	if (!found || !info->valid)
 	{
@@ -329,12 +347,14 @@ horizon_key(void)
 CrTombstone
 cr_tombstone_lookup(Oid relid, bytea *key)
 {
-	Oid			tombstone_relid = get_relname_relid("tombstone", cr_schema_oid());
-	Oid			index_relid = get_relname_relid("tombstone_pkey", cr_schema_oid());
-	Snapshot	snapshot = RegisterSnapshot(GetLatestSnapshot());
+	Snapshot	snapshot;
 	Relation	rel;
+	Oid			index_relid;
 	CrTombstone result = {0, 0, 0};
 
+	tombstone_cache_init();
+	index_relid = tombstone_index_relid;
+	snapshot = RegisterSnapshot(GetLatestSnapshot());
 	rel = table_open(tombstone_relid, AccessShareLock);
 	{
 		ScanKeyData skey[2];

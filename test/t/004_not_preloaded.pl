@@ -14,7 +14,8 @@ $node->safe_psql('postgres', 'CREATE EXTENSION cosmosrep');
 
 for my $call ("SELECT cosmosrep.create_region('east', 'host=localhost')",
 	'SELECT cosmosrep.next_version()',
-	'SELECT cosmosrep.current_version()')
+	'SELECT cosmosrep.current_version()',
+	'SELECT cosmosrep.last_write_position()')
 {
 	my ($rc, $out, $err) = $node->psql('postgres', $call);
 	like($err,

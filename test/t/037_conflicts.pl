@@ -120,5 +120,33 @@ is($ra->safe_psql('postgres',
 		'SET ROLE reader; SELECT count(*) FROM cosmosrep.conflicts'),
 	'4', 'a user who may read the table sees its conflicts');
 
+# an update that leaves a TOASTed value alone travels without it; one that
+# loses is still decided, and recorded, where it arrives
+for my $node (@nodes)
+{
+	$node->safe_psql('postgres', 'CREATE TABLE blobs (id int PRIMARY KEY, big text, n int)');
+}
+$ra->safe_psql('postgres', "SELECT cosmosrep.enable_table('blobs')");
+$ra->safe_psql('postgres', q{
+	INSERT INTO blobs SELECT 1, string_agg(md5(g::text), ''), 0 FROM generate_series(1, 2000) g});
+wait_for_same_table(\@nodes, 'blobs');
+partition_regions(\@nodes);
+$ra->safe_psql('postgres', 'UPDATE blobs SET n = 1');
+$rb->safe_psql('postgres', 'UPDATE blobs SET n = 2');
+heal_regions(\@nodes);
+ok_all_streaming(\@nodes, 'every link streams after the heal');
+wait_for_same_table(\@nodes, 'blobs');
+is($_->safe_psql('postgres', "SELECT format('%s:%s', n, length(big)) FROM blobs"), '2:64000',
+	$_->name . ': the newer update holds, with the whole TOASTed value')
+  for @nodes;
+is($rb->safe_psql('postgres', q{
+	SELECT string_agg(kind || ' ' || resolution, ',') FROM cosmosrep.conflicts
+	 WHERE table_name = 'blobs'::regclass}),
+	'update_update local_kept', 'b records the older update that arrived without its TOASTed value');
+is($ra->safe_psql('postgres', q{
+	SELECT string_agg(kind || ' ' || resolution, ',') FROM cosmosrep.conflicts
+	 WHERE table_name = 'blobs'::regclass}),
+	'update_update remote_applied', 'a records the newer one, which it applied whole');
+
 $_->stop for @nodes;
 done_testing();
