@@ -46,6 +46,8 @@ SELECT count(*) FROM notes;
 
 -- Write regions: multi-region writes on by default
 SELECT region_name, accepts_writes FROM cosmosrep.regions;
+-- (the version of the setting, which every change raises)
+CREATE TEMP TABLE writes_before AS SELECT max(writes_version) AS v FROM cosmosrep.region;
 
 -- Bad input: a write region named while switching multi-region writes on
 SELECT cosmosrep.set_multiple_write_regions(true, 'eastus');
@@ -54,10 +56,12 @@ SELECT cosmosrep.set_multiple_write_regions(false, 'mars');
 -- Bad input: NULL
 SELECT cosmosrep.set_multiple_write_regions(NULL);
 SELECT region_name, accepts_writes FROM cosmosrep.regions;
+SELECT max(writes_version) = (SELECT v FROM writes_before) AS unchanged FROM cosmosrep.region;
 
 -- off, with this region as the write region: writes go on here
 SELECT cosmosrep.set_multiple_write_regions(false);
 SELECT region_name, accepts_writes FROM cosmosrep.regions;
+SELECT max(writes_version) > (SELECT v FROM writes_before) AS changed FROM cosmosrep.region;
 INSERT INTO notes VALUES (2, 'still writable');
 
 -- strong needs a single write region, and refuses to switch writes on

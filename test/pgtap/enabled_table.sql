@@ -11,7 +11,7 @@
 
 BEGIN;
 CREATE EXTENSION cosmosrep;
-SELECT plan(25);
+SELECT plan(31);
 
 SELECT lives_ok($$SELECT cosmosrep.create_region('pgtap', 'host=localhost dbname=postgres')$$,
                 'create_region');
@@ -52,6 +52,9 @@ SELECT results_eq(
     $$VALUES ('et_orders'::regclass, 'last_writer_wins'::text, NULL::name, NULL::regprocedure)$$,
     'cosmosrep.tables lists the table with the default policy');
 
+SELECT ok((SELECT config_version FROM cosmosrep.replicated_table
+             WHERE relid = 'et_orders'::regclass) > 0,
+          'the configuration has a version');
 SELECT results_eq(
     $$SELECT relid, policy, config_version FROM cosmosrep.policy_history$$,
     $$SELECT relid, policy, config_version FROM cosmosrep.replicated_table$$,
@@ -64,6 +67,24 @@ SELECT is((SELECT _cr_config FROM et_orders),
           'a local write carries the version of the table''s configuration');
 SELECT is((SELECT _cr_region FROM et_orders), 1::smallint,
           'an inserted row carries the local region');
+
+CREATE TEMP TABLE et_before AS
+    SELECT config_version FROM cosmosrep.replicated_table WHERE relid = 'et_orders'::regclass;
+SELECT lives_ok($$SELECT cosmosrep.alter_table_policy('et_orders', 'manual')$$,
+                'alter_table_policy');
+SELECT ok((SELECT config_version FROM cosmosrep.replicated_table)
+          > (SELECT config_version FROM et_before),
+          'a policy change has a newer version');
+SELECT is((SELECT count(*) FROM cosmosrep.policy_history), 2::bigint,
+          'the history keeps both configurations');
+UPDATE et_orders SET qty = 2;
+SELECT is((SELECT _cr_config FROM et_orders),
+          (SELECT config_version FROM cosmosrep.replicated_table),
+          'a write after the change carries the new configuration');
+INSERT INTO et_orders VALUES (2, 1);
+SELECT is((SELECT _cr_config FROM et_orders WHERE id = 2),
+          (SELECT config_version FROM cosmosrep.replicated_table),
+          'so does an insert');
 
 SELECT lives_ok($$SELECT cosmosrep.disable_table('et_orders')$$, 'disable_table');
 SELECT columns_are('public', 'et_orders', ARRAY['id', 'qty'],

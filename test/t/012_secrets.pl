@@ -36,7 +36,23 @@ for my $node ($ra, $rb)
 		  FROM cosmosrep.replication_status;
 	});
 	unlike($visible, qr/s3cr3t/, $node->name . ': a user who is not a superuser sees no password');
+	like($visible, qr/host=\S+.*host=\S+/, $node->name . ': but sees both connection strings');
+	# the secrets are there, for the superuser and the workers
+	like($node->safe_psql('postgres', q{SELECT string_agg(dsn, ' ' ORDER BY region_id) FROM cosmosrep.region}),
+		qr/password=s3cr3t_of_a.*password=s3cr3t_of_b/,
+		$node->name . ': the connection strings keep their passwords');
 }
+
+# an error of a link is shown without the password, and not logged with it
+$ra->stop;
+$rb->poll_query_until('postgres',
+	"SELECT last_error IS NOT NULL FROM cosmosrep.replication_status WHERE source_region = 'a'")
+  or die 'the link from a shows no error';
+my $error = $rb->safe_psql('postgres', q{
+	SET ROLE reader;
+	SELECT last_error FROM cosmosrep.replication_status WHERE source_region = 'a'});
+unlike($error, qr/s3cr3t/, 'b: the error of the link from a shows no password');
+$ra->start;
 
 for my $node ($ra, $rb)
 {

@@ -70,13 +70,18 @@ with psycopg.connect(b, autocommit=True) as conn:
     conn.execute("SET cosmosrep.session_token = %s" % psycopg.sql.quote(token))
     item = conn.execute("SELECT item FROM cart WHERE id = 2").fetchone()[0]
 print(before != token, same, item)
+print(token)
 PY
 my ($py_out, $py_err) = ('', '');
 IPC::Run::run([ 'python3', '-c', $client, $ra->connstr('postgres'), $rb->connstr('postgres') ],
 	'>', \$py_out, '2>', \$py_err);
-is($py_out, "True True pen\n",
+my ($py_result, $py_token) = split /\n/, $py_out;
+is($py_result, 'True True pen',
 	'a client receives the token as a parameter status after its commit, and reads its write in the other region with it')
   or diag($py_err);
+like($py_token // '',
+	qr/(^|,)1:\Q@{[ $ra->safe_psql('postgres', 'SELECT cosmosrep.last_write_position()') ]}\E(,|$)/,
+	'the token the client received holds the end of its commit in a');
 
 # read your writes over a thousand operations: writes and reads alternating
 # between the regions, each read carrying the token of everything before

@@ -138,6 +138,7 @@ is(rows($_), '1:10:a 2:30:merged 3:20:b 4:20:b 5:0:start',
 # accept what is held for key 3, in region c
 my $id3 = $rc->safe_psql('postgres',
 	"SELECT conflict_id FROM cosmosrep.conflict_feed WHERE key->>'id' = '3'");
+my %v3 = map { ($_->name => $_->safe_psql('postgres', 'SELECT _cr_version FROM orders WHERE id = 3')) } @nodes;
 $rc->safe_psql('postgres', "SELECT cosmosrep.discard_conflict($id3)");
 for my $node (@nodes)
 {
@@ -145,6 +146,9 @@ for my $node (@nodes)
 		$node->name . ': accepting what is held resolves key 3 everywhere');
 }
 is(rows($rc), '1:10:a 2:30:merged 3:20:b 4:20:b 5:0:start', 'and writes nothing');
+is($_->safe_psql('postgres', 'SELECT _cr_version FROM orders WHERE id = 3'), $v3{ $_->name },
+	$_->name . ': the row of key 3 keeps its version')
+  for @nodes;
 is(feed($_), '4 update_update pending', $_->name . ': only key 4 still waits')
   for ($ra, $rb);
 
@@ -174,8 +178,9 @@ ok(wait_for_value($ra,
 is($ra->safe_psql('postgres', 'SELECT qty || note FROM orders WHERE id = 5'), '50a',
 	'the region keeps its row');
 $ra->safe_psql('postgres', 'INSERT INTO orders VALUES (6, 1, \'after\')');
-wait_for_value($_, 'SELECT count(*) FROM orders WHERE id = 6', '1') for @nodes;
-pass('later changes still replicate');
+ok(wait_for_value($_, 'SELECT count(*) FROM orders WHERE id = 6', '1'),
+	$_->name . ': later changes still replicate')
+  for @nodes;
 
 my $id5 = $ra->safe_psql('postgres',
 	"SELECT conflict_id FROM cosmosrep.conflict_feed WHERE key->>'id' = '5'");
@@ -270,6 +275,7 @@ open(my $readme, '<', 'README.md') or die "README.md: $!";
 my ($drain) = do { local $/; <$readme> } =~ /drain loop, in SQL.*?```sql\n(.*?)```/s;
 close($readme);
 ok(defined $drain, 'README has the drain loop');
+my $v4 = $rb->safe_psql('postgres', 'SELECT _cr_version FROM orders WHERE id = 4');
 $rb->safe_psql('postgres', $drain);
 for my $node (@nodes)
 {
@@ -280,6 +286,10 @@ wait_for_same_table(\@nodes, 'orders');
 is(rows($ra), '1:10:a 2:30:merged 3:20:b 4:20:b 5:50:fixed 6:1:after 7:150:big 8:1:boom '
 	  . '9:1:after the rejected ones',
 	'and keeps, for key 4, the row with the higher quantity');
+# the resolution is a new write of b (the region id is in the low 8 bits)
+is($_->safe_psql('postgres', "SELECT _cr_version > $v4 AND _cr_version % 256 = 2 FROM orders WHERE id = 4"),
+	't', $_->name . ': as a new write of b, the region that drained the feed')
+  for @nodes;
 
 $_->stop for @nodes;
 done_testing();

@@ -65,8 +65,9 @@ is($rb->safe_psql('postgres', q{
 
 # replication goes on
 $rb->safe_psql('postgres', "INSERT INTO users VALUES (4, 'y\@example.com', '555', 'b')");
-wait_for_value($_, 'SELECT count(*) FROM users WHERE id = 4', '1') for @nodes;
-pass('later changes replicate');
+ok(wait_for_value($_, 'SELECT count(*) FROM users WHERE id = 4', '1'),
+	$_->name . ': later changes replicate')
+  for @nodes;
 
 # one newer row collides with two older rows on two unique indexes
 partition_regions(\@nodes);
@@ -105,6 +106,47 @@ is($rb->safe_psql('postgres', q{
 	SELECT resolution || ' ' || (remote_row->>'email') FROM cosmosrep.conflicts
 	 WHERE local_row->>'id' = '9' AND remote_row->>'id' = '4'}),
 	'local_kept z@example.com', 'b records the update of a that lost');
+
+# under last_writer_wins on a path the higher path value keeps the value,
+# though its row is the older one; under manual the newer row keeps it for
+# now and the collision waits in the feed
+for my $node (@nodes)
+{
+	$node->safe_psql('postgres', q{
+		CREATE TABLE ranked (id int PRIMARY KEY, email text UNIQUE, prio int);
+		CREATE TABLE held (id int PRIMARY KEY, email text UNIQUE);
+	});
+}
+$ra->safe_psql('postgres', q{
+	SELECT cosmosrep.enable_table('ranked', path => 'prio');
+	SELECT cosmosrep.enable_table('held', policy => 'manual');
+});
+$_->poll_query_until('postgres', 'SELECT count(*) = 3 FROM cosmosrep.tables')
+  or die for ($rb, $rc);
+partition_regions(\@nodes);
+$ra->safe_psql('postgres', q{
+	INSERT INTO ranked VALUES (1, 'r@example.com', 9);
+	INSERT INTO held VALUES (1, 'h@example.com');
+});
+$rb->safe_psql('postgres', q{
+	INSERT INTO ranked VALUES (2, 'r@example.com', 1);
+	INSERT INTO held VALUES (2, 'h@example.com');
+});
+heal_regions(\@nodes);
+ok_all_streaming(\@nodes, 'every link streams after the heal');
+wait_for_same_table(\@nodes, 'ranked');
+wait_for_same_table(\@nodes, 'held');
+is($_->safe_psql('postgres', q{SELECT string_agg(id || ':' || prio, ' ') FROM ranked}), '1:9',
+	$_->name . ': the older row with the higher path value keeps the e-mail')
+  for @nodes;
+is($_->safe_psql('postgres', q{SELECT string_agg(id::text, ' ') FROM held}), '2',
+	$_->name . ': under manual the newer row keeps the e-mail for now')
+  for @nodes;
+is($_->safe_psql('postgres', q{
+	SELECT string_agg(kind || ' ' || resolution, ', ') FROM cosmosrep.conflict_feed
+	 WHERE table_name = 'held'::regclass}),
+	'unique_collision pending', $_->name . ': and the collision waits in the feed')
+  for ($ra, $rb);
 
 $_->stop for @nodes;
 done_testing();

@@ -67,8 +67,9 @@ like($err,
 	'b refuses a write');
 is($rb->safe_psql('postgres', 'SELECT count(*) FROM accounts'), '0', 'and wrote nothing');
 $ra->safe_psql('postgres', 'INSERT INTO accounts VALUES (1, 10)');
-wait_for_value($_, 'SELECT count(*) FROM accounts', '1') for ($rb, $rc);
-pass('the write region writes, and its writes reach every region');
+ok(wait_for_value($_, 'SELECT count(*) FROM accounts', '1'),
+	$_->name . ': the write region writes, and its writes reach this region')
+  for ($rb, $rc);
 ($ret, $out, $err) = $rb->psql('postgres', 'UPDATE accounts SET balance = 0');
 like($err, qr/region "b" does not accept writes/, 'b refuses an update too');
 ($ret, $out, $err) = $rb->psql('postgres', 'TRUNCATE accounts');
@@ -88,16 +89,21 @@ is($ra->safe_psql('postgres', 'SELECT balance FROM accounts'), '10', 'and change
 set_conf($ra, "synchronous_standby_names = 'ANY 2 (cosmosrep_b, cosmosrep_c)'");
 $ra->poll_query_until('postgres', 'SHOW synchronous_standby_names',
 	'ANY 2 (cosmosrep_b, cosmosrep_c)') or die;
-my $stale = 0;
+my ($stale, $stale_eventual) = (0, 0);
 for my $i (1 .. 20)
 {
 	$ra->safe_psql('postgres', "UPDATE accounts SET balance = $i WHERE id = 1");
-	# no polling: each read starts after the commit returned
+	# no polling: each read starts after the commit returned; an eventual
+	# read does not wait, so it sees what the commit's wait made sure of
 	for my $node ($rb, $rc)
 	{
+		$stale_eventual++ if $node->safe_psql('postgres',
+			"SET cosmosrep.consistency = 'eventual'; SELECT balance FROM accounts") ne $i;
 		$stale++ if $node->safe_psql('postgres', 'SELECT balance FROM accounts') ne $i;
 	}
 }
+is($stale_eventual, 0,
+	'every read in b and c, even eventual, started after a commit in a returned sees it (20 commits)');
 is($stale, 0, 'every read in b and c started after a commit in a returned sees it (20 commits)');
 
 # the commit waits for the regions: with c's link from a paused, a commit
@@ -154,8 +160,9 @@ ok(wait_for_value($_, q{SELECT count(*) FROM cosmosrep.regions WHERE accepts_wri
 	$_->name . ': every region accepts writes again')
   for @nodes;
 $rb->safe_psql('postgres', 'INSERT INTO accounts VALUES (2, 20)');
-wait_for_value($_, 'SELECT count(*) FROM accounts', '2') for ($ra, $rc);
-pass('b writes again');
+ok(wait_for_value($_, 'SELECT count(*) FROM accounts', '2'),
+	$_->name . ': b writes again, and its write reaches this region')
+  for ($ra, $rc);
 
 $_->stop for @nodes;
 done_testing();

@@ -130,7 +130,8 @@ $_->query_safe("SET cosmosrep.session_wait_timeout = '60s'") for values %session
 # the session starts from a token of its first read in b
 $session{b}->query_safe("SET cosmosrep.session_token = '" . $ra->safe_psql('postgres', q{
 	SELECT '1:' || cosmosrep.last_write_position()}) . "'");
-my ($token, $last, $went_back, $reads) = ('', -1, 0, 0);
+my ($token, $last, $went_back, $reads, $increases) = ('', -1, 0, 0, 0);
+my %tokens;
 for my $i (1 .. 1000)
 {
 	my $s = $session{ $i % 2 ? 'b' : 'c' };
@@ -138,10 +139,15 @@ for my $i (1 .. 1000)
 	my $v = $s->query_safe('SELECT v FROM t WHERE id = 0');
 	$token = $s->query_safe('SELECT cosmosrep.session_token()');
 	$went_back++ if $v < $last;
+	$increases++ if $v > $last;
 	$last = $v;
 	$reads++;
+	$tokens{$token} = 1;
 }
 is($reads, 1000, 'a thousand reads, alternately in b and c');
+cmp_ok($increases, '>=', 20, 'the reads raced with a\'s writes: the value rose often');
+cmp_ok(scalar(keys %tokens), '>', 10,
+	'the token of a session that never writes moved on with its reads');
 
 # deterministically: c stops applying a; a read in b advances the token
 # past what c has, so the session's next read in c waits for it

@@ -443,6 +443,13 @@ for my $round (1 .. $ROUNDS)
 		my ($top) = sort { $b->{seq} <=> $a->{seq} || $b->{version} <=> $a->{version} } @{ $iw{$id} };
 		$iwant{$id} = "$top->{seq}|$top->{val}|$top->{version}";
 	}
+	# the oracle is the path's: on some keys the newest write is another
+	my $lww_differs = grep {
+		my ($newest) = sort { $b->{version} <=> $a->{version} } @{ $iw{$_} };
+		$iwant{$_} ne "$newest->{seq}|$newest->{val}|$newest->{version}"
+	} keys %iw;
+	cmp_ok($lww_differs, '>', 0,
+		"round $round: on some items the highest seq is not the newest write");
 	for my $r (@NAMES)
 	{
 		my %got = map { my ($id, $rest) = split /\|/, $_, 2; ($id => $rest) }
