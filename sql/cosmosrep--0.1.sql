@@ -143,7 +143,7 @@ REVOKE ALL ON FUNCTION cosmosrep.purge_tombstones() FROM PUBLIC;
 -- cosmosrep.conflict_retention.
 --
 CREATE TABLE cosmosrep.conflict (
-    conflict_id    bigint      GENERATED ALWAYS AS IDENTITY (CACHE 1000) PRIMARY KEY,
+    conflict_id    bigint      GENERATED ALWAYS AS IDENTITY (CACHE 1000),
     detected_at    timestamptz NOT NULL DEFAULT pg_catalog.now(),
     relid          oid         NOT NULL,
     key            bytea,      -- the primary key as tombstones hold it, for
@@ -166,8 +166,14 @@ CREATE TABLE cosmosrep.conflict (
     resolved_by    text
 );
 -- written by apply (conflict_log.c) and the feed functions only, which
--- keep kind and resolution to the values above
-CREATE INDEX conflict_detected_at ON cosmosrep.conflict USING brin (detected_at);
+-- keep kind and resolution to the values above.  No btree holds every
+-- entry (a heal may record one per row it applies): the history is read
+-- by time or by id, which both rise with the order of insertion (BRIN),
+-- the feed by id and by key (partial indexes of its entries), and
+-- cosmosrep.conflicts reads an entry's rows by its ctid.  The identity
+-- alone numbers the entries, uniquely: nothing else inserts.
+CREATE INDEX conflict_detected_at ON cosmosrep.conflict USING brin (detected_at, conflict_id);
+CREATE UNIQUE INDEX conflict_feed_id ON cosmosrep.conflict (conflict_id) WHERE resolved_at IS NULL;
 CREATE INDEX conflict_waiting ON cosmosrep.conflict (relid, key) WHERE resolved_at IS NULL;
 COMMENT ON SEQUENCE cosmosrep.conflict_conflict_id_seq IS
     'numbers the conflicts detected in this region';
@@ -458,12 +464,12 @@ COMMENT ON VIEW cosmosrep.replication_status IS
     'per region pair (source to this region): state, lag, latency percentiles, throughput and the last error';
 GRANT SELECT ON cosmosrep.replication_status TO PUBLIC;
 
-CREATE FUNCTION cosmosrep.conflict_row(conflict_id bigint, which text)
+CREATE FUNCTION cosmosrep.conflict_row(entry tid, which text)
 RETURNS jsonb
 AS 'MODULE_PATHNAME', 'cosmosrep_conflict_row'
 LANGUAGE C STABLE STRICT;
-COMMENT ON FUNCTION cosmosrep.conflict_row(bigint, text) IS
-    'the local, remote or winner row of a recorded conflict, as jsonb, for a user who may read its table';
+COMMENT ON FUNCTION cosmosrep.conflict_row(tid, text) IS
+    'the local, remote or winner row of the conflict entry at ctid entry of cosmosrep.conflict, as jsonb, for a user who may read its table';
 
 CREATE VIEW cosmosrep.conflicts AS
     SELECT c.conflict_id,
@@ -497,9 +503,9 @@ CREATE VIEW cosmosrep.conflicts AS
            c.resolved_by
       FROM cosmosrep.conflict c
       -- OFFSET 0: each row read once, not again wherever the view uses it
-      CROSS JOIN LATERAL (SELECT cosmosrep.conflict_row(c.conflict_id, 'local') AS local_row,
-                                 cosmosrep.conflict_row(c.conflict_id, 'remote') AS remote_row,
-                                 cosmosrep.conflict_row(c.conflict_id, 'winner') AS winner_row
+      CROSS JOIN LATERAL (SELECT cosmosrep.conflict_row(c.ctid, 'local') AS local_row,
+                                 cosmosrep.conflict_row(c.ctid, 'remote') AS remote_row,
+                                 cosmosrep.conflict_row(c.ctid, 'winner') AS winner_row
                           OFFSET 0) r
       LEFT JOIN cosmosrep.region lr ON lr.region_id = c.local_region
       LEFT JOIN cosmosrep.region rr ON rr.region_id = c.remote_region

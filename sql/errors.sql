@@ -230,6 +230,17 @@ SELECT cosmosrep.observe_version(-1);
 -- observe_version is strict: null does nothing
 SELECT cosmosrep.observe_version(NULL);
 
+--
+-- The rows of a recorded conflict
+--
+
+-- Bad input: a row that a conflict does not have
+SELECT cosmosrep.conflict_row('(0,1)', 'other');
+
+-- no entry at that place (past the end, no such item): null
+SELECT cosmosrep.conflict_row('(4000000,1)', 'local') IS NULL AS past_the_end,
+       cosmosrep.conflict_row('(0,0)', 'remote') IS NULL AS no_item;
+
 DROP VIEW items_view;
 DROP MATERIALIZED VIEW items_matview;
 DROP TABLE items, no_pk, unique_only, measurements, scratch, cache,

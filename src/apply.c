@@ -1204,6 +1204,9 @@ commit_group(void)
 	/* past the transaction that failed: the next failure counts anew */
 	if (MyPeer->failed_attempts > 0 && last_applied_end >= MyPeer->failed_lsn)
 		MyPeer->failed_attempts = 0;
+	/* applying again: the error that stopped the link is over (and logged) */
+	MyPeer->last_error[0] = '\0';
+	MyPeer->last_error_at = 0;
 	SpinLockRelease(&MyPeer->mutex);
 
 	group_transactions = 0;
@@ -1733,6 +1736,7 @@ apply_dispatch(StringInfo s)
 				in_change = true;
 				apply_change(action, s);
 				in_change = false;
+				cr_flush_some_conflicts();
 			}
 			break;
 		case LOGICAL_REP_MSG_MESSAGE:

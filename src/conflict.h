@@ -156,10 +156,9 @@ extern void cr_record_conflict(Relation rel, const char *policy,
 							   TupleTableSlot *local_row, TupleTableSlot *remote_row,
 							   TupleTableSlot *winner_row);
 extern void cr_flush_conflicts(void);
+extern void cr_flush_some_conflicts(void);
 extern void cr_conflicts_forget(void);
 extern void cr_conflict_purge_history(void);
-extern HeapTupleHeader cr_conflict_row_datum(int64 conflict_id, const char *which,
-											 Oid *relid);
 extern Datum cr_feed_rows(Oid relid, bytea *key, Oid rowtype);
 
 #endif							/* CR_CONFLICT_H */

@@ -37,6 +37,7 @@
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
+#include "storage/bufmgr.h"
 #include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -108,16 +109,22 @@ typedef struct PendingConflict
 	char	   *error;
 } PendingConflict;
 
-/* in TopTransactionContext; the apply worker flushes before it commits */
+/*
+ * The conflicts recorded and not yet written, in pending_cxt, which each
+ * write empties: the apply worker writes them between changes once
+ * FLUSH_AT wait (so that a transaction that conflicts on every row keeps
+ * a bounded, reused amount of memory) and before it commits.
+ */
+static MemoryContext pending_cxt = NULL;
 static List *pending_conflicts = NIL;
 
 /* how many of them are feed entries (pending, error) */
 static int	pending_feed_entries = 0;
 
+#define FLUSH_AT 1000
+
 /* rows written to cosmosrep.conflict at once (table_multi_insert) */
 #define FLUSH_BATCH 100
-
-static SPIPlanPtr row_plans[3];
 
 PG_FUNCTION_INFO_V1(cosmosrep_conflict_row);
 
@@ -149,8 +156,9 @@ row_datum(TupleTableSlot *slot)
  * Record a conflict of rel detected here, with its key, the two rows
  * (NULL where there is none: a tombstone, an incoming delete), how the
  * policy resolved it, the row it wrote where it merged, and the error
- * where it failed.  Kept in the transaction's memory and written, with
- * the others of the transaction, by cr_flush_conflicts before it commits.
+ * where it failed.  Kept in memory and written, with the others of the
+ * transaction, by cr_flush_conflicts before it commits or once enough
+ * wait (cr_flush_some_conflicts).
  */
 void
 cr_record_conflict(Relation rel, const char *policy, const CrIncoming *incoming,
@@ -158,9 +166,14 @@ cr_record_conflict(Relation rel, const char *policy, const CrIncoming *incoming,
 				   TupleTableSlot *local_row, TupleTableSlot *remote_row,
 				   TupleTableSlot *winner_row)
 {
-	MemoryContext oldctx = MemoryContextSwitchTo(TopTransactionContext);
-	PendingConflict *c = palloc(sizeof(PendingConflict));
+	MemoryContext oldctx;
+	PendingConflict *c;
 
+	if (pending_cxt == NULL)
+		pending_cxt = AllocSetContextCreate(TopMemoryContext, "cosmosrep conflicts",
+											ALLOCSET_DEFAULT_SIZES);
+	oldctx = MemoryContextSwitchTo(pending_cxt);
+	c = palloc(sizeof(PendingConflict));
 	c->relid = RelationGetRelid(rel);
 	c->key = decision->key ? DatumGetByteaPCopy(PointerGetDatum(decision->key)) : NULL;
 	c->kind = decision->kind;
@@ -195,42 +208,42 @@ insert_batch(ResultRelInfo *rri, EState *estate, TupleTableSlot **slots, int n)
 #else
 		(void) ExecInsertIndexTuples(rri, slots[i], estate, false, false, NULL, NIL);
 #endif
-		ResetPerTupleExprContext(estate);
+		ExecClearTuple(slots[i]);
 	}
 }
 
 /*
  * Write the conflicts recorded in this transaction.  Called by apply
- * before each commit (and before DDL messages).
+ * before each commit, and wherever what it recorded must be in the
+ * table (before DDL, a resolved message, a subtransaction).
  */
 void
 cr_flush_conflicts(void)
 {
 	Relation	rel;
+	TupleDesc	desc;
 	EState	   *estate;
 	ResultRelInfo *rri;
 	TupleTableSlot *slots[FLUSH_BATCH];
 	int			nslots = 0;
 	Oid			seqid;
-	Datum		detected_at;
-	Datum		local_region;
+	Datum		values[Natts_conflict];
+	bool		nulls[Natts_conflict];
 	Datum		kinds[lengthof(conflict_kind_names)] = {0};
 	Datum		resolutions[lengthof(cr_resolution_names)] = {0};
 	const char *last_policy = NULL;
-	Datum		by_policy = CStringGetTextDatum("policy");
-	Datum		policy = (Datum) 0;
+	MemoryContext oldctx;
 	ListCell   *lc;
 
 	if (pending_conflicts == NIL)
 		return;
 	/* called at commit, where no snapshot is set for the statements here */
 	PushActiveSnapshot(GetTransactionSnapshot());
-	local_region = Int16GetDatum(cr_local_region_id(false));
+	oldctx = MemoryContextSwitchTo(pending_cxt);
 	seqid = get_relname_relid("conflict_conflict_id_seq", cr_schema_oid());
-	detected_at = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
-
 	rel = table_open(get_relname_relid("conflict", cr_schema_oid()), RowExclusiveLock);
-	if (RelationGetDescr(rel)->natts != Natts_conflict || !OidIsValid(seqid))
+	desc = RelationGetDescr(rel);
+	if (desc->natts != Natts_conflict || !OidIsValid(seqid))
 		elog(ERROR, "cosmosrep.conflict does not have the columns of this version of cosmosrep");
 	estate = CreateExecutorState();
 	rri = makeNode(ResultRelInfo);
@@ -247,30 +260,31 @@ cr_flush_conflicts(void)
 	ExecOpenIndices(rri, false);
 	estate->es_output_cid = GetCurrentCommandId(true);
 	for (int i = 0; i < FLUSH_BATCH; i++)
-		slots[i] = ExecInitExtraTupleSlot(estate, RelationGetDescr(rel), &TTSOpsVirtual);
+		slots[i] = ExecInitExtraTupleSlot(estate, desc, &TTSOpsHeapTuple);
 
+	memset(nulls, false, sizeof(nulls));
+	values[Anum_conflict_detected_at - 1] =
+		TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
+	values[Anum_conflict_local_region - 1] = Int16GetDatum(cr_local_region_id(false));
+	values[Anum_conflict_resolved_by - 1] = CStringGetTextDatum("policy");
 	foreach(lc, pending_conflicts)
 	{
 		PendingConflict *c = lfirst(lc);
-		TupleTableSlot *slot = slots[nslots++];
-		Datum	   *values = slot->tts_values;
-		bool	   *nulls = slot->tts_isnull;
 		bool		resolved = c->resolution != CR_RESOLUTION_PENDING &&
 			c->resolution != CR_RESOLUTION_ERROR;
 
-		ExecClearTuple(slot);
-		memset(nulls, false, sizeof(bool) * Natts_conflict);
 		if (kinds[c->kind] == (Datum) 0)
 			kinds[c->kind] = CStringGetTextDatum(conflict_kind_names[c->kind]);
 		if (resolutions[c->resolution] == (Datum) 0)
 			resolutions[c->resolution] = CStringGetTextDatum(cr_resolution_names[c->resolution]);
+		if (last_policy == NULL || strcmp(c->policy, last_policy) != 0)
+			values[Anum_conflict_policy - 1] = CStringGetTextDatum(c->policy);
+		last_policy = c->policy;
 		values[Anum_conflict_id - 1] = Int64GetDatum(nextval_internal(seqid, false));
-		values[Anum_conflict_detected_at - 1] = detected_at;
 		values[Anum_conflict_relid - 1] = ObjectIdGetDatum(c->relid);
 		values[Anum_conflict_key - 1] = PointerGetDatum(c->key);
 		nulls[Anum_conflict_key - 1] = c->key == NULL;
 		values[Anum_conflict_kind - 1] = kinds[c->kind];
-		values[Anum_conflict_local_region - 1] = local_region;
 		values[Anum_conflict_remote_region - 1] = Int16GetDatum(c->remote_region);
 		values[Anum_conflict_local_version - 1] = Int64GetDatum(c->local_version);
 		values[Anum_conflict_remote_version - 1] = Int64GetDatum(c->remote_version);
@@ -280,19 +294,14 @@ cr_flush_conflicts(void)
 		nulls[Anum_conflict_remote_row - 1] = c->remote_row == (Datum) 0;
 		values[Anum_conflict_winner_row - 1] = c->winner_row;
 		nulls[Anum_conflict_winner_row - 1] = c->winner_row == (Datum) 0;
-		if (last_policy == NULL || strcmp(c->policy, last_policy) != 0)
-			policy = CStringGetTextDatum(c->policy);
-		last_policy = c->policy;
-		values[Anum_conflict_policy - 1] = policy;
 		values[Anum_conflict_resolution - 1] = resolutions[c->resolution];
+		values[Anum_conflict_error - 1] = c->error ? CStringGetTextDatum(c->error) : (Datum) 0;
 		nulls[Anum_conflict_error - 1] = c->error == NULL;
-		if (c->error)
-			values[Anum_conflict_error - 1] = CStringGetTextDatum(c->error);
-		values[Anum_conflict_resolved_at - 1] = detected_at;
+		values[Anum_conflict_resolved_at - 1] = values[Anum_conflict_detected_at - 1];
 		nulls[Anum_conflict_resolved_at - 1] = !resolved;
-		values[Anum_conflict_resolved_by - 1] = by_policy;
 		nulls[Anum_conflict_resolved_by - 1] = !resolved;
-		ExecStoreVirtualTuple(slot);
+		/* formed once, and owned by the slot: the insert copies nothing */
+		ExecStoreHeapTuple(heap_form_tuple(desc, values, nulls), slots[nslots++], true);
 		if (nslots == FLUSH_BATCH || lnext(pending_conflicts, lc) == NULL)
 		{
 			insert_batch(rri, estate, slots, nslots);
@@ -304,60 +313,78 @@ cr_flush_conflicts(void)
 	ExecResetTupleTable(estate->es_tupleTable, false);
 	FreeExecutorState(estate);
 	table_close(rel, NoLock);
+	MemoryContextSwitchTo(oldctx);
 	PopActiveSnapshot();
 	CommandCounterIncrement();
-	list_free(pending_conflicts);
-	pending_conflicts = NIL;
-	pending_feed_entries = 0;
+	cr_conflicts_forget();
+}
+
+/*
+ * Write the conflicts recorded so far if enough of them wait; called by
+ * apply between changes.
+ */
+void
+cr_flush_some_conflicts(void)
+{
+	if (list_length(pending_conflicts) >= FLUSH_AT)
+		cr_flush_conflicts();
 }
 
 /* forget the conflicts recorded and not yet written (a change undone) */
 void
 cr_conflicts_forget(void)
 {
-	list_free(pending_conflicts);
 	pending_conflicts = NIL;
 	pending_feed_entries = 0;
+	if (pending_cxt != NULL)
+		MemoryContextReset(pending_cxt);
 }
 
 /*
  * Drop the resolved conflicts older than cosmosrep.conflict_retention;
- * pending and error entries (the feed) stay until they are resolved.
+ * pending and error entries (the feed) stay until they are resolved.  The
+ * condition on detected_at lets the BRIN index skip the recent part of
+ * the history: an entry is resolved when it is detected or later (an
+ * entry that a transaction older than its detection resolved goes at
+ * the next purge after its detection is old enough).
  */
 void
 cr_conflict_purge_history(void)
 {
-	Oid			argtypes[1] = {INT4OID};
-	Datum		values[1] = {Int32GetDatum(cr_conflict_retention_s)};
+	Oid			argtypes[1] = {TIMESTAMPTZOID};
+	Datum		values[1] = {
+		TimestampTzGetDatum(TimestampTzPlusMilliseconds(GetCurrentTransactionStartTimestamp(),
+														-(int64) cr_conflict_retention_s * 1000))
+	};
 
 	(void) cr_catalog_write(NULL,
 							"DELETE FROM cosmosrep.conflict"
-							" WHERE resolved_at OPERATOR(pg_catalog.<)"
-							" (pg_catalog.now() OPERATOR(pg_catalog.-)"
-							"  pg_catalog.make_interval(secs => $1))",
+							" WHERE resolved_at OPERATOR(pg_catalog.<) $1"
+							" AND detected_at OPERATOR(pg_catalog.<) $1",
 							1, argtypes, values, NULL, SPI_OK_DELETE);
 }
 
 /*
- * The composite datum of one of the rows of conflict_id ("local",
- * "remote" or "winner"), copied into the caller's context, and the
- * conflict's table in *relid; NULL if there is none.  Read as the
- * bootstrap superuser: callers check the caller's privileges.
+ * The composite datum of one of the rows ("local", "remote" or "winner")
+ * of the conflict entry at tid, as the active snapshot sees it, copied
+ * into the current context, and the conflict's table in *relid; NULL if
+ * there is none.  Read without privilege checks: the caller checks the
+ * user's.
  */
-HeapTupleHeader
-cr_conflict_row_datum(int64 conflict_id, const char *which, Oid *relid)
+static HeapTupleHeader
+conflict_row_datum(ItemPointer tid, const char *which, Oid *relid)
 {
-	static const char *const rows[3] = {"local", "remote", "winner"};
-	Oid			argtypes[1] = {INT8OID};
-	Datum		values[1] = {Int64GetDatum(conflict_id)};
-	MemoryContext callerctx = CurrentMemoryContext;
+	static const char *const names[3] = {"local", "remote", "winner"};
+	static const AttrNumber columns[3] = {Anum_conflict_local_row,
+		Anum_conflict_remote_row,
+	Anum_conflict_winner_row};
 	HeapTupleHeader row = NULL;
-	Oid			save_userid;
-	int			save_sec_context;
+	Relation	rel;
+	TupleTableSlot *slot;
 	int			i;
 
 	for (i = 0; i < 3; i++)
-		if (strcmp(which, rows[i]) == 0)
+		if (strcmp(which, names[i]) == 0)
 			break;
 	if (i == 3)
 		ereport(ERROR,
@@ -366,40 +393,24 @@ cr_conflict_row_datum(int64 conflict_id, const char *which, Oid *relid)
 				 errhint("The rows of a conflict are local, remote and winner.")));
 
 	*relid = InvalidOid;
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SPI_connect();
-	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
-						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
-	if (row_plans[i] == NULL)
+	rel = table_open(get_relname_relid("conflict", cr_schema_oid()), AccessShareLock);
+	if (RelationGetDescr(rel)->natts != Natts_conflict)
+		elog(ERROR, "cosmosrep.conflict does not have the columns of this version of cosmosrep");
+	slot = table_slot_create(rel, NULL);
+	if (ItemPointerIsValid(tid) &&
+		ItemPointerGetBlockNumber(tid) < RelationGetNumberOfBlocks(rel) &&
+		table_tuple_fetch_row_version(rel, tid, GetActiveSnapshot(), slot))
 	{
-		SPIPlanPtr	plan = SPI_prepare(psprintf("SELECT relid, %s_row FROM cosmosrep.conflict"
-												" WHERE conflict_id OPERATOR(pg_catalog.=) $1",
-												rows[i]), 1, argtypes);
-
-		if (plan == NULL)
-			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-		SPI_keepplan(plan);
-		row_plans[i] = plan;
-	}
-	if (SPI_execute_plan(row_plans[i], values, NULL, true, 1) == SPI_OK_SELECT &&
-		SPI_processed == 1)
-	{
-		HeapTuple	tup = SPI_tuptable->vals[0];
 		bool		isnull;
 		Datum		d;
 
-		*relid = DatumGetObjectId(SPI_getbinval(tup, SPI_tuptable->tupdesc, 1, &isnull));
-		d = SPI_getbinval(tup, SPI_tuptable->tupdesc, 2, &isnull);
+		*relid = DatumGetObjectId(slot_getattr(slot, Anum_conflict_relid, &isnull));
+		d = slot_getattr(slot, columns[i], &isnull);
 		if (!isnull)
-		{
-			MemoryContext spictx = MemoryContextSwitchTo(callerctx);
-
 			row = (HeapTupleHeader) PG_DETOAST_DATUM_COPY(d);
-			MemoryContextSwitchTo(spictx);
-		}
 	}
-	SetUserIdAndSecContext(save_userid, save_sec_context);
-	SPI_finish();
+	ExecDropSingleTupleTableSlot(slot);
+	table_close(rel, AccessShareLock);
 	if (row != NULL &&
 		(VARSIZE(row) < SizeofHeapTupleHeader ||
 		 get_typtype(HeapTupleHeaderGetTypeId(row)) != TYPTYPE_COMPOSITE))
@@ -408,20 +419,21 @@ cr_conflict_row_datum(int64 conflict_id, const char *which, Oid *relid)
 }
 
 /*
- * cosmosrep.conflict_row(conflict_id, which): the local, remote or winner
- * row of a recorded conflict as jsonb, decoded from the composite datum
- * stored when it was detected (with the table's current row type: columns
- * added since read as null), or NULL.  Takes an id, not the stored bytes,
- * so that no caller can make it decode bytes of their own, and answers
- * only a user who may read the table.
+ * cosmosrep.conflict_row(entry, which): the local, remote or winner row
+ * of the conflict entry at ctid entry of cosmosrep.conflict, as jsonb,
+ * decoded from the composite datum stored when it was detected (with the
+ * table's current row type: columns added since read as null), or NULL.
+ * cosmosrep.conflicts reads each entry's rows with it.  It takes where
+ * the entry is, not its bytes, so that no caller can make it decode
+ * bytes of their own, and answers only a user who may read the table.
  */
 Datum
 cosmosrep_conflict_row(PG_FUNCTION_ARGS)
 {
 	Oid			relid;
-	HeapTupleHeader row = cr_conflict_row_datum(PG_GETARG_INT64(0),
-												text_to_cstring(PG_GETARG_TEXT_PP(1)),
-												&relid);
+	HeapTupleHeader row = conflict_row_datum((ItemPointer) PG_GETARG_POINTER(0),
+											 text_to_cstring(PG_GETARG_TEXT_PP(1)),
+											 &relid);
 	Datum		json;
 
 	if (row == NULL || pg_class_aclcheck(relid, GetUserId(), ACL_SELECT) != ACLCHECK_OK)

@@ -87,6 +87,7 @@ feed_entry_lock(int64 conflict_id)
 	Datum		values[1] = {Int64GetDatum(conflict_id)};
 	MemoryContext callerctx = CurrentMemoryContext;
 	FeedEntry  *e = NULL;
+	uint64		found = 0;
 	bool		resolved = false;
 	char	   *resolved_by = NULL;
 	Oid			save_userid;
@@ -97,14 +98,28 @@ feed_entry_lock(int64 conflict_id)
 	SPI_connect();
 	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
 						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
-	if (SPI_execute_with_args("SELECT relid, key, local_version, remote_version,"
-							  " local_row, remote_row, resolution, kind,"
-							  " resolved_at IS NOT NULL, resolved_by"
-							  " FROM cosmosrep.conflict"
-							  " WHERE conflict_id OPERATOR(pg_catalog.=) $1 FOR UPDATE",
-							  1, argtypes, values, NULL, false, 1) != SPI_OK_SELECT)
-		elog(ERROR, "could not read conflict " INT64_FORMAT, conflict_id);
-	if (SPI_processed == 1)
+	/*
+	 * The feed's entries by their partial index, locked; any other entry
+	 * (BRIN) only to say why it is not there.
+	 */
+	for (int pass = 0; pass < 2 && found == 0; pass++)
+	{
+		if (SPI_execute_with_args(pass == 0 ?
+								  "SELECT relid, key, local_version, remote_version,"
+								  " local_row, remote_row, resolution, kind, false, NULL"
+								  " FROM cosmosrep.conflict"
+								  " WHERE conflict_id OPERATOR(pg_catalog.=) $1"
+								  " AND resolved_at IS NULL FOR UPDATE" :
+								  "SELECT relid, key, local_version, remote_version,"
+								  " local_row, remote_row, resolution, kind,"
+								  " resolved_at IS NOT NULL, resolved_by"
+								  " FROM cosmosrep.conflict"
+								  " WHERE conflict_id OPERATOR(pg_catalog.=) $1",
+								  1, argtypes, values, NULL, false, 1) != SPI_OK_SELECT)
+			elog(ERROR, "could not read conflict " INT64_FORMAT, conflict_id);
+		found = SPI_processed;
+	}
+	if (found == 1)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[0];
 		TupleDesc	desc = SPI_tuptable->tupdesc;

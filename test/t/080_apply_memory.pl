@@ -262,6 +262,57 @@ SKIP:
 	wait_for_same_table([ $east, $west ], 'mem');
 }
 
+##########
+# One large transaction that conflicts on every row
+##########
+
+# Both directions paused, west updates rows of the large transaction,
+# then east updates them again (a newer version): west applies one
+# transaction in which every row is a conflict that east's write wins,
+# and records each (counted in cosmosrep.conflict itself: decoding every
+# row for the view is not what is tested).  The recorded conflicts wait in memory only until a
+# batch of them is written, so the worker's memory stays under the same
+# ceiling.  The count is not a multiple of that batch.
+my $conflict_rows = int($big_rows / 4) + 7;
+my $clast = $first + $conflict_rows - 1;
+my $marker = $last + 1;
+ok(pause_west($west), 'pausing east in west for the conflicting transaction');
+$east->safe_psql('postgres', "SELECT cosmosrep.pause_region('west')");
+ok(wait_for_value($east,
+		"SELECT state = 'paused' AND worker_pid IS NULL FROM cosmosrep.replication_status"
+		  . " WHERE source_region = 'west'", 't'),
+	'pausing west in east stops its apply worker');
+my $mark_west = $west->safe_psql('postgres',
+	'SELECT coalesce(max(conflict_id), 0) FROM cosmosrep.conflict');
+my $mark_east = $east->safe_psql('postgres',
+	'SELECT coalesce(max(conflict_id), 0) FROM cosmosrep.conflict');
+$west->safe_psql('postgres', "UPDATE mem SET v = -1 WHERE id BETWEEN $first AND $clast");
+$east->safe_psql('postgres',
+	"UPDATE mem SET v = -2 WHERE id BETWEEN $first AND $clast;"
+	  . " INSERT INTO mem VALUES ($marker, 0, 'marker')");
+my $done3;
+($done3, $secs, $worker) = resume_and_sample($east, $west, $marker);
+diag(sprintf('one transaction of %d conflicting updates: applied%s in %.1f s; %s',
+	$conflict_rows, $done3 ? '' : ' NOT', $secs, peaks('apply worker', $worker)));
+ok($done3, "west applies one transaction of $conflict_rows conflicting updates within $phase_secs s");
+ok(($worker->{samples} // 0) >= 2, 'the apply worker was sampled while it worked on it');
+cmp_ok($worker->{VmHWM} // 0, '<=', $worker_ceiling,
+	"the apply worker's peak memory stays under its ceiling while every row of a large transaction conflicts");
+$east->safe_psql('postgres', "SELECT cosmosrep.resume_region('west')");
+wait_for_same_table([ $east, $west ], 'mem');
+is($west->safe_psql('postgres', "SELECT count(*) FROM mem WHERE id BETWEEN $first AND $clast AND v = -2"),
+	$conflict_rows, "east's newer updates win in west");
+is($west->safe_psql('postgres',
+		"SELECT count(*) || ' ' || count(DISTINCT remote_version) || ' ' || string_agg(DISTINCT resolution, ',')"
+		  . " FROM cosmosrep.conflict WHERE conflict_id > $mark_west AND kind = 'update_update'"),
+	"$conflict_rows $conflict_rows remote_applied",
+	'west records every conflict of the transaction once');
+is($east->safe_psql('postgres',
+		"SELECT count(*) || ' ' || count(DISTINCT remote_version) || ' ' || string_agg(DISTINCT resolution, ',')"
+		  . " FROM cosmosrep.conflict WHERE conflict_id > $mark_east AND kind = 'update_update'"),
+	"$conflict_rows $conflict_rows local_kept",
+	'east records every conflict of the transaction once');
+
 # west first: a walsender still decoding for it would hold up east's shutdown
 $_->stop for ($west, $east);
 done_testing();
