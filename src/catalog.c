@@ -83,15 +83,16 @@ cr_region_cache_callback(Datum arg, Oid relid)
 }
 
 /*
- * Run one statement through SPI; the caller has connected.
- *
- * The configuration tables are not readable by PUBLIC: statements run as
- * the bootstrap superuser, which owns them.  Callers check the privileges
- * of the user they act for (table ownership, function grants) first.
+ * Run one statement through SPI, to which the caller has connected, as
+ * the bootstrap superuser: cosmosrep's tables are not readable by PUBLIC,
+ * and it owns them.  Callers check the privileges of the user they act for
+ * (table ownership, function grants) first.  With plan, the statement is
+ * prepared once per backend into *plan.  Returns SPI's result code; errors
+ * if the statement fails.
  */
-static void
-cr_spi_exec(const char *sql, int nargs, Oid *argtypes, Datum *values,
-			const char *nulls, bool read_only)
+int
+cr_catalog_query(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes,
+				 Datum *values, const char *nulls, bool read_only)
 {
 	int			rc;
 	Oid			save_userid;
@@ -100,11 +101,33 @@ cr_spi_exec(const char *sql, int nargs, Oid *argtypes, Datum *values,
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
 	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
 						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
-	rc = SPI_execute_with_args(sql, nargs, argtypes, values, nulls, read_only, 0);
+	if (plan != NULL)
+	{
+		if (*plan == NULL)
+		{
+			SPIPlanPtr	p = SPI_prepare(sql, nargs, argtypes);
+
+			if (p == NULL)
+				elog(ERROR, "SPI_prepare failed for \"%s\": %s",
+					 sql, SPI_result_code_string(SPI_result));
+			SPI_keepplan(p);
+			*plan = p;
+		}
+		rc = SPI_execute_plan(*plan, values, nulls, read_only, 0);
+	}
+	else
+		rc = SPI_execute_with_args(sql, nargs, argtypes, values, nulls, read_only, 0);
 	SetUserIdAndSecContext(save_userid, save_sec_context);
 	if (rc < 0)
-		elog(ERROR, "SPI_execute_with_args failed for \"%s\": %s",
-			 sql, SPI_result_code_string(rc));
+		elog(ERROR, "could not execute \"%s\": %s", sql, SPI_result_code_string(rc));
+	return rc;
+}
+
+static void
+cr_spi_exec(const char *sql, int nargs, Oid *argtypes, Datum *values,
+			const char *nulls, bool read_only)
+{
+	(void) cr_catalog_query(NULL, sql, nargs, argtypes, values, nulls, read_only);
 }
 
 /*
@@ -122,9 +145,8 @@ cr_relation_owner(Oid relid)
 
 /*
  * Execute a statement that writes cosmosrep's state tables (tombstones,
- * conflicts, region priorities) as their owner, the bootstrap superuser,
- * and check its result code; returns the number of rows it processed.
- * With plan, the statement is prepared once per backend into *plan.
+ * conflicts, region priorities) as their owner (cr_catalog_query), and
+ * check its result code; returns the number of rows it processed.
  * Connects to SPI itself.  The caller has checked that the user it acts
  * for may cause the write.
  */
@@ -132,32 +154,11 @@ uint64
 cr_catalog_write(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes,
 				 Datum *values, const char *nulls, int expected)
 {
-	Oid			save_userid;
-	int			save_sec_context;
 	int			rc;
 	uint64		processed;
 
 	SPI_connect();
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
-						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
-	if (plan != NULL)
-	{
-		if (*plan == NULL)
-		{
-			SPIPlanPtr	p = SPI_prepare(sql, nargs, argtypes);
-
-			if (p == NULL)
-				elog(ERROR, "SPI_prepare failed for \"%s\": %s",
-					 sql, SPI_result_code_string(SPI_result));
-			SPI_keepplan(p);
-			*plan = p;
-		}
-		rc = SPI_execute_plan(*plan, values, nulls, false, 0);
-	}
-	else
-		rc = SPI_execute_with_args(sql, nargs, argtypes, values, nulls, false, 0);
-	SetUserIdAndSecContext(save_userid, save_sec_context);
+	rc = cr_catalog_query(plan, sql, nargs, argtypes, values, nulls, false);
 	processed = SPI_processed;
 	SPI_finish();
 	if (rc != expected)

@@ -37,6 +37,9 @@ typedef struct CrTableConfig
 
 extern Oid	cr_schema_oid(void);
 extern Oid	cr_relation_owner(Oid relid);
+extern int	cr_catalog_query(SPIPlanPtr *plan, const char *sql, int nargs,
+							 Oid *argtypes, Datum *values, const char *nulls,
+							 bool read_only);
 extern uint64 cr_catalog_write(SPIPlanPtr *plan, const char *sql, int nargs,
 							   Oid *argtypes, Datum *values, const char *nulls,
 							   int expected);

@@ -24,12 +24,12 @@
  */
 #include "postgres.h"
 
+#include "access/heapam.h"
 #include "access/htup_details.h"
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
-#include "catalog/pg_authid.h"
 #include "catalog/pg_type.h"
 #include "commands/sequence.h"
 #include "executor/executor.h"
@@ -194,13 +194,16 @@ cr_record_conflict(Relation rel, const char *policy, const CrIncoming *incoming,
 
 /*
  * Insert the rows in slots, and their index entries, as COPY does: one
- * WAL record and one buffer lock per page rather than per row.  The rows
- * are written by this file only, so there are no constraints to check.
+ * WAL record and one buffer lock per page rather than per row, the page
+ * kept pinned from one batch to the next (and, from PostgreSQL 16, the
+ * table extended by several pages at once).  The rows are written by
+ * this file only, so there are no constraints to check.
  */
 static void
-insert_batch(ResultRelInfo *rri, EState *estate, TupleTableSlot **slots, int n)
+insert_batch(ResultRelInfo *rri, EState *estate, BulkInsertState bistate,
+			 TupleTableSlot **slots, int n)
 {
-	table_multi_insert(rri->ri_RelationDesc, slots, n, estate->es_output_cid, 0, NULL);
+	table_multi_insert(rri->ri_RelationDesc, slots, n, estate->es_output_cid, 0, bistate);
 	for (int i = 0; i < n; i++)
 	{
 #if PG_VERSION_NUM >= 160000
@@ -209,6 +212,7 @@ insert_batch(ResultRelInfo *rri, EState *estate, TupleTableSlot **slots, int n)
 		(void) ExecInsertIndexTuples(rri, slots[i], estate, false, false, NULL, NIL);
 #endif
 		ExecClearTuple(slots[i]);
+		ResetPerTupleExprContext(estate);
 	}
 }
 
@@ -224,6 +228,7 @@ cr_flush_conflicts(void)
 	TupleDesc	desc;
 	EState	   *estate;
 	ResultRelInfo *rri;
+	BulkInsertState bistate;
 	TupleTableSlot *slots[FLUSH_BATCH];
 	int			nslots = 0;
 	Oid			seqid;
@@ -261,6 +266,7 @@ cr_flush_conflicts(void)
 	estate->es_output_cid = GetCurrentCommandId(true);
 	for (int i = 0; i < FLUSH_BATCH; i++)
 		slots[i] = ExecInitExtraTupleSlot(estate, desc, &TTSOpsHeapTuple);
+	bistate = GetBulkInsertState();
 
 	memset(nulls, false, sizeof(nulls));
 	values[Anum_conflict_detected_at - 1] =
@@ -304,11 +310,12 @@ cr_flush_conflicts(void)
 		ExecStoreHeapTuple(heap_form_tuple(desc, values, nulls), slots[nslots++], true);
 		if (nslots == FLUSH_BATCH || lnext(pending_conflicts, lc) == NULL)
 		{
-			insert_batch(rri, estate, slots, nslots);
+			insert_batch(rri, estate, bistate, slots, nslots);
 			nslots = 0;
 		}
 	}
 
+	FreeBulkInsertState(bistate);
 	ExecCloseIndices(rri);
 	ExecResetTupleTable(estate->es_tupleTable, false);
 	FreeExecutorState(estate);
@@ -457,30 +464,20 @@ cr_feed_rows(Oid relid, bytea *key, Oid rowtype)
 	MemoryContext callerctx = CurrentMemoryContext;
 	Datum	   *rows = NULL;
 	int			nrows = 0;
-	Oid			save_userid;
-	int			save_sec_context;
 	ArrayType  *array;
 
 	/* entries this transaction recorded count too, whatever the grouping */
 	if (pending_feed_entries > 0)
 		cr_flush_conflicts();
 
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
 	SPI_connect();
-	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
-						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
-	if (plan == NULL)
-	{
-		plan = SPI_prepare("SELECT remote_row FROM cosmosrep.conflict"
-						   " WHERE relid OPERATOR(pg_catalog.=) $1"
-						   " AND key OPERATOR(pg_catalog.=) $2"
-						   " AND resolved_at IS NULL AND remote_row IS NOT NULL"
-						   " ORDER BY conflict_id", 2, argtypes);
-		if (plan == NULL)
-			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-		SPI_keepplan(plan);
-	}
-	if (SPI_execute_plan(plan, values, NULL, true, 0) != SPI_OK_SELECT)
+	if (cr_catalog_query(&plan,
+						 "SELECT remote_row FROM cosmosrep.conflict"
+						 " WHERE relid OPERATOR(pg_catalog.=) $1"
+						 " AND key OPERATOR(pg_catalog.=) $2"
+						 " AND resolved_at IS NULL AND remote_row IS NOT NULL"
+						 " ORDER BY conflict_id",
+						 2, argtypes, values, NULL, true) != SPI_OK_SELECT)
 		elog(ERROR, "could not read the feed of a conflict");
 	if (SPI_processed > 0)
 	{
@@ -499,7 +496,6 @@ cr_feed_rows(Oid relid, bytea *key, Oid rowtype)
 		}
 		MemoryContextSwitchTo(spictx);
 	}
-	SetUserIdAndSecContext(save_userid, save_sec_context);
 	SPI_finish();
 	array = nrows > 0 ?
 		construct_array(rows, nrows, rowtype, -1, false, TYPALIGN_DOUBLE) :

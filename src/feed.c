@@ -35,7 +35,6 @@
 #include "access/htup_details.h"
 #include "access/table.h"
 #include "catalog/namespace.h"
-#include "catalog/pg_authid.h"
 #include "catalog/pg_type.h"
 #include "executor/executor.h"
 #include "executor/spi.h"
@@ -90,32 +89,28 @@ feed_entry_lock(int64 conflict_id)
 	uint64		found = 0;
 	bool		resolved = false;
 	char	   *resolved_by = NULL;
-	Oid			save_userid;
-	int			save_sec_context;
 	AclResult	aclresult;
 
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
 	SPI_connect();
-	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
-						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+
 	/*
 	 * The feed's entries by their partial index, locked; any other entry
 	 * (BRIN) only to say why it is not there.
 	 */
 	for (int pass = 0; pass < 2 && found == 0; pass++)
 	{
-		if (SPI_execute_with_args(pass == 0 ?
-								  "SELECT relid, key, local_version, remote_version,"
-								  " local_row, remote_row, resolution, kind, false, NULL"
-								  " FROM cosmosrep.conflict"
-								  " WHERE conflict_id OPERATOR(pg_catalog.=) $1"
-								  " AND resolved_at IS NULL FOR UPDATE" :
-								  "SELECT relid, key, local_version, remote_version,"
-								  " local_row, remote_row, resolution, kind,"
-								  " resolved_at IS NOT NULL, resolved_by"
-								  " FROM cosmosrep.conflict"
-								  " WHERE conflict_id OPERATOR(pg_catalog.=) $1",
-								  1, argtypes, values, NULL, false, 1) != SPI_OK_SELECT)
+		if (cr_catalog_query(NULL, pass == 0 ?
+							 "SELECT relid, key, local_version, remote_version,"
+							 " local_row, remote_row, resolution, kind, false, NULL"
+							 " FROM cosmosrep.conflict"
+							 " WHERE conflict_id OPERATOR(pg_catalog.=) $1"
+							 " AND resolved_at IS NULL FOR UPDATE" :
+							 "SELECT relid, key, local_version, remote_version,"
+							 " local_row, remote_row, resolution, kind,"
+							 " resolved_at IS NOT NULL, resolved_by"
+							 " FROM cosmosrep.conflict"
+							 " WHERE conflict_id OPERATOR(pg_catalog.=) $1",
+							 1, argtypes, values, NULL, false) != SPI_OK_SELECT)
 			elog(ERROR, "could not read conflict " INT64_FORMAT, conflict_id);
 		found = SPI_processed;
 	}
@@ -144,7 +139,6 @@ feed_entry_lock(int64 conflict_id)
 		resolved_by = SPI_getvalue(tup, desc, 10);
 		MemoryContextSwitchTo(spictx);
 	}
-	SetUserIdAndSecContext(save_userid, save_sec_context);
 	SPI_finish();
 
 	/* an entry of a table the user may not read does not exist for them */
