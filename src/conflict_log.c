@@ -373,7 +373,7 @@ cr_conflict_purge_history(void)
 
 /*
  * The composite datum of one of the rows ("local", "remote" or "winner")
- * of the conflict entry at tid, as the active snapshot sees it, copied
+ * of the conflict entry at tid, as the query's snapshot sees it, copied
  * into the current context, and the conflict's table in *relid; NULL if
  * there is none.  Read without privilege checks: the caller checks the
  * user's.
@@ -382,9 +382,9 @@ static HeapTupleHeader
 conflict_row_datum(ItemPointer tid, const char *which, Oid *relid)
 {
 	static const char *const names[3] = {"local", "remote", "winner"};
-	static const AttrNumber columns[3] = {Anum_conflict_local_row,
-		Anum_conflict_remote_row,
-	Anum_conflict_winner_row};
+	static const AttrNumber columns[3] = {
+		Anum_conflict_local_row, Anum_conflict_remote_row, Anum_conflict_winner_row
+	};
 	HeapTupleHeader row = NULL;
 	Relation	rel;
 	TupleTableSlot *slot;
@@ -406,7 +406,9 @@ conflict_row_datum(ItemPointer tid, const char *which, Oid *relid)
 	slot = table_slot_create(rel, NULL);
 	if (ItemPointerIsValid(tid) &&
 		ItemPointerGetBlockNumber(tid) < RelationGetNumberOfBlocks(rel) &&
-		table_tuple_fetch_row_version(rel, tid, GetActiveSnapshot(), slot))
+		table_tuple_fetch_row_version(rel, tid,
+									  ActiveSnapshotSet() ? GetActiveSnapshot() :
+									  GetTransactionSnapshot(), slot))
 	{
 		bool		isnull;
 		Datum		d;
