@@ -466,7 +466,7 @@ GRANT SELECT ON cosmosrep.replication_status TO PUBLIC;
 
 CREATE FUNCTION cosmosrep.conflict_row(entry tid, which text)
 RETURNS jsonb
-AS 'MODULE_PATHNAME', 'cosmosrep_conflict_row'
+AS 'MODULE_PATHNAME', 'cosmosrep_conflict_row_at'
 LANGUAGE C STABLE STRICT;
 COMMENT ON FUNCTION cosmosrep.conflict_row(tid, text) IS
     'the local, remote or winner row of the conflict entry at ctid entry of cosmosrep.conflict, as jsonb, for a user who may read its table';

@@ -7,11 +7,13 @@
  * NOTES
  *	  Each region records the conflicts it detects, in the transaction
  *	  that applies the change: they are collected while the group's
- *	  changes are applied and inserted before it commits, in batches as
- *	  COPY does (no SQL, no per-row parse or plan), with the rows as
- *	  composite datums (a copy of the tuple, no work per column), which
- *	  cosmosrep.conflicts decodes to jsonb when it is read.  The history
- *	  table has no CHECK constraints: only this file and feed.c write it.
+ *	  changes are applied and inserted a thousand at a time between
+ *	  changes and the rest before it commits, in batches as COPY does (no
+ *	  SQL, no per-row parse or plan), with the rows as composite datums (a
+ *	  copy of the tuple, no work per column), which cosmosrep.conflicts
+ *	  decodes to jsonb when it is read, fetching each entry by its ctid.
+ *	  The history table has no CHECK constraints and no btree over every
+ *	  entry: only this file and feed.c write it.
  *
  *	  Entries that a policy resolved at once carry resolved_at; pending
  *	  and error entries (the feed) carry none until the application
@@ -126,7 +128,7 @@ static int	pending_feed_entries = 0;
 /* rows written to cosmosrep.conflict at once (table_multi_insert) */
 #define FLUSH_BATCH 100
 
-PG_FUNCTION_INFO_V1(cosmosrep_conflict_row);
+PG_FUNCTION_INFO_V1(cosmosrep_conflict_row_at);
 
 /*
  * A copy of slot's row as a composite datum in the current context, or 0:
@@ -435,9 +437,10 @@ conflict_row_datum(ItemPointer tid, const char *which, Oid *relid)
  * cosmosrep.conflicts reads each entry's rows with it.  It takes where
  * the entry is, not its bytes, so that no caller can make it decode
  * bytes of their own, and answers only a user who may read the table.
+ * (A C name of its own: the function took a conflict id before.)
  */
 Datum
-cosmosrep_conflict_row(PG_FUNCTION_ARGS)
+cosmosrep_conflict_row_at(PG_FUNCTION_ARGS)
 {
 	Oid			relid;
 	HeapTupleHeader row = conflict_row_datum((ItemPointer) PG_GETARG_POINTER(0),
