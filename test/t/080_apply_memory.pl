@@ -1,7 +1,9 @@
 # The apply worker and the walsender that feeds it keep bounded memory
 # while a paused region catches up a long backlog of small transactions and
 # one very large transaction, and the large transaction becomes visible
-# in the receiving region all at once.
+# in the receiving region all at once.  The apply worker's memory stays
+# bounded too when every row of a large transaction is a conflict that it
+# records.
 #
 # Sizes (environment, defaults as below): COSMOSREP_MEM_SINGLE_TXNS
 # single-row transactions, then one transaction of COSMOSREP_MEM_BIG_ROWS
@@ -270,9 +272,10 @@ SKIP:
 # then east updates them again (a newer version): west applies one
 # transaction in which every row is a conflict that east's write wins,
 # and records each (counted in cosmosrep.conflict itself: decoding every
-# row for the view is not what is tested).  The recorded conflicts wait in memory only until a
-# batch of them is written, so the worker's memory stays under the same
-# ceiling.  The count is not a multiple of that batch.
+# row for the view is not what is tested).  The recorded conflicts wait
+# in memory only until a batch of them is written, so the worker's
+# memory stays under the same ceiling.  The count is not a multiple of
+# that batch.
 my $conflict_rows = int($big_rows / 4) + 7;
 my $clast = $first + $conflict_rows - 1;
 my $marker = $last + 1;
