@@ -362,6 +362,14 @@ copy_table(JoinTable *t, PGconn *conn, const char *via_region)
 	CommandCounterIncrement();
 }
 
+/* the local table that columns 0 and 1 (schema, name) of row i of res name */
+static Oid
+remote_relid(PGresult *res, int i)
+{
+	return RangeVarGetRelid(makeRangeVar(PQgetvalue(res, i, 0), PQgetvalue(res, i, 1), -1),
+							NoLock, false);
+}
+
 /*
  * Copy the via region's tombstones, at the copy's snapshot: without them a
  * change older than a delete that the via region had applied before the
@@ -380,13 +388,10 @@ copy_tombstones(PGconn *conn, const char *via_region)
 
 	for (int i = 0; i < PQntuples(res); i++)
 	{
-		Oid			relid = RangeVarGetRelid(makeRangeVar(PQgetvalue(res, i, 0),
-														  PQgetvalue(res, i, 1), -1),
-											 NoLock, false);
 		bytea	   *key = DatumGetByteaPP(DirectFunctionCall1(byteain,
 															  CStringGetDatum(PQgetvalue(res, i, 2))));
 
-		cr_tombstone_record(relid, key, pg_strtoint64(PQgetvalue(res, i, 3)),
+		cr_tombstone_record(remote_relid(res, i), key, pg_strtoint64(PQgetvalue(res, i, 3)),
 							pg_strtoint64(PQgetvalue(res, i, 4)),
 							pg_strtoint64(PQgetvalue(res, i, 5)));
 	}
@@ -415,10 +420,7 @@ copy_policy_history(PGconn *conn, const char *via_region)
 									 PGRES_TUPLES_OK, via_region);
 
 	for (int i = 0; i < PQntuples(res); i++)
-		cr_table_remember_config(RangeVarGetRelid(makeRangeVar(PQgetvalue(res, i, 0),
-															   PQgetvalue(res, i, 1), -1),
-												  NoLock, false),
-								 PQgetvalue(res, i, 2),
+		cr_table_remember_config(remote_relid(res, i), PQgetvalue(res, i, 2),
 								 PQgetisnull(res, i, 3) ? NULL : PQgetvalue(res, i, 3),
 								 PQgetisnull(res, i, 4) ? NULL : PQgetvalue(res, i, 4),
 								 pg_strtoint64(PQgetvalue(res, i, 5)));

@@ -261,6 +261,10 @@ $ra->safe_psql('postgres', "INSERT INTO ledger VALUES ('a-after-refused', 5)");
 ok($rb->poll_query_until('postgres',
 		"SELECT count(*) FROM ledger WHERE id = 'a-after-refused'", '1'),
 	'and the changes behind it are applied');
+is($rb->safe_psql('postgres', q{
+		SELECT state || coalesce(' ' || last_error, '') FROM cosmosrep.replication_status
+		 WHERE source_region = 'a'}),
+	'streaming', 'the link shows no error once it applies again');
 
 $rb->safe_psql('postgres', 'DROP TRIGGER refuse ON ledger');
 $rb->safe_psql('postgres', q{
