@@ -355,7 +355,8 @@ pending_config(CrDecodingData *data, CrRelSyncEntry *entry, Relation rel,
 	CrTableConfig *config;
 	StringInfoData buf;
 
-	if (isnull || DatumGetInt64(d) == entry->config_sent)
+	/* configuration 0 (a row written without the trigger) has no history */
+	if (isnull || DatumGetInt64(d) == entry->config_sent || DatumGetInt64(d) == 0)
 		return;
 	config = cr_get_config_history(RelationGetRelid(rel), DatumGetInt64(d));
 	if (config != NULL)
