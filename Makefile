@@ -19,6 +19,7 @@ OBJS = \
 	src/row_trigger.o \
 	src/launcher.o \
 	src/membership.o \
+	src/signing.o \
 	src/sql_api.o \
 	src/stability.o \
 	src/staleness.o \

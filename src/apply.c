@@ -1451,15 +1451,16 @@ apply_truncate(const char *content, Size size)
 {
 	const char *cursor = content;
 	const char *end = content + size;
-	const char *nspname = cr_message_field(&cursor, end, "truncate");
-	const char *relname = cr_message_field(&cursor, end, "truncate");
-	int64		version = pg_strtoint64(cr_message_field(&cursor, end, "truncate"));
+	const char *nspname = cr_message_name_field(&cursor, end, "truncate");
+	const char *relname = cr_message_name_field(&cursor, end, "truncate");
+	int64		version = cr_message_int_field(&cursor, end, "truncate", 1, PG_INT64_MAX);
 	Oid			relid;
 	CrUserContext user;
 	Oid			argtypes[1] = {INT8OID};
 	Datum		values[1];
 	int			rc;
 
+	cr_message_end(cursor, end, "truncate");
 	cr_hlc_observe(version);
 
 	exec_close_all();
@@ -1535,55 +1536,115 @@ statement_end(void)
 }
 
 static void
+apply_failover_message(const CrMessage *msg)
+{
+	statement_begin();
+	cr_failover_apply_message(msg->content, msg->size);
+	statement_end();
+}
+
+static void
+apply_writes_message(const CrMessage *msg)
+{
+	statement_begin();
+	cr_write_regions_apply_message(msg->content, msg->size);
+	statement_end();
+}
+
+static void
+apply_resolved_message(const CrMessage *msg)
+{
+	/* entries this group recorded are marked too */
+	cr_flush_conflicts();
+	statement_begin();
+	cr_feed_apply_resolved(msg->content, msg->size, PeerName);
+	statement_end();
+}
+
+/*
+ * A peer's stable version.  Between transactions: it holds here once what
+ * came before it is committed, at once or when the open group commits.
+ */
+static void
+apply_stable_message(const CrMessage *msg)
+{
+	const char *cursor = msg->content;
+	const char *end = msg->content + msg->size;
+
+	group_stable_version = cr_message_int_field(&cursor, end, "stable version",
+												0, PG_INT64_MAX);
+	cr_message_end(cursor, end, "stable version");
+	if (group_transactions == 0)
+		publish_stable_version();
+}
+
+static void
+apply_ddl_message(const CrMessage *msg)
+{
+	exec_close_all();
+	statement_begin();
+	cr_table_apply_ddl(msg->content, msg->size, PeerName);
+	statement_end();
+}
+
+static void
+apply_truncate_message(const CrMessage *msg)
+{
+	apply_truncate(msg->content, msg->size);
+}
+
+static void
+apply_rows_message(const CrMessage *msg)
+{
+	apply_rows(msg->content, msg->size);
+}
+
+/*
+ * The MESSAGEs of the stream, by prefix: whether each is transactional
+ * (inside BEGIN and COMMIT) and what applies it.
+ */
+static const struct
+{
+	const char *prefix;
+	bool		transactional;
+	void		(*apply) (const CrMessage *msg);
+}			message_kinds[] =
+{
+	{CR_TRUNCATE_MESSAGE_PREFIX, true, apply_truncate_message},
+	{CR_ROWS_MESSAGE_PREFIX, true, apply_rows_message},
+	{CR_FAILOVER_MESSAGE_PREFIX, true, apply_failover_message},
+	{CR_WRITES_MESSAGE_PREFIX, true, apply_writes_message},
+	{CR_RESOLVED_MESSAGE_PREFIX, true, apply_resolved_message},
+	{CR_DDL_MESSAGE_PREFIX, true, apply_ddl_message},
+	{CR_STABLE_MESSAGE_PREFIX, false, apply_stable_message},
+};
+
+static void
 handle_message(StringInfo s)
 {
 	CrMessage	msg;
 
 	cr_read_message(s, &msg);
-	if (strcmp(msg.prefix, CR_TRUNCATE_MESSAGE_PREFIX) == 0)
-		apply_truncate(msg.content, msg.size);
-	else if (strcmp(msg.prefix, CR_ROWS_MESSAGE_PREFIX) == 0)
-		apply_rows(msg.content, msg.size);
-	else if (strcmp(msg.prefix, CR_FAILOVER_MESSAGE_PREFIX) == 0)
+	for (int i = 0; i < lengthof(message_kinds); i++)
 	{
-		statement_begin();
-		cr_failover_apply_message(msg.content, msg.size);
-		statement_end();
+		if (strcmp(msg.prefix, message_kinds[i].prefix) != 0)
+			continue;
+		if (msg.transactional != message_kinds[i].transactional ||
+			msg.transactional != in_remote_transaction)
+			ereport(ERROR,
+					(errcode(ERRCODE_PROTOCOL_VIOLATION),
+					 errmsg("message \"%s\" from region \"%s\" is out of place",
+							msg.prefix, PeerName),
+					 errdetail("It is %s and arrived %s a transaction.",
+							   msg.transactional ? "transactional" : "not transactional",
+							   in_remote_transaction ? "inside" : "outside")));
+		message_kinds[i].apply(&msg);
+		return;
 	}
-	else if (strcmp(msg.prefix, CR_WRITES_MESSAGE_PREFIX) == 0)
-	{
-		statement_begin();
-		cr_write_regions_apply_message(msg.content, msg.size);
-		statement_end();
-	}
-	else if (strcmp(msg.prefix, CR_RESOLVED_MESSAGE_PREFIX) == 0)
-	{
-		/* entries this group recorded are marked too */
-		cr_flush_conflicts();
-		statement_begin();
-		cr_feed_apply_resolved(msg.content, msg.size, PeerName);
-		statement_end();
-	}
-	else if (strcmp(msg.prefix, CR_STABLE_MESSAGE_PREFIX) == 0)
-	{
-		/*
-		 * Between transactions.  It holds here once what came before it is
-		 * committed: at once, or when the open group commits.
-		 */
-		if (msg.transactional || in_remote_transaction ||
-			msg.size < 2 || msg.content[msg.size - 1] != '\0')
-			elog(ERROR, "malformed stable version from region \"%s\"", PeerName);
-		group_stable_version = pg_strtoint64(msg.content);
-		if (group_transactions == 0)
-			publish_stable_version();
-	}
-	else if (strcmp(msg.prefix, CR_DDL_MESSAGE_PREFIX) == 0)
-	{
-		exec_close_all();
-		statement_begin();
-		cr_table_apply_ddl(msg.content, msg.size, PeerName);
-		statement_end();
-	}
+	ereport(ERROR,
+			(errcode(ERRCODE_PROTOCOL_VIOLATION),
+			 errmsg("unrecognized message \"%s\" from region \"%s\"",
+					msg.prefix, PeerName)));
 }
 
 /* a row change */
@@ -1729,6 +1790,11 @@ apply_dispatch(StringInfo s)
 		case LOGICAL_REP_MSG_INSERT:
 		case LOGICAL_REP_MSG_UPDATE:
 		case LOGICAL_REP_MSG_DELETE:
+			if (!in_remote_transaction)
+				ereport(ERROR,
+						(errcode(ERRCODE_PROTOCOL_VIOLATION),
+						 errmsg("row change outside a transaction from region \"%s\"",
+								PeerName)));
 			if (careful)
 				apply_change_carefully(action, s);
 			else

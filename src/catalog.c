@@ -38,6 +38,7 @@
 #include "catalog/pg_authid.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
+#include "utils/guc.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -83,12 +84,45 @@ cr_region_cache_callback(Datum arg, Oid relid)
 }
 
 /*
+ * Pin search_path for a statement that cosmosrep builds, so that no
+ * function or operator of the caller's schemas can stand in for one of
+ * pg_catalog's (CVE-2018-1058): the statement names cosmosrep's objects
+ * with their schema, and with "pg_catalog, pg_temp" an unqualified
+ * operator or function resolves in pg_catalog only (pg_temp is never
+ * searched for those).  An empty path, which apply workers run with, is
+ * as safe and is left alone, so the hot paths pay nothing.  Returns the
+ * GUC nest level to pass to cr_unpin_search_path, or -1.
+ */
+int
+cr_pin_search_path(void)
+{
+	int			nestlevel;
+
+	if (namespace_search_path[0] == '\0' ||
+		strcmp(namespace_search_path, CR_PINNED_SEARCH_PATH) == 0)
+		return -1;
+	nestlevel = NewGUCNestLevel();
+	(void) set_config_option("search_path", CR_PINNED_SEARCH_PATH,
+							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
+							 true, 0, false);
+	return nestlevel;
+}
+
+void
+cr_unpin_search_path(int nestlevel)
+{
+	if (nestlevel >= 0)
+		AtEOXact_GUC(true, nestlevel);
+}
+
+/*
  * Run one statement through SPI, to which the caller has connected, as
  * the bootstrap superuser: cosmosrep's tables are not readable by PUBLIC,
  * and it owns them.  Callers check the privileges of the user they act for
- * (table ownership, function grants) first.  With plan, the statement is
- * prepared once per backend into *plan.  Returns SPI's result code; errors
- * if the statement fails.
+ * (table ownership, function grants) first.  The statement runs with a
+ * pinned search_path (cr_pin_search_path), whatever the caller set.  With
+ * plan, the statement is prepared once per backend into *plan.  Returns
+ * SPI's result code; errors if the statement fails.
  */
 int
 cr_catalog_query(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes,
@@ -97,6 +131,7 @@ cr_catalog_query(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes,
 	int			rc;
 	Oid			save_userid;
 	int			save_sec_context;
+	int			nestlevel = cr_pin_search_path();
 
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
 	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
@@ -118,6 +153,7 @@ cr_catalog_query(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes,
 	else
 		rc = SPI_execute_with_args(sql, nargs, argtypes, values, nulls, read_only, 0);
 	SetUserIdAndSecContext(save_userid, save_sec_context);
+	cr_unpin_search_path(nestlevel);
 	if (rc < 0)
 		elog(ERROR, "could not execute \"%s\": %s", sql, SPI_result_code_string(rc));
 	return rc;
@@ -320,7 +356,7 @@ cr_delete_region(int id)
 	Datum		values[1] = {Int16GetDatum(id)};
 
 	SPI_connect();
-	cr_spi_exec("DELETE FROM cosmosrep.region WHERE region_id = $1",
+	cr_spi_exec("DELETE FROM cosmosrep.region WHERE region_id OPERATOR(pg_catalog.=) $1",
 				1, argtypes, values, NULL, false);
 	SPI_finish();
 }
@@ -332,7 +368,7 @@ cr_set_region_paused(int id, bool paused)
 	Datum		values[2] = {Int16GetDatum(id), BoolGetDatum(paused)};
 
 	SPI_connect();
-	cr_spi_exec("UPDATE cosmosrep.region SET paused = $2 WHERE region_id = $1",
+	cr_spi_exec("UPDATE cosmosrep.region SET paused = $2 WHERE region_id OPERATOR(pg_catalog.=) $1",
 				2, argtypes, values, NULL, false);
 	SPI_finish();
 }
@@ -394,7 +430,7 @@ cr_get_table_config(Oid relid)
 
 	SPI_connect();
 	cr_spi_exec("SELECT policy, path, resolver::oid, config_version"
-				" FROM cosmosrep.replicated_table WHERE relid = $1",
+				" FROM cosmosrep.replicated_table WHERE relid OPERATOR(pg_catalog.=) $1",
 				1, argtypes, values, NULL, false);
 	if (SPI_processed == 1)
 	{
@@ -459,7 +495,7 @@ cr_update_table_config(const CrTableConfig *config)
 	SPI_connect();
 	cr_spi_exec("UPDATE cosmosrep.replicated_table"
 				" SET policy = $2, path = $3, resolver = $4, config_version = $5"
-				" WHERE relid = $1",
+				" WHERE relid OPERATOR(pg_catalog.=) $1",
 				5, argtypes, values, nulls, false);
 	SPI_finish();
 }
@@ -471,7 +507,7 @@ cr_delete_table_config(Oid relid)
 	Datum		values[1] = {ObjectIdGetDatum(relid)};
 
 	SPI_connect();
-	cr_spi_exec("DELETE FROM cosmosrep.replicated_table WHERE relid = $1",
+	cr_spi_exec("DELETE FROM cosmosrep.replicated_table WHERE relid OPERATOR(pg_catalog.=) $1",
 				1, argtypes, values, NULL, false);
 	SPI_finish();
 }
@@ -602,6 +638,6 @@ cr_forget_config_history(Oid relid)
 	Datum		values[1] = {ObjectIdGetDatum(relid)};
 
 	(void) cr_catalog_write(&history_forget_plan,
-							"DELETE FROM cosmosrep.policy_history WHERE relid = $1",
+							"DELETE FROM cosmosrep.policy_history WHERE relid OPERATOR(pg_catalog.=) $1",
 							1, argtypes, values, NULL, SPI_OK_DELETE);
 }

@@ -32,8 +32,9 @@
 #include "cosmosrep.h"
 #include "hlc.h"
 #include "launcher.h"
-#include "staleness.h"
 #include "shmem.h"
+#include "signing.h"
+#include "staleness.h"
 
 PG_MODULE_MAGIC;
 
@@ -110,8 +111,10 @@ cr_shmem_request(void)
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 
-	RequestAddinShmemSpace(add_size(add_size(cr_hlc_shmem_size(), cr_launcher_shmem_size()),
-									cr_staleness_shmem_size()));
+	RequestAddinShmemSpace(add_size(add_size(add_size(cr_hlc_shmem_size(),
+													  cr_launcher_shmem_size()),
+											 cr_staleness_shmem_size()),
+									cr_signing_shmem_size()));
 	RequestNamedLWLockTranche("cosmosrep", CR_NUM_LWLOCKS);
 }
 
@@ -126,6 +129,7 @@ cr_shmem_startup(void)
 	cr_hlc_shmem_init();
 	cr_launcher_shmem_init();
 	cr_staleness_shmem_init();
+	cr_signing_shmem_init();
 	LWLockRelease(AddinShmemInitLock);
 }
 

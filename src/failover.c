@@ -130,11 +130,14 @@ cr_failover_apply_message(const char *content, Size size)
 {
 	const char *cursor = content;
 	const char *end = content + size;
-	const char *name = cr_message_field(&cursor, end, "failover priority");
-	const char *priority = cr_message_field(&cursor, end, "failover priority");
-	const char *version = cr_message_field(&cursor, end, "failover priority");
+	const char *name = cr_message_name_field(&cursor, end, "failover priority");
+	int32		priority = cr_message_int_field(&cursor, end, "failover priority",
+												1, PG_INT32_MAX);
+	int64		version = cr_message_int_field(&cursor, end, "failover priority",
+											   1, PG_INT64_MAX);
 
-	set_priority(name, pg_strtoint32(priority), pg_strtoint64(version));
+	cr_message_end(cursor, end, "failover priority");
+	set_priority(name, priority, version);
 }
 
 /*
@@ -172,7 +175,7 @@ cr_write_regions_adopt_version(int64 version)
 	(void) cr_catalog_write(NULL,
 							"UPDATE cosmosrep.region"
 							" SET writes_version = GREATEST($1,"
-							"     (SELECT max(writes_version) FROM cosmosrep.region))",
+							"     (SELECT pg_catalog.max(writes_version) FROM cosmosrep.region))",
 							1, argtypes, values, NULL, SPI_OK_UPDATE);
 }
 
@@ -236,10 +239,20 @@ cr_write_regions_apply_message(const char *content, Size size)
 {
 	const char *cursor = content;
 	const char *end = content + size;
-	const char *version = cr_message_field(&cursor, end, "write regions");
+	int64		version = cr_message_int_field(&cursor, end, "write regions",
+											   1, PG_INT64_MAX);
 	const char *region = cr_message_field(&cursor, end, "write regions");
 
-	set_write_regions(*region ? region : NULL, pg_strtoint64(version));
+	cr_message_end(cursor, end, "write regions");
+	if (*region && cr_get_region_by_name(region) == NULL)
+	{
+		/* removed here meanwhile: no region of this group may write then */
+		ereport(LOG,
+				(errmsg("cosmosrep skipped a change of write regions to unknown region \"%s\"",
+						region)));
+		return;
+	}
+	set_write_regions(*region ? region : NULL, version);
 }
 
 /* a libpq connection string value, quoted when it needs to be */

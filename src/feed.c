@@ -40,7 +40,6 @@
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
-#include "replication/message.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
@@ -52,6 +51,7 @@
 #include "cosmosrep.h"
 #include "feed.h"
 #include "protocol.h"
+#include "signing.h"
 #include "tables.h"
 #include "tombstone.h"
 
@@ -331,7 +331,7 @@ feed_resolve(Relation rel, FeedEntry *e, const char *resolution, Datum winner)
 	cr_append_fields(&msg, fields, lengthof(fields));
 	/* the key is binary: it takes the rest of the message */
 	appendBinaryStringInfo(&msg, VARDATA_ANY(e->key), VARSIZE_ANY_EXHDR(e->key));
-	(void) LogLogicalMessage(CR_RESOLVED_MESSAGE_PREFIX, msg.data, msg.len, true);
+	(void) cr_log_message(CR_RESOLVED_MESSAGE_PREFIX, msg.data, msg.len, true);
 }
 
 /*
@@ -343,14 +343,25 @@ cr_feed_apply_resolved(const char *content, Size size, const char *region)
 {
 	const char *cursor = content;
 	const char *end = content + size;
-	const char *nspname = cr_message_field(&cursor, end, "resolved");
-	const char *relname = cr_message_field(&cursor, end, "resolved");
-	int64		version = pg_strtoint64(cr_message_field(&cursor, end, "resolved"));
+	const char *nspname = cr_message_name_field(&cursor, end, "resolved");
+	const char *relname = cr_message_name_field(&cursor, end, "resolved");
+	int64		version = cr_message_int_field(&cursor, end, "resolved", 1, PG_INT64_MAX);
 	const char *resolution = cr_message_field(&cursor, end, "resolved");
-	const char *by = cr_message_field(&cursor, end, "resolved");
-	Oid			relid = get_relname_relid(relname, get_namespace_oid(nspname, true));
-	bytea	   *key = palloc(VARHDRSZ + (end - cursor));
+	const char *by = cr_message_name_field(&cursor, end, "resolved");
+	Oid			relid;
+	bytea	   *key;
 
+	/* a resolution marks entries resolved; pending and error do not */
+	if (strcmp(resolution, cr_resolution_names[CR_RESOLUTION_REMOTE_APPLIED]) != 0 &&
+		strcmp(resolution, cr_resolution_names[CR_RESOLUTION_LOCAL_KEPT]) != 0 &&
+		strcmp(resolution, cr_resolution_names[CR_RESOLUTION_MERGED]) != 0)
+		cr_message_malformed("resolved",
+							 psprintf("Resolution \"%.32s\" is not one of remote_applied, local_kept and merged.",
+									  resolution));
+	if (cursor >= end)
+		cr_message_malformed("resolved", "The message has no key.");
+	relid = get_relname_relid(relname, get_namespace_oid(nspname, true));
+	key = palloc(VARHDRSZ + (end - cursor));
 	SET_VARSIZE(key, VARHDRSZ + (end - cursor));
 	memcpy(VARDATA(key), cursor, end - cursor);
 	if (OidIsValid(relid))

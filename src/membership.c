@@ -658,7 +658,7 @@ cosmosrep_join_region(PG_FUNCTION_ARGS)
 
 				/* the clock must run ahead of every copied version */
 				SPI_connect();
-				SPI_execute(psprintf("SELECT max(%s) FROM %s", CR_VERSION_COLUMN,
+				SPI_execute(psprintf("SELECT pg_catalog.max(%s) FROM %s", CR_VERSION_COLUMN,
 									 quote_qualified_identifier(t->nspname, t->relname)),
 							true, 1);
 				{
@@ -892,7 +892,7 @@ drop_slot(const char *slot)
 		SPI_connect();
 		SPI_execute(psprintf("SELECT pg_catalog.pg_terminate_backend(active_pid, 5000)"
 							 " FROM pg_catalog.pg_replication_slots"
-							 " WHERE slot_name = %s AND active_pid IS NOT NULL",
+							 " WHERE slot_name OPERATOR(pg_catalog.=) %s AND active_pid IS NOT NULL",
 							 quote_literal_cstr(slot)), false, 0);
 		SPI_finish();
 

@@ -74,6 +74,7 @@
 #include "cosmosrep.h"
 #include "protocol.h"
 #include "row_trigger.h"
+#include "signing.h"
 #include "tables.h"
 
 /* the tuple of a decoded change; PostgreSQL 17 dropped ReorderBufferTupleBuf */
@@ -516,6 +517,22 @@ cr_message(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 		   Size message_size, const char *message)
 {
 	CrDecodingData *data = ctx->output_plugin_private;
+
+	if (strncmp(prefix, CR_MESSAGE_PREFIX_ROOT, strlen(CR_MESSAGE_PREFIX_ROOT)) != 0)
+		return;
+
+	/* only what cosmosrep wrote on this server goes on (signing.c) */
+	if (!cr_message_authentic(prefix, message, message_size, transactional))
+	{
+		ereport(LOG,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("cosmosrep skipped a logical message with prefix \"%s\" that cosmosrep did not write",
+						prefix),
+				 errdetail("The message at %X/%X was written with pg_logical_emit_message() or altered; it is not sent to other regions.",
+						   LSN_FORMAT_ARGS(message_lsn))));
+		return;
+	}
+	message_size -= CR_MESSAGE_TAG_SIZE;
 
 	if (!transactional)
 	{

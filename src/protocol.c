@@ -42,9 +42,9 @@
 
 #include "access/transam.h"
 #include "libpq/pqformat.h"
-#include "replication/message.h"
 
 #include "protocol.h"
+#include "signing.h"
 
 void
 cr_write_begin(StringInfo out, ReorderBufferTXN *txn)
@@ -122,7 +122,7 @@ cr_log_fields_message(const char *prefix, const char *const *fields, int nfields
 
 	initStringInfo(&buf);
 	cr_append_fields(&buf, fields, nfields);
-	(void) LogLogicalMessage(prefix, buf.data, buf.len, true);
+	(void) cr_log_message(prefix, buf.data, buf.len, true);
 	pfree(buf.data);
 }
 
@@ -135,9 +135,25 @@ cr_append_fields(StringInfo buf, const char *const *fields, int nfields)
 }
 
 /*
+ * Fields of the messages that carry catalog changes.  What a peer sends is
+ * untrusted input: each reader takes every field through these, which
+ * check it before use and report a malformed message as a protocol
+ * violation (the apply worker then stops with the error in
+ * replication_status and retries the transaction; nothing is skipped).
+ * what names the message kind in the error.
+ */
+void
+cr_message_malformed(const char *what, const char *detail)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_PROTOCOL_VIOLATION),
+			 errmsg("malformed %s message", what),
+			 errdetail_internal("%s", detail)));
+}
+
+/*
  * The next NUL-terminated field of a message's content, from *cursor up
- * to end, and *cursor past it; an error for a content that ends first
- * (what names the message).
+ * to end, and *cursor past it.
  */
 const char *
 cr_message_field(const char **cursor, const char *end, const char *what)
@@ -146,7 +162,45 @@ cr_message_field(const char **cursor, const char *end, const char *what)
 	size_t		len;
 
 	if (field >= end || (len = strnlen(field, end - field)) == (size_t) (end - field))
-		elog(ERROR, "malformed %s message", what);
+		cr_message_malformed(what, "The message ends before one of its fields.");
 	*cursor = field + len + 1;
 	return field;
+}
+
+/* the next field, which must name something: not empty, not too long */
+const char *
+cr_message_name_field(const char **cursor, const char *end, const char *what)
+{
+	const char *field = cr_message_field(cursor, end, what);
+
+	if (field[0] == '\0' || strlen(field) >= NAMEDATALEN)
+		cr_message_malformed(what, psprintf("A name field is empty or longer than %d bytes.",
+								 NAMEDATALEN - 1));
+	return field;
+}
+
+/* the next field as an integer from min to max */
+int64
+cr_message_int_field(const char **cursor, const char *end, const char *what,
+					 int64 min, int64 max)
+{
+	const char *field = cr_message_field(cursor, end, what);
+	char	   *endptr;
+	int64		value;
+
+	errno = 0;
+	value = strtoi64(field, &endptr, 10);
+	if (field[0] == '\0' || *endptr != '\0' || errno != 0 ||
+		value < min || value > max)
+		cr_message_malformed(what, psprintf("Field \"%.32s\" is not a number from " INT64_FORMAT
+								 " to " INT64_FORMAT ".", field, min, max));
+	return value;
+}
+
+/* check that a message holds nothing after its last field */
+void
+cr_message_end(const char *cursor, const char *end, const char *what)
+{
+	if (cursor != end)
+		cr_message_malformed(what, "The message holds more than its fields.");
 }

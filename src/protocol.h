@@ -33,6 +33,7 @@
  * (tables.c), the sending region's stable version (stability.c), and a
  * region's failover priority (failover.c).
  */
+#define CR_MESSAGE_PREFIX_ROOT		"cosmosrep."
 #define CR_DDL_MESSAGE_PREFIX		"cosmosrep.ddl"
 #define CR_TRUNCATE_MESSAGE_PREFIX	"cosmosrep.truncate"
 #define CR_ROWS_MESSAGE_PREFIX		"cosmosrep.rows"
@@ -68,5 +69,11 @@ extern void cr_log_fields_message(const char *prefix, const char *const *fields,
 								  int nfields);
 extern const char *cr_message_field(const char **cursor, const char *end,
 									const char *what);
+extern const char *cr_message_name_field(const char **cursor, const char *end,
+										 const char *what);
+extern int64 cr_message_int_field(const char **cursor, const char *end,
+								  const char *what, int64 min, int64 max);
+extern void cr_message_malformed(const char *what, const char *detail) pg_attribute_noreturn();
+extern void cr_message_end(const char *cursor, const char *end, const char *what);
 
 #endif							/* CR_PROTOCOL_H */

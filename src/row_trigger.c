@@ -41,7 +41,6 @@
 #include "commands/trigger.h"
 #include "executor/spi.h"
 #include "fmgr.h"
-#include "replication/message.h"
 #include "utils/datum.h"
 #include "utils/hsearch.h"
 #include "utils/inval.h"
@@ -53,8 +52,9 @@
 #include "cosmosrep.h"
 #include "hlc.h"
 #include "protocol.h"
-#include "staleness.h"
 #include "row_trigger.h"
+#include "signing.h"
+#include "staleness.h"
 #include "tombstone.h"
 
 PG_FUNCTION_INFO_V1(cosmosrep_stamp_row);
@@ -247,7 +247,7 @@ cosmosrep_stamp_row(PG_FUNCTION_ARGS)
 				DatumGetInt64(heap_getattr(trigdata->tg_trigtuple, info.version_att,
 										   desc, &isnull));
 			payload.config_version = config;
-			LogLogicalMessage(CR_DELETE_BASE_PREFIX, (const char *) &payload,
+			cr_log_message(CR_DELETE_BASE_PREFIX, (const char *) &payload,
 							  sizeof(payload), true);
 			cr_tombstone_record(payload.relid,
 								cr_tombstone_key(rel, trigdata->tg_trigslot),

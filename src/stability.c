@@ -40,7 +40,6 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
-#include "replication/message.h"
 #include "utils/builtins.h"
 
 #include "catalog.h"
@@ -48,6 +47,7 @@
 #include "hlc.h"
 #include "launcher.h"
 #include "protocol.h"
+#include "signing.h"
 #include "stability.h"
 
 PG_FUNCTION_INFO_V1(cosmosrep_purge_tombstones);
@@ -65,7 +65,7 @@ cr_stability_announce(void)
 	if (!XLogLogicalInfoActive())
 		return;
 	text = psprintf(INT64_FORMAT, cr_hlc_stable_version());
-	LogLogicalMessage(CR_STABLE_MESSAGE_PREFIX, text, strlen(text) + 1, false);
+	cr_log_message(CR_STABLE_MESSAGE_PREFIX, text, strlen(text) + 1, false);
 }
 
 /*

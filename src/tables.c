@@ -61,7 +61,6 @@
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
 #include "parser/parse_func.h"
-#include "replication/message.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -76,6 +75,7 @@
 #include "cosmosrep.h"
 #include "hlc.h"
 #include "protocol.h"
+#include "signing.h"
 #include "tables.h"
 #include "tombstone.h"
 
@@ -280,12 +280,14 @@ static void
 spi_run_ddl(const char *sql)
 {
 	int			rc;
+	int			nestlevel = cr_pin_search_path();
 
 	SPI_connect();
 	rc = SPI_execute(sql, false, 0);
 	if (rc != SPI_OK_UTILITY)
 		elog(ERROR, "SPI_execute failed for \"%s\": %s", sql, SPI_result_code_string(rc));
 	SPI_finish();
+	cr_unpin_search_path(nestlevel);
 }
 
 /* whether rel holds any row */
@@ -564,7 +566,7 @@ log_table_ddl(char action, Relation rel, const CrTableConfig *config)
 		return;
 	initStringInfo(&buf);
 	cr_build_ddl_message(&buf, action, rel, config);
-	LogLogicalMessage(CR_DDL_MESSAGE_PREFIX, buf.data, buf.len, true);
+	cr_log_message(CR_DDL_MESSAGE_PREFIX, buf.data, buf.len, true);
 	pfree(buf.data);
 }
 
@@ -625,12 +627,12 @@ log_table_rows(Relation rel)
 		MemoryContextReset(rowctx);
 		if (buf.len >= CR_WRITE_CHUNK)
 		{
-			LogLogicalMessage(CR_ROWS_MESSAGE_PREFIX, buf.data, buf.len, true);
+			cr_log_message(CR_ROWS_MESSAGE_PREFIX, buf.data, buf.len, true);
 			resetStringInfo(&buf);
 		}
 	}
 	if (buf.len > 0)
-		LogLogicalMessage(CR_ROWS_MESSAGE_PREFIX, buf.data, buf.len, true);
+		cr_log_message(CR_ROWS_MESSAGE_PREFIX, buf.data, buf.len, true);
 	table_endscan(scan);
 	UnregisterSnapshot(snapshot);
 	ExecDropSingleTupleTableSlot(slot);
@@ -652,7 +654,11 @@ next_ddl_field(const char **cursor, const char *end)
 /*
  * Repeat a table DDL received from another region, as the local table's
  * owner.  A table missing here, or owned by a role of another name, is an
- * error: replication from that region waits until it is resolved.
+ * error: replication from that region waits until it is resolved.  Every
+ * field is checked first (the content comes from a peer): an action
+ * byte, the schema, table and owner names, then the policy, path and
+ * resolver (the policy required but for a disable; build_table_config
+ * checks their values), and the configuration version.
  */
 void
 cr_table_apply_ddl(const char *content, Size size, const char *origin_region)
@@ -665,23 +671,27 @@ cr_table_apply_ddl(const char *content, Size size, const char *origin_region)
 	const char *policy;
 	const char *path;
 	const char *resolver;
-	const char *config_version;
+	int64		config_version;
 	char	   *local_owner;
 	Oid			relid;
 	Oid			local_owner_id;
 	CrUserContext user;
 
-	if (size < 1)
-		elog(ERROR, "empty cosmosrep DDL message");
-	nspname = next_ddl_field(&cursor, end);
-	relname = next_ddl_field(&cursor, end);
-	owner = next_ddl_field(&cursor, end);
+	if (size < 1 || (content[0] != CR_DDL_ENABLE && content[0] != CR_DDL_ALTER_POLICY &&
+					 content[0] != CR_DDL_DISABLE))
+		cr_message_malformed("cosmosrep DDL", "The message has no known action.");
+	nspname = cr_message_name_field(&cursor, end, "cosmosrep DDL");
+	relname = cr_message_name_field(&cursor, end, "cosmosrep DDL");
+	owner = cr_message_name_field(&cursor, end, "cosmosrep DDL");
 	policy = next_ddl_field(&cursor, end);
 	path = next_ddl_field(&cursor, end);
 	resolver = next_ddl_field(&cursor, end);
-	config_version = next_ddl_field(&cursor, end);
-	if (nspname == NULL || relname == NULL || owner == NULL || config_version == NULL)
-		elog(ERROR, "malformed cosmosrep DDL message");
+	config_version = cr_message_int_field(&cursor, end, "cosmosrep DDL",
+										  content[0] == CR_DDL_DISABLE ? 0 : 1,
+										  PG_INT64_MAX);
+	cr_message_end(cursor, end, "cosmosrep DDL");
+	if (policy == NULL && content[0] != CR_DDL_DISABLE)
+		cr_message_malformed("cosmosrep DDL", "An enable or policy change names no policy.");
 
 	/*
 	 * A policy change locks the table exclusively only where it changes
@@ -710,10 +720,10 @@ cr_table_apply_ddl(const char *content, Size size, const char *origin_region)
 						 origin_region)));
 
 	/* a policy change made here later must be newer than this one */
-	cr_hlc_observe(pg_strtoint64(config_version));
+	cr_hlc_observe(config_version);
 	cr_switch_to_owner(local_owner_id, &user);
 	apply_remote_ddl(content[0], relid, policy, path, resolver,
-					 pg_strtoint64(config_version), origin_region);
+					 config_version, origin_region);
 	cr_restore_user(&user);
 }
 
