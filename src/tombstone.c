@@ -49,6 +49,7 @@
 #include "fmgr.h"
 #include "libpq/pqformat.h"
 #include "miscadmin.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/inval.h"
@@ -59,6 +60,7 @@
 #include "utils/syscache.h"
 
 #include "catalog.h"
+#include "cosmosrep.h"
 #include "tombstone.h"
 
 PG_FUNCTION_INFO_V1(cosmosrep_tombstone_key_text);
@@ -233,7 +235,10 @@ cr_tombstone_key_equal(const bytea *a, const bytea *b)
 
 /*
  * The tombstone key as text, for people: the primary key values as a row
- * literal, e.g. (42,"a b").  Behind the view cosmosrep.tombstones.
+ * literal, e.g. (42,"a b").  Behind the view cosmosrep.tombstones, which
+ * any user may read: NULL for a table the caller may not read, and the
+ * values are decoded as the table's owner (a primary key of the owner's
+ * domain runs its CHECK expressions in domain_recv), never as the reader.
  */
 Datum
 cosmosrep_tombstone_key_text(PG_FUNCTION_ARGS)
@@ -244,12 +249,15 @@ cosmosrep_tombstone_key_text(PG_FUNCTION_ARGS)
 	StringInfoData out;
 	AttrNumber *attnums;
 	int			n;
+	CrUserContext user;
 
-	if (get_rel_relkind(relid) == '\0')
+	if (get_rel_relkind(relid) == '\0' ||
+		pg_class_aclcheck(relid, GetUserId(), ACL_SELECT) != ACLCHECK_OK)
 		PG_RETURN_NULL();
 	if (VARSIZE_ANY_EXHDR(key) == 0)
 		PG_RETURN_TEXT_P(cstring_to_text("(truncated)"));
 	n = primary_key_columns(relid, &attnums);
+	cr_switch_to_owner(cr_relation_owner(relid), &user);
 
 	in.data = VARDATA_ANY(key);
 	in.len = VARSIZE_ANY_EXHDR(key);
@@ -294,6 +302,7 @@ cosmosrep_tombstone_key_text(PG_FUNCTION_ARGS)
 			appendStringInfoString(&out, text);
 	}
 	appendStringInfoChar(&out, ')');
+	cr_restore_user(&user);
 	PG_RETURN_TEXT_P(cstring_to_text(out.data));
 }
 

@@ -137,11 +137,14 @@ CREATE FUNCTION app.max(bigint) RETURNS bigint LANGUAGE sql
 CREATE FUNCTION app.quote_ident(text) RETURNS text LANGUAGE sql
 	AS $f$ SELECT pg_catalog.quote_ident($1) WHERE app.trap() $f$;
 CREATE TABLE app.mine (id int PRIMARY KEY, v text);
+CREATE FUNCTION app.valid(int) RETURNS boolean LANGUAGE sql AS $f$ SELECT app.trap() $f$;
+CREATE DOMAIN app.code AS int CHECK (app.valid(VALUE));
+CREATE TABLE app.coded (id app.code PRIMARY KEY, v text);
 };
 my ($rc, $out, $err) = as_mallory($r1, $traps);
 is($rc, 0, 'mallory shadows operators and functions in her schema') or diag($err);
-$r2->safe_psql('postgres', 'CREATE TABLE app.mine (id int PRIMARY KEY, v text);'
-	  . ' ALTER TABLE app.mine OWNER TO mallory');
+($rc, $out, $err) = as_mallory($r2, $traps);
+is($rc, 0, 'mallory has the same objects in the other region') or diag($err);
 
 # every cosmosrep function PUBLIC may call, with her path first
 for my $call (
@@ -157,9 +160,24 @@ for my $call (
 	'SELECT * FROM cosmosrep.tables',
 	'SELECT * FROM cosmosrep.conflicts',
 	'SELECT * FROM cosmosrep.replication_status',
-	'SELECT cosmosrep.resolve_conflict(1, \'local\')')
+	'SELECT cosmosrep.resolve_conflict(1, \'local\')',
+	"SELECT cosmosrep.enable_table('app.coded')",
+	"INSERT INTO app.coded VALUES (7, 'seven'), (8, 'eight')",
+	'DELETE FROM app.coded WHERE id = 7')
 {
 	as_mallory($r1, "SET search_path = app, pg_catalog; $call");
+}
+ok(wait_for_value($r2, 'SELECT count(*) FROM cosmosrep.tombstones'
+		  . " WHERE table_name = 'app.coded'::regclass", '1'),
+	'the delete of a key of her domain type reached the other region');
+
+# a superuser reads the tombstones: the keys of her domain are decoded
+# as her, not as the reader
+for my $node (@nodes)
+{
+	is($node->safe_psql('postgres', 'SELECT key FROM cosmosrep.tombstones'
+			  . " WHERE table_name = 'app.coded'::regclass"),
+		'(7)', $node->name . ': a superuser reads the tombstone of a key of her domain type');
 }
 is($r1->safe_psql('postgres', "SELECT rolsuper FROM pg_roles WHERE rolname = 'mallory'"),
 	'f', 'mallory is no superuser after shadowing operators and functions');
