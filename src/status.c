@@ -10,6 +10,11 @@
  *	  regions.  Latency percentiles come from the ring of the last
  *	  CR_LATENCY_SAMPLES transactions: origin commit to local commit.
  *
+ *	  An error can quote a row (a key that collided, a value a constraint
+ *	  refused), so its text goes, as pg_stat_activity's queries do, only to
+ *	  roles with the privileges of pg_read_all_stats (pg_monitor has them);
+ *	  others read "<insufficient privilege>".
+ *
  * IDENTIFICATION
  *	  src/status.c
  *
@@ -22,6 +27,8 @@
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "catalog/pg_authid.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/pg_lsn.h"
 #include "utils/timestamp.h"
@@ -60,6 +67,7 @@ cosmosrep_peer_status(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	int64	   *samples = palloc(sizeof(int64) * CR_LATENCY_SAMPLES);
+	bool		may_read_errors = has_privs_of_role(GetUserId(), ROLE_PG_READ_ALL_STATS);
 
 	cr_require_preload();
 	InitMaterializedSRF(fcinfo, 0);
@@ -103,7 +111,8 @@ cosmosrep_peer_status(PG_FUNCTION_ARGS)
 		nulls[9] = n == 0;
 		values[10] = Float8GetDatum(n ? percentile_ms(samples, n, 0.99) : 0);
 		nulls[10] = n == 0;
-		values[11] = CStringGetTextDatum(copy.last_error);
+		values[11] = CStringGetTextDatum(may_read_errors ? copy.last_error :
+										 "<insufficient privilege>");
 		nulls[11] = copy.last_error[0] == '\0';
 		values[12] = TimestampTzGetDatum(copy.last_error_at);
 		nulls[12] = copy.last_error_at == 0;

@@ -188,6 +188,69 @@ is($r2->safe_psql('postgres', "SELECT rolsuper FROM pg_roles WHERE rolname = 'ma
 ok_all_streaming(\@nodes, 'streams after the shadowing attempts');
 
 ##################################################################
+# A resolver of hers that reads another tenant's table
+##################################################################
+
+my $ledger = q{
+CREATE TABLE app.ledger (id int PRIMARY KEY, amount int);
+CREATE TABLE app.loot (what text);
+CREATE FUNCTION app.steal(incoming app.ledger, existing app.ledger,
+                          is_tombstone boolean, conflicting app.ledger[])
+RETURNS app.ledger LANGUAGE plpgsql AS $$
+BEGIN
+	INSERT INTO app.loot SELECT s::text FROM public.secrets s;
+	RETURN incoming;
+END $$;
+};
+for my $node (@nodes)
+{
+	$node->safe_psql('postgres', q{
+		CREATE ROLE bob;
+		CREATE TABLE public.secrets (code text);
+		INSERT INTO public.secrets VALUES ('the vault code of bob');
+		ALTER TABLE public.secrets OWNER TO bob;
+	});
+	($rc, $out, $err) = as_mallory($node, $ledger);
+	is($rc, 0, $node->name . ': mallory writes a resolver that reads bob\'s table') or diag($err);
+}
+($rc, $out, $err) = as_mallory($r1, q{
+	SELECT cosmosrep.enable_table('app.ledger', policy => 'custom', resolver => 'app.steal');
+	INSERT INTO app.ledger VALUES (1, 10);
+});
+is($rc, 0, 'mallory makes her ledger multi-region with her resolver') or diag($err);
+ok(wait_for_value($r2, 'SELECT count(*) FROM app.ledger', '1'),
+	'her ledger reached the other region');
+partition_regions(\@nodes);
+as_mallory($r1, 'UPDATE app.ledger SET amount = 11');
+as_mallory($r2, 'UPDATE app.ledger SET amount = 12');
+heal_regions(\@nodes);
+for my $node (@nodes)
+{
+	ok(wait_for_value($node,
+			"SELECT count(*) FROM cosmosrep.conflicts WHERE table_name = 'app.ledger'::regclass"
+			  . " AND resolution = 'error' AND error ~ 'permission denied for table secrets'", '1'),
+		$node->name . ': the resolver ran as mallory and was refused bob\'s table');
+	is($node->safe_psql('postgres', 'SELECT count(*) FROM app.loot'), '0',
+		$node->name . ': nothing of bob\'s table reached her');
+}
+ok_all_streaming(\@nodes, 'streams after her resolver failed');
+
+# the failed resolution waits in the feed; with her resolver mended
+# everywhere and the entry resolved, the regions agree
+for my $node (@nodes)
+{
+	as_mallory($node, q{
+		CREATE OR REPLACE FUNCTION app.steal(incoming app.ledger, existing app.ledger,
+		                                     is_tombstone boolean, conflicting app.ledger[])
+		RETURNS app.ledger LANGUAGE plpgsql AS $$ BEGIN RETURN incoming; END $$});
+}
+($rc, $out, $err) = as_mallory($r1, q{
+	SELECT cosmosrep.resolve_conflict(conflict_id, remote_version)
+	  FROM cosmosrep.conflict_feed WHERE table_name = 'app.ledger'::regclass});
+is($rc, 0, 'mallory resolves the entry of her ledger from the feed') or diag($err);
+wait_for_same_table(\@nodes, 'app.ledger');
+
+##################################################################
 # Malformed messages from a peer: the link stops, the server does not
 ##################################################################
 
@@ -294,6 +357,8 @@ for my $case (@malformed)
 			"SELECT last_error FROM cosmosrep.replication_status"));
 	is($r2->safe_psql('postgres', 'SELECT pg_postmaster_start_time()'), $r2_pid,
 		"$what does not restart the server");
+	is((as_mallory($r2, 'SELECT last_error FROM cosmosrep.replication_status'))[1],
+		'<insufficient privilege>', "mallory does not read the error of $what");
 
 	# step over the message: the operator's way out
 	$r2->safe_psql('postgres', "SELECT cosmosrep.pause_region('r1')");
