@@ -409,10 +409,10 @@ cr_table_enable(Oid relid, const char *policy, const char *path,
 	 * every apply.
 	 */
 	spi_run_ddl(psprintf("ALTER TABLE %s"
-						 " ADD COLUMN %s pg_catalog.int8 NOT NULL DEFAULT cosmosrep.next_version(),"
-						 " ADD COLUMN %s pg_catalog.int8 NOT NULL DEFAULT 0,"
-						 " ADD COLUMN %s pg_catalog.int2 NOT NULL DEFAULT %d,"
-						 " ADD COLUMN %s pg_catalog.int8 NOT NULL DEFAULT " INT64_FORMAT,
+						 " ADD COLUMN %s bigint NOT NULL DEFAULT cosmosrep.next_version(),"
+						 " ADD COLUMN %s bigint NOT NULL DEFAULT 0,"
+						 " ADD COLUMN %s smallint NOT NULL DEFAULT %d,"
+						 " ADD COLUMN %s bigint NOT NULL DEFAULT " INT64_FORMAT,
 						 qualname, CR_VERSION_COLUMN, CR_BASE_COLUMN,
 						 CR_REGION_COLUMN, cr_local_region_id(false),
 						 CR_CONFIG_COLUMN, config->config_version));
