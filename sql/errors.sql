@@ -178,6 +178,39 @@ SELECT table_name, policy, path FROM cosmosrep.tables;
 SELECT count(*) AS regions FROM cosmosrep.regions;
 
 --
+-- A resolver runs as the table's owner, who must be allowed to execute it
+--
+
+CREATE TABLE tenant_items (id int PRIMARY KEY, v text);
+ALTER TABLE tenant_items OWNER TO regress_cr_intruder;
+CREATE FUNCTION guarded_resolver(incoming tenant_items, existing tenant_items,
+                                 is_tombstone boolean, conflicting tenant_items[])
+RETURNS tenant_items LANGUAGE sql AS 'SELECT incoming';
+REVOKE EXECUTE ON FUNCTION guarded_resolver FROM PUBLIC;
+
+-- Bad input: enable_table, by a superuser, with a resolver the owner may not execute
+SELECT cosmosrep.enable_table('tenant_items', policy => 'custom',
+                              resolver => 'guarded_resolver');
+
+SELECT cosmosrep.enable_table('tenant_items');
+
+-- Bad input: alter_table_policy with a resolver the owner may not execute
+SELECT cosmosrep.alter_table_policy('tenant_items', 'custom',
+                                    resolver => 'guarded_resolver');
+
+-- the policy is unchanged
+SELECT table_name, policy FROM cosmosrep.tables WHERE table_name::text = 'tenant_items';
+
+-- with EXECUTE, the owner's resolver is accepted
+GRANT EXECUTE ON FUNCTION guarded_resolver TO regress_cr_intruder;
+SELECT cosmosrep.alter_table_policy('tenant_items', 'custom',
+                                    resolver => 'guarded_resolver');
+SELECT table_name, policy FROM cosmosrep.tables WHERE table_name::text = 'tenant_items';
+SELECT cosmosrep.disable_table('tenant_items');
+DROP FUNCTION guarded_resolver;
+DROP TABLE tenant_items;
+
+--
 -- The row trigger
 --
 

@@ -1724,6 +1724,12 @@ apply_change_carefully(LogicalRepMsgType action, StringInfo s)
  * Record a change that user code rejected as an error entry of the feed,
  * with the whole remote row (for a delete, the local row it would have
  * deleted), for cosmosrep.reapply_conflict once the cause is fixed.
+ *
+ * The subtransaction's rollback went back to the worker's identity, and
+ * reading the change again runs the owner's code once more (input
+ * functions of the columns' types, domain CHECK expressions, the key's
+ * equality operators): like the change itself, that runs as the table's
+ * owner with SECURITY_RESTRICTED_OPERATION and an empty search_path.
  */
 static void
 record_rejected_change(LogicalRepMsgType action, StringInfo s, const char *error)
@@ -1738,6 +1744,7 @@ record_rejected_change(LogicalRepMsgType action, StringInfo s, const char *error
 	CrIncoming	incoming;
 	CrLocalState local = {false, 0, 0, 0, false};
 	CrDecision	d = {0};
+	CrUserContext user;
 	bool		isnull;
 
 	if (action == LOGICAL_REP_MSG_INSERT)
@@ -1749,6 +1756,7 @@ record_rejected_change(LogicalRepMsgType action, StringInfo s, const char *error
 	ar = apply_rel_lookup(relid);
 	ex = ar->exec;
 	PushActiveSnapshot(GetTransactionSnapshot());
+	cr_switch_to_owner(ex->owner, &user);
 	row = ex->remoteslot;
 	slot_fill(ar, action == LOGICAL_REP_MSG_DELETE ? &oldtup : &newtup, row, NULL);
 	incoming.kind = action == LOGICAL_REP_MSG_INSERT ? CR_CHANGE_INSERT :
@@ -1764,6 +1772,7 @@ record_rejected_change(LogicalRepMsgType action, StringInfo s, const char *error
 	cr_record_conflict(ex->rel, ar->policy->name, &incoming, &local, &d,
 					   local.row_found ? ex->localslot : NULL,
 					   action == LOGICAL_REP_MSG_DELETE ? NULL : row, NULL);
+	cr_restore_user(&user);
 	PopActiveSnapshot();
 	ereport(WARNING,
 			(errmsg("a change of table \"%s\" from region \"%s\" failed again and waits in cosmosrep.conflict_feed",

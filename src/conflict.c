@@ -60,7 +60,10 @@
 
 #include "access/htup_details.h"
 #include "access/xact.h"
+#include "catalog/pg_proc.h"
 #include "executor/executor.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
 #include "utils/lsyscache.h"
@@ -305,7 +308,26 @@ cr_call_resolver(const CrPolicy *policy, Relation rel, bytea *key,
 	MemoryContextSwitchTo(callerctx);
 	PG_TRY();
 	{
-		Datum		result = FunctionCallInvoke(fcinfo);
+		Datum		result;
+		AclResult	aclresult;
+
+		/*
+		 * The caller runs the resolver as the table's owner, which must
+		 * still be allowed to execute it: one it may no longer execute
+		 * fails like any resolver.
+		 */
+#if PG_VERSION_NUM >= 160000
+		aclresult = object_aclcheck(ProcedureRelationId, policy->resolver.fn_oid,
+									GetUserId(), ACL_EXECUTE);
+#else
+		aclresult = pg_proc_aclcheck(policy->resolver.fn_oid, GetUserId(), ACL_EXECUTE);
+#endif
+		if (aclresult != ACLCHECK_OK)
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("permission denied for function %s",
+							get_func_name(policy->resolver.fn_oid))));
+		result = FunctionCallInvoke(fcinfo);
 
 		*deleted = fcinfo->isnull;
 		if (!*deleted)

@@ -141,17 +141,24 @@ cr_shmem_lwlock(CrLWLockId id)
 }
 
 /*
- * Act as owner, with SECURITY_RESTRICTED_OPERATION and a GUC nesting
- * level that undoes the settings owner's code changes, as core's
- * subscriptions do without run_as_owner: what a table owner's code runs
- * while cosmosrep applies changes to the table never runs as a superuser.
- * An error restores the identity with the transaction's abort.
+ * Act as owner, with SECURITY_RESTRICTED_OPERATION, an empty search_path
+ * and a GUC nesting level that undoes the settings owner's code changes,
+ * as core's subscriptions do without run_as_owner (and as index builds do,
+ * which PostgreSQL 17 also gives a fixed search_path): what a table
+ * owner's code runs while cosmosrep works on the table (apply, the
+ * careful path, the join's copy, enable's rows, the feed functions) never
+ * runs as a superuser or as the caller, and never resolves a name through
+ * the caller's search_path.  Callers resolve every name they need before
+ * switching, or qualify it.  An error restores the identity and the
+ * settings with the (sub)transaction's abort.
  */
 void
 cr_switch_to_owner(Oid owner, CrUserContext *context)
 {
 	GetUserIdAndSecContext(&context->save_userid, &context->save_sec_context);
 	context->save_nestlevel = NewGUCNestLevel();
+	(void) set_config_option("search_path", "", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
 	SetUserIdAndSecContext(owner,
 						   context->save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
 						   SECURITY_RESTRICTED_OPERATION);

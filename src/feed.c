@@ -18,8 +18,12 @@
  *	  - accepts what the regions hold (discard_conflict).
  *
  *	  The first three write the row as a new local write of the caller,
- *	  with the caller's privileges: it gets a new version and replicates
- *	  to every region like any write, so every region ends with it.  Each
+ *	  who needs the privileges of that write: it gets a new version and
+ *	  replicates to every region like any write, so every region ends with
+ *	  it.  The table owner's code that this reaches (the resolver, the
+ *	  types' input functions, triggers, constraints, defaults) runs as the
+ *	  owner with SECURITY_RESTRICTED_OPERATION and an empty search_path,
+ *	  never with the caller's privileges (write_local).  Each
  *	  of the four then marks the entry resolved, together with every other
  *	  entry of the same key whose versions are not newer than the entry's,
  *	  and says so to the other regions in a transactional message, after
@@ -44,6 +48,7 @@
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
+#include "utils/rls.h"
 #include "utils/snapmgr.h"
 
 #include "catalog.h"
@@ -240,6 +245,18 @@ spi_single_value(const char *sql, Oid argtype, Datum arg, bool read_only)
  * the current user, or, if row is 0, delete the row with the key of
  * keyrow: the row trigger gives it a new version, and it replicates like
  * any other write.  Returns the row as written (0 for a delete).
+ *
+ * The write is the caller's: the caller needs the privileges of the
+ * statement (SELECT and UPDATE, checked with the entry, and INSERT for a
+ * row or DELETE for a delete), checked here.  The statement then runs as
+ * the table's owner, with SECURITY_RESTRICTED_OPERATION and an empty
+ * search_path, so that what it fires (the owner's triggers, constraints,
+ * defaults, index expressions, type functions) never runs with the
+ * caller's privileges: the caller, often a superuser or a reader of the
+ * feed, did not write that code and did not ask to run it.  Where row
+ * security applies to the caller (never to a superuser or the owner), the
+ * statement runs as the caller, so that the caller's policies hold, as
+ * for any write of theirs to another user's table.
  */
 static Datum
 write_local(Relation rel, Datum row, Datum keyrow)
@@ -250,6 +267,16 @@ write_local(Relation rel, Datum row, Datum keyrow)
 	List	   *keys = key_columns(rel);
 	StringInfoData sql;
 	ListCell   *lc;
+	AclResult	aclresult;
+	bool		as_owner;
+	CrUserContext user;
+	Datum		written = (Datum) 0;
+
+	aclresult = pg_class_aclcheck(RelationGetRelid(rel), GetUserId(),
+								  row == (Datum) 0 ? ACL_DELETE : ACL_INSERT);
+	if (aclresult != ACLCHECK_OK)
+		aclcheck_error(aclresult, OBJECT_TABLE, RelationGetRelationName(rel));
+	as_owner = check_enable_rls(RelationGetRelid(rel), InvalidOid, true) != RLS_ENABLED;
 
 	initStringInfo(&sql);
 	if (row == (Datum) 0)
@@ -258,8 +285,9 @@ write_local(Relation rel, Datum row, Datum keyrow)
 		foreach(lc, keys)
 			appendStringInfo(&sql, " AND %s OPERATOR(pg_catalog.=) ($1).%s",
 							 quote_identifier(lfirst(lc)), quote_identifier(lfirst(lc)));
+		if (as_owner)
+			cr_switch_to_owner(rel->rd_rel->relowner, &user);
 		(void) spi_single_value(sql.data, rowtype, keyrow, false);
-		return (Datum) 0;
 	}
 	else
 	{
@@ -276,8 +304,13 @@ write_local(Relation rel, Datum row, Datum keyrow)
 		appendStringInfoString(&sql, ") = ROW(");
 		append_columns(&sql, columns, "EXCLUDED.");
 		appendStringInfoString(&sql, ") RETURNING t");
-		return spi_single_value(sql.data, rowtype, row, false);
+		if (as_owner)
+			cr_switch_to_owner(rel->rd_rel->relowner, &user);
+		written = spi_single_value(sql.data, rowtype, row, false);
 	}
+	if (as_owner)
+		cr_restore_user(&user);
+	return written;
 }
 
 /*
@@ -420,7 +453,15 @@ cosmosrep_resolve_conflict_with_row(PG_FUNCTION_ARGS)
 	Datum		row;
 	Datum		written;
 	HeapTupleData tuple;
+	CrUserContext user;
+	bool		same_key;
 
+	/*
+	 * Reading the row runs the input functions and domain constraints of
+	 * the columns' types, and comparing its key the key's output: the
+	 * owner's code, run as the owner (see write_local).
+	 */
+	cr_switch_to_owner(rel->rd_rel->relowner, &user);
 	row = spi_single_value(psprintf("SELECT pg_catalog.jsonb_populate_record(NULL::%s, $1)",
 									format_type_be_qualified(rel->rd_rel->reltype)),
 						   JSONBOID, PG_GETARG_DATUM(1), true);
@@ -431,7 +472,9 @@ cosmosrep_resolve_conflict_with_row(PG_FUNCTION_ARGS)
 	tuple.t_tableOid = e->relid;
 	tuple.t_data = DatumGetHeapTupleHeader(row);
 	ExecStoreHeapTuple(&tuple, slot, false);
-	if (!cr_tombstone_key_equal(cr_tombstone_key(rel, slot), e->key))
+	same_key = cr_tombstone_key_equal(cr_tombstone_key(rel, slot), e->key);
+	cr_restore_user(&user);
+	if (!same_key)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("the row has another primary key than conflict " INT64_FORMAT,
@@ -448,11 +491,12 @@ cosmosrep_resolve_conflict_with_row(PG_FUNCTION_ARGS)
 /*
  * cosmosrep.reapply_conflict(conflict_id): apply the entry again through
  * the table's policy as it is now (after the resolver or the data was
- * fixed): the resolver, as the table's owner, on the entry's two writes;
- * for a change that user code rejected, and under other policies, the
- * remote write (for a delete, the delete of the key).  The outcome is
- * written as a new write of the caller.  A resolver that fails again is
- * an error.  Returns the resolution.
+ * fixed): the resolver, as the table's owner with
+ * SECURITY_RESTRICTED_OPERATION and an empty search_path, on the entry's
+ * two writes; for a change that user code rejected, and under other
+ * policies, the remote write (for a delete, the delete of the key).  The
+ * outcome is written as a new write of the caller (write_local).  A
+ * resolver that fails again is an error.  Returns the resolution.
  */
 Datum
 cosmosrep_reapply_conflict(PG_FUNCTION_ARGS)

@@ -325,6 +325,7 @@ copy_table(JoinTable *t, PGconn *conn, const char *via_region)
 	ParseState *pstate;
 	CopyFromState cstate;
 	PGresult   *res;
+	CrUserContext user;
 
 	initStringInfo(&cols);
 	for (int i = 0; i < desc->natts; i++)
@@ -353,10 +354,23 @@ copy_table(JoinTable *t, PGconn *conn, const char *via_region)
 	pstate = make_parsestate(NULL);
 	(void) addRangeTableEntryForRelation(pstate, rel, RowExclusiveLock,
 										 NULL, false, false);
+
+	/*
+	 * The copy runs the owner's code: input functions of the columns'
+	 * types, defaults, generated columns, CHECK and domain constraints,
+	 * index expressions, ENABLE ALWAYS triggers.  It runs as the owner,
+	 * with SECURITY_RESTRICTED_OPERATION and an empty search_path, never as
+	 * the superuser who joins.  Called from C with a data source, CopyFrom
+	 * checks no privilege (DoCopy does), and the owner may write its table
+	 * anyway; cosmosrep's catalog writes inside (tombstones) switch to the
+	 * bootstrap superuser themselves.
+	 */
+	cr_switch_to_owner(rel->rd_rel->relowner, &user);
 	cstate = BeginCopyFrom(pstate, rel, NULL, NULL, false, copy_read_data,
 						   attnames, NIL);
 	(void) CopyFrom(cstate);
 	EndCopyFrom(cstate);
+	cr_restore_user(&user);
 	table_close(rel, NoLock);
 	copy_conn = NULL;
 	CommandCounterIncrement();
@@ -658,7 +672,7 @@ cosmosrep_join_region(PG_FUNCTION_ARGS)
 
 				/* the clock must run ahead of every copied version */
 				SPI_connect();
-				SPI_execute(psprintf("SELECT pg_catalog.max(%s) FROM %s", CR_VERSION_COLUMN,
+				SPI_execute(psprintf("SELECT pg_catalog.max(%s) FROM ONLY %s", CR_VERSION_COLUMN,
 									 quote_qualified_identifier(t->nspname, t->relname)),
 							true, 1);
 				{

@@ -53,6 +53,7 @@
 #include "access/xlog.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_am.h"
+#include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "commands/defrem.h"
 #include "commands/trigger.h"
@@ -90,6 +91,8 @@ static Relation open_user_table(Oid relid, bool must_be_enabled);
 static CrTableConfig *build_table_config(Relation rel, const char *policy,
 										 const char *path, const char *resolver);
 static Oid	lookup_resolver(Relation rel, const char *name);
+static void check_resolver_execute(Relation rel, const CrTableConfig *config,
+								   const char *name);
 static void spi_run_ddl(const char *sql);
 static bool table_has_rows(Relation rel);
 static void check_trigger(Relation rel, const char *name);
@@ -276,6 +279,35 @@ lookup_resolver(Relation rel, const char *name)
 	return funcid;
 }
 
+/*
+ * A resolver runs as the table's owner (conflict.c): enable_table and
+ * alter_table_policy refuse one that the owner may not execute, whoever
+ * calls them.  (A configuration received from another region, or copied
+ * by a join, is taken as it is; a resolver the owner may not execute then
+ * fails at its call, like any resolver error.)
+ */
+static void
+check_resolver_execute(Relation rel, const CrTableConfig *config, const char *name)
+{
+	Oid			owner = rel->rd_rel->relowner;
+	AclResult	aclresult;
+
+	if (!OidIsValid(config->resolver))
+		return;
+#if PG_VERSION_NUM >= 160000
+	aclresult = object_aclcheck(ProcedureRelationId, config->resolver, owner, ACL_EXECUTE);
+#else
+	aclresult = pg_proc_aclcheck(config->resolver, owner, ACL_EXECUTE);
+#endif
+	if (aclresult != ACLCHECK_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for function %s", name),
+				 errdetail("A resolver runs as the table's owner, \"%s\", who may not execute it.",
+						   GetUserNameFromId(owner, false)),
+				 errhint("Grant EXECUTE on the function to the table's owner.")));
+}
+
 static void
 spi_run_ddl(const char *sql)
 {
@@ -349,6 +381,8 @@ cr_table_enable(Oid relid, const char *policy, const char *path,
 	}
 
 	config = build_table_config(rel, policy, path, resolver);
+	if (config_version == 0)
+		check_resolver_execute(rel, config, resolver);
 	config->config_version = config_version != 0 ? config_version :
 		cr_hlc_next_version(cr_local_region_id(false));
 	qualname = quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
@@ -359,6 +393,17 @@ cr_table_enable(Oid relid, const char *policy, const char *path,
 	relation_close(rel, NoLock);
 
 	/*
+	 * The DDL below runs as the caller (the owner, or a superuser): none of
+	 * it runs the owner's code.  Adding the columns rewrites the table but
+	 * checks only the new columns' constraints (cosmosrep's bigint and
+	 * smallint columns, cosmosrep's default) and copies generated columns
+	 * as they are; the rewrite rebuilds the indexes, and index_build runs
+	 * index expressions as the table's owner with
+	 * SECURITY_RESTRICTED_OPERATION itself.  CREATE TRIGGER runs no
+	 * function.  Only the rows shipped below (the types' output functions)
+	 * reach the owner's code, and log_table_rows switches to the owner.
+	 * cr_table_disable drops the same objects (no rewrite, no function).
+	 *
 	 * Existing rows get a distinct version each from the volatile default,
 	 * this region as writer and this configuration.  The region is a plain
 	 * column, stamped by the trigger and carried by the stream: a
@@ -421,6 +466,7 @@ cr_table_alter_policy(Oid relid, const char *policy, const char *path,
 	Relation	rel = open_user_table(relid, true);
 	CrTableConfig *config = build_table_config(rel, policy, path, resolver);
 
+	check_resolver_execute(rel, config, resolver);
 	config->config_version = cr_hlc_next_version(cr_local_region_id(false));
 	log_table_ddl(CR_DDL_ALTER_POLICY, rel, config);
 	relation_close(rel, NoLock);
@@ -575,6 +621,11 @@ log_table_ddl(char action, Relation rel, const CrTableConfig *config)
  * transactional messages of about CR_WRITE_CHUNK bytes, after the enable's
  * DDL message.  Values are written in text with the settings every
  * connection between regions pins, and TOASTed values in full.
+ *
+ * The output functions of the columns' types may be the owner's code: the
+ * rows are read and written as the table's owner, with
+ * SECURITY_RESTRICTED_OPERATION and an empty search_path, whoever enables
+ * the table.
  */
 static void
 log_table_rows(Relation rel)
@@ -587,17 +638,21 @@ log_table_rows(Relation rel)
 	MemoryContext rowctx = AllocSetContextCreate(CurrentMemoryContext,
 												 "cosmosrep enable rows",
 												 ALLOCSET_DEFAULT_SIZES);
-	int			nestlevel = NewGUCNestLevel();
+	int			nestlevel;
+	CrUserContext user;
 	StringInfoData buf;
 
 	if (!XLogLogicalInfoActive())
 		return;
+	nestlevel = NewGUCNestLevel();
 	(void) set_config_option("DateStyle", "ISO", PGC_SUSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
 	(void) set_config_option("IntervalStyle", "postgres", PGC_SUSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
 	(void) set_config_option("extra_float_digits", "3", PGC_SUSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
+
+	cr_switch_to_owner(rel->rd_rel->relowner, &user);
 
 	initStringInfo(&buf);
 	snapshot = RegisterSnapshot(GetLatestSnapshot());
@@ -639,6 +694,7 @@ log_table_rows(Relation rel)
 	ExecDropSingleTupleTableSlot(sendslot);
 	MemoryContextDelete(rowctx);
 	pfree(buf.data);
+	cr_restore_user(&user);
 	AtEOXact_GUC(true, nestlevel);
 }
 
