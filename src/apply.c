@@ -273,6 +273,7 @@ static void handle_delete(StringInfo s);
 static void handle_message(StringInfo s);
 static void apply_change(LogicalRepMsgType action, StringInfo s);
 static void apply_change_carefully(LogicalRepMsgType action, StringInfo s);
+static ErrorData *run_in_subtransaction(ApplyExec *ex, void (*fn) (void *arg), void *arg);
 static void record_rejected_change(LogicalRepMsgType action, StringInfo s,
 								   const char *error);
 static void apply_truncate(const char *content, Size size);
@@ -1665,15 +1666,59 @@ apply_change(LogicalRepMsgType action, StringInfo s)
  * recorded) and recorded in the feed instead.  The table's executor state
  * is opened first, outside the subtransaction, which must not own it.
  */
+/* a change, or a row to read, for run_in_subtransaction */
+typedef struct ChangeArgs
+{
+	LogicalRepMsgType action;
+	StringInfo	s;
+} ChangeArgs;
+
+typedef struct RowArgs
+{
+	ApplyRel   *ar;
+	LogicalRepTupleData *tup;
+	TupleTableSlot *row;
+} RowArgs;
+
+static void
+run_change(void *arg)
+{
+	ChangeArgs *change = arg;
+
+	apply_change(change->action, change->s);
+}
+
+static void
+run_slot_fill(void *arg)
+{
+	RowArgs    *r = arg;
+
+	slot_fill(r->ar, r->tup, r->row, NULL);
+}
+
+/* a version column of a remote tuple read from its text; 0 if absent */
+static int64
+text_version(ApplyRel *ar, LogicalRepTupleData *tup, AttrNumber att)
+{
+	int			r = ar->remote_index[att - 1];
+	char	   *end;
+	int64		value;
+
+	if (r < 0 || r >= tup->ncols || tup->colstatus[r] != LOGICALREP_COLUMN_TEXT)
+		return 0;
+	errno = 0;
+	value = strtoi64(tup->colvalues[r].data, &end, 10);
+	return (errno != 0 || *end != '\0') ? 0 : value;
+}
+
 static void
 apply_change_carefully(LogicalRepMsgType action, StringInfo s)
 {
-	MemoryContext ctx = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
 	int			cursor = s->cursor;
 	ApplyRel   *ar = apply_rel_lookup(pq_getmsgint(s, 4));
 	ApplyExec  *ex;
-	ListCell   *lc;
+	ErrorData  *edata;
+	ChangeArgs	change = {action, s};
 
 	s->cursor = cursor;
 	begin_in_transaction();
@@ -1688,21 +1733,44 @@ apply_change_carefully(LogicalRepMsgType action, StringInfo s)
 	(void) apply_rel_policy(ar, ex->rel);
 	PopActiveSnapshot();
 
+	edata = run_in_subtransaction(ex, run_change, &change);
+	if (edata != NULL)
+	{
+		cr_conflicts_forget();
+		s->cursor = cursor;
+		record_rejected_change(action, s, edata->message);
+		FreeErrorData(edata);
+	}
+}
+
+/*
+ * Run fn(arg) in a subtransaction of its own, which commits when it
+ * returns.  An error of fn is caught and returned, its subtransaction
+ * undone, unless it is transient (cr_error_is_transient), which is raised
+ * again: it says nothing of the change.  The table's executor state is
+ * opened by the caller, outside: the subtransaction must not own it, and
+ * its slots are cleared before an abort (their buffer pins belong to it).
+ */
+static ErrorData *
+run_in_subtransaction(ApplyExec *ex, void (*fn) (void *arg), void *arg)
+{
+	MemoryContext ctx = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	ErrorData  *edata = NULL;
+	ListCell   *lc;
+
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(ctx);
 	PG_TRY();
 	{
-		apply_change(action, s);
+		fn(arg);
 		ReleaseCurrentSubTransaction();
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata;
-
 		MemoryContextSwitchTo(ctx);
 		edata = CopyErrorData();
 		FlushErrorState();
-		/* the slots' buffer pins belong to the subtransaction */
 		foreach(lc, ex->estate->es_tupleTable)
 			ExecClearTuple((TupleTableSlot *) lfirst(lc));
 		RollbackAndReleaseCurrentSubTransaction();
@@ -1710,14 +1778,11 @@ apply_change_carefully(LogicalRepMsgType action, StringInfo s)
 		CurrentResourceOwner = owner;
 		if (cr_error_is_transient(edata->sqlerrcode))
 			ReThrowError(edata);
-		cr_conflicts_forget();
-		s->cursor = cursor;
-		record_rejected_change(action, s, edata->message);
-		FreeErrorData(edata);
 	}
 	PG_END_TRY();
 	MemoryContextSwitchTo(ctx);
 	CurrentResourceOwner = owner;
+	return edata;
 }
 
 /*
@@ -1746,6 +1811,8 @@ record_rejected_change(LogicalRepMsgType action, StringInfo s, const char *error
 	CrDecision	d = {0};
 	CrUserContext user;
 	bool		isnull;
+	RowArgs		rowargs;
+	ErrorData  *unreadable;
 
 	if (action == LOGICAL_REP_MSG_INSERT)
 		relid = logicalrep_read_insert(s, &newtup);
@@ -1757,18 +1824,40 @@ record_rejected_change(LogicalRepMsgType action, StringInfo s, const char *error
 	ex = ar->exec;
 	PushActiveSnapshot(GetTransactionSnapshot());
 	cr_switch_to_owner(ex->owner, &user);
-	row = ex->remoteslot;
-	slot_fill(ar, action == LOGICAL_REP_MSG_DELETE ? &oldtup : &newtup, row, NULL);
+	rowargs.ar = ar;
+	rowargs.tup = action == LOGICAL_REP_MSG_DELETE ? &oldtup : &newtup;
+	rowargs.row = row = ex->remoteslot;
 	incoming.kind = action == LOGICAL_REP_MSG_INSERT ? CR_CHANGE_INSERT :
 		action == LOGICAL_REP_MSG_UPDATE ? CR_CHANGE_UPDATE : CR_CHANGE_DELETE;
-	incoming.version = slot_version(row, ar->version_att, &isnull);
-	incoming_stamps(ar, row, &incoming);
-	if (find_local_row(ex, row, ex->localslot, false))
-		local = row_state(ar, ex->localslot);
 	d.kind = CR_CONFLICT_APPLY_ERROR;
 	d.resolution = CR_RESOLUTION_ERROR;
-	d.key = cr_tombstone_key(ex->rel, row);
-	d.error = pstrdup(error);
+	unreadable = run_in_subtransaction(ex, run_slot_fill, &rowargs);
+	if (unreadable == NULL)
+	{
+		incoming.version = slot_version(row, ar->version_att, &isnull);
+		incoming_stamps(ar, row, &incoming);
+		if (find_local_row(ex, row, ex->localslot, false))
+			local = row_state(ar, ex->localslot);
+		d.key = cr_tombstone_key(ex->rel, row);
+		d.error = pstrdup(error);
+	}
+	else
+	{
+		/*
+		 * The row itself cannot be read here (a domain check or a type's
+		 * input refused it): the entry keeps the error and the version,
+		 * with no key and no rows, so that the link goes on; the change
+		 * can only be discarded.
+		 */
+		incoming.version = text_version(ar, rowargs.tup, ar->version_att);
+		incoming.base = text_version(ar, rowargs.tup, ar->base_att);
+		incoming.config = text_version(ar, rowargs.tup, ar->config_att);
+		d.key = (bytea *) palloc(VARHDRSZ);
+		SET_VARSIZE(d.key, VARHDRSZ);
+		d.error = psprintf("%s (the row cannot be read in this region: %s)",
+						   error, unreadable->message);
+		row = NULL;
+	}
 	cr_record_conflict(ex->rel, ar->policy->name, &incoming, &local, &d,
 					   local.row_found ? ex->localslot : NULL,
 					   action == LOGICAL_REP_MSG_DELETE ? NULL : row, NULL);

@@ -251,6 +251,36 @@ is($rc, 0, 'mallory resolves the entry of her ledger from the feed') or diag($er
 wait_for_same_table(\@nodes, 'app.ledger');
 
 ##################################################################
+# A domain of hers that refuses in one region what it accepts in another
+##################################################################
+
+for my $node (@nodes)
+{
+	my $refused = $node == $r2 ? '666' : '-1';
+	($rc, $out, $err) = as_mallory($node, qq{
+		CREATE FUNCTION app.allowed(int) RETURNS boolean LANGUAGE sql IMMUTABLE
+			AS \$f\$ SELECT \$1 <> $refused \$f\$;
+		CREATE DOMAIN app.tagcode AS int CHECK (app.allowed(VALUE));
+		CREATE TABLE app.tagged (id int PRIMARY KEY, tag app.tagcode);});
+	is($rc, 0, $node->name . ': mallory makes a domain that differs by region') or diag($err);
+}
+as_mallory($r1, q{SELECT cosmosrep.enable_table('app.tagged');
+	INSERT INTO app.tagged VALUES (1, 666)});
+$r1->safe_psql('postgres', "INSERT INTO orders VALUES (200, 'after the refused row')");
+ok(wait_for_value($r2, 'SELECT count(*) FROM orders WHERE id = 200', '1'),
+	'a row that her domain refuses in one region does not stop the link for everyone');
+like($r2->safe_psql('postgres', q{SELECT error FROM cosmosrep.conflict_feed
+		WHERE table_name = 'app.tagged'::regclass}),
+	qr/violates check constraint.*the row cannot be read in this region/,
+	'the refused row waits in the feed with both errors');
+ok_all_streaming(\@nodes, 'streams after a row that cannot be read in one region');
+$r2->safe_psql('postgres', q{SELECT cosmosrep.discard_conflict(conflict_id)
+	FROM cosmosrep.conflict_feed WHERE table_name = 'app.tagged'::regclass});
+as_mallory($r1, 'DELETE FROM app.tagged');
+ok(wait_for_value($r2, 'SELECT count(*) FROM cosmosrep.conflict_feed', '0'),
+	'the entry is discarded and the feed is empty');
+
+##################################################################
 # Malformed messages from a peer: the link stops, the server does not
 ##################################################################
 
