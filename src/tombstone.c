@@ -55,6 +55,7 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
+#include "utils/rls.h"
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
 
@@ -233,7 +234,9 @@ cr_tombstone_key_equal(const bytea *a, const bytea *b)
 
 /*
  * The tombstone key as text, for people: the primary key values as a row
- * literal, e.g. (42,"a b").  Behind the view cosmosrep.tombstones.
+ * literal, e.g. (42,"a b").  Behind the view cosmosrep.tombstones.  NULL
+ * where row-level security of the table applies to the current user: the
+ * key was a row's, and no policy is checked against it.
  */
 Datum
 cosmosrep_tombstone_key_text(PG_FUNCTION_ARGS)
@@ -246,6 +249,8 @@ cosmosrep_tombstone_key_text(PG_FUNCTION_ARGS)
 	int			n;
 
 	if (get_rel_relkind(relid) == '\0')
+		PG_RETURN_NULL();
+	if (check_enable_rls(relid, InvalidOid, true) == RLS_ENABLED)
 		PG_RETURN_NULL();
 	if (VARSIZE_ANY_EXHDR(key) == 0)
 		PG_RETURN_TEXT_P(cstring_to_text("(truncated)"));
