@@ -721,7 +721,7 @@ conflict_row_datum(ItemPointer tid, const char *which, Oid *relid, int64 *shape)
 
 /*
  * How to read rows of a stored shape: a descriptor with every attribute
- * of the shape (for heap_deform_tuple), and a blessed one of the
+ * of the shape (for deform_stored_row), and a registered one of the
  * attributes to show (not dropped; text, and always null, for a value
  * whose type no longer exists).  Cached per query in fn_extra.
  */
@@ -734,6 +734,22 @@ typedef struct StoredShape
 	int		   *shown;			/* attribute of deform behind each of show's */
 	bool	   *type_gone;		/* per attribute of show */
 } StoredShape;
+
+/*
+ * desc registered as a record type, as the type cache holds it: for the
+ * backend's life (record types are never forgotten, and their descriptors
+ * are not reference counted).
+ */
+static TupleDesc
+registered_record_desc(TupleDesc desc)
+{
+	TupleDesc	registered;
+
+	desc = BlessTupleDesc(desc);
+	registered = lookup_rowtype_tupdesc(desc->tdtypeid, desc->tdtypmod);
+	ReleaseTupleDesc(registered);
+	return registered;
+}
 
 /*
  * The stored shape of relid's rows, read from cosmosrep.conflict_shape
@@ -826,13 +842,51 @@ load_stored_shape(Oid relid, int64 shape, MemoryContext cxt)
 							   exists ? att->atttypid : TEXTOID,
 							   exists ? att->atttypmod : -1, 0);
 		}
-		ss->deform = BlessTupleDesc(ss->deform);
-		ss->show = BlessTupleDesc(ss->show);
+
+		/*
+		 * The rows are formed as records of the shown attributes, with
+		 * the descriptor the type cache holds for that record type, which
+		 * row_to_json reads them with.
+		 */
+		ss->show = registered_record_desc(ss->show);
 		MemoryContextSwitchTo(spictx);
 	}
 	SPI_finish();
 	MemoryContextSwitchTo(callerctx);
 	return ss;
+}
+
+/*
+ * The values of row, a tuple formed with the attributes of desc, into
+ * values and nulls, as heap_deform_tuple reads them.  By hand: the datum
+ * names its table's row type, whose descriptor is no longer the one it
+ * was formed with, and no registered type describes it.
+ */
+static void
+deform_stored_row(HeapTupleHeader row, TupleDesc desc, Datum *values, bool *nulls)
+{
+	int			natts = Min(HeapTupleHeaderGetNatts(row), desc->natts);
+	bool		hasnulls = (row->t_infomask & HEAP_HASNULL) != 0;
+	bits8	   *bp = row->t_bits;
+	char	   *tp = (char *) row + row->t_hoff;
+	uint32		off = 0;
+
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		/* a tuple formed before an attribute was added lacks it */
+		if (i >= natts || (hasnulls && att_isnull(i, bp)))
+		{
+			values[i] = (Datum) 0;
+			nulls[i] = true;
+			continue;
+		}
+		nulls[i] = false;
+		off = att_align_pointer(off, att->attalign, att->attlen, tp + off);
+		values[i] = fetchatt(att, tp + off);
+		off = att_addlength_pointer(off, att->attlen, tp + off);
+	}
 }
 
 /*
@@ -843,7 +897,6 @@ load_stored_shape(Oid relid, int64 shape, MemoryContext cxt)
 static Datum
 row_of_stored_shape(HeapTupleHeader row, StoredShape *ss)
 {
-	HeapTupleData tuple;
 	Datum	   *values;
 	bool	   *nulls;
 	Datum	   *showvalues;
@@ -852,22 +905,9 @@ row_of_stored_shape(HeapTupleHeader row, StoredShape *ss)
 	if (ss->deform == NULL ||
 		HeapTupleHeaderGetNatts(row) > ss->deform->natts)
 		return (Datum) 0;
-
-	/*
-	 * The datum names the table's row type, which is no longer the one
-	 * it was formed with: it is read as a record of its stored shape (a
-	 * copy: row is the caller's).
-	 */
-	tuple.t_len = HeapTupleHeaderGetDatumLength(row);
-	tuple.t_data = palloc(tuple.t_len);
-	memcpy(tuple.t_data, row, tuple.t_len);
-	HeapTupleHeaderSetTypeId(tuple.t_data, ss->deform->tdtypeid);
-	HeapTupleHeaderSetTypMod(tuple.t_data, ss->deform->tdtypmod);
-	ItemPointerSetInvalid(&tuple.t_self);
-	tuple.t_tableOid = InvalidOid;
 	values = palloc(sizeof(Datum) * Max(ss->deform->natts, 1));
 	nulls = palloc(sizeof(bool) * Max(ss->deform->natts, 1));
-	heap_deform_tuple(&tuple, ss->deform, values, nulls);
+	deform_stored_row(row, ss->deform, values, nulls);
 	showvalues = palloc(sizeof(Datum) * Max(ss->show->natts, 1));
 	shownulls = palloc(sizeof(bool) * Max(ss->show->natts, 1));
 	for (int j = 0; j < ss->show->natts; j++)
