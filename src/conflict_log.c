@@ -18,8 +18,8 @@
  *	  A composite datum is only readable with the tuple descriptor it was
  *	  formed with, and the table's row type changes with its DDL (ALTER
  *	  COLUMN TYPE, DROP and ADD COLUMN).  So each entry also carries its
- *	  shape: a 64-bit hash of the names, types, typmods and storage of the
- *	  attributes the rows were formed with, and cosmosrep.conflict_shape
+ *	  shape: a 64-bit hash of the names, types, typmods, lengths and
+ *	  alignments of the attributes the rows were formed with, and cosmosrep.conflict_shape
  *	  holds each distinct shape once.  The apply worker computes a table's
  *	  shape once per relcache entry and writes it once (in the first
  *	  transaction that records a conflict of that shape, until it
@@ -170,6 +170,9 @@ typedef struct PendingShape
 
 static HTAB *shape_cache = NULL;
 
+/* whether some entry of shape_cache is queued or written, not stored */
+static bool shapes_unsettled = false;
+
 /*
  * The conflicts recorded and not yet written, in pending_cxt, which each
  * write empties: the apply worker writes them between changes once
@@ -289,6 +292,9 @@ shape_states_settle(bool committed)
 	HASH_SEQ_STATUS status;
 	ShapeEntry *entry;
 
+	/* every transaction of the apply worker ends here: mostly nothing to do */
+	if (!shapes_unsettled)
+		return;
 	hash_seq_init(&status, shape_cache);
 	while ((entry = hash_seq_search(&status)) != NULL)
 	{
@@ -297,6 +303,7 @@ shape_states_settle(bool committed)
 		else if (entry->state != SHAPE_STORED)
 			entry->state = SHAPE_UNKNOWN;
 	}
+	shapes_unsettled = false;
 }
 
 static void
@@ -355,6 +362,7 @@ record_shape(Relation rel)
 		ps->desc = CreateTupleDescCopy(RelationGetDescr(rel));
 		pending_shapes = lappend(pending_shapes, ps);
 		entry->state = SHAPE_QUEUED;
+		shapes_unsettled = true;
 	}
 	return entry->shape;
 }
