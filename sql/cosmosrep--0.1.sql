@@ -529,7 +529,8 @@ CREATE VIEW cosmosrep.conflicts WITH (security_barrier) AS
                                           CASE WHEN c.remote_version OPERATOR(pg_catalog.>) c.local_version
                                                THEN r.remote_row ELSE r.local_row END
                     END) AS winner_row,
-           c.error,
+           -- an error may quote the row (a trigger's message)
+           CASE WHEN NOT pg_catalog.row_security_active(c.relid) THEN c.error END AS error,
            c.resolved_at,
            c.resolved_by
       FROM cosmosrep.conflict c

@@ -181,6 +181,27 @@ is(as_mallory($r1, q{SELECT count(*) || '/' || count(key) FROM cosmosrep.tombsto
                       WHERE table_name = 'shared'::regclass}) =~ s/\s+$//r,
 	'1/0', 'cosmosrep.tombstones shows mallory no key of a table whose row-level security applies to her');
 
+# an error may quote the row it rejected: a change that r1 rejects waits
+# in its feed with its error, which mallory does not see
+$r1->safe_psql('postgres', q{
+	ALTER TABLE shared ADD CONSTRAINT not_rejected CHECK (v <> 'rejected alice-secret')});
+$r2->safe_psql('postgres', "INSERT INTO shared VALUES (9, 'alice', 'rejected alice-secret')");
+wait_for_value($r1, q{SELECT count(*) FROM cosmosrep.conflict_feed
+                       WHERE kind = 'apply_error' AND table_name = 'shared'::regclass}, '1')
+  or die 'the rejected change did not reach the feed';
+is(as_mallory($r1, q{SELECT count(*) || '/' || count(error) FROM cosmosrep.conflicts
+                      WHERE kind = 'apply_error'}) =~ s/\s+$//r,
+	'1/0', 'mallory sees no error text of a table whose row-level security applies to her');
+is($r1->safe_psql('postgres', q{SET ROLE alice;
+	SELECT error FROM cosmosrep.conflicts WHERE kind = 'apply_error'}),
+	'new row for relation "shared" violates check constraint "not_rejected"',
+	'the owner sees the error');
+$r1->safe_psql('postgres', q{
+	ALTER TABLE shared DROP CONSTRAINT not_rejected;
+	SET ROLE alice;
+	SELECT cosmosrep.reapply_conflict(conflict_id) FROM cosmosrep.conflict_feed
+	 WHERE kind = 'apply_error'});
+
 # apply writes as the table's owner: a row arrives even where the policy,
 # forced on the owner, would hide it
 $r2->safe_psql('postgres', 'ALTER TABLE shared FORCE ROW LEVEL SECURITY');
