@@ -108,7 +108,7 @@ LANGUAGE C STABLE STRICT;
 COMMENT ON FUNCTION cosmosrep.tombstone_key_text(oid, bytea) IS
     'a tombstone key as a row literal of the primary key values';
 
-CREATE VIEW cosmosrep.tombstones AS
+CREATE VIEW cosmosrep.tombstones WITH (security_barrier) AS
     SELECT t.relid::regclass AS table_name,
            cosmosrep.tombstone_key_text(t.relid, t.key) AS key,
            t.version,
@@ -163,7 +163,9 @@ CREATE TABLE cosmosrep.conflict (
     winner_row     bytea,      -- the row a resolver or a user wrote
     error          text,
     resolved_at    timestamptz, -- NULL: waiting in the feed
-    resolved_by    text
+    resolved_by    text,
+    shape          bigint      NOT NULL -- the attributes the rows were formed
+                                        -- with (cosmosrep.conflict_shape)
 );
 -- written by apply (conflict_log.c) and the feed functions only, which
 -- keep kind and resolution to the values above.  No btree holds every
@@ -180,6 +182,29 @@ COMMENT ON SEQUENCE cosmosrep.conflict_conflict_id_seq IS
 REVOKE ALL ON cosmosrep.conflict FROM PUBLIC;
 COMMENT ON TABLE cosmosrep.conflict IS
     'conflicts detected in this region (read cosmosrep.conflicts instead)';
+
+-- The shapes of the rows in the history: a row is a composite datum of its
+-- table's row type as it was when the conflict was recorded, and the
+-- table's DDL (ALTER COLUMN TYPE, DROP or ADD COLUMN) changes that type.
+-- One row per table and distinct shape (a hash of the attributes), written
+-- by apply the first time it records a conflict of that shape; an entry
+-- of another shape than its table's is read with the attributes stored
+-- here.  A dropped attribute has type 0 and no name.  Kept until the table
+-- is dropped.  State, not configuration: not dumped.
+CREATE TABLE cosmosrep.conflict_shape (
+    relid      oid      NOT NULL,
+    shape      bigint   NOT NULL,
+    attnames   text[]   NOT NULL,
+    atttypes   oid[]    NOT NULL,
+    atttypmods int4[]   NOT NULL,
+    attlens    int2[]   NOT NULL,
+    attbyvals  bool[]   NOT NULL,
+    attaligns  "char"[] NOT NULL,
+    PRIMARY KEY (relid, shape)
+);
+REVOKE ALL ON cosmosrep.conflict_shape FROM PUBLIC;
+COMMENT ON TABLE cosmosrep.conflict_shape IS
+    'the attributes the rows of recorded conflicts were formed with, per table and shape';
 
 --
 -- Versions (hybrid logical clock)
@@ -303,7 +328,7 @@ LANGUAGE C VOLATILE STRICT;
 COMMENT ON FUNCTION cosmosrep.disable_table(regclass) IS
     'makes a multi-region table local again and drops its cosmosrep columns';
 
-CREATE VIEW cosmosrep.tables AS
+CREATE VIEW cosmosrep.tables WITH (security_barrier) AS
     SELECT t.relid AS table_name,
            t.policy,
            t.path,
@@ -471,7 +496,12 @@ LANGUAGE C STABLE STRICT;
 COMMENT ON FUNCTION cosmosrep.conflict_row(tid, text) IS
     'the local, remote or winner row of the conflict entry at ctid entry of cosmosrep.conflict, as jsonb, for a user who may read its table';
 
-CREATE VIEW cosmosrep.conflicts AS
+-- The views that show rows of cosmosrep's tables only for tables the user
+-- may read are security barriers: a cheap function of the user's in a
+-- WHERE clause sees no row the view's own conditions would hide.  The
+-- rows of a conflict (and its key) are shown only where row-level
+-- security of its table does not apply to the user (conflict_row).
+CREATE VIEW cosmosrep.conflicts WITH (security_barrier) AS
     SELECT c.conflict_id,
            c.detected_at,
            c.relid::regclass AS table_name,
@@ -480,7 +510,8 @@ CREATE VIEW cosmosrep.conflicts AS
               FROM pg_catalog.pg_index i
               JOIN pg_catalog.pg_attribute a
                 ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
-             WHERE i.indrelid = c.relid AND i.indisprimary) AS key,
+             WHERE i.indrelid = c.relid AND i.indisprimary
+               AND coalesce(r.remote_row, r.local_row) IS NOT NULL) AS key,
            c.kind,
            lr.region_name AS local_region,
            rr.region_name AS remote_region,
@@ -498,7 +529,8 @@ CREATE VIEW cosmosrep.conflicts AS
                                           CASE WHEN c.remote_version OPERATOR(pg_catalog.>) c.local_version
                                                THEN r.remote_row ELSE r.local_row END
                     END) AS winner_row,
-           c.error,
+           -- an error may quote the row (a trigger's message)
+           CASE WHEN NOT pg_catalog.row_security_active(c.relid) THEN c.error END AS error,
            c.resolved_at,
            c.resolved_by
       FROM cosmosrep.conflict c
@@ -514,7 +546,7 @@ COMMENT ON VIEW cosmosrep.conflicts IS
     'conflicts detected in this region, for the tables the current user may read';
 GRANT SELECT ON cosmosrep.conflicts TO PUBLIC;
 
-CREATE VIEW cosmosrep.conflict_summary AS
+CREATE VIEW cosmosrep.conflict_summary WITH (security_barrier) AS
     SELECT table_name, kind, resolution,
            pg_catalog.count(*) AS conflicts,
            pg_catalog.max(detected_at) AS last_detected_at
@@ -528,7 +560,7 @@ GRANT SELECT ON cosmosrep.conflict_summary TO PUBLIC;
 -- The conflicts feed (feed.c): entries waiting for the application
 --
 
-CREATE VIEW cosmosrep.conflict_feed AS
+CREATE VIEW cosmosrep.conflict_feed WITH (security_barrier) AS
     SELECT * FROM cosmosrep.conflicts WHERE resolved_at IS NULL;
 COMMENT ON VIEW cosmosrep.conflict_feed IS
     'conflicts waiting for the application: pending (manual policy) and error entries';
@@ -539,7 +571,7 @@ GRANT SELECT ON cosmosrep.conflict_feed TO PUBLIC;
 -- each table's policy, failover priorities
 --
 
-CREATE VIEW cosmosrep.verify AS
+CREATE VIEW cosmosrep.verify WITH (security_barrier) AS
     SELECT 1 AS sort, 'multi_region_writes'::text AS item, NULL::text AS name,
            CASE WHEN pg_catalog.bool_and(accepts_writes) THEN 'on' ELSE 'off' END AS value
       FROM cosmosrep.region
@@ -614,6 +646,7 @@ BEGIN
             DELETE FROM cosmosrep.policy_history WHERE relid::oid = obj.objid;
             DELETE FROM cosmosrep.tombstone WHERE relid = obj.objid;
             DELETE FROM cosmosrep.conflict WHERE relid = obj.objid;
+            DELETE FROM cosmosrep.conflict_shape WHERE relid = obj.objid;
         ELSIF obj.object_type = 'trigger'
               AND obj.address_names[3] IN ('cosmosrep_stamp', 'cosmosrep_truncate')
               AND EXISTS (SELECT 1 FROM cosmosrep.replicated_table

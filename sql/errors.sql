@@ -91,6 +91,16 @@ SELECT cosmosrep.enable_table('has_base');
 -- Bad input: a table that already has a column _cr_region
 SELECT cosmosrep.enable_table('has_region');
 
+-- Bad input: a table with row-level security
+CREATE TABLE secured (id int PRIMARY KEY);
+ALTER TABLE secured ENABLE ROW LEVEL SECURITY;
+SELECT cosmosrep.enable_table('secured');
+
+-- Bad input: a table whose row-level security applies to its owner too
+CREATE TABLE forced (id int PRIMARY KEY);
+ALTER TABLE forced FORCE ROW LEVEL SECURITY;
+SELECT cosmosrep.enable_table('forced');
+
 -- Bad input: a configuration table of cosmosrep itself
 SELECT cosmosrep.enable_table('cosmosrep.region');
 
@@ -111,7 +121,7 @@ SELECT count(*) AS tables FROM cosmosrep.tables;
 SELECT c.relname, pg_temp.columns_of(c.oid), pg_temp.triggers_of(c.oid)
   FROM pg_class c
  WHERE c.relname IN ('no_pk', 'unique_only', 'measurements', 'scratch', 'cache',
-                     'has_version', 'has_base', 'has_region')
+                     'has_version', 'has_base', 'has_region', 'secured', 'forced')
  ORDER BY c.relname;
 
 --
@@ -230,22 +240,44 @@ CREATE TRIGGER stamp_statement BEFORE INSERT ON misuse
 INSERT INTO misuse (id) VALUES (1);
 DROP TRIGGER stamp_statement ON misuse;
 
--- Bad input: stamp_row on a table without the cosmosrep columns
+-- Bad input: stamp_row on a table that is not multi-region
 CREATE TRIGGER stamp_before BEFORE INSERT ON no_pk
     FOR EACH ROW EXECUTE FUNCTION cosmosrep.stamp_row();
 INSERT INTO no_pk VALUES (1, 'one');
 DROP TRIGGER stamp_before ON no_pk;
 
--- Bad input: stamp_row on a table with a version column but no base column
+-- Bad input: stamp_row on a table that is not multi-region but has a version column
 CREATE TRIGGER stamp_before BEFORE INSERT ON has_version
     FOR EACH ROW EXECUTE FUNCTION cosmosrep.stamp_row();
 INSERT INTO has_version VALUES (1, 0);
 DROP TRIGGER stamp_before ON has_version;
 
--- none of the inserts happened
+-- Bad input: stamp_row on a table that has every cosmosrep column but is
+-- not multi-region
+CREATE TABLE lookalike (id int PRIMARY KEY, _cr_version bigint, _cr_base bigint,
+                        _cr_region smallint, _cr_config bigint);
+CREATE TRIGGER cosmosrep_stamp BEFORE INSERT OR UPDATE OR DELETE ON lookalike
+    FOR EACH ROW EXECUTE FUNCTION cosmosrep.stamp_row();
+INSERT INTO lookalike (id) VALUES (1);
+
+-- Bad input: stamp_truncate on a table that is not multi-region (its
+-- truncate message would stop replication from this region)
+CREATE TRIGGER cosmosrep_truncate BEFORE TRUNCATE ON lookalike
+    FOR EACH STATEMENT EXECUTE FUNCTION cosmosrep.stamp_truncate();
+TRUNCATE lookalike;
+
+-- Bad input: config_changed on a table that is not cosmosrep's
+CREATE TRIGGER config_changed AFTER INSERT ON misuse
+    FOR EACH STATEMENT EXECUTE FUNCTION cosmosrep.config_changed();
+INSERT INTO misuse (id) VALUES (1);
+DROP TRIGGER config_changed ON misuse;
+
+-- none of the inserts happened, and no tombstone was written
 SELECT (SELECT count(*) FROM misuse) AS misuse,
        (SELECT count(*) FROM no_pk) AS no_pk,
-       (SELECT count(*) FROM has_version) AS has_version;
+       (SELECT count(*) FROM has_version) AS has_version,
+       (SELECT count(*) FROM lookalike) AS lookalike,
+       (SELECT count(*) FROM cosmosrep.tombstones) AS tombstones;
 
 -- Bad input: config_changed called directly
 SELECT cosmosrep.config_changed();
@@ -277,7 +309,7 @@ SELECT cosmosrep.conflict_row('(4000000,1)', 'local') IS NULL AS past_the_end,
 DROP VIEW items_view;
 DROP MATERIALIZED VIEW items_matview;
 DROP TABLE items, no_pk, unique_only, measurements, scratch, cache,
-    has_version, has_base, has_region, misuse;
+    has_version, has_base, has_region, misuse, secured, forced, lookalike;
 DROP SEQUENCE items_seq;
 DROP EXTENSION cosmosrep CASCADE;
 DROP ROLE regress_cr_intruder;

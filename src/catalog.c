@@ -514,7 +514,10 @@ cr_delete_table_config(Oid relid)
 
 /*
  * Statement trigger on the configuration tables: tells every backend (and
- * the workers) that the configuration changed, at commit.
+ * the workers) that the configuration changed, at commit.  Any user may
+ * attach a trigger function to a table of their own (PostgreSQL checks
+ * EXECUTE when the trigger is created, not when it fires): it refuses to
+ * run on any table but cosmosrep's own.
  */
 Datum
 cosmosrep_config_changed(PG_FUNCTION_ARGS)
@@ -525,6 +528,13 @@ cosmosrep_config_changed(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("cosmosrep.config_changed() must be called as a trigger")));
+	if (RelationGetNamespace(trigdata->tg_relation) != cr_schema_oid())
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("cosmosrep.config_changed() fired on table \"%s\", which does not belong to cosmosrep",
+						RelationGetRelationName(trigdata->tg_relation)),
+				 errdetail("The function runs only as a trigger of cosmosrep's configuration tables."),
+				 errhint("Drop the trigger.")));
 
 	CacheInvalidateRelcache(trigdata->tg_relation);
 	cr_wake_launcher_at_commit();
@@ -533,8 +543,9 @@ cosmosrep_config_changed(PG_FUNCTION_ARGS)
 
 /*
  * The version of the configuration relid has in this region (that of the
- * enable or policy change that set it), or 0 if it is not multi-region:
- * the row trigger stamps every local write with it (and caches it).
+ * enable or policy change that set it), or -1 if it is not multi-region:
+ * the row trigger stamps every local write with it (and caches it), and
+ * refuses to run on a table without one.
  * Read with the latest snapshot, so a writer whose transaction snapshot
  * predates a policy change it waited for (on the table's lock) sees that
  * change.
@@ -548,7 +559,7 @@ cr_table_config_version(Oid relid)
 	ScanKeyData skey;
 	SysScanDesc scan;
 	HeapTuple	tup;
-	int64		config_version = 0;
+	int64		config_version = -1;
 
 	ScanKeyInit(&skey, 1, BTEqualStrategyNumber, F_OIDEQ, ObjectIdGetDatum(relid));
 	scan = systable_beginscan(rel, get_relname_relid("replicated_table_pkey", cr_schema_oid()),

@@ -160,5 +160,6 @@ extern void cr_flush_some_conflicts(void);
 extern void cr_conflicts_forget(void);
 extern void cr_conflict_purge_history(void);
 extern Datum cr_feed_rows(Oid relid, bytea *key, Oid rowtype);
+extern int64 cr_conflict_shape(TupleDesc desc);
 
 #endif							/* CR_CONFLICT_H */

@@ -72,6 +72,7 @@ typedef struct FeedEntry
 	Datum		remote_row;
 	char	   *kind;
 	char	   *resolution;
+	int64		shape;			/* of the rows (cr_conflict_shape) */
 } FeedEntry;
 
 PG_FUNCTION_INFO_V1(cosmosrep_resolve_conflict);
@@ -106,13 +107,13 @@ feed_entry_lock(int64 conflict_id)
 	{
 		if (cr_catalog_query(NULL, pass == 0 ?
 							 "SELECT relid, key, local_version, remote_version,"
-							 " local_row, remote_row, resolution, kind, false, NULL"
+							 " local_row, remote_row, resolution, kind, false, NULL, shape"
 							 " FROM cosmosrep.conflict"
 							 " WHERE conflict_id OPERATOR(pg_catalog.=) $1"
 							 " AND resolved_at IS NULL FOR UPDATE" :
 							 "SELECT relid, key, local_version, remote_version,"
 							 " local_row, remote_row, resolution, kind,"
-							 " resolved_at IS NOT NULL, resolved_by"
+							 " resolved_at IS NOT NULL, resolved_by, shape"
 							 " FROM cosmosrep.conflict"
 							 " WHERE conflict_id OPERATOR(pg_catalog.=) $1",
 							 1, argtypes, values, NULL, false) != SPI_OK_SELECT)
@@ -142,6 +143,7 @@ feed_entry_lock(int64 conflict_id)
 		e->kind = SPI_getvalue(tup, desc, 8);
 		resolved = DatumGetBool(SPI_getbinval(tup, desc, 9, &isnull));
 		resolved_by = SPI_getvalue(tup, desc, 10);
+		e->shape = DatumGetInt64(SPI_getbinval(tup, desc, 11, &isnull));
 		MemoryContextSwitchTo(spictx);
 	}
 	SPI_finish();
@@ -155,6 +157,19 @@ feed_entry_lock(int64 conflict_id)
 	aclresult = pg_class_aclcheck(e->relid, GetUserId(), ACL_UPDATE);
 	if (aclresult != ACLCHECK_OK)
 		aclcheck_error(aclresult, OBJECT_TABLE, get_rel_name(e->relid));
+
+	/*
+	 * The entry's rows were not checked against the table's policies:
+	 * where they apply to the user, the entry is left to a user they do
+	 * not apply to (cosmosrep.conflicts shows no rows of it either).
+	 */
+	if (check_enable_rls(e->relid, InvalidOid, true) == RLS_ENABLED)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("conflict " INT64_FORMAT " of table \"%s\" cannot be resolved under row-level security",
+						conflict_id, get_rel_name(e->relid)),
+				 errdetail("Row-level security of the table applies to the current user, and the conflict's rows were not checked against its policies."),
+				 errhint("Resolve it as a role that row-level security of the table does not apply to, such as its owner.")));
 	if (resolved || e->key == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -253,10 +268,9 @@ spi_single_value(const char *sql, Oid argtype, Datum arg, bool read_only)
  * search_path, so that what it fires (the owner's triggers, constraints,
  * defaults, index expressions, type functions) never runs with the
  * caller's privileges: the caller, often a superuser or a reader of the
- * feed, did not write that code and did not ask to run it.  Where row
- * security applies to the caller (never to a superuser or the owner), the
- * statement runs as the caller, so that the caller's policies hold, as
- * for any write of theirs to another user's table.
+ * feed, did not write that code and did not ask to run it.  (Row security
+ * never applies to the caller here: feed_entry_lock refuses such a
+ * caller.)
  */
 static Datum
 write_local(Relation rel, Datum row, Datum keyrow)
@@ -268,7 +282,6 @@ write_local(Relation rel, Datum row, Datum keyrow)
 	StringInfoData sql;
 	ListCell   *lc;
 	AclResult	aclresult;
-	bool		as_owner;
 	CrUserContext user;
 	Datum		written = (Datum) 0;
 
@@ -276,7 +289,6 @@ write_local(Relation rel, Datum row, Datum keyrow)
 								  row == (Datum) 0 ? ACL_DELETE : ACL_INSERT);
 	if (aclresult != ACLCHECK_OK)
 		aclcheck_error(aclresult, OBJECT_TABLE, RelationGetRelationName(rel));
-	as_owner = check_enable_rls(RelationGetRelid(rel), InvalidOid, true) != RLS_ENABLED;
 
 	initStringInfo(&sql);
 	if (row == (Datum) 0)
@@ -285,8 +297,7 @@ write_local(Relation rel, Datum row, Datum keyrow)
 		foreach(lc, keys)
 			appendStringInfo(&sql, " AND %s OPERATOR(pg_catalog.=) ($1).%s",
 							 quote_identifier(lfirst(lc)), quote_identifier(lfirst(lc)));
-		if (as_owner)
-			cr_switch_to_owner(rel->rd_rel->relowner, &user);
+		cr_switch_to_owner(rel->rd_rel->relowner, &user);
 		(void) spi_single_value(sql.data, rowtype, keyrow, false);
 	}
 	else
@@ -304,12 +315,10 @@ write_local(Relation rel, Datum row, Datum keyrow)
 		appendStringInfoString(&sql, ") = ROW(");
 		append_columns(&sql, columns, "EXCLUDED.");
 		appendStringInfoString(&sql, ") RETURNING t");
-		if (as_owner)
-			cr_switch_to_owner(rel->rd_rel->relowner, &user);
+		cr_switch_to_owner(rel->rd_rel->relowner, &user);
 		written = spi_single_value(sql.data, rowtype, row, false);
 	}
-	if (as_owner)
-		cr_restore_user(&user);
+	cr_restore_user(&user);
 	return written;
 }
 
@@ -410,6 +419,22 @@ feed_open(FeedEntry *e)
 }
 
 /*
+ * Refuse to act on the rows of entry e if they were recorded before the
+ * columns of its table (rel) changed: they are not rows of its row type.
+ */
+static void
+feed_check_shape(Relation rel, FeedEntry *e)
+{
+	if (cr_conflict_shape(RelationGetDescr(rel)) != e->shape)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("conflict " INT64_FORMAT " was recorded before the columns of table \"%s\" changed",
+						e->conflict_id, RelationGetRelationName(rel)),
+				 errdetail("Its rows have the columns the table had then, and cannot be written as rows of the table."),
+				 errhint("Accept what the regions hold with cosmosrep.discard_conflict, then write the row you want.")));
+}
+
+/*
  * cosmosrep.resolve_conflict(conflict_id, keep_version): keep the row of
  * one of the entry's two versions (a version that deleted the key keeps
  * it deleted), as a new write of the caller.
@@ -432,6 +457,7 @@ cosmosrep_resolve_conflict(PG_FUNCTION_ARGS)
 						 e->local_version, e->remote_version)));
 	row = keep == e->local_version ? e->local_row : e->remote_row;
 	rel = feed_open(e);
+	feed_check_shape(rel, e);
 	written = write_local(rel, row, e->local_row ? e->local_row : e->remote_row);
 	feed_resolve(rel, e, keep == e->local_version ? "local_kept" : "remote_applied",
 				 written);
@@ -455,6 +481,8 @@ cosmosrep_resolve_conflict_with_row(PG_FUNCTION_ARGS)
 	HeapTupleData tuple;
 	CrUserContext user;
 	bool		same_key;
+
+	feed_check_shape(rel, e);
 
 	/*
 	 * Reading the row runs the input functions and domain constraints of
@@ -508,6 +536,7 @@ cosmosrep_reapply_conflict(PG_FUNCTION_ARGS)
 	Datum		row = e->remote_row;
 	Datum		written;
 
+	feed_check_shape(rel, e);
 	if (config == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),

@@ -79,7 +79,7 @@ typedef struct StampInfo
 static HTAB *stamp_infos = NULL;
 static Oid	replicated_table_relid = InvalidOid;
 
-static StampInfo stamp_info(Relation rel);
+static StampInfo stamp_info(Relation rel, const char *function);
 static void stamp_info_invalidate(Datum arg, Oid relid);
 static int	stamp_column(Relation rel, const char *colname);
 static void check_region_writes(Relation rel);
@@ -120,11 +120,19 @@ stamp_column(Relation rel, const char *colname)
 }
 
 /*
- * What the trigger needs of rel, from the cache or read now.  A copy: the
- * cache may lose the entry at any invalidation the trigger processes.
+ * What the trigger function (named for errors) needs of rel, from the
+ * cache or read now.  A copy: the cache may lose the entry at any
+ * invalidation the trigger processes.
+ *
+ * Only multi-region tables have an entry.  Any user may attach
+ * cosmosrep's trigger functions to a table of their own (PostgreSQL
+ * checks EXECUTE when a trigger is created, not when it fires): on any
+ * other table they refuse to run, before they take a version, write a
+ * tombstone or send a message.  The check costs nothing on the write
+ * path: it is made when the entry is built.
  */
 static StampInfo
-stamp_info(Relation rel)
+stamp_info(Relation rel, const char *function)
 {
 	Oid			relid = RelationGetRelid(rel);
 	StampInfo  *entry;
@@ -147,11 +155,18 @@ stamp_info(Relation rel)
 		return *entry;
 
 	info.relid = relid;
+	info.config_version = cr_table_config_version(relid);
+	if (info.config_version < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("%s fired on table \"%s\", which is not multi-region",
+						function, RelationGetRelationName(rel)),
+				 errdetail("cosmosrep's trigger functions run only on the tables that cosmosrep.enable_table made multi-region."),
+				 errhint("Drop the trigger, or call cosmosrep.enable_table for the table.")));
 	info.version_att = stamp_column(rel, CR_VERSION_COLUMN);
 	info.base_att = stamp_column(rel, CR_BASE_COLUMN);
 	info.region_att = stamp_column(rel, CR_REGION_COLUMN);
 	info.config_att = stamp_column(rel, CR_CONFIG_COLUMN);
-	info.config_version = cr_table_config_version(relid);
 	*(StampInfo *) hash_search(stamp_infos, &relid, HASH_ENTER, NULL) = info;
 	return info;
 }
@@ -222,7 +237,7 @@ cosmosrep_stamp_row(PG_FUNCTION_ARGS)
 
 	rel = trigdata->tg_relation;
 	desc = RelationGetDescr(rel);
-	info = stamp_info(rel);
+	info = stamp_info(rel, "cosmosrep.stamp_row()");
 	check_region_writes(rel);
 
 	/* configurations only grow along the writes of a row */
@@ -313,6 +328,7 @@ cosmosrep_stamp_truncate(PG_FUNCTION_ARGS)
 				 errmsg("cosmosrep.stamp_truncate() must be called as a BEFORE TRUNCATE trigger")));
 
 	rel = trigdata->tg_relation;
+	(void) stamp_info(rel, "cosmosrep.stamp_truncate()");
 	check_region_writes(rel);
 	version = cr_hlc_next_version(cr_local_region_id(false));
 	cr_tombstone_truncate(RelationGetRelid(rel), version);

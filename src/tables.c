@@ -368,6 +368,19 @@ cr_table_enable(Oid relid, const char *policy, const char *path,
 				 errmsg("table \"%s\" has no primary key", relname),
 				 errhint("Add a primary key, then call cosmosrep.enable_table again.")));
 
+	/*
+	 * Apply writes every row as the table's owner, whom policies do not
+	 * restrict (or, under FORCE, would silently filter what arrives), and
+	 * the conflict history keeps rows outside the table: a table with
+	 * row-level security is not made multi-region.
+	 */
+	if (rel->rd_rel->relrowsecurity || rel->rd_rel->relforcerowsecurity)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("table \"%s\" has row-level security enabled", relname),
+				 errdetail("Changes from other regions are applied as the table's owner, and its policies would not decide which rows other regions receive or which rows the conflict history shows."),
+				 errhint("Disable row-level security (ALTER TABLE ... DISABLE ROW LEVEL SECURITY, NO FORCE ROW LEVEL SECURITY), then call cosmosrep.enable_table again.")));
+
 	for (int i = 0; i < lengthof(cr_added_columns); i++)
 	{
 		if (SPI_fnumber(desc, cr_added_columns[i]) > 0)

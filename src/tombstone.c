@@ -56,6 +56,7 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
+#include "utils/rls.h"
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
 
@@ -236,9 +237,11 @@ cr_tombstone_key_equal(const bytea *a, const bytea *b)
 /*
  * The tombstone key as text, for people: the primary key values as a row
  * literal, e.g. (42,"a b").  Behind the view cosmosrep.tombstones, which
- * any user may read: NULL for a table the caller may not read, and the
- * values are decoded as the table's owner (a primary key of the owner's
- * domain runs its CHECK expressions in domain_recv), never as the reader.
+ * any user may read: NULL for a table the caller may not read, or where
+ * row-level security of the table applies to the caller (the key was a
+ * row's, and no policy is checked against it).  The values are decoded as
+ * the table's owner (a primary key of the owner's domain runs its CHECK
+ * expressions in domain_recv), never as the reader.
  */
 Datum
 cosmosrep_tombstone_key_text(PG_FUNCTION_ARGS)
@@ -253,6 +256,8 @@ cosmosrep_tombstone_key_text(PG_FUNCTION_ARGS)
 
 	if (get_rel_relkind(relid) == '\0' ||
 		pg_class_aclcheck(relid, GetUserId(), ACL_SELECT) != ACLCHECK_OK)
+		PG_RETURN_NULL();
+	if (check_enable_rls(relid, InvalidOid, true) == RLS_ENABLED)
 		PG_RETURN_NULL();
 	if (VARSIZE_ANY_EXHDR(key) == 0)
 		PG_RETURN_TEXT_P(cstring_to_text("(truncated)"));
