@@ -1045,7 +1045,7 @@ forget_group_in(CrRegion *removed, List *regions)
 	{
 		CrRegion   *r = lfirst(lc);
 
-		if (r != removed)
+		if (r->id != removed->id)
 			run_forget(removed, r->name, false);
 	}
 }
