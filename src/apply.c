@@ -1008,9 +1008,9 @@ settle_collisions(ApplyExec *ex, ApplyRel *ar, TupleTableSlot *row,
 }
 
 /*
- * Append to sql the condition "the peer's column attnum equals value" for
- * a column of the primary key, whose operator family and input type in
- * the primary key index are opfamily and opcintype.
+ * Append to sql the condition "the peer's column att equals value" for a
+ * column of the primary key, whose operator family and input type in the
+ * primary key index are opfamily and opcintype.
  *
  * The condition runs on the peer as the link role, so it names exactly
  * what runs there: the equality operator of the key's btree operator
