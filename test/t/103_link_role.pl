@@ -43,6 +43,19 @@ sub setup_mallory
 		END \$\$;
 		CREATE TABLE app.docs (id int PRIMARY KEY, small int, doc text);
 		ALTER TABLE app.docs ALTER COLUMN doc SET STORAGE EXTERNAL;
+		-- keys of other kinds: text and an enum of hers, an array
+		CREATE TYPE app.k AS ENUM ('x', 'y');
+		CREATE FUNCTION app.spy_eq_k(app.k, app.k) RETURNS boolean LANGUAGE plpgsql AS \$\$
+		BEGIN
+			INSERT INTO app.seen VALUES (current_user, 'enum operator');
+			RETURN \$1::text OPERATOR(pg_catalog.=) \$2::text;
+		END \$\$;
+		CREATE OPERATOR app.= (LEFTARG = app.k, RIGHTARG = app.k, FUNCTION = app.spy_eq_k);
+		CREATE TABLE app.tags (name text, kind app.k, small int, doc text,
+		                       PRIMARY KEY (name, kind));
+		ALTER TABLE app.tags ALTER COLUMN doc SET STORAGE EXTERNAL;
+		CREATE TABLE app.arrays (key int[] PRIMARY KEY, small int, doc text);
+		ALTER TABLE app.arrays ALTER COLUMN doc SET STORAGE EXTERNAL;
 		RESET ROLE;
 		ALTER ROLE $link_role SET search_path = app, pg_catalog;
 	});
@@ -64,10 +77,15 @@ my $big = q{(SELECT string_agg(md5(g::text), '') FROM generate_series(1, 8192) g
 $ra->safe_psql('postgres', qq{
 	SET ROLE mallory;
 	SELECT cosmosrep.enable_table('app.docs');
+	SELECT cosmosrep.enable_table('app.tags');
+	SELECT cosmosrep.enable_table('app.arrays');
 	INSERT INTO app.docs SELECT i, 0, $big FROM generate_series(1, 3) i;
+	INSERT INTO app.tags VALUES ('n', 'x', 0, $big), ('n', 'y', 0, $big);
+	INSERT INTO app.arrays VALUES ('{1,2}', 0, $big), ('{3}', 0, $big);
 });
-$rb->poll_query_until('postgres', 'SELECT count(*) = 3 FROM app.docs')
-  or die 'the rows of app.docs did not reach b';
+$rb->poll_query_until('postgres',
+	'SELECT (SELECT count(*) FROM app.docs) + (SELECT count(*) FROM app.tags) + (SELECT count(*) FROM app.arrays) = 7')
+  or die 'the rows of mallory\'s tables did not reach b';
 
 ##########
 # A region joins through the link role
@@ -109,8 +127,15 @@ for my $node ($ra, $rb)
 		 WHERE state = 'paused'})
 	  or die $node->name . ' did not pause';
 }
-$rb->safe_psql('postgres', 'DELETE FROM app.docs WHERE id = 3');
-$ra->safe_psql('postgres', 'UPDATE app.docs SET small = 5 WHERE id = 3');    # newer than the delete
+$rb->safe_psql('postgres', q{
+	DELETE FROM app.docs WHERE id = 3;
+	DELETE FROM app.tags WHERE kind = 'y';
+	DELETE FROM app.arrays WHERE key = '{1,2}'});
+# newer than the deletes
+$ra->safe_psql('postgres', q{
+	UPDATE app.docs SET small = 5 WHERE id = 3;
+	UPDATE app.tags SET small = 5 WHERE kind = 'y';
+	UPDATE app.arrays SET small = 5 WHERE key = '{1,2}'});
 $ra->safe_psql('postgres', "SELECT cosmosrep.resume_region('b')");
 $rb->safe_psql('postgres', "SELECT cosmosrep.resume_region('a')");
 ok(wait_for_value($rb, 'SELECT small FROM app.docs WHERE id = 3', '5'),
@@ -121,9 +146,17 @@ is($rb->safe_psql('postgres', 'SELECT md5(doc) FROM app.docs WHERE id = 3'),
 is($ra->safe_psql('postgres',
 		"SELECT string_agg(DISTINCT usename, ',') FROM pg_stat_activity WHERE application_name = 'cosmosrep apply'"),
 	'cosmosrep_link', 'b fetched the row from a as cosmosrep_link');
-wait_for_same_table(\@nodes, 'app.docs');
+for my $t (['app.tags', q{kind = 'y'}, 'a key of text and an enum'],
+	['app.arrays', q{key = '{1,2}'}, 'an array key'])
+{
+	my ($table, $where, $what) = @$t;
+	ok(wait_for_value($rb, "SELECT small || ' ' || md5(doc) FROM $table WHERE $where",
+			$ra->safe_psql('postgres', "SELECT small || ' ' || md5(doc) FROM $table WHERE $where")),
+		"the row of $what is recreated in b with the TOASTed value fetched from a");
+}
+wait_for_same_table(\@nodes, $_) for qw(app.docs app.tags app.arrays);
 
-is(seen($_), '', $_->name . ': mallory\'s operator never ran, though first in the link role\'s search_path')
+is(seen($_), '', $_->name . ': mallory\'s operators never ran, though first in the link role\'s search_path')
   for @nodes;
 
 ##########
