@@ -223,6 +223,10 @@ AS 'MODULE_PATHNAME', 'cosmosrep_current_version'
 LANGUAGE C VOLATILE STRICT;
 COMMENT ON FUNCTION cosmosrep.current_version() IS
     'the clock of this instance, as a version with region 0 (nothing issued later is smaller)';
+-- Executable by PUBLIC, though join_region calls it on every member as
+-- the link role: it is a clock reading that every row version a reader can
+-- see (_cr_version) already tells, and users read the clock with it.
+GRANT EXECUTE ON FUNCTION cosmosrep.current_version() TO PUBLIC;
 
 CREATE FUNCTION cosmosrep.observe_version(version bigint)
 RETURNS void
@@ -368,6 +372,60 @@ COMMENT ON FUNCTION cosmosrep.forget_region(text) IS
     'removes a region from this region only, with its slot and origin (called by cosmosrep.remove_region)';
 REVOKE ALL ON FUNCTION cosmosrep.forget_region(text) FROM PUBLIC;
 
+CREATE FUNCTION cosmosrep.output_plugin_allowed()
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'cosmosrep_output_plugin_allowed'
+LANGUAGE C STABLE STRICT;
+COMMENT ON FUNCTION cosmosrep.output_plugin_allowed() IS
+    'whether output_plugin_libraries admits cosmosrep here (asked by cosmosrep.join_region)';
+REVOKE ALL ON FUNCTION cosmosrep.output_plugin_allowed() FROM PUBLIC;
+
+-- The link role: the role other regions log in as, named by the user of
+-- the connection strings given to create_region and join_region (README,
+-- "Security").  It needs LOGIN and REPLICATION (the operator creates it
+-- with them) and exactly what this function grants; it is never a
+-- superuser.  What each grant is for:
+--   region, replicated_table, tombstone, policy_history: a joining region
+--     reads the group, its tables, their deletes and configurations here;
+--   add_region, forget_region, output_plugin_allowed: join_region and
+--     remove_region call them;
+--   SELECT on every multi-region table (and USAGE on its schema): the
+--     join copies it, an apply worker fetches a row of it.
+-- enable_table, and a join or a received enable, grant SELECT on each new
+-- multi-region table to every role that may execute add_region (the
+-- roles this function was called for).
+CREATE FUNCTION cosmosrep.grant_link_role(role regrole)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = ''
+AS $$
+DECLARE
+    t record;
+BEGIN
+    IF (SELECT r.rolsuper FROM pg_catalog.pg_roles r
+         WHERE r.oid OPERATOR(pg_catalog.=) role::pg_catalog.oid) THEN
+        RAISE EXCEPTION 'link role "%" is a superuser', role
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Regions connect as a role with LOGIN and REPLICATION only; create one (README, "Security").';
+    END IF;
+    EXECUTE pg_catalog.format('GRANT SELECT ON cosmosrep.region, cosmosrep.replicated_table,'
+                              ' cosmosrep.tombstone, cosmosrep.policy_history TO %s', role);
+    EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION cosmosrep.add_region(smallint, text, text),'
+                              ' cosmosrep.forget_region(text), cosmosrep.output_plugin_allowed()'
+                              ' TO %s', role);
+    FOR t IN SELECT c.oid::pg_catalog.regclass AS rel, n.nspname
+               FROM cosmosrep.replicated_table rt
+               JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) rt.relid::pg_catalog.oid
+               JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace LOOP
+        EXECUTE pg_catalog.format('GRANT USAGE ON SCHEMA %I TO %s', t.nspname, role);
+        EXECUTE pg_catalog.format('GRANT SELECT ON %s TO %s', t.rel, role);
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION cosmosrep.grant_link_role(regrole) IS
+    'grants a role what other regions need when they connect as it (the link role)';
+REVOKE ALL ON FUNCTION cosmosrep.grant_link_role(regrole) FROM PUBLIC;
+
 CREATE FUNCTION cosmosrep.remove_region(region_name text)
 RETURNS void
 AS 'MODULE_PATHNAME', 'cosmosrep_remove_region'
@@ -399,6 +457,11 @@ AS 'MODULE_PATHNAME', 'cosmosrep_last_write_position'
 LANGUAGE C VOLATILE STRICT;
 COMMENT ON FUNCTION cosmosrep.last_write_position() IS
     'end of the last commit in this region that wrote multi-region rows (what a strong read elsewhere waits for)';
+-- Executable by PUBLIC, though a strong read calls it on the write region
+-- as the link role: it returns a WAL position, less than
+-- pg_catalog.pg_current_wal_lsn() (executable by PUBLIC) tells anyone, and
+-- session tokens carry such positions to clients anyway.
+GRANT EXECUTE ON FUNCTION cosmosrep.last_write_position() TO PUBLIC;
 
 CREATE FUNCTION cosmosrep.connection_string(preferred_region text DEFAULT NULL)
 RETURNS text

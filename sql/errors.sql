@@ -306,6 +306,39 @@ SELECT cosmosrep.conflict_row('(0,1)', 'other');
 SELECT cosmosrep.conflict_row('(4000000,1)', 'local') IS NULL AS past_the_end,
        cosmosrep.conflict_row('(0,0)', 'remote') IS NULL AS no_item;
 
+--
+-- The link role
+--
+
+-- Bad input: a superuser as the link role
+CREATE ROLE regress_cr_super SUPERUSER;
+SELECT cosmosrep.grant_link_role('regress_cr_super');
+DROP ROLE regress_cr_super;
+
+-- grant_link_role is for superusers only
+SET ROLE regress_cr_intruder;
+SELECT cosmosrep.grant_link_role('regress_cr_intruder');
+RESET ROLE;
+
+-- the link role may call what peers call, PUBLIC may not
+CREATE ROLE regress_cr_link LOGIN REPLICATION;
+SELECT cosmosrep.grant_link_role('regress_cr_link');
+SELECT p.proname,
+       pg_catalog.has_function_privilege('regress_cr_link', p.oid, 'EXECUTE') AS link,
+       pg_catalog.has_function_privilege('regress_cr_intruder', p.oid, 'EXECUTE') AS others
+  FROM pg_catalog.pg_proc p
+ WHERE p.pronamespace = 'cosmosrep'::regnamespace
+   AND p.proname IN ('add_region', 'forget_region', 'output_plugin_allowed',
+                     'current_version', 'last_write_position')
+ ORDER BY 1;
+-- a table made multi-region later is readable by the link role at once
+CREATE TABLE linked (id int PRIMARY KEY);
+SELECT cosmosrep.enable_table('linked');
+SELECT pg_catalog.has_table_privilege('regress_cr_link', 'linked', 'SELECT') AS link_reads_new_table;
+DROP TABLE linked;
+DROP OWNED BY regress_cr_link;
+DROP ROLE regress_cr_link;
+
 DROP VIEW items_view;
 DROP MATERIALIZED VIEW items_matview;
 DROP TABLE items, no_pk, unique_only, measurements, scratch, cache,

@@ -46,12 +46,15 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
 #include "access/relation.h"
+#include "access/stratnum.h"
 #include "access/table.h"
 #include "access/xact.h"
 #include "access/xlog.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_am.h"
+#include "catalog/pg_operator.h"
 #include "catalog/pg_type.h"
 #include "commands/tablecmds.h"
 #include "commands/trigger.h"
@@ -77,6 +80,7 @@
 #include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
+#include "utils/syscache.h"
 #include "utils/timestamp.h"
 
 #include "catalog.h"
@@ -252,6 +256,8 @@ static int64 slot_version(TupleTableSlot *slot, AttrNumber att, bool *isnull);
 static int64 observed_version(TupleTableSlot *slot, ApplyRel *ar);
 static bool find_local_row(ApplyExec *ex, TupleTableSlot *key, TupleTableSlot *row,
 						   bool confirm_miss);
+static void append_key_condition(StringInfo sql, Form_pg_attribute att, Oid opfamily,
+								 Oid opcintype, Datum value);
 static bool fetch_peer_row(ApplyExec *ex, ApplyRel *ar, TupleTableSlot *slot);
 
 static void apply_row(ApplyExec *ex, ApplyRel *ar, TupleTableSlot *row,
@@ -1003,23 +1009,84 @@ settle_collisions(ApplyExec *ex, ApplyRel *ar, TupleTableSlot *row,
 }
 
 /*
+ * Append to sql the condition "the peer's column att equals value" for a
+ * column of the primary key, whose operator family and input type in the
+ * primary key index are opfamily and opcintype.
+ *
+ * The condition runs on the peer as the link role, so it names exactly
+ * what runs there: the equality operator of the key's btree operator
+ * class, qualified with its schema (an operator class is made only by a
+ * superuser), and the literal typed as the class's input type, a base
+ * type whose input function a superuser installed.  Nothing is found
+ * through a search path, and no domain CHECK runs (the column of a domain
+ * type is relabelled to its base type, the literal is never of the
+ * domain).  For the classes of polymorphic input types other than enums
+ * (arrays, ranges, composites), whose literals could hold values of a
+ * domain, the key is compared as its text output instead: slower (no
+ * index), and output functions of domains are their base types'.
+ */
+static void
+append_key_condition(StringInfo sql, Form_pg_attribute att, Oid opfamily,
+					 Oid opcintype, Datum value)
+{
+	Oid			typoutput;
+	bool		isvarlena;
+	char	   *literal;
+	Oid			eqop;
+	HeapTuple	optup;
+	Form_pg_operator opform;
+	Oid			littype = opcintype;
+
+	getTypeOutputInfo(att->atttypid, &typoutput, &isvarlena);
+	literal = quote_literal_cstr(OidOutputFunctionCall(typoutput, value));
+
+	if (IsPolymorphicType(opcintype) || opcintype == RECORDOID)
+	{
+		if (opcintype != ANYENUMOID)
+		{
+			appendStringInfo(sql, " AND %s::pg_catalog.text OPERATOR(pg_catalog.=) %s::pg_catalog.text",
+							 quote_identifier(NameStr(att->attname)), literal);
+			return;
+		}
+		littype = getBaseType(att->atttypid);
+	}
+
+	eqop = get_opfamily_member(opfamily, opcintype, opcintype, BTEqualStrategyNumber);
+	if (!OidIsValid(eqop))
+		elog(ERROR, "missing equality operator for type %u in operator family %u",
+			 opcintype, opfamily);
+	optup = SearchSysCache1(OPEROID, ObjectIdGetDatum(eqop));
+	if (!HeapTupleIsValid(optup))
+		elog(ERROR, "cache lookup failed for operator %u", eqop);
+	opform = (Form_pg_operator) GETSTRUCT(optup);
+	appendStringInfo(sql, " AND %s OPERATOR(%s.%s) %s::%s",
+					 quote_identifier(NameStr(att->attname)),
+					 quote_identifier(get_namespace_name(opform->oprnamespace)),
+					 NameStr(opform->oprname), literal,
+					 format_type_be_qualified(littype));
+	ReleaseSysCache(optup);
+}
+
+/*
  * Replace slot's contents with the row that has slot's primary key, as
  * the peer holds it now; false if the peer has no such row (a later
  * delete, which the stream will bring).
  *
  * Used only when an update must recreate a row deleted here and the stream
  * lacks some of its values.  The query runs on a second, plain connection
- * to the peer, opened when first needed; values travel as text, like the
- * stream's.
+ * to the peer, opened when first needed, as the link role there; values
+ * travel as text, like the stream's.  On the peer it runs the output
+ * functions of the columns' types and what append_key_condition names,
+ * no code of the table's owner (a plain table has no SELECT rules or
+ * triggers, and row_security is off on the connection).
  */
 static bool
 fetch_peer_row(ApplyExec *ex, ApplyRel *ar, TupleTableSlot *slot)
 {
 	TupleDesc	desc = RelationGetDescr(ex->rel);
-	Bitmapset  *pkattrs = RelationGetIndexAttrBitmap(ex->rel, INDEX_ATTR_BITMAP_PRIMARY_KEY);
+	Relation	pkrel;
 	StringInfoData sql;
 	PGresult   *res;
-	int			col = -1;
 	int			field = 0;
 	bool		found;
 
@@ -1041,19 +1108,16 @@ fetch_peer_row(ApplyExec *ex, ApplyRel *ar, TupleTableSlot *slot)
 					 quote_qualified_identifier(ar->remoterel->nspname,
 												ar->remoterel->relname));
 	slot_getallattrs(slot);
-	while ((col = bms_next_member(pkattrs, col)) >= 0)
+	pkrel = index_open(RelationGetPrimaryKeyIndex(ex->rel), AccessShareLock);
+	for (int i = 0; i < IndexRelationGetNumberOfKeyAttributes(pkrel); i++)
 	{
-		AttrNumber	attnum = col + FirstLowInvalidHeapAttributeNumber;
-		Form_pg_attribute att = TupleDescAttr(desc, attnum - 1);
-		Oid			typoutput;
-		bool		isvarlena;
+		AttrNumber	attnum = pkrel->rd_index->indkey.values[i];
 
-		getTypeOutputInfo(att->atttypid, &typoutput, &isvarlena);
-		appendStringInfo(&sql, " AND %s = %s",
-						 quote_identifier(NameStr(att->attname)),
-						 quote_literal_cstr(OidOutputFunctionCall(typoutput,
-																  slot->tts_values[attnum - 1])));
+		append_key_condition(&sql, TupleDescAttr(desc, attnum - 1),
+							 pkrel->rd_opfamily[i], pkrel->rd_opcintype[i],
+							 slot->tts_values[attnum - 1]);
 	}
+	index_close(pkrel, AccessShareLock);
 
 	res = cr_remote_exec(PeerSqlConn, sql.data, PGRES_TUPLES_OK, PeerName);
 	found = PQntuples(res) == 1;

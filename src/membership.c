@@ -81,6 +81,7 @@ PG_FUNCTION_INFO_V1(cosmosrep_forget_region);
 PG_FUNCTION_INFO_V1(cosmosrep_remove_region);
 PG_FUNCTION_INFO_V1(cosmosrep_pause_region);
 PG_FUNCTION_INFO_V1(cosmosrep_resume_region);
+PG_FUNCTION_INFO_V1(cosmosrep_output_plugin_allowed);
 
 typedef struct JoinMember
 {
@@ -174,11 +175,12 @@ check_plugin_allowed(PGconn *conn, const char *region)
 		ok = plugin_allowed(GetConfigOption("output_plugin_libraries", true, false));
 	else
 	{
+		/* the link role may not read the setting itself */
 		PGresult   *res = cr_remote_exec(conn,
-										 "SELECT pg_catalog.current_setting('output_plugin_libraries', true)",
+										 "SELECT cosmosrep.output_plugin_allowed()",
 										 PGRES_TUPLES_OK, region);
 
-		ok = plugin_allowed(PQgetisnull(res, 0, 0) ? NULL : PQgetvalue(res, 0, 0));
+		ok = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
 		PQclear(res);
 	}
 	if (!ok)
@@ -187,6 +189,18 @@ check_plugin_allowed(PGconn *conn, const char *region)
 				 errmsg("region \"%s\" does not allow the cosmosrep output plugin", region),
 				 errhint("Add cosmosrep to \"output_plugin_libraries\" in the postgresql.conf of region \"%s\" and reload it.",
 						 region)));
+}
+
+/*
+ * Whether this server admits the cosmosrep output plugin; join_region asks
+ * every member, as the link role, which may not read
+ * output_plugin_libraries (a setting only superusers and
+ * pg_read_all_settings may examine).
+ */
+Datum
+cosmosrep_output_plugin_allowed(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(plugin_allowed(GetConfigOption("output_plugin_libraries", true, false)));
 }
 
 /*
@@ -220,8 +234,9 @@ static void
 wait_for_confirmed(JoinMember *member, const char *via_region,
 				   const char *local_name)
 {
-	char	   *sql = psprintf("SELECT confirmed_flush_lsn >= '%X/%X'::pg_lsn"
-							   " FROM pg_catalog.pg_replication_slots WHERE slot_name = 'cr_%s_%s'",
+	char	   *sql = psprintf("SELECT confirmed_flush_lsn OPERATOR(pg_catalog.>=) '%X/%X'::pg_catalog.pg_lsn"
+							   " FROM pg_catalog.pg_replication_slots"
+							   " WHERE slot_name OPERATOR(pg_catalog.=) 'cr_%s_%s'",
 							   LSN_FORMAT_ARGS(member->slot_lsn), member->name, via_region);
 	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 													   JOIN_CATCHUP_TIMEOUT_MS);
@@ -484,7 +499,7 @@ cosmosrep_join_region(PG_FUNCTION_ARGS)
 		st->viaconn = cr_remote_connect(via, false, "cosmosrep join", "via");
 		res = cr_remote_exec(st->viaconn,
 							 "SELECT region_id, region_name, dsn, is_local, accepts_writes,"
-							 " max(writes_version) OVER ()"
+							 " pg_catalog.max(writes_version) OVER ()"
 							 " FROM cosmosrep.region ORDER BY region_id",
 							 PGRES_TUPLES_OK, "via");
 		for (int i = 0; i < PQntuples(res); i++)
@@ -525,13 +540,14 @@ cosmosrep_join_region(PG_FUNCTION_ARGS)
 		res = cr_remote_exec(st->viaconn,
 							 "SELECT n.nspname, c.relname, t.policy, t.path,"
 							 " CASE WHEN t.resolver IS NULL THEN NULL"
-							 " ELSE pg_catalog.quote_ident(pn.nspname) || '.' || pg_catalog.quote_ident(p.proname) END,"
+							 " ELSE pg_catalog.quote_ident(pn.nspname) OPERATOR(pg_catalog.||) '.'"
+							 " OPERATOR(pg_catalog.||) pg_catalog.quote_ident(p.proname) END,"
 							 " t.config_version"
 							 " FROM cosmosrep.replicated_table t"
-							 " JOIN pg_catalog.pg_class c ON c.oid = t.relid"
-							 " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
-							 " LEFT JOIN pg_catalog.pg_proc p ON p.oid = t.resolver"
-							 " LEFT JOIN pg_catalog.pg_namespace pn ON pn.oid = p.pronamespace"
+							 " JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) t.relid"
+							 " JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace"
+							 " LEFT JOIN pg_catalog.pg_proc p ON p.oid OPERATOR(pg_catalog.=) t.resolver"
+							 " LEFT JOIN pg_catalog.pg_namespace pn ON pn.oid OPERATOR(pg_catalog.=) p.pronamespace"
 							 " ORDER BY 1, 2",
 							 PGRES_TUPLES_OK, via_member->name);
 		for (int i = 0; i < PQntuples(res); i++)
@@ -716,7 +732,7 @@ cosmosrep_join_region(PG_FUNCTION_ARGS)
 
 				/* the dsn, which may hold a password, travels as a parameter */
 				PQclear(cr_remote_exec_params(m->sql,
-											  "SELECT cosmosrep.add_region($1::smallint, $2, $3)",
+											  "SELECT cosmosrep.add_region($1::pg_catalog.int2, $2, $3)",
 											  3, params, PGRES_TUPLES_OK, m->name));
 			}
 		}
@@ -1043,7 +1059,7 @@ forget_group_in(CrRegion *removed, List *regions)
 	{
 		CrRegion   *r = lfirst(lc);
 
-		if (r != removed)
+		if (r->id != removed->id)
 			run_forget(removed, r->name, false);
 	}
 }

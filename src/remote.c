@@ -68,9 +68,13 @@ cr_remote_connect(const char *dsn, bool replication, const char *appname,
 	vals[n++] = appname;
 	keys[n] = "client_encoding";
 	vals[n++] = GetDatabaseEncodingName();
-	/* values travel as text: pin the formats that text depends on */
+	/*
+	 * Values travel as text: pin the formats that text depends on.  Pin
+	 * the name lookup and row security of everything run on the peer.
+	 */
 	keys[n] = "options";
-	vals[n++] = "-c datestyle=ISO -c intervalstyle=postgres -c extra_float_digits=3";
+	vals[n++] = "-c datestyle=ISO -c intervalstyle=postgres -c extra_float_digits=3"
+		" -c search_path= -c row_security=off";
 	keys[n] = NULL;
 	vals[n] = NULL;
 
@@ -111,8 +115,6 @@ cr_remote_connect(const char *dsn, bool replication, const char *appname,
 				 errmsg("could not connect to region \"%s\": %s", region, msg)));
 	}
 
-	if (!replication)
-		cr_remote_command(conn, "SET search_path = ''", region);
 	return conn;
 }
 

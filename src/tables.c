@@ -71,6 +71,7 @@
 #include "utils/rel.h"
 #include "utils/relcache.h"
 #include "utils/snapmgr.h"
+#include "utils/syscache.h"
 
 #include "catalog.h"
 #include "cosmosrep.h"
@@ -94,6 +95,7 @@ static Oid	lookup_resolver(Relation rel, const char *name);
 static void check_resolver_execute(Relation rel, const CrTableConfig *config,
 								   const char *name);
 static void spi_run_ddl(const char *sql);
+static void grant_to_link_roles(Oid relid, const char *qualname);
 static bool table_has_rows(Relation rel);
 static void check_trigger(Relation rel, const char *name);
 static void log_table_ddl(char action, Relation rel, const CrTableConfig *config);
@@ -322,6 +324,59 @@ spi_run_ddl(const char *sql)
 	cr_unpin_search_path(nestlevel);
 }
 
+/*
+ * Grant SELECT on a new multi-region table to every link role of this
+ * region: the roles that may execute cosmosrep.add_region, to which
+ * cosmosrep.grant_link_role granted that.  Other regions copy the table
+ * (join) and fetch its rows (apply) as such a role.  USAGE on the table's
+ * schema goes with it when the role lacks it and the current user owns the
+ * schema; otherwise the schema's owner grants it (README, "Security").
+ * Runs as the current user, who owns the table (or a superuser).
+ */
+static void
+grant_to_link_roles(Oid relid, const char *qualname)
+{
+	Oid			argtypes[3] = {INT2OID, TEXTOID, TEXTOID};
+	Oid			funcid;
+	Oid			nspid = get_rel_namespace(relid);
+	HeapTuple	tup;
+	Datum		acldatum;
+	bool		isnull;
+	Oid			funcowner;
+	Acl		   *acl;
+	AclItem    *items;
+
+	funcid = LookupFuncName(list_make2(makeString(pstrdup(COSMOSREP_SCHEMA)),
+									   makeString(pstrdup("add_region"))),
+							3, argtypes, false);
+	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(funcid));
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for function %u", funcid);
+	funcowner = ((Form_pg_proc) GETSTRUCT(tup))->proowner;
+	acldatum = SysCacheGetAttr(PROCOID, tup, Anum_pg_proc_proacl, &isnull);
+	acl = isnull ? NULL : DatumGetAclPCopy(acldatum);
+	ReleaseSysCache(tup);
+	if (acl == NULL)
+		return;
+
+	items = ACL_DAT(acl);
+	for (int i = 0; i < ACL_NUM(acl); i++)
+	{
+		Oid			role = items[i].ai_grantee;
+		const char *rolename;
+
+		if (role == ACL_ID_PUBLIC || role == funcowner ||
+			(ACLITEM_GET_PRIVS(items[i]) & ACL_EXECUTE) == 0)
+			continue;
+		rolename = quote_identifier(GetUserNameFromId(role, false));
+		if (pg_namespace_aclcheck(nspid, role, ACL_USAGE) != ACLCHECK_OK &&
+			pg_namespace_ownercheck(nspid, GetUserId()))
+			spi_run_ddl(psprintf("GRANT USAGE ON SCHEMA %s TO %s",
+								 quote_identifier(get_namespace_name(nspid)), rolename));
+		spi_run_ddl(psprintf("GRANT SELECT ON %s TO %s", qualname, rolename));
+	}
+}
+
 /* whether rel holds any row */
 static bool
 table_has_rows(Relation rel)
@@ -440,6 +495,7 @@ cr_table_enable(Oid relid, const char *policy, const char *path,
 	spi_run_ddl(psprintf("CREATE TRIGGER %s BEFORE TRUNCATE ON %s"
 						 " FOR EACH STATEMENT EXECUTE FUNCTION cosmosrep.stamp_truncate()",
 						 CR_TRUNCATE_TRIGGER_NAME, qualname));
+	grant_to_link_roles(relid, qualname);
 	cr_insert_table_config(config);
 	cr_record_config_history(config);
 

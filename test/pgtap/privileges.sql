@@ -12,7 +12,7 @@
 
 BEGIN;
 CREATE EXTENSION cosmosrep;
-SELECT plan(22);
+SELECT plan(26);
 
 -- administration: not executable by PUBLIC
 SELECT function_privs_are('cosmosrep', 'create_region', ARRAY['text', 'text'],
@@ -21,6 +21,15 @@ SELECT function_privs_are('cosmosrep', 'create_region', ARRAY['text', 'text'],
 SELECT function_privs_are('cosmosrep', 'observe_version', ARRAY['bigint'],
                           'public', ARRAY[]::name[],
                           'PUBLIC cannot move the clock of the region');
+
+-- what other regions call as the link role, and what grants it: not
+-- executable by PUBLIC (cosmosrep.grant_link_role grants the first three)
+SELECT function_privs_are('cosmosrep', f, args, 'public', ARRAY[]::name[],
+                          'PUBLIC cannot execute cosmosrep.' || f)
+  FROM (VALUES ('add_region', ARRAY['smallint', 'text', 'text']::name[]),
+               ('forget_region', ARRAY['text']::name[]),
+               ('output_plugin_allowed', ARRAY[]::name[]),
+               ('grant_link_role', ARRAY['regrole']::name[])) AS fns(f, args);
 
 -- functions every user may call
 SELECT function_privs_are('cosmosrep', f, args, 'public', ARRAY['EXECUTE'],

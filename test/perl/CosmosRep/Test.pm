@@ -18,6 +18,7 @@ use Test::More;
 our @EXPORT = qw(
   new_region
   region_dsn
+  create_link_role
   crash_region
   make_group
   wait_for_same_table
@@ -43,9 +44,30 @@ log_min_messages = info
 log_statement = none
 CONF
 
+# The role other regions connect as (README, "Security"): LOGIN and
+# REPLICATION, never a superuser, with what cosmosrep.grant_link_role
+# grants.  region_dsn names it unless told otherwise, so every
+# multi-region test runs with it.  PostgreSQL::Test::Cluster's pg_hba.conf
+# trusts every local connection, replication ones included.
+our $LINK_ROLE = 'cosmosrep_link';
+
+# create_link_role($node, $role, $attributes): the link role of README's
+# "Security" section in $node (attributes default to LOGIN REPLICATION),
+# granted what cosmosrep.grant_link_role grants in database "postgres".
+sub create_link_role
+{
+	my ($node, $role, $attributes) = @_;
+	$role //= $LINK_ROLE;
+	$attributes //= 'LOGIN REPLICATION';
+	$node->safe_psql('postgres',
+		"CREATE ROLE $role $attributes; SELECT cosmosrep.grant_link_role('$role')");
+	return;
+}
+
 # new_region($name, %opts): a started instance with cosmosrep installed in
-# database "postgres".  With create => 1 the database is made the first
-# region of a group under $name.
+# database "postgres" and the link role created.  With create => 1 the
+# database is made the first region of a group under $name; with
+# link_role => 0 no link role is created.
 sub new_region
 {
 	my ($name, %opts) = @_;
@@ -57,6 +79,7 @@ sub new_region
 	  if defined $opts{extra_conf};
 	$node->start;
 	$node->safe_psql('postgres', 'CREATE EXTENSION cosmosrep');
+	create_link_role($node) if $opts{link_role} // 1;
 	if ($opts{create})
 	{
 		my $dsn = region_dsn($node);
@@ -135,13 +158,16 @@ sub wait_for_same_table
 	return ok(0, "$table is identical in every region ($detail)");
 }
 
-# The libpq connection string other regions use to reach $node.
+# The libpq connection string other regions use to reach $node, as the
+# link role; user => '' leaves the user out (the bootstrap superuser, for
+# the few tests that must connect as it), user => $role names another.
 sub region_dsn
 {
-	my ($node, $dbname) = @_;
+	my ($node, $dbname, %opts) = @_;
 	$dbname //= 'postgres';
-	return sprintf('host=%s port=%d dbname=%s',
-		$node->host, $node->port, $dbname);
+	my $user = $opts{user} // $LINK_ROLE;
+	return sprintf('host=%s port=%d dbname=%s%s',
+		$node->host, $node->port, $dbname, $user eq '' ? '' : " user=$user");
 }
 
 # An ordered checksum of a whole table: equal on two regions if and only
