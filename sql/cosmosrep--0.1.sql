@@ -57,6 +57,9 @@ AS 'MODULE_PATHNAME', 'cosmosrep_config_changed'
 LANGUAGE C;
 COMMENT ON FUNCTION cosmosrep.config_changed() IS
     'statement trigger: invalidates cached cosmosrep configuration';
+-- PUBLIC may call it: a trigger function: it refuses to run on any table
+-- but cosmosrep's own, where it only invalidates caches.
+GRANT EXECUTE ON FUNCTION cosmosrep.config_changed() TO PUBLIC;
 CREATE TRIGGER config_changed
     AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON cosmosrep.region
     FOR EACH STATEMENT EXECUTE FUNCTION cosmosrep.config_changed();
@@ -107,6 +110,9 @@ AS 'MODULE_PATHNAME', 'cosmosrep_tombstone_key_text'
 LANGUAGE C STABLE STRICT;
 COMMENT ON FUNCTION cosmosrep.tombstone_key_text(oid, bytea) IS
     'a tombstone key as a row literal of the primary key values';
+-- PUBLIC may call it: behind cosmosrep.tombstones; NULL for a table the
+-- caller may not read, and it decodes as the table's owner.
+GRANT EXECUTE ON FUNCTION cosmosrep.tombstone_key_text(oid, bytea) TO PUBLIC;
 
 CREATE VIEW cosmosrep.tombstones WITH (security_barrier) AS
     SELECT t.relid::regclass AS table_name,
@@ -127,6 +133,9 @@ AS 'MODULE_PATHNAME', 'cosmosrep_purge_horizon'
 LANGUAGE C VOLATILE STRICT;
 COMMENT ON FUNCTION cosmosrep.purge_horizon() IS
     'the version at or below which every region has applied every write (0 while some region has announced none)';
+-- PUBLIC may call it: a version, no data; it reads cosmosrep's own state as
+-- the bootstrap superuser with a pinned search_path.
+GRANT EXECUTE ON FUNCTION cosmosrep.purge_horizon() TO PUBLIC;
 
 CREATE FUNCTION cosmosrep.purge_tombstones()
 RETURNS bigint
@@ -216,6 +225,8 @@ AS 'MODULE_PATHNAME', 'cosmosrep_next_version'
 LANGUAGE C VOLATILE STRICT;
 COMMENT ON FUNCTION cosmosrep.next_version() IS
     'issues a new row version from the clock of this region';
+-- PUBLIC may call it: issues a version as any local write does; no data.
+GRANT EXECUTE ON FUNCTION cosmosrep.next_version() TO PUBLIC;
 
 CREATE FUNCTION cosmosrep.current_version()
 RETURNS bigint
@@ -242,6 +253,8 @@ AS 'MODULE_PATHNAME', 'cosmosrep_version_region'
 LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 COMMENT ON FUNCTION cosmosrep.version_region(bigint) IS
     'id of the region that wrote a version';
+-- PUBLIC may call it: arithmetic on a version.
+GRANT EXECUTE ON FUNCTION cosmosrep.version_region(bigint) TO PUBLIC;
 
 CREATE FUNCTION cosmosrep.version_time(version bigint)
 RETURNS timestamptz
@@ -249,6 +262,8 @@ AS 'MODULE_PATHNAME', 'cosmosrep_version_time'
 LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 COMMENT ON FUNCTION cosmosrep.version_time(bigint) IS
     'wall-clock time (millisecond precision) encoded in a version';
+-- PUBLIC may call it: arithmetic on a version.
+GRANT EXECUTE ON FUNCTION cosmosrep.version_time(bigint) TO PUBLIC;
 
 --
 -- Regions
@@ -268,6 +283,9 @@ AS 'MODULE_PATHNAME', 'cosmosrep_redact_dsn'
 LANGUAGE C IMMUTABLE STRICT;
 COMMENT ON FUNCTION cosmosrep.redact_dsn(text) IS
     'a connection string with its password removed';
+-- PUBLIC may call it: removes the password from a string the caller already
+-- has.
+GRANT EXECUTE ON FUNCTION cosmosrep.redact_dsn(text) TO PUBLIC;
 
 CREATE VIEW cosmosrep.regions AS
     SELECT r.region_id,
@@ -295,6 +313,10 @@ AS 'MODULE_PATHNAME', 'cosmosrep_stamp_row'
 LANGUAGE C;
 COMMENT ON FUNCTION cosmosrep.stamp_row() IS
     'row trigger: stamps version and base version on local writes';
+-- PUBLIC may call it: a trigger function: a table's owner creates the
+-- trigger (enable_table, or restoring a dump); it refuses to run on a table
+-- that is not multi-region.
+GRANT EXECUTE ON FUNCTION cosmosrep.stamp_row() TO PUBLIC;
 
 CREATE FUNCTION cosmosrep.stamp_truncate()
 RETURNS trigger
@@ -302,6 +324,8 @@ AS 'MODULE_PATHNAME', 'cosmosrep_stamp_truncate'
 LANGUAGE C;
 COMMENT ON FUNCTION cosmosrep.stamp_truncate() IS
     'statement trigger: gives a local TRUNCATE a version and sends it to the other regions';
+-- PUBLIC may call it: a trigger function, as stamp_row.
+GRANT EXECUTE ON FUNCTION cosmosrep.stamp_truncate() TO PUBLIC;
 
 CREATE FUNCTION cosmosrep.enable_table(
     relation regclass,
@@ -313,6 +337,9 @@ AS 'MODULE_PATHNAME', 'cosmosrep_enable_table'
 LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION cosmosrep.enable_table(regclass, text, name, text) IS
     'makes a table multi-region with the given conflict policy';
+-- PUBLIC may call it: checks that the caller owns the table before anything
+-- else.
+GRANT EXECUTE ON FUNCTION cosmosrep.enable_table(regclass, text, name, text) TO PUBLIC;
 
 CREATE FUNCTION cosmosrep.alter_table_policy(
     relation regclass,
@@ -324,6 +351,9 @@ AS 'MODULE_PATHNAME', 'cosmosrep_alter_table_policy'
 LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION cosmosrep.alter_table_policy(regclass, text, name, text) IS
     'changes the conflict policy of a multi-region table';
+-- PUBLIC may call it: checks that the caller owns the table before anything
+-- else.
+GRANT EXECUTE ON FUNCTION cosmosrep.alter_table_policy(regclass, text, name, text) TO PUBLIC;
 
 CREATE FUNCTION cosmosrep.disable_table(relation regclass)
 RETURNS void
@@ -331,6 +361,9 @@ AS 'MODULE_PATHNAME', 'cosmosrep_disable_table'
 LANGUAGE C VOLATILE STRICT;
 COMMENT ON FUNCTION cosmosrep.disable_table(regclass) IS
     'makes a multi-region table local again and drops its cosmosrep columns';
+-- PUBLIC may call it: checks that the caller owns the table before anything
+-- else.
+GRANT EXECUTE ON FUNCTION cosmosrep.disable_table(regclass) TO PUBLIC;
 
 CREATE VIEW cosmosrep.tables WITH (security_barrier) AS
     SELECT t.relid AS table_name,
@@ -469,6 +502,9 @@ AS 'MODULE_PATHNAME', 'cosmosrep_connection_string'
 LANGUAGE C STABLE;
 COMMENT ON FUNCTION cosmosrep.connection_string(text) IS
     'a libpq connection string naming every region, ordered by failover priority (the preferred region first), for libpq''s multi-host failover';
+-- PUBLIC may call it: hosts, ports and database names of the regions, never
+-- credentials.
+GRANT EXECUTE ON FUNCTION cosmosrep.connection_string(text) TO PUBLIC;
 
 CREATE FUNCTION cosmosrep.pause_region(region_name text)
 RETURNS void
@@ -496,6 +532,8 @@ AS 'MODULE_PATHNAME', 'cosmosrep_session_token'
 LANGUAGE C STABLE STRICT;
 COMMENT ON FUNCTION cosmosrep.session_token() IS
     'the session token: what this session wrote, to be set as cosmosrep.session_token in another region to read it there';
+-- PUBLIC may call it: the caller's own session token.
+GRANT EXECUTE ON FUNCTION cosmosrep.session_token() TO PUBLIC;
 
 --
 -- Monitoring
@@ -521,6 +559,10 @@ AS 'MODULE_PATHNAME', 'cosmosrep_peer_status'
 LANGUAGE C VOLATILE STRICT;
 COMMENT ON FUNCTION cosmosrep.peer_status() IS
     'what the apply workers of this database report, one row per peer region';
+-- PUBLIC may call it: behind cosmosrep.replication_status: positions,
+-- counters and latencies; an error's text only for roles with
+-- pg_read_all_stats privileges.
+GRANT EXECUTE ON FUNCTION cosmosrep.peer_status() TO PUBLIC;
 
 CREATE VIEW cosmosrep.replication_status AS
     SELECT src.region_name AS source_region,
@@ -558,6 +600,10 @@ AS 'MODULE_PATHNAME', 'cosmosrep_conflict_row_at'
 LANGUAGE C STABLE STRICT;
 COMMENT ON FUNCTION cosmosrep.conflict_row(tid, text) IS
     'the local, remote or winner row of the conflict entry at ctid entry of cosmosrep.conflict, as jsonb, for a user who may read its table';
+-- PUBLIC may call it: behind cosmosrep.conflicts: reads an entry by its
+-- ctid, only for callers who may read the table and whom its row-level
+-- security does not apply to.
+GRANT EXECUTE ON FUNCTION cosmosrep.conflict_row(tid, text) TO PUBLIC;
 
 -- The views that show rows of cosmosrep's tables only for tables the user
 -- may read are security barriers: a cheap function of the user's in a
@@ -665,6 +711,9 @@ AS 'MODULE_PATHNAME', 'cosmosrep_resolve_conflict'
 LANGUAGE C VOLATILE STRICT;
 COMMENT ON FUNCTION cosmosrep.resolve_conflict(bigint, bigint) IS
     'resolves a feed entry by keeping the row of one of its versions, written anew in every region';
+-- PUBLIC may call it: checks the caller's privileges on the table (SELECT,
+-- UPDATE, and INSERT or DELETE) before anything else.
+GRANT EXECUTE ON FUNCTION cosmosrep.resolve_conflict(bigint, bigint) TO PUBLIC;
 
 CREATE FUNCTION cosmosrep.resolve_conflict_with_row(conflict_id bigint, resolved_row jsonb)
 RETURNS void
@@ -672,6 +721,9 @@ AS 'MODULE_PATHNAME', 'cosmosrep_resolve_conflict_with_row'
 LANGUAGE C VOLATILE STRICT;
 COMMENT ON FUNCTION cosmosrep.resolve_conflict_with_row(bigint, jsonb) IS
     'resolves a feed entry with a row of the same key, written anew in every region';
+-- PUBLIC may call it: checks the caller's privileges on the table, as
+-- resolve_conflict.
+GRANT EXECUTE ON FUNCTION cosmosrep.resolve_conflict_with_row(bigint, jsonb) TO PUBLIC;
 
 CREATE FUNCTION cosmosrep.reapply_conflict(conflict_id bigint)
 RETURNS text
@@ -679,6 +731,9 @@ AS 'MODULE_PATHNAME', 'cosmosrep_reapply_conflict'
 LANGUAGE C VOLATILE STRICT;
 COMMENT ON FUNCTION cosmosrep.reapply_conflict(bigint) IS
     'applies a feed entry again through the table''s policy as it is now, as a new write';
+-- PUBLIC may call it: checks the caller's privileges on the table, as
+-- resolve_conflict; the resolver runs as the table's owner.
+GRANT EXECUTE ON FUNCTION cosmosrep.reapply_conflict(bigint) TO PUBLIC;
 
 CREATE FUNCTION cosmosrep.discard_conflict(conflict_id bigint)
 RETURNS void
@@ -686,6 +741,9 @@ AS 'MODULE_PATHNAME', 'cosmosrep_discard_conflict'
 LANGUAGE C VOLATILE STRICT;
 COMMENT ON FUNCTION cosmosrep.discard_conflict(bigint) IS
     'resolves a feed entry by accepting what the regions hold';
+-- PUBLIC may call it: checks the caller's privileges on the table, as
+-- resolve_conflict.
+GRANT EXECUTE ON FUNCTION cosmosrep.discard_conflict(bigint) TO PUBLIC;
 
 --
 -- Keeping the configuration true when objects are dropped
@@ -732,6 +790,9 @@ END
 $$;
 COMMENT ON FUNCTION cosmosrep.on_sql_drop() IS
     'event trigger: forgets dropped multi-region tables, protects resolvers in use';
+-- PUBLIC may call it: an event trigger function (SECURITY DEFINER, pinned
+-- search_path) that every role's DROP fires.
+GRANT EXECUTE ON FUNCTION cosmosrep.on_sql_drop() TO PUBLIC;
 CREATE EVENT TRIGGER cosmosrep_sql_drop ON sql_drop
     EXECUTE FUNCTION cosmosrep.on_sql_drop();
 
@@ -741,6 +802,10 @@ AS 'MODULE_PATHNAME', 'cosmosrep_check_table'
 LANGUAGE C VOLATILE STRICT;
 COMMENT ON FUNCTION cosmosrep.check_table(oid) IS
     'refuses a table definition that no longer fits its multi-region configuration';
+-- PUBLIC may call it: what cosmosrep.on_ddl_command_end calls for every
+-- role's ALTER TABLE; reads only the table's definition and cosmosrep's
+-- configuration, with a pinned search_path.
+GRANT EXECUTE ON FUNCTION cosmosrep.check_table(oid) TO PUBLIC;
 
 CREATE FUNCTION cosmosrep.on_ddl_command_end()
 RETURNS event_trigger
@@ -759,6 +824,9 @@ END
 $$;
 COMMENT ON FUNCTION cosmosrep.on_ddl_command_end() IS
     'event trigger: keeps multi-region tables consistent with their declared policy';
+-- PUBLIC may call it: an event trigger function (SECURITY DEFINER, pinned
+-- search_path) that every role's ALTER TABLE fires.
+GRANT EXECUTE ON FUNCTION cosmosrep.on_ddl_command_end() TO PUBLIC;
 CREATE EVENT TRIGGER cosmosrep_ddl_command_end ON ddl_command_end
     WHEN TAG IN ('ALTER TABLE', 'DROP INDEX', 'ALTER INDEX')
     EXECUTE FUNCTION cosmosrep.on_ddl_command_end();

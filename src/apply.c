@@ -64,6 +64,7 @@
 #include "libpq/pqformat.h"
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
+#include "names.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
@@ -2266,8 +2267,8 @@ cosmosrep_apply_main(Datum arg)
 		ConfigRelid = get_relname_relid("replicated_table", cr_schema_oid());
 		PeerDsn = pstrdup(peer->dsn);
 		local_name = pstrdup(cr_get_region_by_id(cr_local_region_id(false))->name);
-		origin_name = psprintf("cosmosrep_%s", PeerName);
-		slot_name = psprintf("cr_%s_%s", PeerName, local_name);
+		origin_name = cr_origin_name(PeerName);
+		slot_name = cr_slot_name(PeerName, local_name);
 		originid = replorigin_by_name(origin_name, true);
 		if (originid == InvalidRepOriginId)
 			originid = replorigin_create(origin_name);
@@ -2290,7 +2291,7 @@ cosmosrep_apply_main(Datum arg)
 
 		set_state(CR_PEER_CONNECTING);
 		PeerConn = cr_remote_connect(PeerDsn, true,
-									 psprintf("cosmosrep_%s", local_name), PeerName);
+									 cr_origin_name(local_name), PeerName);
 		/* reached: from here on a failure is an error, not unreachable */
 		set_state(CR_PEER_CATCHING_UP);
 		res = cr_remote_exec(PeerConn,

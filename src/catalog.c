@@ -602,7 +602,9 @@ cr_record_config_history(const CrTableConfig *config)
 
 /*
  * The configuration of relid at config_version from its history, or
- * NULL if this region does not know that version.  Read with the catalog
+ * NULL if this region does not know that version; with config_version 0
+ * (which no configuration has), the oldest configuration of relid, or NULL
+ * if it has no history (it never was multi-region).  Read with the catalog
  * snapshot: the output plugin calls it while decoding, where that is the
  * historic snapshot of the change being decoded (the table is a user
  * catalog table).
@@ -620,7 +622,7 @@ cr_get_config_history(Oid relid, int64 config_version)
 	ScanKeyInit(&skey[0], 1, BTEqualStrategyNumber, F_OIDEQ, ObjectIdGetDatum(relid));
 	ScanKeyInit(&skey[1], 2, BTEqualStrategyNumber, F_INT8EQ, Int64GetDatum(config_version));
 	scan = systable_beginscan(rel, get_relname_relid("policy_history_pkey", cr_schema_oid()),
-							  true, NULL, 2, skey);
+							  true, NULL, config_version == 0 ? 1 : 2, skey);
 	if (HeapTupleIsValid(tup = systable_getnext(scan)))
 	{
 		TupleDesc	desc = RelationGetDescr(rel);
@@ -629,7 +631,7 @@ cr_get_config_history(Oid relid, int64 config_version)
 
 		config = palloc0(sizeof(CrTableConfig));
 		config->relid = relid;
-		config->config_version = config_version;
+		config->config_version = DatumGetInt64(heap_getattr(tup, 2, desc, &isnull));
 		config->policy = TextDatumGetCString(heap_getattr(tup, 3, desc, &isnull));
 		d = heap_getattr(tup, 4, desc, &isnull);
 		config->path = isnull ? NULL : pstrdup(NameStr(*DatumGetName(d)));

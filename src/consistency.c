@@ -48,6 +48,7 @@
 #include "libpq-fe.h"
 #include "executor/executor.h"
 #include "miscadmin.h"
+#include "names.h"
 #include "pgstat.h"
 #include "replication/syncrep.h"
 #include "storage/lmgr.h"
@@ -436,7 +437,7 @@ static void
 wait_for_position(CrRegion *region, XLogRecPtr lsn, const char *what,
 				  TimestampTz deadline)
 {
-	RepOriginId origin = replorigin_by_name(psprintf("cosmosrep_%s", region->name), true);
+	RepOriginId origin = replorigin_by_name(cr_origin_name(region->name), true);
 
 	for (;;)
 	{
@@ -594,7 +595,7 @@ read_token_regions(void)
 		t->region_id = r->id;
 		t->is_local = r->is_local;
 		t->origin = r->is_local ? InvalidRepOriginId :
-			replorigin_by_name(psprintf("cosmosrep_%s", r->name), true);
+			replorigin_by_name(cr_origin_name(r->name), true);
 		if (!r->is_local && t->origin == InvalidRepOriginId)
 			token_regions_complete = false;
 	}

@@ -371,7 +371,8 @@ feed_resolve(Relation rel, FeedEntry *e, const char *resolution, Datum winner)
 	fields[4] = by;
 	initStringInfo(&msg);
 	cr_append_fields(&msg, fields, lengthof(fields));
-	/* the key is binary: it takes the rest of the message */
+	/* the key is binary: it takes the rest of the message (none for an entry
+	 * whose row could not be read, see record_rejected_change) */
 	appendBinaryStringInfo(&msg, VARDATA_ANY(e->key), VARSIZE_ANY_EXHDR(e->key));
 	(void) cr_log_message(CR_RESOLVED_MESSAGE_PREFIX, msg.data, msg.len, true);
 }
@@ -400,8 +401,6 @@ cr_feed_apply_resolved(const char *content, Size size, const char *region)
 		cr_message_malformed("resolved",
 							 psprintf("Resolution \"%.32s\" is not one of remote_applied, local_kept and merged.",
 									  resolution));
-	if (cursor >= end)
-		cr_message_malformed("resolved", "The message has no key.");
 	relid = get_relname_relid(relname, get_namespace_oid(nspname, true));
 	key = palloc(VARHDRSZ + (end - cursor));
 	SET_VARSIZE(key, VARHDRSZ + (end - cursor));

@@ -52,6 +52,7 @@
 #include "replication/origin.h"
 #include "replication/slot.h"
 #include "storage/latch.h"
+#include "names.h"
 #include "pgstat.h"
 #include "utils/builtins.h"
 #include "utils/varlena.h"
@@ -236,8 +237,9 @@ wait_for_confirmed(JoinMember *member, const char *via_region,
 {
 	char	   *sql = psprintf("SELECT confirmed_flush_lsn OPERATOR(pg_catalog.>=) '%X/%X'::pg_catalog.pg_lsn"
 							   " FROM pg_catalog.pg_replication_slots"
-							   " WHERE slot_name OPERATOR(pg_catalog.=) 'cr_%s_%s'",
-							   LSN_FORMAT_ARGS(member->slot_lsn), member->name, via_region);
+							   " WHERE slot_name OPERATOR(pg_catalog.=) '%s'",
+							   LSN_FORMAT_ARGS(member->slot_lsn),
+							   cr_slot_name(member->name, via_region));
 	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 													   JOIN_CATCHUP_TIMEOUT_MS);
 
@@ -599,7 +601,7 @@ cosmosrep_join_region(PG_FUNCTION_ARGS)
 		{
 			JoinMember *m = lfirst(lc);
 
-			(void) create_slot(st->localrepl, psprintf("cr_%s_%s", name, m->name), name, NULL);
+			(void) create_slot(st->localrepl, cr_slot_name(name, m->name), name, NULL);
 			m->local_slot_created = true;
 		}
 
@@ -613,7 +615,7 @@ cosmosrep_join_region(PG_FUNCTION_ARGS)
 			m->sql = cr_remote_connect(m->dsn, false, "cosmosrep join", m->name);
 			check_plugin_allowed(m->sql, m->name);
 			m->repl = cr_remote_connect(m->dsn, true, "cosmosrep join", m->name);
-			m->slot_lsn = create_slot(m->repl, psprintf("cr_%s_%s", m->name, name),
+			m->slot_lsn = create_slot(m->repl, cr_slot_name(m->name, name),
 									  m->name, NULL);
 			m->slot_created = true;
 			wait_for_confirmed(m, via_member->name, name);
@@ -623,7 +625,7 @@ cosmosrep_join_region(PG_FUNCTION_ARGS)
 		via_member->repl = cr_remote_connect(via_member->dsn, true, "cosmosrep join",
 											 via_member->name);
 		via_member->slot_lsn = create_slot(via_member->repl,
-										   psprintf("cr_%s_%s", via_member->name, name),
+										   cr_slot_name(via_member->name, name),
 										   via_member->name, &snapshot);
 		via_member->slot_created = true;
 
@@ -647,7 +649,7 @@ cosmosrep_join_region(PG_FUNCTION_ARGS)
 		foreach(lc, st->members)
 		{
 			JoinMember *m = lfirst(lc);
-			char	   *origin_name = psprintf("cosmosrep_%s", m->name);
+			char	   *origin_name = cr_origin_name(m->name);
 			RepOriginId origin = replorigin_by_name(origin_name, true);
 
 			if (origin == InvalidRepOriginId)
@@ -750,9 +752,9 @@ cosmosrep_join_region(PG_FUNCTION_ARGS)
 			JoinMember *m = lfirst(lc);
 
 			if (m->slot_created && m->repl)
-				PQclear(PQexec(m->repl, psprintf("DROP_REPLICATION_SLOT cr_%s_%s", m->name, name)));
+				PQclear(PQexec(m->repl, psprintf("DROP_REPLICATION_SLOT %s", cr_slot_name(m->name, name))));
 			if (m->local_slot_created && st->localrepl)
-				PQclear(PQexec(st->localrepl, psprintf("DROP_REPLICATION_SLOT cr_%s_%s", name, m->name)));
+				PQclear(PQexec(st->localrepl, psprintf("DROP_REPLICATION_SLOT %s", cr_slot_name(name, m->name))));
 			if (m->repl)
 				PQfinish(m->repl);
 			if (m->sql && m->sql != st->viaconn)
@@ -896,9 +898,9 @@ forget_region(const char *name)
 
 	cr_delete_region(peer->id);
 	stop_apply_worker(peer->id);
-	replorigin_drop_by_name(psprintf("cosmosrep_%s", name), true, false);
+	replorigin_drop_by_name(cr_origin_name(name), true, false);
 
-	slot = psprintf("cr_%s_%s", local->name, name);
+	slot = cr_slot_name(local->name, name);
 	drop_slot(slot);
 	cr_wake_launcher_at_commit();
 }

@@ -34,6 +34,7 @@
 
 #include "access/xact.h"
 #include "miscadmin.h"
+#include "names.h"
 #include "pgstat.h"
 #include "replication/slot.h"
 #include "storage/latch.h"
@@ -198,7 +199,7 @@ static CrRegion *
 region_beyond_bound(List *regions, const char *local, Behind *behind)
 {
 	TimestampTz now = GetCurrentTimestamp();
-	char	   *prefix = psprintf("cr_%s_", local);
+	char	   *prefix = psprintf(CR_SLOT_PREFIX "%s_", local);
 	CrRegion   *worst = NULL;
 
 	LWLockAcquire(ReplicationSlotControlLock, LW_SHARED);

@@ -92,8 +92,8 @@ SELECT throws_ok($$SELECT cosmosrep.config_changed()$$, '39P01', NULL,
                  'config_changed outside a trigger: 39P01 trigger_protocol_violated');
 CREATE TRIGGER st_stamp BEFORE INSERT ON st_no_pk
     FOR EACH ROW EXECUTE FUNCTION cosmosrep.stamp_row();
-SELECT throws_ok($$INSERT INTO st_no_pk VALUES (1)$$, '42703', NULL,
-                 'stamp_row on a table without the columns: 42703 undefined_column');
+SELECT throws_ok($$INSERT INTO st_no_pk VALUES (1)$$, '39P01', NULL,
+                 'stamp_row on a table that is not multi-region: 39P01 trigger_protocol_violated');
 SELECT throws_ok($$SELECT cosmosrep.observe_version(0)$$, '22023', NULL,
                  'observe_version(0): 22023 invalid_parameter_value');
 

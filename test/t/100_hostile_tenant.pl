@@ -95,6 +95,16 @@ is($r2->safe_psql('postgres',
 ok_all_streaming(\@nodes, 'streams after the forged messages');
 wait_for_same_table(\@nodes, 'orders');
 
+# a table of hers with columns named as cosmosrep's is not multi-region
+my ($lrc, $lout, $lerr) = as_mallory($r1, q{
+	CREATE TABLE app.lookalike (id int PRIMARY KEY, _cr_version bigint,
+		_cr_base bigint, _cr_region smallint, _cr_config bigint);
+	INSERT INTO app.lookalike VALUES (1, 9223372036854775807, 0, 2, 1)});
+is($lrc, 0, 'mallory writes a table with columns named as cosmosrep\'s') or diag($lerr);
+$r1->safe_psql('postgres', "INSERT INTO orders VALUES (104, 'after the lookalike')");
+ok(wait_for_value($r2, 'SELECT count(*) FROM orders WHERE id = 104', '1'),
+	'a lookalike table is not sent to other regions (the link goes on)');
+
 ##################################################################
 # Shadowed operators and functions around cosmosrep's own queries
 ##################################################################
