@@ -69,6 +69,7 @@
 #include "launcher.h"
 #include "remote.h"
 #include "staleness.h"
+#include "wait.h"
 
 PG_FUNCTION_INFO_V1(cosmosrep_session_token);
 PG_FUNCTION_INFO_V1(cosmosrep_last_write_position);
@@ -468,10 +469,7 @@ wait_for_position(CrRegion *region, XLogRecPtr lsn, const char *what,
 							   (unsigned long long) (lsn - applied), what,
 							   LSN_FORMAT_ARGS(lsn)),
 					 errhint("Retry, read in the region that wrote, or relax cosmosrep.consistency.")));
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 10, PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-		CHECK_FOR_INTERRUPTS();
+		cr_sleep_ms(10);
 	}
 }
 

@@ -73,6 +73,7 @@
 #include "shmem.h"
 #include "tables.h"
 #include "tombstone.h"
+#include "wait.h"
 
 #define JOIN_CATCHUP_TIMEOUT_MS		120000
 
@@ -260,10 +261,7 @@ wait_for_confirmed(JoinMember *member, const char *via_region,
 							   via_region, member->name, LSN_FORMAT_ARGS(member->slot_lsn)),
 					 errhint("Check cosmosrep.replication_status in region \"%s\", then call cosmosrep.join_region again.",
 							 via_region)));
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 100, PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-		CHECK_FOR_INTERRUPTS();
+		cr_sleep_ms(100);
 	}
 }
 
@@ -856,10 +854,7 @@ stop_apply_worker(int peer_id)
 			ereport(ERROR,
 					(errcode(ERRCODE_OBJECT_IN_USE),
 					 errmsg("the apply worker of region %d did not stop", peer_id)));
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 10, PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-		CHECK_FOR_INTERRUPTS();
+		cr_sleep_ms(10);
 	}
 }
 
@@ -953,10 +948,7 @@ drop_slot(const char *slot)
 					(errcode(ERRCODE_OBJECT_IN_USE),
 					 errmsg("replication slot \"%s\" stays in use", slot),
 					 errhint("Stop the region that streams from it, then call the function again.")));
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 10, PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-		CHECK_FOR_INTERRUPTS();
+		cr_sleep_ms(10);
 	}
 }
 

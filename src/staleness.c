@@ -49,6 +49,7 @@
 #include "cosmosrep.h"
 #include "launcher.h"
 #include "staleness.h"
+#include "wait.h"
 
 #define WRITE_RING_SIZE 4096
 
@@ -281,10 +282,7 @@ cr_staleness_before_write(bool bounded)
 							   cr_max_staleness_interval_ms),
 					 errhint("Retry once region \"%s\" catches up, pause it to take it out of the bound, or relax cosmosrep.default_consistency.",
 							 r->name)));
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 10, PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-		CHECK_FOR_INTERRUPTS();
+		cr_sleep_ms(10);
 	}
 }
 
@@ -322,10 +320,7 @@ cr_staleness_before_read(void)
 								   lag_ms, r->name, cr_max_staleness_interval_ms),
 						 errhint("Retry, read in another region, or relax cosmosrep.consistency.")));
 			waited = true;
-			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-							 10, PG_WAIT_EXTENSION);
-			ResetLatch(MyLatch);
-			CHECK_FOR_INTERRUPTS();
+			cr_sleep_ms(10);
 		}
 	}
 	return waited;
