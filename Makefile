@@ -17,8 +17,10 @@ OBJS = \
 	src/protocol.o \
 	src/remote.o \
 	src/row_trigger.o \
+	src/run_as.o \
 	src/launcher.o \
 	src/membership.o \
+	src/shmem.o \
 	src/signing.o \
 	src/sql_api.o \
 	src/stability.o \

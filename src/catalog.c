@@ -46,8 +46,9 @@
 #include "utils/snapmgr.h"
 
 #include "catalog.h"
-#include "cosmosrep.h"
 #include "launcher.h"
+#include "names.h"
+#include "run_as.h"
 
 PG_FUNCTION_INFO_V1(cosmosrep_config_changed);
 
@@ -81,38 +82,6 @@ cr_region_cache_callback(Datum arg, Oid relid)
 		cached_local_region_id = -1;
 		cr_regions_generation++;
 	}
-}
-
-/*
- * Pin search_path for a statement that cosmosrep builds, so that no
- * function or operator of the caller's schemas can stand in for one of
- * pg_catalog's (CVE-2018-1058): the statement names cosmosrep's objects
- * with their schema, and with "pg_catalog, pg_temp" an unqualified
- * operator or function resolves in pg_catalog only (pg_temp is never
- * searched for those).  An empty path, which apply workers run with, is
- * as safe and is left alone, so the hot paths pay nothing.  Returns the
- * GUC nest level to pass to cr_unpin_search_path, or -1.
- */
-int
-cr_pin_search_path(void)
-{
-	int			nestlevel;
-
-	if (namespace_search_path[0] == '\0' ||
-		strcmp(namespace_search_path, CR_PINNED_SEARCH_PATH) == 0)
-		return -1;
-	nestlevel = NewGUCNestLevel();
-	(void) set_config_option("search_path", CR_PINNED_SEARCH_PATH,
-							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
-							 true, 0, false);
-	return nestlevel;
-}
-
-void
-cr_unpin_search_path(int nestlevel)
-{
-	if (nestlevel >= 0)
-		AtEOXact_GUC(true, nestlevel);
 }
 
 /*

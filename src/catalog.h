@@ -37,11 +37,6 @@ typedef struct CrTableConfig
 
 extern Oid	cr_schema_oid(void);
 extern Oid	cr_relation_owner(Oid relid);
-/* the search_path of statements cosmosrep builds (cr_pin_search_path) */
-#define CR_PINNED_SEARCH_PATH	"pg_catalog, pg_temp"
-
-extern int	cr_pin_search_path(void);
-extern void cr_unpin_search_path(int nestlevel);
 extern int	cr_catalog_query(SPIPlanPtr *plan, const char *sql, int nargs,
 							 Oid *argtypes, Datum *values, const char *nulls,
 							 bool read_only);

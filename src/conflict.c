@@ -72,8 +72,8 @@
 
 #include "catalog.h"
 #include "conflict.h"
-#include "cosmosrep.h"
 #include "hlc.h"
+#include "names.h"
 #include "tombstone.h"
 
 /*

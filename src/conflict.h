@@ -162,4 +162,9 @@ extern void cr_conflict_purge_history(void);
 extern Datum cr_feed_rows(Oid relid, bytea *key, Oid rowtype);
 extern int64 cr_conflict_shape(TupleDesc desc);
 
+/* in conflict_log.c: settings */
+extern int	cr_conflict_retention_s;
+extern bool cr_record_resolved_conflicts;
+extern void cr_conflict_log_define_settings(void);
+
 #endif							/* CR_CONFLICT_H */

@@ -67,6 +67,7 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
+#include "utils/guc.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -78,8 +79,12 @@
 
 #include "catalog.h"
 #include "conflict.h"
-#include "cosmosrep.h"
 #include "hlc.h"
+#include "names.h"
+
+/* settings */
+int			cr_conflict_retention_s = 7 * 24 * 3600;
+bool		cr_record_resolved_conflicts = true;
 
 /* the columns of cosmosrep.conflict */
 #define Natts_conflict					18
@@ -1056,4 +1061,26 @@ cr_feed_rows(Oid relid, bytea *key, Oid rowtype)
 		construct_array(rows, nrows, rowtype, -1, false, TYPALIGN_DOUBLE) :
 		construct_empty_array(rowtype);
 	return PointerGetDatum(array);
+}
+
+/*
+ * The history's settings: what is recorded and how long it stays.
+ */
+void
+cr_conflict_log_define_settings(void)
+{
+	DefineCustomIntVariable("cosmosrep.conflict_retention",
+							"How long resolved conflicts stay in cosmosrep.conflicts.",
+							"Pending and error entries stay until they are resolved.",
+							&cr_conflict_retention_s,
+							7 * 24 * 3600, 0, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_S,
+							NULL, NULL, NULL);
+	DefineCustomBoolVariable("cosmosrep.record_resolved_conflicts",
+							 "Whether conflicts that a policy resolved are recorded in cosmosrep.conflicts.",
+							 "Off, they are only counted in replication_status; pending and error entries (the feed) are always recorded.",
+							 &cr_record_resolved_conflicts,
+							 true,
+							 PGC_SIGHUP, 0,
+							 NULL, NULL, NULL);
 }

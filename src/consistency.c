@@ -64,10 +64,10 @@
 
 #include "catalog.h"
 #include "consistency.h"
-#include "cosmosrep.h"
 #include "hlc.h"
 #include "launcher.h"
 #include "remote.h"
+#include "shmem.h"
 #include "staleness.h"
 #include "wait.h"
 
@@ -249,20 +249,6 @@ cr_consistency_define_settings(void)
 							5000, 0, INT_MAX,
 							PGC_USERSET, GUC_UNIT_MS,
 							NULL, NULL, NULL);
-	DefineCustomIntVariable("cosmosrep.max_staleness_prefix",
-							"Under bounded_staleness, how many versions written here another region may lag behind.",
-							"Writes wait while a region is further behind.",
-							&cr_max_staleness_prefix,
-							100000, 1, INT_MAX,
-							PGC_SIGHUP, 0,
-							NULL, NULL, NULL);
-	DefineCustomIntVariable("cosmosrep.max_staleness_interval",
-							"Under bounded_staleness, how long another region may lag behind the writes here.",
-							"Writes wait while a region is further behind; reads wait while this region is.",
-							&cr_max_staleness_interval_ms,
-							300000, 1, INT_MAX,
-							PGC_SIGHUP, GUC_UNIT_MS,
-							NULL, NULL, NULL);
 }
 
 /* waiting for session tokens and reporting them: preloaded only */
@@ -362,7 +348,7 @@ consistency_executor_start(QueryDesc *queryDesc, int eflags)
 					strong_read();
 				refresh = token || strong;
 				if (bounded)
-					refresh |= cr_staleness_before_read();
+					refresh |= cr_staleness_before_read(cr_session_wait_timeout_ms);
 			}
 
 			/*

@@ -45,10 +45,11 @@
 
 #include "catalog.h"
 #include "consistency.h"
-#include "cosmosrep.h"
 #include "failover.h"
 #include "hlc.h"
+#include "names.h"
 #include "protocol.h"
+#include "shmem.h"
 
 PG_FUNCTION_INFO_V1(cosmosrep_set_failover_priority);
 PG_FUNCTION_INFO_V1(cosmosrep_connection_string);

@@ -53,9 +53,10 @@
 
 #include "catalog.h"
 #include "conflict.h"
-#include "cosmosrep.h"
 #include "feed.h"
+#include "names.h"
 #include "protocol.h"
+#include "run_as.h"
 #include "signing.h"
 #include "tables.h"
 #include "tombstone.h"

@@ -42,11 +42,15 @@
 #include "storage/shmem.h"
 #include "storage/proc.h"
 #include "storage/spin.h"
+#include "utils/guc.h"
 #include "utils/timestamp.h"
 
-#include "cosmosrep.h"
 #include "hlc.h"
+#include "names.h"
 #include "shmem.h"
+
+/* cosmosrep.max_clock_skew */
+int			cr_max_clock_skew_ms = 60000;
 
 #define HLC_FILE			"cosmosrep.hlc"
 #define HLC_FILE_TMP		"cosmosrep.hlc.tmp"
@@ -419,4 +423,19 @@ cr_version_time(int64 version)
 	int64		ms = HLC_TICK_MS(version >> CR_HLC_REGION_BITS);
 
 	return ms * 1000 + HLC_EPOCH_OFFSET_US;
+}
+
+/*
+ * The clock's setting: how far ahead a version from another region may be.
+ */
+void
+cr_hlc_define_settings(void)
+{
+	DefineCustomIntVariable("cosmosrep.max_clock_skew",
+							"How far ahead of this region's clock a version from another region may be.",
+							"A change whose version is further ahead is refused, and replication from its region waits.",
+							&cr_max_clock_skew_ms,
+							60000, 1000, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
 }

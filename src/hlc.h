@@ -40,4 +40,7 @@ extern int64 cr_hlc_open_version(void);
 extern int	cr_version_region(int64 version);
 extern TimestampTz cr_version_time(int64 version);
 
+extern int	cr_max_clock_skew_ms;
+extern void cr_hlc_define_settings(void);
+
 #endif							/* CR_HLC_H */

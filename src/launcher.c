@@ -64,11 +64,11 @@
 #include "utils/timestamp.h"
 
 #include "catalog.h"
-#include "cosmosrep.h"
 #include "conflict.h"
 #include "launcher.h"
-#include "stability.h"
+#include "names.h"
 #include "shmem.h"
+#include "stability.h"
 
 #define CR_RECHECK_INTERVAL_MS	10000
 #define CR_LAUNCHER_NAPTIME_MS	1000

@@ -64,12 +64,12 @@
 #include "utils/snapmgr.h"
 
 #include "catalog.h"
-#include "cosmosrep.h"
 #include "failover.h"
 #include "hlc.h"
 #include "launcher.h"
 #include "membership.h"
 #include "remote.h"
+#include "run_as.h"
 #include "shmem.h"
 #include "tables.h"
 #include "tombstone.h"

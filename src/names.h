@@ -1,10 +1,13 @@
 /*-------------------------------------------------------------------------
  *
  * names.h
- *	  The names cosmosrep gives to replication slots and origins.
+ *	  The names cosmosrep gives to the things it adds: its schema and
+ *	  output plugin, the columns and triggers of multi-region tables, the
+ *	  delete-base message, replication slots and origins.
  *
  * NOTES
- *	  Region P's changes reach region L through the slot "cr_<P>_<L>" on
+ *	  A header only, so that every file may include it: it belongs to no
+ *	  layer.  Region P's changes reach region L through the slot "cr_<P>_<L>" on
  *	  P, and L records how far it applied them in the replication origin
  *	  "cosmosrep_<P>".  Every place that names a slot or an origin builds
  *	  the name here.  Region names are at most 28 characters, so a slot
@@ -19,6 +22,25 @@
 #define CR_NAMES_H
 
 #include "utils/palloc.h"
+
+#define COSMOSREP_SCHEMA			"cosmosrep"
+#define COSMOSREP_PLUGIN			"cosmosrep"
+
+/* columns added to every enabled table */
+#define CR_VERSION_COLUMN			"_cr_version"
+#define CR_BASE_COLUMN				"_cr_base"
+#define CR_REGION_COLUMN			"_cr_region"
+#define CR_CONFIG_COLUMN			"_cr_config"
+
+/* the triggers installed on every enabled table */
+#define CR_TRIGGER_NAME				"cosmosrep_stamp"
+#define CR_TRUNCATE_TRIGGER_NAME	"cosmosrep_truncate"
+
+/* prefix of the transactional logical message carrying a delete's base */
+#define CR_DELETE_BASE_PREFIX		"cosmosrep.delete_base"
+
+/* region ids live in the low 8 bits of a version */
+#define CR_MAX_REGION_ID			255
 
 /* every slot of cosmosrep starts so */
 #define CR_SLOT_PREFIX			"cr_"

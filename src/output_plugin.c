@@ -71,7 +71,7 @@
 #include "utils/rel.h"
 
 #include "catalog.h"
-#include "cosmosrep.h"
+#include "names.h"
 #include "protocol.h"
 #include "row_trigger.h"
 #include "signing.h"

@@ -49,8 +49,8 @@
 
 #include "catalog.h"
 #include "consistency.h"
-#include "cosmosrep.h"
 #include "hlc.h"
+#include "names.h"
 #include "protocol.h"
 #include "row_trigger.h"
 #include "signing.h"
@@ -93,7 +93,7 @@ static bool primary_key_changed(Relation rel, HeapTuple oldtup, HeapTuple newtup
 static void
 check_region_writes(Relation rel)
 {
-	cr_staleness_before_write(cr_consistency_bounded());
+	cr_staleness_before_write(cr_consistency_bounded(), cr_session_wait_timeout_ms);
 	if (!cr_local_region_accepts_writes())
 		ereport(ERROR,
 				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),

@@ -1,7 +1,7 @@
 /*-------------------------------------------------------------------------
  *
  * shmem.h
- *	  cosmosrep's shared memory: the LWLocks it owns.
+ *	  Whether cosmosrep's shared memory exists, and the LWLocks it owns.
  *
  * IDENTIFICATION
  *	  src/shmem.h
@@ -20,6 +20,11 @@ typedef enum CrLWLockId
 	CR_NUM_LWLOCKS
 } CrLWLockId;
 
+/* set by _PG_init when the library is preloaded */
+extern bool cr_loaded_at_startup;
+
+extern void cr_shmem_attach_lwlocks(void);
 extern LWLock *cr_shmem_lwlock(CrLWLockId id);
+extern void cr_require_preload(void);
 
 #endif							/* CR_SHMEM_H */

@@ -49,7 +49,8 @@
 #include "storage/fd.h"
 #include "storage/shmem.h"
 
-#include "cosmosrep.h"
+#include "names.h"
+#include "shmem.h"
 #include "signing.h"
 
 #define KEY_FILE			"cosmosrep.key"

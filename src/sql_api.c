@@ -23,9 +23,10 @@
 #include "utils/timestamp.h"
 
 #include "catalog.h"
-#include "cosmosrep.h"
 #include "hlc.h"
 #include "membership.h"
+#include "names.h"
+#include "shmem.h"
 #include "tables.h"
 
 PG_FUNCTION_INFO_V1(cosmosrep_next_version);

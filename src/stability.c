@@ -41,14 +41,19 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 
 #include "catalog.h"
-#include "cosmosrep.h"
 #include "hlc.h"
 #include "launcher.h"
+#include "names.h"
 #include "protocol.h"
+#include "shmem.h"
 #include "signing.h"
 #include "stability.h"
+
+/* cosmosrep.stability_interval */
+int			cr_stability_interval_ms = 10000;
 
 PG_FUNCTION_INFO_V1(cosmosrep_purge_tombstones);
 PG_FUNCTION_INFO_V1(cosmosrep_purge_horizon);
@@ -123,4 +128,19 @@ cosmosrep_purge_horizon(PG_FUNCTION_ARGS)
 	cr_require_preload();
 	cr_local_region_id(false);
 	PG_RETURN_INT64(cr_stability_horizon());
+}
+
+/*
+ * How often stable versions are announced and tombstones purged.
+ */
+void
+cr_stability_define_settings(void)
+{
+	DefineCustomIntVariable("cosmosrep.stability_interval",
+							"How often a region announces its stable version and purges tombstones.",
+							"Tombstones go once every region has applied past them; this is how soon after.",
+							&cr_stability_interval_ms,
+							10000, 100, 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
 }

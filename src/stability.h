@@ -15,4 +15,7 @@ extern void cr_stability_announce(void);
 extern int64 cr_stability_horizon(void);
 extern int64 cr_stability_purge(void);
 
+extern int	cr_stability_interval_ms;
+extern void cr_stability_define_settings(void);
+
 #endif							/* CR_STABILITY_H */

@@ -45,8 +45,6 @@
 #include "utils/timestamp.h"
 
 #include "catalog.h"
-#include "consistency.h"
-#include "cosmosrep.h"
 #include "launcher.h"
 #include "staleness.h"
 #include "wait.h"
@@ -244,10 +242,11 @@ region_beyond_bound(List *regions, const char *local, Behind *behind)
 /*
  * Before the first write of a transaction to a multi-region table, under
  * bounded staleness: wait while a region is beyond the bound, or fail
- * after cosmosrep.session_wait_timeout.  Counts the version either way.
+ * after timeout_ms (the caller's cosmosrep.session_wait_timeout).  Counts
+ * the version either way.
  */
 void
-cr_staleness_before_write(bool bounded)
+cr_staleness_before_write(bool bounded, int timeout_ms)
 {
 	List	   *regions;
 	CrRegion   *local = NULL;
@@ -264,7 +263,7 @@ cr_staleness_before_write(bool bounded)
 			local = lfirst(lc);
 	if (local == NULL)
 		return;
-	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), cr_session_wait_timeout_ms);
+	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
 	for (;;)
 	{
 		Behind		b;
@@ -288,14 +287,15 @@ cr_staleness_before_write(bool bounded)
 
 /*
  * Before a statement under bounded staleness: wait while this region has
- * not applied a region for longer than the interval, or fail
- * after cosmosrep.session_wait_timeout.  Returns whether it waited.
+ * not applied a region for longer than the interval, or fail after
+ * timeout_ms (the caller's cosmosrep.session_wait_timeout).  Returns
+ * whether it waited.
  */
 bool
-cr_staleness_before_read(void)
+cr_staleness_before_read(int timeout_ms)
 {
 	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-													   cr_session_wait_timeout_ms);
+													   timeout_ms);
 	List	   *regions = cr_get_regions_cached();
 	bool		waited = false;
 	ListCell   *lc;
@@ -324,4 +324,26 @@ cr_staleness_before_read(void)
 		}
 	}
 	return waited;
+}
+
+/*
+ * The bounds of bounded staleness.
+ */
+void
+cr_staleness_define_settings(void)
+{
+	DefineCustomIntVariable("cosmosrep.max_staleness_prefix",
+							"Under bounded_staleness, how many versions written here another region may lag behind.",
+							"Writes wait while a region is further behind.",
+							&cr_max_staleness_prefix,
+							100000, 1, INT_MAX,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("cosmosrep.max_staleness_interval",
+							"Under bounded_staleness, how long another region may lag behind the writes here.",
+							"Writes wait while a region is further behind; reads wait while this region is.",
+							&cr_max_staleness_interval_ms,
+							300000, 1, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
 }

@@ -17,11 +17,12 @@
 extern int	cr_max_staleness_prefix;
 extern int	cr_max_staleness_interval_ms;
 
+extern void cr_staleness_define_settings(void);
 extern Size cr_staleness_shmem_size(void);
 extern void cr_staleness_shmem_init(void);
 extern void cr_staleness_install(void);
-extern void cr_staleness_before_write(bool bounded);
-extern bool cr_staleness_before_read(void);
+extern void cr_staleness_before_write(bool bounded, int timeout_ms);
+extern bool cr_staleness_before_read(int timeout_ms);
 extern XLogRecPtr cr_staleness_last_write_commit(void);
 
 #endif							/* CR_STALENESS_H */

@@ -74,9 +74,11 @@
 #include "utils/syscache.h"
 
 #include "catalog.h"
-#include "cosmosrep.h"
 #include "hlc.h"
+#include "names.h"
 #include "protocol.h"
+#include "run_as.h"
+#include "shmem.h"
 #include "signing.h"
 #include "tables.h"
 #include "tombstone.h"

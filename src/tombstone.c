@@ -61,7 +61,8 @@
 #include "utils/syscache.h"
 
 #include "catalog.h"
-#include "cosmosrep.h"
+#include "names.h"
+#include "run_as.h"
 #include "tombstone.h"
 
 PG_FUNCTION_INFO_V1(cosmosrep_tombstone_key_text);
