@@ -13,6 +13,7 @@ OBJS = \
 	src/failover.o \
 	src/feed.o \
 	src/hlc.o \
+	src/names.o \
 	src/output_plugin.o \
 	src/protocol.o \
 	src/remote.o \

@@ -132,15 +132,30 @@ cr_detect_conflict(const CrIncoming *incoming, const CrLocalState *local)
 }
 
 
-/* the attribute number of one of cosmosrep's columns of rel */
-static AttrNumber
-stamp_att(Relation rel, const char *name)
-{
-	AttrNumber	att = get_attnum(RelationGetRelid(rel), name);
+/* the policies, as SQL names them; a path does not change the name */
+const char *const cr_policy_names[] = {
+	[CR_POLICY_LWW] = "last_writer_wins",
+	[CR_POLICY_PATH] = "last_writer_wins",
+	[CR_POLICY_CUSTOM] = "custom",
+	[CR_POLICY_MANUAL] = "manual",
+};
 
-	if (att == InvalidAttrNumber)
-		elog(ERROR, "table \"%s\" has no column \"%s\"", RelationGetRelationName(rel), name);
-	return att;
+/*
+ * The kind of the policy named name (with a path, or not), or -1 for a
+ * name that is no policy.
+ */
+int
+cr_policy_kind(const char *name, bool has_path)
+{
+	for (int kind = 0; kind < lengthof(cr_policy_names); kind++)
+	{
+		if (strcmp(name, cr_policy_names[kind]) != 0)
+			continue;
+		if (kind == CR_POLICY_LWW && has_path)
+			return CR_POLICY_PATH;
+		return kind;
+	}
+	return -1;
 }
 
 /*
@@ -151,27 +166,31 @@ CrPolicy *
 cr_policy_load(Relation rel, const char *policy, const char *path, Oid resolver)
 {
 	CrPolicy   *p = palloc0(sizeof(CrPolicy));
+	CrColumns	columns;
+	int			kind;
 
 	p->name = pstrdup(policy);
 	p->rowtype = rel->rd_rel->reltype;
-	p->version_att = stamp_att(rel, CR_VERSION_COLUMN);
-	p->base_att = stamp_att(rel, CR_BASE_COLUMN);
-	p->region_att = stamp_att(rel, CR_REGION_COLUMN);
-	p->config_att = stamp_att(rel, CR_CONFIG_COLUMN);
-	if (strcmp(policy, "custom") == 0)
-	{
-		p->kind = CR_POLICY_CUSTOM;
+	if (!cr_find_columns(RelationGetDescr(rel), &columns))
+		elog(ERROR, "table \"%s\" lacks cosmosrep's columns", RelationGetRelationName(rel));
+	p->version_att = columns.version;
+	p->base_att = columns.base;
+	p->region_att = columns.region;
+	p->config_att = columns.config;
+	kind = cr_policy_kind(policy, path != NULL);
+	if (kind < 0)
+		elog(ERROR, "unknown conflict policy \"%s\"", policy);
+	p->kind = kind;
+	if (p->kind == CR_POLICY_CUSTOM)
 		fmgr_info(resolver, &p->resolver);
-	}
-	else if (strcmp(policy, "manual") == 0)
-		p->kind = CR_POLICY_MANUAL;
-	else if (path != NULL)
+	else if (p->kind == CR_POLICY_PATH)
 	{
 		Form_pg_attribute att;
 		TypeCacheEntry *type;
 
-		p->kind = CR_POLICY_PATH;
-		p->path_att = stamp_att(rel, path);
+		p->path_att = get_attnum(RelationGetRelid(rel), path);
+		if (p->path_att == InvalidAttrNumber)
+			elog(ERROR, "table \"%s\" has no column \"%s\"", RelationGetRelationName(rel), path);
 		att = TupleDescAttr(RelationGetDescr(rel), p->path_att - 1);
 		type = lookup_type_cache(att->atttypid, TYPECACHE_CMP_PROC_FINFO);
 		if (!OidIsValid(type->cmp_proc_finfo.fn_oid))
@@ -179,8 +198,6 @@ cr_policy_load(Relation rel, const char *policy, const char *path, Oid resolver)
 		fmgr_info_copy(&p->path_cmp, &type->cmp_proc_finfo, CurrentMemoryContext);
 		p->path_collation = att->attcollation;
 	}
-	else
-		p->kind = CR_POLICY_LWW;
 	return p;
 }
 

@@ -87,6 +87,9 @@ typedef enum CrPolicyKind
 	CR_POLICY_MANUAL			/* LWW for now, every conflict in the feed */
 } CrPolicyKind;
 
+extern const char *const cr_policy_names[];
+extern int	cr_policy_kind(const char *name, bool has_path);
+
 /* a table's conflict policy, ready for apply */
 typedef struct CrPolicy
 {
@@ -124,6 +127,7 @@ typedef struct CrDecision
 #define CR_POLICY_NEWER_CONFIGURATION	"newer_configuration"
 
 extern const char *const cr_resolution_names[];
+extern const char *const cr_conflict_kind_names[];
 
 extern bool cr_remote_wins(int64 incoming_version, const CrLocalState *local);
 extern CrConflictKind cr_detect_conflict(const CrIncoming *incoming,

@@ -108,7 +108,7 @@ bool		cr_record_resolved_conflicts = true;
 #define Anum_conflict_shape				18
 
 /* names of the conflict kinds, as cosmosrep.conflicts shows them */
-static const char *const conflict_kind_names[] = {
+const char *const cr_conflict_kind_names[] = {
 	[CR_CONFLICT_NONE] = "none",
 	[CR_CONFLICT_INSERT_EXISTS] = "insert_exists",
 	[CR_CONFLICT_INSERT_DELETED] = "insert_deleted",
@@ -527,7 +527,7 @@ cr_flush_conflicts(void)
 	Oid			seqid;
 	Datum		values[Natts_conflict];
 	bool		nulls[Natts_conflict];
-	Datum		kinds[lengthof(conflict_kind_names)] = {0};
+	Datum		kinds[lengthof(cr_conflict_kind_names)] = {0};
 	Datum		resolutions[lengthof(cr_resolution_names)] = {0};
 	const char *last_policy = NULL;
 	MemoryContext oldctx;
@@ -575,7 +575,7 @@ cr_flush_conflicts(void)
 			c->resolution != CR_RESOLUTION_ERROR;
 
 		if (kinds[c->kind] == (Datum) 0)
-			kinds[c->kind] = CStringGetTextDatum(conflict_kind_names[c->kind]);
+			kinds[c->kind] = CStringGetTextDatum(cr_conflict_kind_names[c->kind]);
 		if (resolutions[c->resolution] == (Datum) 0)
 			resolutions[c->resolution] = CStringGetTextDatum(cr_resolution_names[c->resolution]);
 		if (last_policy == NULL || strcmp(c->policy, last_policy) != 0)

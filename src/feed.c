@@ -459,7 +459,7 @@ cosmosrep_resolve_conflict(PG_FUNCTION_ARGS)
 	rel = feed_open(e);
 	feed_check_shape(rel, e);
 	written = write_local(rel, row, e->local_row ? e->local_row : e->remote_row);
-	feed_resolve(rel, e, keep == e->local_version ? "local_kept" : "remote_applied",
+	feed_resolve(rel, e, cr_resolution_names[keep == e->local_version ? CR_RESOLUTION_LOCAL_KEPT : CR_RESOLUTION_REMOTE_APPLIED],
 				 written);
 	table_close(rel, NoLock);
 	PG_RETURN_VOID();
@@ -511,7 +511,7 @@ cosmosrep_resolve_conflict_with_row(PG_FUNCTION_ARGS)
 	ExecDropSingleTupleTableSlot(slot);
 
 	written = write_local(rel, row, (Datum) 0);
-	feed_resolve(rel, e, "merged", written);
+	feed_resolve(rel, e, cr_resolution_names[CR_RESOLUTION_MERGED], written);
 	table_close(rel, NoLock);
 	PG_RETURN_VOID();
 }
@@ -532,7 +532,7 @@ cosmosrep_reapply_conflict(PG_FUNCTION_ARGS)
 	FeedEntry  *e = feed_entry_lock(PG_GETARG_INT64(0));
 	Relation	rel = feed_open(e);
 	CrTableConfig *config = cr_get_table_config(e->relid);
-	const char *resolution = "remote_applied";
+	const char *resolution = cr_resolution_names[CR_RESOLUTION_REMOTE_APPLIED];
 	Datum		row = e->remote_row;
 	Datum		written;
 
@@ -541,7 +541,8 @@ cosmosrep_reapply_conflict(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("table \"%s\" is not multi-region", RelationGetRelationName(rel))));
-	if (strcmp(config->policy, "custom") == 0 && strcmp(e->kind, "apply_error") != 0)
+	if (cr_policy_kind(config->policy, config->path != NULL) == CR_POLICY_CUSTOM &&
+		strcmp(e->kind, cr_conflict_kind_names[CR_CONFLICT_APPLY_ERROR]) != 0)
 	{
 		CrPolicy   *policy = cr_policy_load(rel, config->policy, config->path,
 											config->resolver);
@@ -565,7 +566,7 @@ cosmosrep_reapply_conflict(PG_FUNCTION_ARGS)
 					 errmsg("resolver of table \"%s\" failed on conflict " INT64_FORMAT ": %s",
 							RelationGetRelationName(rel), e->conflict_id, error)));
 		row = deleted ? (Datum) 0 : ExecFetchSlotHeapTupleDatum(merged);
-		resolution = "merged";
+		resolution = cr_resolution_names[CR_RESOLUTION_MERGED];
 	}
 	written = write_local(rel, row, e->local_row ? e->local_row : e->remote_row);
 	feed_resolve(rel, e, resolution, written);
@@ -583,10 +584,11 @@ cosmosrep_discard_conflict(PG_FUNCTION_ARGS)
 {
 	FeedEntry  *e = feed_entry_lock(PG_GETARG_INT64(0));
 	Relation	rel = feed_open(e);
-	bool		remote_held = strcmp(e->resolution, "pending") == 0 &&
+	bool		remote_held = strcmp(e->resolution, cr_resolution_names[CR_RESOLUTION_PENDING]) == 0 &&
 		e->remote_version > e->local_version;
 
-	feed_resolve(rel, e, remote_held ? "remote_applied" : "local_kept", (Datum) 0);
+	feed_resolve(rel, e, cr_resolution_names[remote_held ? CR_RESOLUTION_REMOTE_APPLIED : CR_RESOLUTION_LOCAL_KEPT],
+				 (Datum) 0);
 	table_close(rel, NoLock);
 	PG_RETURN_VOID();
 }

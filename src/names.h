@@ -6,8 +6,8 @@
  *	  delete-base message, replication slots and origins.
  *
  * NOTES
- *	  A header only, so that every file may include it: it belongs to no
- *	  layer.  Region P's changes reach region L through the slot "cr_<P>_<L>" on
+ *	  The bottom of the source tree: names.c, which finds the columns by
+ *	  these names, calls nothing of cosmosrep's.  Region P's changes reach region L through the slot "cr_<P>_<L>" on
  *	  P, and L records how far it applied them in the replication origin
  *	  "cosmosrep_<P>".  Every place that names a slot or an origin builds
  *	  the name here.  Region names are at most 28 characters, so a slot
@@ -21,6 +21,8 @@
 #ifndef CR_NAMES_H
 #define CR_NAMES_H
 
+#include "access/attnum.h"
+#include "access/tupdesc.h"
 #include "utils/palloc.h"
 
 #define COSMOSREP_SCHEMA			"cosmosrep"
@@ -31,6 +33,17 @@
 #define CR_BASE_COLUMN				"_cr_base"
 #define CR_REGION_COLUMN			"_cr_region"
 #define CR_CONFIG_COLUMN			"_cr_config"
+
+/* where a table has them (cr_find_columns, in names.c) */
+typedef struct CrColumns
+{
+	AttrNumber	version;
+	AttrNumber	base;
+	AttrNumber	region;
+	AttrNumber	config;
+} CrColumns;
+
+extern bool cr_find_columns(TupleDesc desc, CrColumns *columns);
 
 /* the triggers installed on every enabled table */
 #define CR_TRIGGER_NAME				"cosmosrep_stamp"

@@ -274,20 +274,21 @@ get_rel_sync_entry(Relation rel)
 	{
 		TupleDesc	desc = RelationGetDescr(rel);
 		MemoryContext oldctx;
+		CrColumns	columns;
+		bool		has_columns;
 
 		rel_sync_drop_slots(entry);
-		entry->version_att = SPI_fnumber(desc, CR_VERSION_COLUMN);
-		entry->base_att = SPI_fnumber(desc, CR_BASE_COLUMN);
-		entry->config_att = SPI_fnumber(desc, CR_CONFIG_COLUMN);
+		has_columns = cr_find_columns(desc, &columns);
+		entry->version_att = columns.version;
+		entry->base_att = columns.base;
+		entry->config_att = columns.config;
 		/*
 		 * Multi-region: cosmosrep's columns, which only enable_table adds
 		 * (through apply too), and a configuration history.  Anyone may
 		 * create a table with columns of these names; without the history
 		 * check its rows would reach every region.
 		 */
-		entry->replicated = entry->version_att > 0 && entry->base_att > 0 &&
-			entry->config_att > 0 &&
-			cr_get_config_history(relid, 0) != NULL;
+		entry->replicated = has_columns && cr_get_config_history(relid, 0) != NULL;
 		entry->schema_sent = false;
 		entry->config_sent = 0;
 		if (entry->replicated)

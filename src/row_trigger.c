@@ -81,7 +81,6 @@ static Oid	replicated_table_relid = InvalidOid;
 
 static StampInfo stamp_info(Relation rel, const char *function);
 static void stamp_info_invalidate(Datum arg, Oid relid);
-static int	stamp_column(Relation rel, const char *colname);
 static void check_region_writes(Relation rel);
 static bool primary_key_changed(Relation rel, HeapTuple oldtup, HeapTuple newtup);
 
@@ -104,21 +103,6 @@ check_region_writes(Relation rel)
 				 errhint("Write in the write region (cosmosrep.regions shows which accepts writes), or call cosmosrep.set_multiple_write_regions(true).")));
 }
 
-/* attribute number of one of cosmosrep's columns, or an error */
-static int
-stamp_column(Relation rel, const char *colname)
-{
-	int			attnum = SPI_fnumber(RelationGetDescr(rel), colname);
-
-	if (attnum <= 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_COLUMN),
-				 errmsg("table \"%s\" has no column \"%s\"",
-						RelationGetRelationName(rel), colname),
-				 errhint("Call cosmosrep.enable_table to make the table multi-region.")));
-	return attnum;
-}
-
 /*
  * What the trigger function (named for errors) needs of rel, from the
  * cache or read now.  A copy: the cache may lose the entry at any
@@ -137,6 +121,7 @@ stamp_info(Relation rel, const char *function)
 	Oid			relid = RelationGetRelid(rel);
 	StampInfo  *entry;
 	StampInfo	info;
+	CrColumns	columns;
 
 	if (stamp_infos == NULL)
 	{
@@ -163,10 +148,15 @@ stamp_info(Relation rel, const char *function)
 						function, RelationGetRelationName(rel)),
 				 errdetail("cosmosrep's trigger functions run only on the tables that cosmosrep.enable_table made multi-region."),
 				 errhint("Drop the trigger, or call cosmosrep.enable_table for the table.")));
-	info.version_att = stamp_column(rel, CR_VERSION_COLUMN);
-	info.base_att = stamp_column(rel, CR_BASE_COLUMN);
-	info.region_att = stamp_column(rel, CR_REGION_COLUMN);
-	info.config_att = stamp_column(rel, CR_CONFIG_COLUMN);
+	if (!cr_find_columns(RelationGetDescr(rel), &columns))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_COLUMN),
+				 errmsg("table \"%s\" lacks cosmosrep's columns", RelationGetRelationName(rel)),
+				 errhint("Call cosmosrep.enable_table to make the table multi-region.")));
+	info.version_att = columns.version;
+	info.base_att = columns.base;
+	info.region_att = columns.region;
+	info.config_att = columns.config;
 	*(StampInfo *) hash_search(stamp_infos, &relid, HASH_ENTER, NULL) = info;
 	return info;
 }

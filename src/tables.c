@@ -74,6 +74,7 @@
 #include "utils/syscache.h"
 
 #include "catalog.h"
+#include "conflict.h"
 #include "hlc.h"
 #include "names.h"
 #include "protocol.h"
@@ -183,14 +184,14 @@ build_table_config(Relation rel, const char *policy, const char *path,
 {
 	CrTableConfig *config = palloc0(sizeof(CrTableConfig));
 	const char *relname = RelationGetRelationName(rel);
+	int			kind;
 
 	config->relid = RelationGetRelid(rel);
 	config->policy = pstrdup(policy);
 	config->path = path ? pstrdup(path) : NULL;
 
-	if (strcmp(config->policy, "last_writer_wins") != 0 &&
-		strcmp(config->policy, "custom") != 0 &&
-		strcmp(config->policy, "manual") != 0)
+	kind = cr_policy_kind(config->policy, config->path != NULL);
+	if (kind < 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("unknown conflict policy \"%s\"", config->policy),
@@ -201,7 +202,7 @@ build_table_config(Relation rel, const char *policy, const char *path,
 		AttrNumber	attnum;
 		Oid			typid;
 
-		if (strcmp(config->policy, "last_writer_wins") != 0)
+		if (kind != CR_POLICY_PATH)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("conflict policy \"%s\" does not take a path", config->policy),
@@ -229,7 +230,7 @@ build_table_config(Relation rel, const char *policy, const char *path,
 					 errhint("A path column needs a type with a default btree operator class, such as a number or a timestamp.")));
 	}
 
-	if (strcmp(config->policy, "custom") == 0)
+	if (kind == CR_POLICY_CUSTOM)
 	{
 		if (resolver == NULL)
 			ereport(ERROR,
@@ -634,7 +635,7 @@ cosmosrep_check_table(PG_FUNCTION_ARGS)
 	check_trigger(rel, CR_TRIGGER_NAME);
 	check_trigger(rel, CR_TRUNCATE_TRIGGER_NAME);
 	if (config->path != NULL)
-		(void) build_table_config(rel, "last_writer_wins", config->path, NULL);
+		(void) build_table_config(rel, cr_policy_names[CR_POLICY_LWW], config->path, NULL);
 	relation_close(rel, AccessShareLock);
 	PG_RETURN_VOID();
 }

@@ -1,0 +1,50 @@
+/*-------------------------------------------------------------------------
+ *
+ * names.c
+ *	  Finding cosmosrep's columns in a table by their names.
+ *
+ * NOTES
+ *	  names.h says how cosmosrep names what it adds; this file holds the
+ *	  one function that looks the added columns up, for the row trigger,
+ *	  the output plugin, apply and the policies.  It calls nothing of
+ *	  cosmosrep's.
+ *
+ * IDENTIFICATION
+ *	  src/names.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/tupdesc.h"
+
+#include "names.h"
+
+/*
+ * The attribute numbers of cosmosrep's four columns in desc, 0 for each
+ * that it lacks (a dropped column does not count); returns whether it has
+ * all four.
+ */
+bool
+cr_find_columns(TupleDesc desc, CrColumns *columns)
+{
+	memset(columns, 0, sizeof(CrColumns));
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+		const char *name = NameStr(att->attname);
+
+		if (att->attisdropped || name[0] != '_')
+			continue;
+		if (strcmp(name, CR_VERSION_COLUMN) == 0)
+			columns->version = att->attnum;
+		else if (strcmp(name, CR_BASE_COLUMN) == 0)
+			columns->base = att->attnum;
+		else if (strcmp(name, CR_REGION_COLUMN) == 0)
+			columns->region = att->attnum;
+		else if (strcmp(name, CR_CONFIG_COLUMN) == 0)
+			columns->config = att->attnum;
+	}
+	return columns->version > 0 && columns->base > 0 &&
+		columns->region > 0 && columns->config > 0;
+}
