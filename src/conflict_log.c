@@ -85,6 +85,7 @@
 /* settings */
 int			cr_conflict_retention_s = 7 * 24 * 3600;
 bool		cr_record_resolved_conflicts = true;
+static int	cr_conflict_write_batch = 1000;
 
 /* the columns of cosmosrep.conflict */
 #define Natts_conflict					18
@@ -181,7 +182,7 @@ static bool shapes_unsettled = false;
 /*
  * The conflicts recorded and not yet written, in pending_cxt, which each
  * write empties: the apply worker writes them between changes once
- * FLUSH_AT wait (so that a transaction that conflicts on every row keeps
+ * cosmosrep.conflict_write_batch wait (so that a transaction that conflicts on every row keeps
  * a bounded, reused amount of memory) and before it commits.
  */
 static MemoryContext pending_cxt = NULL;
@@ -190,8 +191,6 @@ static List *pending_shapes = NIL;
 
 /* how many of them are feed entries (pending, error) */
 static int	pending_feed_entries = 0;
-
-#define FLUSH_AT 1000
 
 /* rows written to cosmosrep.conflict at once (table_multi_insert) */
 #define FLUSH_BATCH 100
@@ -631,7 +630,7 @@ cr_flush_conflicts(void)
 void
 cr_flush_some_conflicts(void)
 {
-	if (list_length(pending_conflicts) >= FLUSH_AT)
+	if (list_length(pending_conflicts) >= cr_conflict_write_batch)
 		cr_flush_conflicts();
 }
 
@@ -1075,6 +1074,13 @@ cr_conflict_log_define_settings(void)
 							&cr_conflict_retention_s,
 							7 * 24 * 3600, 0, INT_MAX,
 							PGC_SIGHUP, GUC_UNIT_S,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("cosmosrep.conflict_write_batch",
+							"How many recorded conflicts an apply worker holds before it writes them to cosmosrep.conflict.",
+							"They are written before every commit too; more uses more memory per worker, fewer writes more often.",
+							&cr_conflict_write_batch,
+							1000, 1, 1000000,
+							PGC_SIGHUP, 0,
 							NULL, NULL, NULL);
 	DefineCustomBoolVariable("cosmosrep.record_resolved_conflicts",
 							 "Whether conflicts that a policy resolved are recorded in cosmosrep.conflicts.",

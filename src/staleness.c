@@ -49,8 +49,6 @@
 #include "staleness.h"
 #include "wait.h"
 
-#define WRITE_RING_SIZE 4096
-
 typedef struct WriteCommit
 {
 	XLogRecPtr	end;
@@ -64,7 +62,7 @@ typedef struct StalenessShared
 	uint64		commits;		/* ever recorded; ring[commits % size] next */
 	uint64		versions;
 	XLogRecPtr	last_end;		/* the latest end of them */
-	WriteCommit ring[WRITE_RING_SIZE];
+	WriteCommit ring[FLEXIBLE_ARRAY_MEMBER];	/* cr_staleness_ring_size */
 } StalenessShared;
 
 /* how far a region is behind this region's writes */
@@ -78,6 +76,7 @@ static StalenessShared *staleness = NULL;
 
 int			cr_max_staleness_prefix = 100000;
 int			cr_max_staleness_interval_ms = 300000;
+static int	cr_staleness_ring_size = 4096;
 
 /* this backend's transaction: versions written, and whether checked */
 static uint64 xact_versions = 0;
@@ -88,7 +87,8 @@ static void staleness_xact_callback(XactEvent event, void *arg);
 Size
 cr_staleness_shmem_size(void)
 {
-	return MAXALIGN(sizeof(StalenessShared));
+	return MAXALIGN(add_size(offsetof(StalenessShared, ring),
+							 mul_size(sizeof(WriteCommit), cr_staleness_ring_size)));
 }
 
 void
@@ -123,7 +123,7 @@ staleness_xact_callback(XactEvent event, void *arg)
 
 		SpinLockAcquire(&staleness->mutex);
 		staleness->versions += xact_versions;
-		c = &staleness->ring[staleness->commits++ % WRITE_RING_SIZE];
+		c = &staleness->ring[staleness->commits++ % cr_staleness_ring_size];
 		/* in ring order, though commits may end here out of LSN order */
 		c->end = Max(staleness->last_end, XactLastCommitEnd);
 		c->time = GetCurrentTransactionStopTimestamp();
@@ -168,20 +168,20 @@ behind_at(XLogRecPtr confirmed, TimestampTz now)
 	uint64		hi;
 
 	SpinLockAcquire(&staleness->mutex);
-	lo = staleness->commits > WRITE_RING_SIZE ? staleness->commits - WRITE_RING_SIZE : 0;
+	lo = staleness->commits > cr_staleness_ring_size ? staleness->commits - cr_staleness_ring_size : 0;
 	hi = staleness->commits;
 	while (lo < hi)
 	{
 		uint64		mid = lo + (hi - lo) / 2;
 
-		if (staleness->ring[mid % WRITE_RING_SIZE].end > confirmed)
+		if (staleness->ring[mid % cr_staleness_ring_size].end > confirmed)
 			hi = mid;
 		else
 			lo = mid + 1;
 	}
 	if (lo < staleness->commits)
 	{
-		WriteCommit *c = &staleness->ring[lo % WRITE_RING_SIZE];
+		WriteCommit *c = &staleness->ring[lo % cr_staleness_ring_size];
 
 		b.versions = staleness->versions - c->versions_before;
 		b.ms = (now - c->time) / 1000;
@@ -327,11 +327,19 @@ cr_staleness_before_read(int timeout_ms)
 }
 
 /*
- * The bounds of bounded staleness.
+ * The bounds of bounded staleness, and how many commits of this region
+ * the ring remembers.
  */
 void
 cr_staleness_define_settings(void)
 {
+	DefineCustomIntVariable("cosmosrep.staleness_commits",
+							"How many of this region's latest commits that wrote multi-region rows are remembered to measure how far other regions are behind.",
+							"A region further behind than this many commits counts as behind by all of them.",
+							&cr_staleness_ring_size,
+							4096, 64, 1024 * 1024,
+							PGC_POSTMASTER, 0,
+							NULL, NULL, NULL);
 	DefineCustomIntVariable("cosmosrep.max_staleness_prefix",
 							"Under bounded_staleness, how many versions written here another region may lag behind.",
 							"Writes wait while a region is further behind.",
