@@ -136,7 +136,6 @@ static void wait_for_token(void);
 static void wait_for_position(CrRegion *region, XLogRecPtr lsn, const char *what,
 							  TimestampTz deadline);
 static void strong_read(void);
-static void consistency_xact_callback(XactEvent event, void *arg);
 
 /* the level named name, 0 for none */
 static int
@@ -261,8 +260,6 @@ cr_consistency_install_hooks(void)
 	ExecutorRun_hook = consistency_executor_run;
 	prev_executor_finish = ExecutorFinish_hook;
 	ExecutorFinish_hook = consistency_executor_finish;
-	RegisterXactCallback(consistency_xact_callback, NULL);
-	cr_staleness_install();
 }
 
 static void
@@ -617,8 +614,8 @@ merge_position(TokenEntry *entries, int *n, int region_id, XLogRecPtr lsn)
  * here (reads advance the token too: monotonic reads).  A changed token
  * is reported to the client.
  */
-static void
-consistency_xact_callback(XactEvent event, void *arg)
+void
+cr_consistency_xact_event(XactEvent event)
 {
 	TokenEntry	entries[CR_MAX_REGION_ID];
 	int			n;
@@ -659,9 +656,8 @@ consistency_xact_callback(XactEvent event, void *arg)
 		return;
 
 	/*
-	 * The clock's callback, registered before this one, runs after it (the
-	 * open version is still there); staleness.c's, registered after it,
-	 * runs before it (this commit is already its last write commit).
+	 * After staleness.c's (this commit is already its last write commit),
+	 * before the clock's (the open version is still there): cosmosrep.c.
 	 */
 	wrote = cr_hlc_open_version() != 0 && XactLastCommitEnd != InvalidXLogRecPtr;
 	if (!wrote && !(advances_token() && n_token_regions > 0))

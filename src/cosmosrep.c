@@ -23,6 +23,7 @@
 #include "postgres.h"
 
 #include "conflict.h"
+#include "access/xact.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
@@ -47,6 +48,7 @@ static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
 static void cr_shmem_request(void);
+static void cr_xact_callback(XactEvent event, void *arg);
 static void cr_shmem_startup(void);
 
 void
@@ -71,8 +73,8 @@ _PG_init(void)
 	shmem_startup_hook = cr_shmem_startup;
 
 	cr_launcher_register();
-	cr_hlc_register_callback();
 	cr_consistency_install_hooks();
+	RegisterXactCallback(cr_xact_callback, NULL);
 }
 
 static void
@@ -101,4 +103,19 @@ cr_shmem_startup(void)
 	cr_staleness_shmem_init();
 	cr_signing_shmem_init();
 	LWLockRelease(AddinShmemInitLock);
+}
+
+/*
+ * The end of every transaction, in one callback so that the order is
+ * written down: staleness.c records a commit that wrote multi-region rows
+ * in its ring, consistency.c then reads that ring and the clock's open
+ * version to advance the session token, and the clock last forgets the
+ * versions the transaction issued.
+ */
+static void
+cr_xact_callback(XactEvent event, void *arg)
+{
+	cr_staleness_xact_event(event);
+	cr_consistency_xact_event(event);
+	cr_hlc_xact_event(event);
 }

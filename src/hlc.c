@@ -91,7 +91,6 @@ static void hlc_write_reservation(int64 reserved_ms);
 static void hlc_extend_reservation(int64 ms, bool wait);
 static bool hlc_set_last_tick(int64 tick);
 static int	hlc_proc_slots(void);
-static void hlc_xact_callback(XactEvent event, void *arg);
 
 /* one open-transaction entry per PGPROC */
 static int
@@ -277,14 +276,6 @@ cr_hlc_next_version(int region_id)
 	}
 }
 
-/*
- * Called from _PG_init: the clock hears when transactions end.
- */
-void
-cr_hlc_register_callback(void)
-{
-	RegisterXactCallback(hlc_xact_callback, NULL);
-}
 
 /*
  * The first version the open (or just committing) transaction issued, 0
@@ -302,9 +293,10 @@ cr_hlc_open_version(void)
  * The transaction that issued versions ends: they are no longer open.  A
  * transaction that issued versions cannot be prepared: its versions would
  * stay open after the backend moved on, unseen by the stable version.
+ * Called last at every transaction event (cosmosrep.c).
  */
-static void
-hlc_xact_callback(XactEvent event, void *arg)
+void
+cr_hlc_xact_event(XactEvent event)
 {
 	int64	   *open;
 

@@ -11,6 +11,8 @@
 #ifndef CR_HLC_H
 #define CR_HLC_H
 
+#include "access/xact.h"
+
 #include "datatype/timestamp.h"
 
 /*
@@ -34,7 +36,7 @@ extern int64 cr_hlc_next_version(int region_id);
 extern void cr_hlc_observe(int64 version);
 extern int64 cr_hlc_current(void);
 extern int64 cr_hlc_stable_version(void);
-extern void cr_hlc_register_callback(void);
+extern void cr_hlc_xact_event(XactEvent event);
 extern int64 cr_hlc_open_version(void);
 
 extern int	cr_version_region(int64 version);

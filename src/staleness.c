@@ -78,11 +78,9 @@ int			cr_max_staleness_prefix = 100000;
 int			cr_max_staleness_interval_ms = 300000;
 static int	cr_staleness_ring_size = 4096;
 
-/* this backend's transaction: versions written, and whether checked */
+/* this backend's transaction: rows written, and whether checked */
 static uint64 xact_versions = 0;
 static bool xact_checked = false;
-
-static void staleness_xact_callback(XactEvent event, void *arg);
 
 Size
 cr_staleness_shmem_size(void)
@@ -106,15 +104,12 @@ cr_staleness_shmem_init(void)
 	}
 }
 
+/*
+ * A commit that wrote xact_versions multi-region rows goes into the ring.
+ * Called at every transaction event (cosmosrep.c).
+ */
 void
-cr_staleness_install(void)
-{
-	RegisterXactCallback(staleness_xact_callback, NULL);
-}
-
-/* a commit that wrote xact_versions multi-region rows goes into the ring */
-static void
-staleness_xact_callback(XactEvent event, void *arg)
+cr_staleness_xact_event(XactEvent event)
 {
 	if (event == XACT_EVENT_COMMIT && xact_versions > 0 && staleness != NULL &&
 		XactLastCommitEnd != InvalidXLogRecPtr)
@@ -243,7 +238,7 @@ region_beyond_bound(List *regions, const char *local, Behind *behind)
  * Before the first write of a transaction to a multi-region table, under
  * bounded staleness: wait while a region is beyond the bound, or fail
  * after timeout_ms (the caller's cosmosrep.session_wait_timeout).  Counts
- * the version either way.
+ * the row either way.
  */
 void
 cr_staleness_before_write(bool bounded, int timeout_ms)
@@ -333,13 +328,15 @@ cr_staleness_before_read(int timeout_ms)
 void
 cr_staleness_define_settings(void)
 {
-	DefineCustomIntVariable("cosmosrep.staleness_commits",
-							"How many of this region's latest commits that wrote multi-region rows are remembered to measure how far other regions are behind.",
-							"A region further behind than this many commits counts as behind by all of them.",
-							&cr_staleness_ring_size,
-							4096, 64, 1024 * 1024,
-							PGC_POSTMASTER, 0,
-							NULL, NULL, NULL);
+	/* a size of shared memory: only while the library is preloaded */
+	if (process_shared_preload_libraries_in_progress)
+		DefineCustomIntVariable("cosmosrep.staleness_commits",
+								"How many of this region's latest commits that wrote multi-region rows are remembered to measure how far other regions are behind.",
+								"A region further behind than this many commits counts as behind by all of them.",
+								&cr_staleness_ring_size,
+								4096, 64, 1024 * 1024,
+								PGC_POSTMASTER, 0,
+								NULL, NULL, NULL);
 	DefineCustomIntVariable("cosmosrep.max_staleness_prefix",
 							"Under bounded_staleness, how many versions written here another region may lag behind.",
 							"Writes wait while a region is further behind.",
