@@ -25,7 +25,7 @@
 #include "catalog.h"
 #include "cosmosrep.h"
 #include "hlc.h"
-#include "membership.h"
+#include "sql_api.h"
 #include "tables.h"
 
 PG_FUNCTION_INFO_V1(cosmosrep_next_version);
@@ -142,6 +142,7 @@ parse_dsn(const char *dsn)
 	return opts;
 }
 
+/* report an error unless dsn is a valid libpq connection string */
 void
 cr_validate_dsn(const char *dsn)
 {
