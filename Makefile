@@ -13,6 +13,8 @@ OBJS = \
 	src/failover.o \
 	src/feed.o \
 	src/hlc.o \
+	src/join.o \
+	src/join_copy.o \
 	src/output_plugin.o \
 	src/protocol.o \
 	src/remote.o \
