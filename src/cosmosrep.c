@@ -32,6 +32,7 @@
 #include "cosmosrep.h"
 #include "hlc.h"
 #include "launcher.h"
+#include "membership.h"
 #include "shmem.h"
 #include "signing.h"
 #include "staleness.h"
@@ -88,6 +89,7 @@ _PG_init(void)
 							 PGC_SIGHUP, 0,
 							 NULL, NULL, NULL);
 	cr_consistency_define_settings();
+	cr_membership_define_settings();
 	MarkGUCPrefixReserved("cosmosrep");
 
 	if (!process_shared_preload_libraries_in_progress)

@@ -62,6 +62,7 @@
 #include "cosmosrep.h"
 #include "failover.h"
 #include "hlc.h"
+#include "join.h"
 #include "join_copy.h"
 #include "launcher.h"
 #include "names.h"
@@ -72,8 +73,8 @@
 /* how often the catch-up wait asks the member again */
 #define CATCHUP_POLL_MS			100
 
-/* how long the via region may take to catch up with each member */
-#define JOIN_CATCHUP_TIMEOUT_MS		120000
+/* settings */
+static int	join_catchup_timeout_ms = 120000;
 
 PG_FUNCTION_INFO_V1(cosmosrep_join_region);
 PG_FUNCTION_INFO_V1(cosmosrep_output_plugin_allowed);
@@ -127,6 +128,19 @@ static void check_plugin_allowed(PGconn *conn, const char *region);
 static XLogRecPtr create_slot(PGconn *repl, const char *slot, const char *region,
 							  char **snapshot);
 static void wait_for_catchup(CrJoinMember *member, const char *via_region);
+
+/* define the settings of joining a group; called from _PG_init */
+void
+cr_join_define_settings(void)
+{
+	DefineCustomIntVariable("cosmosrep.join_catchup_timeout",
+							"How long joining a group waits for the via region to have applied each other member's writes.",
+							"The join copies the via region only once it has applied every other member's stream up to where the new region's slot on that member starts.",
+							&join_catchup_timeout_ms,
+							120000, 1000, INT_MAX,
+							PGC_SUSET, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+}
 
 /*
  * Join the group that the via region is a member of, as the region name
@@ -599,7 +613,7 @@ create_slot(PGconn *repl, const char *slot, const char *region, char **snapshot)
 
 /*
  * Wait until the via region has confirmed member's stream up to the start
- * of member's new slot.
+ * of member's new slot, for at most cosmosrep.join_catchup_timeout.
  */
 static void
 wait_for_catchup(CrJoinMember *member, const char *via_region)
@@ -610,7 +624,7 @@ wait_for_catchup(CrJoinMember *member, const char *via_region)
 							   LSN_FORMAT_ARGS(member->slot_lsn),
 							   cr_slot_name(member->name, via_region));
 	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-													   JOIN_CATCHUP_TIMEOUT_MS);
+													   join_catchup_timeout_ms);
 
 	for (;;)
 	{

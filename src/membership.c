@@ -16,7 +16,9 @@
  *		 ended, the drop retried while R reconnects);
  *	  3. every other remaining region forgets R the same way.
  *
- *	  Everything local happens in the caller's transaction.
+ *	  Everything local happens in the caller's transaction.  The waits for
+ *	  the worker and the slot are bounded by cosmosrep.remove_worker_timeout
+ *	  and cosmosrep.remove_slot_timeout, defined here.
  *
  * IDENTIFICATION
  *	  src/membership.c
@@ -34,13 +36,16 @@
 #include "replication/origin.h"
 #include "replication/slot.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/resowner.h"
 #include "utils/timestamp.h"
 
 #include "catalog.h"
 #include "cosmosrep.h"
 #include "failover.h"
+#include "join.h"
 #include "launcher.h"
+#include "membership.h"
 #include "names.h"
 #include "remote.h"
 #include "shmem.h"
@@ -60,11 +65,9 @@
 /* how often the waits for the worker and for the slot look again */
 #define REMOVE_POLL_MS				10
 
-/* how long forget_region waits for the apply worker to stop */
-#define REMOVE_WORKER_TIMEOUT_MS	30000
-
-/* how long forget_region keeps trying to drop the removed region's slot */
-#define REMOVE_SLOT_TIMEOUT_MS		30000
+/* settings */
+static int	remove_worker_timeout_ms = 30000;
+static int	remove_slot_timeout_ms = 30000;
 
 PG_FUNCTION_INFO_V1(cosmosrep_add_region);
 PG_FUNCTION_INFO_V1(cosmosrep_forget_region);
@@ -79,6 +82,30 @@ static void drop_slot(const char *slot);
 static void run_forget(CrRegion *r, const char *name, bool must_succeed);
 static void forget_group_in(CrRegion *removed, List *regions);
 static void set_paused(const char *name, bool paused);
+
+/*
+ * Define the settings of joining (join.c) and removing regions; called
+ * from _PG_init.
+ */
+void
+cr_membership_define_settings(void)
+{
+	cr_join_define_settings();
+	DefineCustomIntVariable("cosmosrep.remove_worker_timeout",
+							"How long removing a region waits for the apply worker streaming from it to stop.",
+							NULL,
+							&remove_worker_timeout_ms,
+							30000, 1000, INT_MAX,
+							PGC_SUSET, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("cosmosrep.remove_slot_timeout",
+							"How long removing a region keeps trying to drop the slot it streams from.",
+							"The removed region may reconnect to its slot meanwhile; its walsender is ended before each attempt.",
+							&remove_slot_timeout_ms,
+							30000, 1000, INT_MAX,
+							PGC_SUSET, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+}
 
 /*
  * Register a region that joins the group; called by join_region through
@@ -123,7 +150,7 @@ stop_apply_worker(int peer_id)
 {
 	CrPeerStatus *ps = NULL;
 	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-													   REMOVE_WORKER_TIMEOUT_MS);
+													   remove_worker_timeout_ms);
 
 	LWLockAcquire(cr_shmem_lwlock(CR_LWLOCK_WORKERS), LW_EXCLUSIVE);
 	for (int i = 0; i < cr_peer_status_count(); i++)
@@ -202,13 +229,14 @@ forget_region(const char *name)
 /*
  * Drop a slot that the removed region may still be streaming from, and
  * may reconnect to at any moment: end its walsender and try to drop the
- * slot before the next connection takes it, for at most 30 seconds.
+ * slot before the next connection takes it, for at most
+ * cosmosrep.remove_slot_timeout.
  */
 static void
 drop_slot(const char *slot)
 {
 	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-													   REMOVE_SLOT_TIMEOUT_MS);
+													   remove_slot_timeout_ms);
 	MemoryContext oldctx = CurrentMemoryContext;
 	ResourceOwner oldowner = CurrentResourceOwner;
 
