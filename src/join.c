@@ -5,8 +5,8 @@
  *	  the connection string of a member A of the group (the via region).
  *
  * NOTES
- *	  The join is a sequence of steps, each a function below, run in this
- *	  order by cosmosrep_join_region:
+ *	  The join is the six steps of "Joining a group" in docs/design.md,
+ *	  made of the functions below that cosmosrep_join_region calls:
  *
  *	  1. read_group, read_tables, check_local_tables: read the group's
  *		 regions and multi-region tables from A; every table must exist
@@ -18,16 +18,18 @@
  *		 (cr_<P>_X) at LSN L_P and wait until A has confirmed P's stream
  *		 up to L_P (wait_for_catchup): all of P's writes before L_P are
  *		 then in A's data.
- *	  4. create_via_slot, record_group: create A's slot for X exporting
- *		 its snapshot, and record the group and X in the local catalog.
- *	  5. position_origins, then the copy (join_copy.c): position X's
- *		 origin for every P at L_P, so X's apply workers start where the
- *		 slots start, and copy every multi-region table from A at the
- *		 exported snapshot.  A's writes up to the snapshot are in the copy,
- *		 later ones come from the slot: the copy and the stream start at
- *		 the same point.  Writes of P after L_P that A had applied before
- *		 its snapshot arrive twice and are skipped by the version
- *		 comparison (an equal version is not newer).
+ *	  4. create_via_slot, record_group, copy_data: create A's slot for X
+ *		 exporting its snapshot, record the group and X in the local
+ *		 catalog, and copy every multi-region table from A at the exported
+ *		 snapshot (join_copy.c).  A's writes up to the snapshot are in the
+ *		 copy, later ones come from the slot: the copy and the stream start
+ *		 at the same point.
+ *	  5. position_origins: position X's origin for every P at L_P, so X's
+ *		 apply workers start where the slots start.  Writes of P after L_P
+ *		 that A had applied before its snapshot arrive twice and are
+ *		 skipped by the version comparison (an equal version is not
+ *		 newer).  It runs just before copy_data, whose session origin
+ *		 (A's) it sets up.
  *	  6. register_everywhere: register X in every member
  *		 (cosmosrep.add_region), whose launcher then starts streaming
  *		 from X.
@@ -443,7 +445,7 @@ position_origins(CrJoinState *st)
 	}
 }
 
-/* step 5: the copy at the via region's snapshot, under the via origin */
+/* step 4: the copy at the via region's snapshot, under the via origin */
 static void
 copy_data(CrJoinState *st)
 {
