@@ -14,6 +14,8 @@ OBJS = \
 	src/feed.o \
 	src/hlc.o \
 	src/names.o \
+	src/join.o \
+	src/join_copy.o \
 	src/output_plugin.o \
 	src/protocol.o \
 	src/remote.o \

@@ -34,6 +34,7 @@
 #include "consistency.h"
 #include "hlc.h"
 #include "launcher.h"
+#include "membership.h"
 #include "names.h"
 #include "shmem.h"
 #include "signing.h"
@@ -60,6 +61,7 @@ _PG_init(void)
 	cr_conflict_log_define_settings();
 	cr_consistency_define_settings();
 	cr_staleness_define_settings();
+	cr_membership_define_settings();
 	MarkGUCPrefixReserved("cosmosrep");
 
 	if (!process_shared_preload_libraries_in_progress)

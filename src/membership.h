@@ -1,7 +1,7 @@
 /*-------------------------------------------------------------------------
  *
  * membership.h
- *	  Region membership: join, add, remove, pause and resume.
+ *	  Region membership: the settings of joining and removing regions.
  *
  * IDENTIFICATION
  *	  src/membership.h
@@ -11,8 +11,6 @@
 #ifndef CR_MEMBERSHIP_H
 #define CR_MEMBERSHIP_H
 
-/* in sql_api.c */
-extern void cr_validate_region_name(const char *name);
-extern void cr_validate_dsn(const char *dsn);
+extern void cr_membership_define_settings(void);
 
 #endif							/* CR_MEMBERSHIP_H */

@@ -29,7 +29,23 @@
 
 #include "remote.h"
 
+static const char *session_options(void);
 static char *conn_error(PGconn *conn);
+
+/*
+ * The server options of every connection to a region (libpq's "options"):
+ * values travel as text, so pin the formats that text depends on
+ * (DateStyle, IntervalStyle, extra_float_digits) whatever the peer's
+ * defaults are; and pin the name lookup (an empty search_path: all of
+ * cosmosrep's SQL is schema-qualified) and row security of everything
+ * run on the peer.
+ */
+static const char *
+session_options(void)
+{
+	return "-c datestyle=ISO -c intervalstyle=postgres -c extra_float_digits=3"
+		" -c search_path= -c row_security=off";
+}
 
 /* libpq's error text without its trailing newline, in palloc'd memory */
 static char *
@@ -68,13 +84,8 @@ cr_remote_connect(const char *dsn, bool replication, const char *appname,
 	vals[n++] = appname;
 	keys[n] = "client_encoding";
 	vals[n++] = GetDatabaseEncodingName();
-	/*
-	 * Values travel as text: pin the formats that text depends on.  Pin
-	 * the name lookup and row security of everything run on the peer.
-	 */
 	keys[n] = "options";
-	vals[n++] = "-c datestyle=ISO -c intervalstyle=postgres -c extra_float_digits=3"
-		" -c search_path= -c row_security=off";
+	vals[n++] = session_options();
 	keys[n] = NULL;
 	vals[n] = NULL;
 

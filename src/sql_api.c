@@ -24,9 +24,9 @@
 
 #include "catalog.h"
 #include "hlc.h"
-#include "membership.h"
 #include "names.h"
 #include "shmem.h"
+#include "sql_api.h"
 #include "tables.h"
 
 PG_FUNCTION_INFO_V1(cosmosrep_next_version);
@@ -143,6 +143,7 @@ parse_dsn(const char *dsn)
 	return opts;
 }
 
+/* report an error unless dsn is a valid libpq connection string */
 void
 cr_validate_dsn(const char *dsn)
 {
