@@ -42,9 +42,34 @@
 
 #include "access/transam.h"
 #include "libpq/pqformat.h"
+#include "utils/guc.h"
 
 #include "protocol.h"
 #include "signing.h"
+
+/*
+ * Values travel as text: the settings their text depends on, pinned in
+ * every session that writes or reads them, here and on the peer.
+ */
+const CrTextFormat cr_text_formats[] = {
+	{"DateStyle", "ISO"},
+	{"IntervalStyle", "postgres"},
+	{"extra_float_digits", "3"},
+	{NULL, NULL}
+};
+
+/*
+ * Pin the text formats in this session, with source and action as
+ * set_config_option takes them (GUC_ACTION_SAVE inside a GUC nest level
+ * for a while, GUC_ACTION_SET with PGC_S_OVERRIDE for a worker's life).
+ */
+void
+cr_pin_text_formats(GucSource source, GucAction action)
+{
+	for (const CrTextFormat *f = cr_text_formats; f->name; f++)
+		(void) set_config_option(f->name, f->value, PGC_SUSET, source,
+								 action, true, 0, false);
+}
 
 void
 cr_write_begin(StringInfo out, ReorderBufferTXN *txn)

@@ -14,6 +14,7 @@
 #include "lib/stringinfo.h"
 #include "replication/logicalproto.h"
 #include "replication/reorderbuffer.h"
+#include "utils/guc.h"
 #include "utils/relcache.h"
 
 /* version of the stream; the apply side refuses others */
@@ -41,6 +42,17 @@
 #define CR_FAILOVER_MESSAGE_PREFIX	"cosmosrep.failover"
 #define CR_RESOLVED_MESSAGE_PREFIX	"cosmosrep.resolved"
 #define CR_WRITES_MESSAGE_PREFIX	"cosmosrep.writes"
+
+/* a setting that the text of values depends on, and its pinned value */
+typedef struct CrTextFormat
+{
+	const char *name;
+	const char *value;
+} CrTextFormat;
+
+/* both sides: the pinned text formats (NULL-terminated) */
+extern const CrTextFormat cr_text_formats[];
+extern void cr_pin_text_formats(GucSource source, GucAction action);
 
 typedef struct CrMessage
 {

@@ -21,12 +21,15 @@
  */
 #include "postgres.h"
 
+#include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "storage/latch.h"
+#include "utils/memutils.h"
 #include "utils/wait_event.h"
 
+#include "protocol.h"
 #include "remote.h"
 
 static const char *session_options(void);
@@ -35,16 +38,27 @@ static char *conn_error(PGconn *conn);
 /*
  * The server options of every connection to a region (libpq's "options"):
  * values travel as text, so pin the formats that text depends on
- * (DateStyle, IntervalStyle, extra_float_digits) whatever the peer's
- * defaults are; and pin the name lookup (an empty search_path: all of
+ * (cr_text_formats) whatever the peer's defaults are; and pin the name lookup (an empty search_path: all of
  * cosmosrep's SQL is schema-qualified) and row security of everything
  * run on the peer.
  */
 static const char *
 session_options(void)
 {
-	return "-c datestyle=ISO -c intervalstyle=postgres -c extra_float_digits=3"
-		" -c search_path= -c row_security=off";
+	static char *options = NULL;
+
+	if (options == NULL)
+	{
+		StringInfoData buf;
+
+		initStringInfo(&buf);
+		for (const CrTextFormat *f = cr_text_formats; f->name; f++)
+			appendStringInfo(&buf, "-c %s=%s ", f->name, f->value);
+		appendStringInfoString(&buf, "-c search_path= -c row_security=off");
+		options = MemoryContextStrdup(TopMemoryContext, buf.data);
+		pfree(buf.data);
+	}
+	return options;
 }
 
 /* libpq's error text without its trailing newline, in palloc'd memory */

@@ -717,12 +717,7 @@ log_table_rows(Relation rel)
 	if (!XLogLogicalInfoActive())
 		return;
 	nestlevel = NewGUCNestLevel();
-	(void) set_config_option("DateStyle", "ISO", PGC_SUSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	(void) set_config_option("IntervalStyle", "postgres", PGC_SUSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	(void) set_config_option("extra_float_digits", "3", PGC_SUSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
+	cr_pin_text_formats(PGC_S_SESSION, GUC_ACTION_SAVE);
 
 	cr_switch_to_owner(rel->rd_rel->relowner, &user);
 

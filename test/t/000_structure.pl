@@ -1,6 +1,6 @@
 # The shape of the source tree: no circle of includes between files, no
 # C file over 1,200 lines, no function over 150, and a map in
-# docs/design.md that names every file.  A file depends on another when it
+# docs/design.md that names every file, what it calls and its layer.  A file depends on another when it
 # (or a header it includes) includes the other's header and the other has
 # a .c file of that name; headers without a .c file (names.h, wait.h)
 # belong to no layer.
@@ -102,17 +102,31 @@ for my $file (grep { /\.c$/ } @files)
 	}
 }
 
-# the map: every C file in docs/design.md's source layout, and no other
+# the map: one row per C file in docs/design.md, "| layer | `src/x.c` |
+# what it owns | the files it calls |", and what it says it calls is what
+# it includes; every file is one layer above the highest it calls
 open(my $design, '<', 'docs/design.md') or die "cannot read docs/design.md: $!";
-my %mapped = map { /^\| `src\/([a-z_]+\.[ch])`/ ? ($1 => 1) : () } <$design>;
-close $design;
-for my $file (grep { /\.c$/ } @files)
+my (%mapped, %layer);
+for (<$design>)
 {
-	ok($mapped{$file}, "docs/design.md maps $file");
+	next unless /^\| (\d+) \| `src\/([a-z_]+)\.c` \| .* \| ([^|]*) \|\s*$/;
+	my ($l, $m, $calls) = ($1, $2, $3);
+	$layer{$m} = $l;
+	$mapped{$m} = [ sort map { /`([a-z_]+)\.c`/ ? ($1) : () } split /,\s*/, $calls ];
 }
-for my $file (sort keys %mapped)
+close $design;
+for my $m (sort keys %module)
 {
-	ok(-e "$src/$file", "docs/design.md maps $file, which exists");
+	ok($mapped{$m}, "docs/design.md maps src/$m.c") or next;
+	is(join(' ', @{ $mapped{$m} }), join(' ', @{ $deps{$m} }),
+		"docs/design.md says which files src/$m.c calls");
+	my $top = -1;
+	for (@{ $deps{$m} }) { $top = $layer{$_} if defined $layer{$_} && $layer{$_} > $top }
+	is($layer{$m}, $top + 1, "docs/design.md puts src/$m.c one layer above what it calls");
+}
+for my $m (sort keys %mapped)
+{
+	ok($module{$m}, "docs/design.md maps src/$m.c, which exists");
 }
 
 done_testing();
