@@ -86,6 +86,5 @@ extern void cr_wake_launcher_at_commit(void);
 /* bgworker entry points */
 extern PGDLLEXPORT void cosmosrep_supervisor_main(Datum arg);
 extern PGDLLEXPORT void cosmosrep_launcher_main(Datum arg);
-extern PGDLLEXPORT void cosmosrep_apply_main(Datum arg);
 
 #endif							/* CR_LAUNCHER_H */
