@@ -149,39 +149,10 @@ static TimestampTz last_feedback = 0;
 
 static void apply_worker_exit(int code, Datum arg);
 static void send_feedback(bool force, bool request_reply);
-static void set_state(CrPeerState state);
-static void record_error(const char *message);
 static void commit_group(void);
 static void publish_stable_version(void);
 
-/* ----------------------------------------------------------------
- * Status reporting
- * ----------------------------------------------------------------
- */
-
-static void
-set_state(CrPeerState state)
-{
-	SpinLockAcquire(&MyPeer->mutex);
-	MyPeer->state = state;
-	SpinLockRelease(&MyPeer->mutex);
-}
-
-/*
- * Remember why the worker stops.  An error while connecting means the peer
- * cannot be reached; any other is an error of the stream or of apply.
- */
-static void
-record_error(const char *message)
-{
-	SpinLockAcquire(&MyPeer->mutex);
-	strlcpy(MyPeer->last_error, message, CR_ERROR_LEN);
-	MyPeer->last_error_at = GetCurrentTimestamp();
-	MyPeer->state = MyPeer->state == CR_PEER_CONNECTING ?
-		CR_PEER_UNREACHABLE : CR_PEER_ERROR;
-	SpinLockRelease(&MyPeer->mutex);
-}
-
+/* at exit: close the connections, and the worker no longer runs */
 static void
 apply_worker_exit(int code, Datum arg)
 {
@@ -195,14 +166,7 @@ apply_worker_exit(int code, Datum arg)
 		PQfinish(CrPeerSqlConn);
 		CrPeerSqlConn = NULL;
 	}
-	LWLockAcquire(cr_shmem_lwlock(CR_LWLOCK_WORKERS), LW_EXCLUSIVE);
-	if (MyPeer->pid == MyProcPid)
-		MyPeer->pid = 0;
-	LWLockRelease(cr_shmem_lwlock(CR_LWLOCK_WORKERS));
-	SpinLockAcquire(&MyPeer->mutex);
-	if (MyPeer->state != CR_PEER_ERROR && MyPeer->state != CR_PEER_UNREACHABLE)
-		MyPeer->state = CR_PEER_STOPPED;
-	SpinLockRelease(&MyPeer->mutex);
+	cr_peer_status_worker_exit(MyPeer);
 }
 
 /* ----------------------------------------------------------------
@@ -272,7 +236,6 @@ commit_group(void)
 	TimestampTz last_commit_time;
 	TimestampTz now;
 	int64		latencies[MAX_GROUP_TRANSACTIONS];
-	int			first;
 	CommitMapping *mapping;
 
 	/* never in the middle of a remote transaction: it is applied whole */
@@ -297,38 +260,16 @@ commit_group(void)
 	if (!applied_since_start)
 	{
 		applied_since_start = true;
-		LWLockAcquire(cr_shmem_lwlock(CR_LWLOCK_WORKERS), LW_EXCLUSIVE);
-		MyPeer->failures = 0;
-		MyPeer->next_start = 0;
-		LWLockRelease(cr_shmem_lwlock(CR_LWLOCK_WORKERS));
+		cr_peer_status_reset_backoff(MyPeer);
 	}
 
 	now = GetCurrentTimestamp();
 	for (int i = 0; i < group_transactions; i++)
 		latencies[i] = Max(0, now - group_commit_times[i]);
-	/* the ring takes the group's samples in at most two pieces */
-	SpinLockAcquire(&MyPeer->mutex);
-	MyPeer->applied_lsn = group_end_lsn;
-	MyPeer->last_commit_time = last_commit_time;
-	MyPeer->last_applied_at = now;
-	MyPeer->transactions_applied += group_transactions;
-	MyPeer->changes_applied += cr_changes_in_transaction;
-	MyPeer->conflicts += cr_conflicts_in_transaction;
-	first = Min(group_transactions, CR_LATENCY_SAMPLES - MyPeer->latency_next);
-	memcpy(&MyPeer->latency_us[MyPeer->latency_next], latencies,
-		   sizeof(int64) * first);
-	memcpy(MyPeer->latency_us, latencies + first,
-		   sizeof(int64) * (group_transactions - first));
-	MyPeer->latency_next = (MyPeer->latency_next + group_transactions) % CR_LATENCY_SAMPLES;
-	MyPeer->latency_count = Min(MyPeer->latency_count + group_transactions,
-								CR_LATENCY_SAMPLES);
-	/* past the transaction that failed: the next failure counts anew */
-	if (MyPeer->failed_attempts > 0 && last_applied_end >= MyPeer->failed_lsn)
-		MyPeer->failed_attempts = 0;
-	/* applying again: the error that stopped the link is over (and logged) */
-	MyPeer->last_error[0] = '\0';
-	MyPeer->last_error_at = 0;
-	SpinLockRelease(&MyPeer->mutex);
+	cr_peer_status_record_commit(MyPeer, group_end_lsn, last_commit_time, now,
+								 group_transactions, latencies,
+								 cr_changes_in_transaction,
+								 cr_conflicts_in_transaction);
 
 	group_transactions = 0;
 	group_waited = false;
@@ -343,9 +284,7 @@ publish_stable_version(void)
 {
 	if (group_stable_version == 0)
 		return;
-	SpinLockAcquire(&MyPeer->mutex);
-	MyPeer->stable_version = Max(MyPeer->stable_version, group_stable_version);
-	SpinLockRelease(&MyPeer->mutex);
+	cr_peer_status_set_stable_version(MyPeer, group_stable_version);
 	group_stable_version = 0;
 }
 
@@ -485,13 +424,13 @@ send_feedback(bool force, bool request_reply)
 }
 
 /*
- * The stream loop.  It waits on one WaitEventSet for its whole life (the
+ * The wait event set of the stream loop, for the worker's whole life (the
  * peer's socket does not change while the worker runs): building a set
  * per wait, as WaitLatchOrSocket does, costs five system calls, and the
  * worker waits once per transaction when it keeps up with the peer.
  */
-static void
-apply_loop(void)
+static WaitEventSet *
+stream_wait_set(void)
 {
 	WaitEventSet *waitset;
 
@@ -503,14 +442,166 @@ apply_loop(void)
 	AddWaitEventToSet(waitset, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
 	AddWaitEventToSet(waitset, WL_SOCKET_READABLE, PQsocket(PeerConn), NULL, NULL);
 	AddWaitEventToSet(waitset, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
+	return waitset;
+}
+
+/*
+ * An XLogData message: a whole small transaction, or a chunk of a large
+ * one, whose protocol messages are applied one by one, each in
+ * CrApplyMessageContext.
+ */
+static void
+stream_xlog_data(StringInfo s)
+{
+	XLogRecPtr	start = pq_getmsgint64(s);
+	XLogRecPtr	end = pq_getmsgint64(s);
+
+	(void) pq_getmsgint64(s);	/* send time */
+	last_received = Max(last_received, start);
+	cr_peer_status_record_received(MyPeer, last_received, end, false,
+								   InvalidXLogRecPtr);
+
+	/*
+	 * A large transaction does not join the open group: the group's small
+	 * transactions would wait for all of its chunks.
+	 */
+	if (!cr_in_remote_transaction && s->len - s->cursor >= CR_WRITE_CHUNK)
+		commit_group();
+	while (s->cursor < s->len)
+	{
+		cr_apply_dispatch(s);
+		MemoryContextSwitchTo(CrApplyMessageContext);
+		MemoryContextReset(CrApplyMessageContext);
+	}
+}
+
+/*
+ * A keepalive: how far the peer's WAL goes, and whether the worker
+ * catches up or streams.  Returns whether the peer asks for a reply.
+ */
+static bool
+stream_keepalive(StringInfo s)
+{
+	XLogRecPtr	end = pq_getmsgint64(s);
+	bool		reply;
+
+	(void) pq_getmsgint64(s);	/* send time */
+	reply = pq_getmsgbyte(s);
+	last_received = Max(last_received, end);
+	cr_peer_status_record_received(MyPeer, last_received, end,
+								   !cr_in_remote_transaction, last_applied_end);
+	return reply;
+}
+
+/*
+ * Read and apply every message the connection holds now, without
+ * waiting; the number read.  An error if the peer ended the stream or the
+ * connection broke.
+ */
+static int
+stream_read(void)
+{
+	int			len;
+	int			processed = 0;
+	char	   *buf = NULL;
+
+	if (!PQconsumeInput(PeerConn))
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("lost connection to region \"%s\": %s",
+						CrPeerName, PQerrorMessage(PeerConn))));
+
+	while ((len = PQgetCopyData(PeerConn, &buf, 1)) > 0)
+	{
+		StringInfoData s;
+		char		kind;
+		bool		reply = false;
+
+		s.data = buf;
+		s.len = len;
+		s.cursor = 0;
+		s.maxlen = -1;
+		kind = pq_getmsgbyte(&s);
+		if (kind == 'w')
+			stream_xlog_data(&s);
+		else if (kind == 'k')
+			reply = stream_keepalive(&s);
+		PQfreemem(buf);
+		buf = NULL;
+		processed++;
+		if (reply)
+			send_feedback(true, false);
+	}
+	if (len == -1)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("region \"%s\" ended the replication stream", CrPeerName)));
+	if (len == -2)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("could not read from region \"%s\": %s",
+						CrPeerName, PQerrorMessage(PeerConn))));
+	return processed;
+}
+
+/* wait BACKLOG_WAIT_MS for more of a backlog, once since the last read */
+static void
+stream_wait_backlog(void)
+{
+	int			rc;
+
+	group_waited = true;
+	rc = WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+				   BACKLOG_WAIT_MS, PG_WAIT_EXTENSION);
+	if (rc & WL_LATCH_SET)
+	{
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
+/*
+ * Everything read is committed: wait for the stream or the latch.  What
+ * was applied is reported once its commit is flushed (by the WAL writer):
+ * look again soon while commits are unflushed, for a writer that waits for
+ * this region (synchronous_commit = remote_apply, consistency level
+ * strong).
+ */
+static void
+stream_wait_idle(WaitEventSet *waitset)
+{
+	WaitEvent	event;
+	int			rc;
+
+	rc = WaitEventSetWait(waitset,
+						  dlist_is_empty(&commit_mappings) ? FEEDBACK_INTERVAL_MS : UNFLUSHED_WAIT_MS,
+						  &event, 1, PG_WAIT_EXTENSION);
+	if (rc == 1 && (event.events & WL_LATCH_SET))
+	{
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+
+	/*
+	 * Idle for a whole wait: report the statistics the last commits left
+	 * pending (after a commit they are reported at most once a second,
+	 * measured by commit times, which do not move while idle).
+	 */
+	if (rc == 0 && !IsTransactionState())
+		pgstat_report_stat(true);
+}
+
+/*
+ * The stream loop: read what arrived, apply it, commit, report, wait.
+ */
+static void
+apply_loop(void)
+{
+	WaitEventSet *waitset = stream_wait_set();
 
 	for (;;)
 	{
-		WaitEvent	event;
-		int			rc;
-		int			len;
-		int			processed = 0;
-		char	   *buf = NULL;
+		int			processed;
 
 		CHECK_FOR_INTERRUPTS();
 		Assert(CurrentMemoryContext == CrApplyMessageContext);
@@ -520,82 +611,7 @@ apply_loop(void)
 			ProcessConfigFile(PGC_SIGHUP);
 		}
 
-		if (!PQconsumeInput(PeerConn))
-			ereport(ERROR,
-					(errcode(ERRCODE_CONNECTION_FAILURE),
-					 errmsg("lost connection to region \"%s\": %s",
-							CrPeerName, PQerrorMessage(PeerConn))));
-
-		while ((len = PQgetCopyData(PeerConn, &buf, 1)) > 0)
-		{
-			StringInfoData s;
-			char		kind;
-			bool		reply = false;
-
-			s.data = buf;
-			s.len = len;
-			s.cursor = 0;
-			s.maxlen = -1;
-			kind = pq_getmsgbyte(&s);
-			if (kind == 'w')
-			{
-				XLogRecPtr	start = pq_getmsgint64(&s);
-				XLogRecPtr	end = pq_getmsgint64(&s);
-
-				(void) pq_getmsgint64(&s);	/* send time */
-				last_received = Max(last_received, start);
-				SpinLockAcquire(&MyPeer->mutex);
-				MyPeer->received_lsn = last_received;
-				MyPeer->peer_end_lsn = Max(MyPeer->peer_end_lsn, end);
-				MyPeer->last_message_at = GetCurrentTimestamp();
-				SpinLockRelease(&MyPeer->mutex);
-
-				/*
-				 * A whole small transaction, or a chunk of a large one.  A
-				 * large one does not join the open group: the group's small
-				 * transactions would wait for all of its chunks.
-				 */
-				if (!cr_in_remote_transaction && s.len - s.cursor >= CR_WRITE_CHUNK)
-					commit_group();
-				while (s.cursor < s.len)
-				{
-					cr_apply_dispatch(&s);
-					MemoryContextSwitchTo(CrApplyMessageContext);
-					MemoryContextReset(CrApplyMessageContext);
-				}
-			}
-			else if (kind == 'k')
-			{
-				XLogRecPtr	end = pq_getmsgint64(&s);
-
-				(void) pq_getmsgint64(&s);	/* send time */
-				reply = pq_getmsgbyte(&s);
-				last_received = Max(last_received, end);
-				SpinLockAcquire(&MyPeer->mutex);
-				MyPeer->received_lsn = last_received;
-				MyPeer->peer_end_lsn = Max(MyPeer->peer_end_lsn, end);
-				MyPeer->last_message_at = GetCurrentTimestamp();
-				if (!cr_in_remote_transaction)
-					MyPeer->state = MyPeer->peer_end_lsn > last_applied_end &&
-						MyPeer->peer_end_lsn > last_received ?
-						CR_PEER_CATCHING_UP : CR_PEER_STREAMING;
-				SpinLockRelease(&MyPeer->mutex);
-			}
-			PQfreemem(buf);
-			buf = NULL;
-			processed++;
-			if (reply)
-				send_feedback(true, false);
-		}
-		if (len == -1)
-			ereport(ERROR,
-					(errcode(ERRCODE_CONNECTION_FAILURE),
-					 errmsg("region \"%s\" ended the replication stream", CrPeerName)));
-		if (len == -2)
-			ereport(ERROR,
-					(errcode(ERRCODE_CONNECTION_FAILURE),
-					 errmsg("could not read from region \"%s\": %s",
-							CrPeerName, PQerrorMessage(PeerConn))));
+		processed = stream_read();
 
 		/*
 		 * While messages keep coming, read on without sleeping, and the
@@ -611,59 +627,22 @@ apply_loop(void)
 		}
 		if (!group_waited && group_in_backlog())
 		{
-			group_waited = true;
-			rc = WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						   BACKLOG_WAIT_MS, PG_WAIT_EXTENSION);
-			if (rc & WL_LATCH_SET)
-			{
-				ResetLatch(MyLatch);
-				CHECK_FOR_INTERRUPTS();
-			}
+			stream_wait_backlog();
 			continue;
 		}
 		commit_group();
 		careful = false;
-
-		/*
-		 * What was applied is reported once its commit is flushed (by the
-		 * WAL writer): look again soon while commits are unflushed, for a
-		 * writer that waits for this region (synchronous_commit =
-		 * remote_apply, consistency level strong).
-		 */
-		rc = WaitEventSetWait(waitset,
-							  dlist_is_empty(&commit_mappings) ? FEEDBACK_INTERVAL_MS : UNFLUSHED_WAIT_MS,
-							  &event, 1, PG_WAIT_EXTENSION);
-		if (rc == 1 && (event.events & WL_LATCH_SET))
-		{
-			ResetLatch(MyLatch);
-			CHECK_FOR_INTERRUPTS();
-		}
-
-		/*
-		 * Idle for a whole wait: report the statistics the last commits left
-		 * pending (after a commit they are reported at most once a second,
-		 * measured by commit times, which do not move while idle).
-		 */
-		if (rc == 0 && !IsTransactionState())
-			pgstat_report_stat(true);
+		stream_wait_idle(waitset);
 	}
 }
 
-void
-cosmosrep_apply_main(Datum arg)
+/*
+ * The worker's process: signals, the database connection, its memory
+ * contexts, and the settings every change runs under.
+ */
+static void
+apply_worker_setup(Oid dboid)
 {
-	Oid			dboid;
-	RepOriginId originid;
-	XLogRecPtr	startpos;
-	CrRegion   *peer;
-	char	   *origin_name;
-	char	   *slot_name;
-	char	   *local_name;
-	PGresult   *res;
-
-	memcpy(&dboid, MyBgworkerEntry->bgw_extra, sizeof(Oid));
-	MyPeer = cr_peer_status(DatumGetInt32(arg));
-
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
@@ -671,13 +650,13 @@ cosmosrep_apply_main(Datum arg)
 	before_shmem_exit(apply_worker_exit, (Datum) 0);
 
 	CrApplyContext = AllocSetContextCreate(TopMemoryContext, "cosmosrep apply",
-										 ALLOCSET_DEFAULT_SIZES);
+										   ALLOCSET_DEFAULT_SIZES);
 	CrApplyMessageContext = AllocSetContextCreate(CrApplyContext,
-												"cosmosrep apply message",
-												ALLOCSET_DEFAULT_SIZES);
+												  "cosmosrep apply message",
+												  ALLOCSET_DEFAULT_SIZES);
 	CrApplyTransactionContext = AllocSetContextCreate(CrApplyContext,
-													"cosmosrep apply transaction",
-													ALLOCSET_DEFAULT_SIZES);
+													  "cosmosrep apply transaction",
+													  ALLOCSET_DEFAULT_SIZES);
 
 	/* rows from other regions keep their versions: no local row trigger */
 	SetConfigOption("session_replication_role", "replica", PGC_SUSET, PGC_S_OVERRIDE);
@@ -687,92 +666,141 @@ cosmosrep_apply_main(Datum arg)
 	SetConfigOption("DateStyle", "ISO", PGC_SUSET, PGC_S_OVERRIDE);
 	SetConfigOption("IntervalStyle", "postgres", PGC_SUSET, PGC_S_OVERRIDE);
 	SetConfigOption("extra_float_digits", "3", PGC_SUSET, PGC_S_OVERRIDE);
+}
+
+/*
+ * Read who the peer and this region are (exits if the peer is gone), map
+ * nothing yet, and take the peer's replication origin for this session.
+ * Returns where the stream starts: after the last transaction applied.
+ * The slot's and this region's names go to *slot_name and *local_name,
+ * in CrApplyContext.
+ */
+static XLogRecPtr
+apply_worker_attach(char **slot_name, char **local_name)
+{
+	CrRegion   *peer;
+	char	   *origin_name;
+	RepOriginId originid;
+	XLogRecPtr	startpos;
+
+	MemoryContextSwitchTo(CrApplyContext);
+	/* a worker sets the time now() reports itself */
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	peer = cr_get_region_by_id(MyPeer->peer_id);
+	if (peer == NULL)
+		proc_exit(0);
+	/* what outlives this transaction goes to CrApplyContext */
+	MemoryContextSwitchTo(CrApplyContext);
+	CrPeerName = pstrdup(peer->name);
+	cr_relmap_init();
+	CrPeerDsn = pstrdup(peer->dsn);
+	*local_name = pstrdup(cr_get_region_by_id(cr_local_region_id(false))->name);
+	origin_name = cr_origin_name(CrPeerName);
+	*slot_name = cr_slot_name(CrPeerName, *local_name);
+	originid = replorigin_by_name(origin_name, true);
+	if (originid == InvalidRepOriginId)
+		originid = replorigin_create(origin_name);
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	MemoryContextSwitchTo(CrApplyContext);
+	pgstat_report_appname(psprintf("cosmosrep apply from %s", CrPeerName));
+
+#if PG_VERSION_NUM >= 160000
+	replorigin_session_setup(originid, 0);
+#else
+	replorigin_session_setup(originid);
+#endif
+	replorigin_session_origin = originid;
+	/* flushed, as a previous worker's last commits may not be yet */
+	startpos = replorigin_session_get_progress(true);
+	last_applied_end = startpos;
+	last_received = startpos;
+	flushed_lsn = startpos;
+	return startpos;
+}
+
+/* connect to the peer and start streaming from its slot at startpos */
+static void
+stream_start(const char *slot_name, const char *local_name, XLogRecPtr startpos)
+{
+	PGresult   *res;
+
+	cr_peer_status_set_state(MyPeer, CR_PEER_CONNECTING);
+	PeerConn = cr_remote_connect(CrPeerDsn, true,
+								 cr_origin_name(local_name), CrPeerName);
+	/* reached: from here on a failure is an error, not unreachable */
+	cr_peer_status_set_state(MyPeer, CR_PEER_CATCHING_UP);
+	res = cr_remote_exec(PeerConn,
+						 psprintf("START_REPLICATION SLOT %s LOGICAL %X/%X (protocol_version '%d')",
+								  slot_name, LSN_FORMAT_ARGS(startpos),
+								  CR_PROTOCOL_VERSION),
+						 PGRES_COPY_BOTH, CrPeerName);
+	PQclear(res);
+
+	ereport(LOG,
+			(errmsg("cosmosrep apply worker streaming from region \"%s\" at %X/%X",
+					CrPeerName, LSN_FORMAT_ARGS(startpos))));
+}
+
+/*
+ * If the changes of one remote transaction failed APPLY_ATTEMPTS times in
+ * a row, apply it change by change this time (see APPLY_ATTEMPTS).
+ */
+static void
+apply_careful_setup(void)
+{
+	careful_lsn = cr_peer_status_failed_transaction(MyPeer, APPLY_ATTEMPTS);
+	if (!XLogRecPtrIsInvalid(careful_lsn))
+		ereport(LOG,
+				(errmsg("cosmosrep applies the transaction of region \"%s\" ending at %X/%X change by change",
+						CrPeerName, LSN_FORMAT_ARGS(careful_lsn)),
+				 errdetail("Its changes failed %d times; a change that fails again goes to cosmosrep.conflict_feed.",
+						   APPLY_ATTEMPTS)));
+}
+
+/*
+ * The worker stops on an error: it goes to the peer status, and a change
+ * that failed counts an attempt at its transaction.
+ */
+static void
+apply_worker_failed(void)
+{
+	ErrorData  *edata;
+
+	MemoryContextSwitchTo(CrApplyContext);
+	edata = CopyErrorData();
+	cr_peer_status_set_error(MyPeer, edata->message);
+	if (in_change)
+		cr_peer_status_record_failure(MyPeer, remote_final_lsn);
+	FreeErrorData(edata);
+}
+
+/* the apply worker of the peer whose status entry is arg */
+void
+cosmosrep_apply_main(Datum arg)
+{
+	Oid			dboid;
+	XLogRecPtr	startpos;
+	char	   *slot_name;
+	char	   *local_name;
+
+	memcpy(&dboid, MyBgworkerEntry->bgw_extra, sizeof(Oid));
+	MyPeer = cr_peer_status(DatumGetInt32(arg));
+	apply_worker_setup(dboid);
 
 	PG_TRY();
 	{
-		MemoryContextSwitchTo(CrApplyContext);
-		/* a worker sets the time now() reports itself */
-		SetCurrentStatementStartTimestamp();
-		StartTransactionCommand();
-		PushActiveSnapshot(GetTransactionSnapshot());
-		peer = cr_get_region_by_id(MyPeer->peer_id);
-		if (peer == NULL)
-			proc_exit(0);
-		/* what outlives this transaction goes to CrApplyContext */
-		MemoryContextSwitchTo(CrApplyContext);
-		CrPeerName = pstrdup(peer->name);
-		cr_relmap_init();
-		CrPeerDsn = pstrdup(peer->dsn);
-		local_name = pstrdup(cr_get_region_by_id(cr_local_region_id(false))->name);
-		origin_name = cr_origin_name(CrPeerName);
-		slot_name = cr_slot_name(CrPeerName, local_name);
-		originid = replorigin_by_name(origin_name, true);
-		if (originid == InvalidRepOriginId)
-			originid = replorigin_create(origin_name);
-		PopActiveSnapshot();
-		CommitTransactionCommand();
-		MemoryContextSwitchTo(CrApplyContext);
-		pgstat_report_appname(psprintf("cosmosrep apply from %s", CrPeerName));
-
-#if PG_VERSION_NUM >= 160000
-		replorigin_session_setup(originid, 0);
-#else
-		replorigin_session_setup(originid);
-#endif
-		replorigin_session_origin = originid;
-		/* flushed, as a previous worker's last commits may not be yet */
-		startpos = replorigin_session_get_progress(true);
-		last_applied_end = startpos;
-		last_received = startpos;
-		flushed_lsn = startpos;
-
-		set_state(CR_PEER_CONNECTING);
-		PeerConn = cr_remote_connect(CrPeerDsn, true,
-									 cr_origin_name(local_name), CrPeerName);
-		/* reached: from here on a failure is an error, not unreachable */
-		set_state(CR_PEER_CATCHING_UP);
-		res = cr_remote_exec(PeerConn,
-							 psprintf("START_REPLICATION SLOT %s LOGICAL %X/%X (protocol_version '%d')",
-									  slot_name, LSN_FORMAT_ARGS(startpos),
-									  CR_PROTOCOL_VERSION),
-							 PGRES_COPY_BOTH, CrPeerName);
-		PQclear(res);
-
-		ereport(LOG,
-				(errmsg("cosmosrep apply worker streaming from region \"%s\" at %X/%X",
-						CrPeerName, LSN_FORMAT_ARGS(startpos))));
-		SpinLockAcquire(&MyPeer->mutex);
-		if (MyPeer->failed_attempts >= APPLY_ATTEMPTS)
-			careful_lsn = MyPeer->failed_lsn;
-		SpinLockRelease(&MyPeer->mutex);
-		if (!XLogRecPtrIsInvalid(careful_lsn))
-			ereport(LOG,
-					(errmsg("cosmosrep applies the transaction of region \"%s\" ending at %X/%X change by change",
-							CrPeerName, LSN_FORMAT_ARGS(careful_lsn)),
-					 errdetail("Its changes failed %d times; a change that fails again goes to cosmosrep.conflict_feed.",
-							   APPLY_ATTEMPTS)));
-
+		startpos = apply_worker_attach(&slot_name, &local_name);
+		stream_start(slot_name, local_name, startpos);
+		apply_careful_setup();
 		MemoryContextSwitchTo(CrApplyMessageContext);
 		apply_loop();
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(CrApplyContext);
-		edata = CopyErrorData();
-		record_error(edata->message);
-		/* a change failed: count the attempts at its transaction */
-		if (in_change)
-		{
-			SpinLockAcquire(&MyPeer->mutex);
-			if (MyPeer->failed_lsn != remote_final_lsn)
-				MyPeer->failed_attempts = 0;
-			MyPeer->failed_lsn = remote_final_lsn;
-			MyPeer->failed_attempts++;
-			SpinLockRelease(&MyPeer->mutex);
-		}
-		FreeErrorData(edata);
+		apply_worker_failed();
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
