@@ -16,6 +16,8 @@
 
 #include "fmgr.h"
 
+extern void cr_apply_define_settings(void);
+
 /* the bgworker entry point (launcher.c starts it by name) */
 extern PGDLLEXPORT void cosmosrep_apply_main(Datum arg);
 

@@ -41,15 +41,11 @@
 #include "access/stratnum.h"
 #include "access/table.h"
 #include "access/xact.h"
-#include "catalog/namespace.h"
 #include "catalog/pg_operator.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "executor/executor.h"
-#include "executor/spi.h"
 #include "libpq/pqformat.h"
-#include "miscadmin.h"
-#include "nodes/makefuncs.h"
 #include "replication/logicalproto.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
@@ -59,15 +55,10 @@
 #include "utils/syscache.h"
 
 #include "apply_internal.h"
-#include "catalog.h"
 #include "conflict.h"
 #include "cosmosrep.h"
-#include "failover.h"
-#include "feed.h"
 #include "hlc.h"
-#include "protocol.h"
 #include "remote.h"
-#include "tables.h"
 #include "tombstone.h"
 
 /* the identity a change switched away from */
@@ -492,7 +483,7 @@ fetch_peer_row(ApplyExec *ex, ApplyRel *ar, TupleTableSlot *slot)
 	bool		found;
 
 	if (CrPeerSqlConn == NULL)
-		CrPeerSqlConn = cr_remote_connect(CrPeerDsn, false, "cosmosrep apply", CrPeerName);
+		CrPeerSqlConn = cr_apply_connect(false, "cosmosrep apply");
 
 	initStringInfo(&sql);
 	appendStringInfoString(&sql, "SELECT ");
@@ -792,8 +783,8 @@ text_version(ApplyRel *ar, LogicalRepTupleData *tup, AttrNumber att)
 }
 
 /*
- * A row change of the transaction that failed APPLY_ATTEMPTS times, in a
- * subtransaction: if it fails again, it is undone (with the conflicts it
+ * A row change of the transaction that failed cosmosrep.apply_attempts
+ * times, in a subtransaction: if it fails again, it is undone (with the conflicts it
  * recorded) and recorded in the feed instead.  The table's executor state
  * is opened first, outside the subtransaction, which must not own it.
  */

@@ -101,6 +101,7 @@ extern int	cr_conflicts_in_transaction;
 extern void cr_apply_dispatch(StringInfo s);
 extern void cr_apply_stable_version(int64 version);
 extern void cr_apply_check_in_transaction(void);
+extern PGconn *cr_apply_connect(bool replication, const char *appname);
 
 /* apply_relation.c: the relation map and each table's executor state */
 extern void cr_relmap_init(void);

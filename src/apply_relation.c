@@ -44,8 +44,6 @@
 #include "catalog.h"
 #include "conflict.h"
 #include "cosmosrep.h"
-#include "protocol.h"
-#include "tables.h"
 #include "tombstone.h"
 
 static List *open_rels = NIL;	/* ApplyRels with an exec, in CrApplyTransactionContext */

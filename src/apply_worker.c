@@ -64,19 +64,19 @@
 #include "apply_internal.h"
 #include "catalog.h"
 #include "conflict.h"
-#include "cosmosrep.h"
 #include "launcher.h"
 #include "names.h"
 #include "protocol.h"
 #include "remote.h"
-#include "shmem.h"
 
-#define FEEDBACK_INTERVAL_MS	1000
 #define UNFLUSHED_WAIT_MS		10
+
+/* the most cosmosrep.apply_group_size allows */
+#define CR_MAX_GROUP_SIZE		10000
 
 /*
  * A group (the remote transactions applied in one local transaction) holds
- * at most MAX_GROUP_TRANSACTIONS.  A group whose newest remote transaction
+ * at most cosmosrep.apply_group_size.  A group whose newest remote transaction
  * committed at the peer more than BACKLOG_AGE_MS ago belongs to a backlog:
  * before committing it when the stream runs dry, the worker sleeps
  * BACKLOG_WAIT_MS on its latch and reads what arrived meanwhile.  Those
@@ -85,10 +85,10 @@
  * costs more than applying a row) and spares the walsender a wake-up of
  * this worker with every send().
  */
-#define MAX_GROUP_TRANSACTIONS	100
 
 /*
- * A remote transaction whose changes failed this many times in a row
+ * A remote transaction whose changes failed cosmosrep.apply_attempts
+ * times in a row
  * (each failure stops the worker, which the launcher restarts with
  * backoff) is applied once more change by change, each in a
  * subtransaction: a change that user code rejects again goes to the
@@ -97,9 +97,14 @@
  * that rejects one change often rejects its neighbours), each committed
  * on its own.
  */
-#define APPLY_ATTEMPTS			3
 #define BACKLOG_AGE_MS			1000
 #define BACKLOG_WAIT_MS			1
+
+/* settings (cr_apply_define_settings) */
+static int	cr_apply_group_size = 100;
+static int	cr_apply_attempts = 3;
+static int	cr_apply_feedback_interval_ms = 1000;
+static int	cr_apply_timeout_ms = 60000;
 
 MemoryContext CrApplyContext = NULL;
 MemoryContext CrApplyMessageContext = NULL;
@@ -121,7 +126,8 @@ static bool careful = false;	/* applying change by change */
 /* the remote transactions applied in the open local transaction */
 static int	group_transactions = 0;
 static XLogRecPtr group_end_lsn = InvalidXLogRecPtr;
-static TimestampTz group_commit_times[MAX_GROUP_TRANSACTIONS];
+static TimestampTz *group_commit_times;	/* CR_MAX_GROUP_SIZE, in CrApplyContext */
+static int64 *group_latencies;	/* as many */
 static bool group_waited = false;	/* waited for more since the last read */
 static bool applied_since_start = false;
 /* the peer's stable version received since the open group began, 0 if none */
@@ -146,6 +152,9 @@ typedef struct CommitMapping
 static dlist_head commit_mappings = DLIST_STATIC_INIT(commit_mappings);
 static XLogRecPtr flushed_lsn = InvalidXLogRecPtr;
 static TimestampTz last_feedback = 0;
+/* when the stream last brought a message; whether the peer was asked since */
+static TimestampTz last_recv_time = 0;
+static bool ping_sent = false;
 
 static void apply_worker_exit(int code, Datum arg);
 static void send_feedback(bool force, bool request_reply);
@@ -220,7 +229,7 @@ handle_commit(StringInfo s)
 	cr_in_remote_transaction = false;
 	group_end_lsn = commit.end_lsn;
 	group_commit_times[group_transactions++] = commit.committime;
-	if (group_transactions == MAX_GROUP_TRANSACTIONS || careful)
+	if (group_transactions >= cr_apply_group_size || careful)
 		commit_group();
 }
 
@@ -235,7 +244,6 @@ commit_group(void)
 {
 	TimestampTz last_commit_time;
 	TimestampTz now;
-	int64		latencies[MAX_GROUP_TRANSACTIONS];
 	CommitMapping *mapping;
 
 	/* never in the middle of a remote transaction: it is applied whole */
@@ -265,9 +273,9 @@ commit_group(void)
 
 	now = GetCurrentTimestamp();
 	for (int i = 0; i < group_transactions; i++)
-		latencies[i] = Max(0, now - group_commit_times[i]);
+		group_latencies[i] = Max(0, now - group_commit_times[i]);
 	cr_peer_status_record_commit(MyPeer, group_end_lsn, last_commit_time, now,
-								 group_transactions, latencies,
+								 group_transactions, group_latencies,
 								 cr_changes_in_transaction,
 								 cr_conflicts_in_transaction);
 
@@ -379,7 +387,7 @@ send_feedback(bool force, bool request_reply)
 	dlist_mutable_iter iter;
 	StringInfoData buf;
 
-	if (!force && !TimestampDifferenceExceeds(last_feedback, now, FEEDBACK_INTERVAL_MS) &&
+	if (!force && !TimestampDifferenceExceeds(last_feedback, now, cr_apply_feedback_interval_ms) &&
 		(dlist_is_empty(&commit_mappings) ||
 		 dlist_head_element(CommitMapping, node, &commit_mappings)->local_end > GetFlushRecPtr(NULL)))
 		return;
@@ -567,14 +575,14 @@ stream_wait_backlog(void)
  * this region (synchronous_commit = remote_apply, consistency level
  * strong).
  */
-static void
+static bool
 stream_wait_idle(WaitEventSet *waitset)
 {
 	WaitEvent	event;
 	int			rc;
 
 	rc = WaitEventSetWait(waitset,
-						  dlist_is_empty(&commit_mappings) ? FEEDBACK_INTERVAL_MS : UNFLUSHED_WAIT_MS,
+						  dlist_is_empty(&commit_mappings) ? cr_apply_feedback_interval_ms : UNFLUSHED_WAIT_MS,
 						  &event, 1, PG_WAIT_EXTENSION);
 	if (rc == 1 && (event.events & WL_LATCH_SET))
 	{
@@ -589,6 +597,37 @@ stream_wait_idle(WaitEventSet *waitset)
 	 */
 	if (rc == 0 && !IsTransactionState())
 		pgstat_report_stat(true);
+	return rc == 0;
+}
+
+/*
+ * After a wait that nothing ended: a peer silent for cosmosrep.apply_timeout
+ * is taken for gone (the connection is dropped, and the launcher starts
+ * the worker again); silent for half of it, it is asked for a reply, which
+ * a walsender that is alive sends at once.  As core's apply worker does
+ * with wal_receiver_timeout.
+ */
+static void
+stream_check_timeout(void)
+{
+	TimestampTz now;
+
+	if (cr_apply_timeout_ms <= 0)
+		return;
+	now = GetCurrentTimestamp();
+	if (now >= TimestampTzPlusMilliseconds(last_recv_time, cr_apply_timeout_ms))
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("terminating the connection to region \"%s\" due to timeout",
+						CrPeerName),
+				 errdetail("Nothing arrived from it for %d ms (cosmosrep.apply_timeout).",
+						   cr_apply_timeout_ms)));
+	if (!ping_sent &&
+		now >= TimestampTzPlusMilliseconds(last_recv_time, cr_apply_timeout_ms / 2))
+	{
+		send_feedback(true, true);
+		ping_sent = true;
+	}
 }
 
 /*
@@ -623,6 +662,8 @@ apply_loop(void)
 		if (processed > 0)
 		{
 			group_waited = false;
+			last_recv_time = GetCurrentTimestamp();
+			ping_sent = false;
 			continue;
 		}
 		if (!group_waited && group_in_backlog())
@@ -632,7 +673,8 @@ apply_loop(void)
 		}
 		commit_group();
 		careful = false;
-		stream_wait_idle(waitset);
+		if (stream_wait_idle(waitset))
+			stream_check_timeout();
 	}
 }
 
@@ -657,6 +699,10 @@ apply_worker_setup(Oid dboid)
 	CrApplyTransactionContext = AllocSetContextCreate(CrApplyContext,
 													  "cosmosrep apply transaction",
 													  ALLOCSET_DEFAULT_SIZES);
+	group_commit_times = MemoryContextAlloc(CrApplyContext,
+											sizeof(TimestampTz) * CR_MAX_GROUP_SIZE);
+	group_latencies = MemoryContextAlloc(CrApplyContext,
+										 sizeof(int64) * CR_MAX_GROUP_SIZE);
 
 	/* rows from other regions keep their versions: no local row trigger */
 	SetConfigOption("session_replication_role", "replica", PGC_SUSET, PGC_S_OVERRIDE);
@@ -721,6 +767,22 @@ apply_worker_attach(char **slot_name, char **local_name)
 	return startpos;
 }
 
+/*
+ * A connection to the peer, in replication mode or not, with TCP
+ * keepalives that notice a peer gone silent in about
+ * cosmosrep.apply_timeout (the dsn may set its own).
+ */
+PGconn *
+cr_apply_connect(bool replication, const char *appname)
+{
+	int			timeout_s = cr_apply_timeout_ms / 1000;
+
+	if (cr_apply_timeout_ms <= 0)
+		return cr_remote_connect(CrPeerDsn, replication, appname, CrPeerName);
+	return cr_remote_connect_keepalives(CrPeerDsn, replication, appname, CrPeerName,
+										Max(1, timeout_s / 2), Max(1, timeout_s / 6), 3);
+}
+
 /* connect to the peer and start streaming from its slot at startpos */
 static void
 stream_start(const char *slot_name, const char *local_name, XLogRecPtr startpos)
@@ -728,8 +790,7 @@ stream_start(const char *slot_name, const char *local_name, XLogRecPtr startpos)
 	PGresult   *res;
 
 	cr_peer_status_set_state(MyPeer, CR_PEER_CONNECTING);
-	PeerConn = cr_remote_connect(CrPeerDsn, true,
-								 cr_origin_name(local_name), CrPeerName);
+	PeerConn = cr_apply_connect(true, cr_origin_name(local_name));
 	/* reached: from here on a failure is an error, not unreachable */
 	cr_peer_status_set_state(MyPeer, CR_PEER_CATCHING_UP);
 	res = cr_remote_exec(PeerConn,
@@ -738,6 +799,7 @@ stream_start(const char *slot_name, const char *local_name, XLogRecPtr startpos)
 								  CR_PROTOCOL_VERSION),
 						 PGRES_COPY_BOTH, CrPeerName);
 	PQclear(res);
+	last_recv_time = GetCurrentTimestamp();
 
 	ereport(LOG,
 			(errmsg("cosmosrep apply worker streaming from region \"%s\" at %X/%X",
@@ -745,19 +807,19 @@ stream_start(const char *slot_name, const char *local_name, XLogRecPtr startpos)
 }
 
 /*
- * If the changes of one remote transaction failed APPLY_ATTEMPTS times in
- * a row, apply it change by change this time (see APPLY_ATTEMPTS).
+ * If the changes of one remote transaction failed cosmosrep.apply_attempts
+ * times in a row, apply it change by change this time.
  */
 static void
 apply_careful_setup(void)
 {
-	careful_lsn = cr_peer_status_failed_transaction(MyPeer, APPLY_ATTEMPTS);
+	careful_lsn = cr_peer_status_failed_transaction(MyPeer, cr_apply_attempts);
 	if (!XLogRecPtrIsInvalid(careful_lsn))
 		ereport(LOG,
 				(errmsg("cosmosrep applies the transaction of region \"%s\" ending at %X/%X change by change",
 						CrPeerName, LSN_FORMAT_ARGS(careful_lsn)),
 				 errdetail("Its changes failed %d times; a change that fails again goes to cosmosrep.conflict_feed.",
-						   APPLY_ATTEMPTS)));
+						   cr_apply_attempts)));
 }
 
 /*
@@ -775,6 +837,44 @@ apply_worker_failed(void)
 	if (in_change)
 		cr_peer_status_record_failure(MyPeer, remote_final_lsn);
 	FreeErrorData(edata);
+}
+
+/*
+ * The apply worker's settings; called from _PG_init.  The restart delay of
+ * failed apply workers belongs to launcher.c, which starts them.
+ */
+void
+cr_apply_define_settings(void)
+{
+	DefineCustomIntVariable("cosmosrep.apply_group_size",
+							"How many remote transactions an apply worker commits in one local transaction.",
+							"While catching up a backlog, consecutive remote transactions share one local commit; each is still applied whole.",
+							&cr_apply_group_size,
+							100, 1, CR_MAX_GROUP_SIZE,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("cosmosrep.apply_attempts",
+							"How many times a remote transaction may fail before it is applied change by change.",
+							"Then a change that fails again goes to cosmosrep.conflict_feed and replication goes on.",
+							&cr_apply_attempts,
+							3, 1, 1000,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("cosmosrep.apply_feedback_interval",
+							"How often an apply worker reports to the peer how far it applied.",
+							"The peer's replication slot keeps what is not reported yet.",
+							&cr_apply_feedback_interval_ms,
+							1000, 10, 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("cosmosrep.apply_timeout",
+							"How long an apply worker waits for a silent peer before it drops the connection and tries again.",
+							"It asks the peer for a reply after half of it; 0 waits forever.",
+							&cr_apply_timeout_ms,
+							60000, 0, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+	cr_launcher_define_settings();
 }
 
 /* the apply worker of the peer whose status entry is arg */

@@ -28,6 +28,7 @@
 #include "storage/shmem.h"
 #include "utils/guc.h"
 
+#include "apply.h"
 #include "consistency.h"
 #include "cosmosrep.h"
 #include "hlc.h"
@@ -88,6 +89,7 @@ _PG_init(void)
 							 PGC_SIGHUP, 0,
 							 NULL, NULL, NULL);
 	cr_consistency_define_settings();
+	cr_apply_define_settings();
 	MarkGUCPrefixReserved("cosmosrep");
 
 	if (!process_shared_preload_libraries_in_progress)

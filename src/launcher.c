@@ -58,6 +58,7 @@
 #include "storage/proc.h"
 #include "storage/shmem.h"
 #include "tcop/tcopprot.h"
+#include "utils/guc.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -73,7 +74,9 @@
 
 #define CR_RECHECK_INTERVAL_MS	10000
 #define CR_LAUNCHER_NAPTIME_MS	1000
-#define CR_MAX_BACKOFF_MS		30000
+
+/* the longest wait before a failed apply worker starts again */
+static int	cr_apply_restart_max_delay_ms = 30000;
 
 static CrPeerStatus *peer_status_of(Oid dboid, int peer_id);
 static void peer_status_init(CrPeerStatus *ps, int peer_id);
@@ -154,6 +157,22 @@ cr_launcher_register(void)
 	snprintf(bgw.bgw_name, BGW_MAXLEN, "cosmosrep supervisor");
 	snprintf(bgw.bgw_type, BGW_MAXLEN, "cosmosrep supervisor");
 	RegisterBackgroundWorker(&bgw);
+}
+
+/*
+ * The launcher's setting; cr_apply_define_settings calls this, as the
+ * setting is about apply workers.
+ */
+void
+cr_launcher_define_settings(void)
+{
+	DefineCustomIntVariable("cosmosrep.apply_restart_max_delay",
+							"The longest wait before an apply worker that failed starts again.",
+							"The wait doubles with each failure from 1s, up to this; it starts afresh once the worker applies a transaction.",
+							&cr_apply_restart_max_delay_ms,
+							30000, 1000, 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
 }
 
 CrPeerStatus *
@@ -464,7 +483,8 @@ launcher_cycle(void)
 		}
 		/* the backoff grows with each start that fails, until one streams */
 		ps->next_start = TimestampTzPlusMilliseconds(now,
-													 Min(CR_MAX_BACKOFF_MS, 1000 << Min(ps->failures, 5)));
+													 Min(cr_apply_restart_max_delay_ms,
+														 1000 << Min(ps->failures, 12)));
 		ps->failures++;
 		LWLockRelease(cr_shmem_lwlock(CR_LWLOCK_WORKERS));
 

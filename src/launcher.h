@@ -75,6 +75,7 @@ typedef struct CrPeerStatus
 	int			failed_attempts;	/* row: apply retries it change by change */
 } CrPeerStatus;
 
+extern void cr_launcher_define_settings(void);
 extern Size cr_launcher_shmem_size(void);
 extern void cr_launcher_shmem_init(void);
 extern void cr_launcher_register(void);
