@@ -8,9 +8,13 @@
  *	  apply_worker.c (the worker: connection, stream loop, groups of remote
  *	  transactions, feedback, status), apply_relation.c (the map of the
  *	  peer's relations onto local tables, their conflict policies and the
- *	  executor state of each table in the open transaction) and
- *	  apply_change.c (what each kind of change does to a table).  The
- *	  public entry points are in apply.h.
+ *	  executor state of each table in the open transaction),
+ *	  apply_change.c (what each kind of row change does to a table) and
+ *	  apply_message.c (what each MESSAGE of the stream does).  The worker
+ *	  calls down into the other three; they call back only for the
+ *	  transaction check, the connection to the peer, the stable version
+ *	  and, for the rows of an enabled table, cr_apply_dispatch.  The public
+ *	  entry points are in apply.h.
  *
  *	  Everything here runs in the apply worker alone.
  *

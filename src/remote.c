@@ -69,15 +69,15 @@ cr_remote_connect_keepalives(const char *dsn, bool replication,
 							 const char *appname, const char *region,
 							 int idle_s, int interval_s, int count)
 {
-	const char *keys[] = {"keepalives", "keepalives_idle",
-	"keepalives_interval", "keepalives_count", NULL};
-	const char *vals[5];
+	const char *keys[] = {
+		"keepalives", "keepalives_idle", "keepalives_interval",
+		"keepalives_count", NULL
+	};
+	const char *vals[] = {
+		"1", psprintf("%d", idle_s), psprintf("%d", interval_s),
+		psprintf("%d", count), NULL
+	};
 
-	vals[0] = "1";
-	vals[1] = psprintf("%d", idle_s);
-	vals[2] = psprintf("%d", interval_s);
-	vals[3] = psprintf("%d", count);
-	vals[4] = NULL;
 	return remote_connect(dsn, replication, appname, region, keys, vals);
 }
 
