@@ -33,15 +33,22 @@ wait_for_value($west,
 	"SELECT state = 'streaming' FROM cosmosrep.replication_status WHERE source_region = 'east'", 't')
   or die 'west does not stream from east';
 
+# west stops applying east's changes, which pile up as a backlog
+sub pause_east
+{
+	$west->safe_psql('postgres', "SELECT cosmosrep.pause_region('east')");
+	wait_for_value($west,
+		"SELECT state = 'paused' AND worker_pid IS NULL FROM cosmosrep.replication_status"
+		  . " WHERE source_region = 'east'", 't')
+	  or die 'the apply worker did not stop';
+	return;
+}
+
 my $status = "SELECT transactions_applied || ',' || changes_applied"
   . " FROM cosmosrep.replication_status WHERE source_region = 'east'";
 my $commits = "SELECT xact_commit FROM pg_stat_database WHERE datname = 'postgres'";
 
-$west->safe_psql('postgres', "SELECT cosmosrep.pause_region('east')");
-wait_for_value($west,
-	"SELECT state = 'paused' AND worker_pid IS NULL FROM cosmosrep.replication_status"
-	  . " WHERE source_region = 'east'", 't')
-  or die 'the apply worker did not stop';
+pause_east();
 $east->safe_psql('postgres', "CALL singles(1, $TRANSACTIONS)");
 # a backlog is what committed more than a second before it is applied
 # (BACKLOG_AGE_MS in apply_worker.c)
@@ -98,11 +105,7 @@ $west->safe_psql('postgres', q{
 	CREATE TRIGGER slow_large BEFORE INSERT ON g FOR EACH ROW EXECUTE FUNCTION slow_large();
 	ALTER TABLE g ENABLE ALWAYS TRIGGER slow_large;
 });
-$west->safe_psql('postgres', "SELECT cosmosrep.pause_region('east')");
-wait_for_value($west,
-	"SELECT state = 'paused' AND worker_pid IS NULL FROM cosmosrep.replication_status"
-	  . " WHERE source_region = 'east'", 't')
-  or die 'the apply worker did not stop';
+pause_east();
 my $large = $east->background_psql('postgres');
 $large->query_safe('BEGIN');
 $large->query_safe('INSERT INTO g SELECT g, g FROM generate_series(1000001, 1002000) g');
@@ -131,11 +134,7 @@ $west->safe_psql('postgres', 'DROP TRIGGER slow_large ON g');
 # their own), where the default groups them
 $west->safe_psql('postgres', 'ALTER SYSTEM SET cosmosrep.apply_group_size = 1');
 $west->reload;
-$west->safe_psql('postgres', "SELECT cosmosrep.pause_region('east')");
-wait_for_value($west,
-	"SELECT state = 'paused' AND worker_pid IS NULL FROM cosmosrep.replication_status"
-	  . " WHERE source_region = 'east'", 't')
-  or die 'the apply worker did not stop';
+pause_east();
 $east->safe_psql('postgres', 'CALL singles(20001, 20200)');
 sleep(1.5);
 $west->safe_psql('postgres', "SELECT cosmosrep.resume_region('east')");
