@@ -4,7 +4,10 @@ EXTVERSION = 0.1
 
 MODULE_big = cosmosrep
 OBJS = \
-	src/apply.o \
+	src/apply_change.o \
+	src/apply_message.o \
+	src/apply_relation.o \
+	src/apply_worker.o \
 	src/catalog.o \
 	src/conflict.o \
 	src/conflict_log.o \

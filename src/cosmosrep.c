@@ -31,6 +31,7 @@
 #include "storage/shmem.h"
 #include "utils/guc.h"
 
+#include "apply.h"
 #include "consistency.h"
 #include "hlc.h"
 #include "launcher.h"
@@ -62,6 +63,7 @@ _PG_init(void)
 	cr_consistency_define_settings();
 	cr_staleness_define_settings();
 	cr_membership_define_settings();
+	cr_apply_define_settings();
 	MarkGUCPrefixReserved("cosmosrep");
 
 	if (!process_shared_preload_libraries_in_progress)

@@ -14,7 +14,7 @@
  *		no cosmosrep region, and otherwise starts one apply worker per peer
  *		region that is not paused, stops the workers of removed or paused
  *		peers, and restarts failed workers with exponential backoff;
- *	  - apply workers (apply.c).
+ *	  - apply workers (apply_worker.c).
  *
  *	  A database without a region is looked at again after
  *	  CR_RECHECK_INTERVAL, or at once when a transaction that changed the
@@ -22,7 +22,8 @@
  *
  *	  Shared state: the database table and the peer status table, both
  *	  under CR_LWLOCK_WORKERS (see CrPeerStatus for the fields under the
- *	  per-entry spinlock).  A launcher records its own pid and clears it at
+ *	  per-entry spinlock).  This file alone writes the peer status: the
+ *	  apply worker and membership.c call its cr_peer_status_* functions.  A launcher records its own pid and clears it at
  *	  exit; a second launcher for the same database leaves at once.  An
  *	  apply worker's pid is written by the launcher that started it, after
  *	  WaitForBackgroundWorkerStartup, and cleared by the worker at exit, so
@@ -57,6 +58,7 @@
 #include "storage/proc.h"
 #include "storage/shmem.h"
 #include "tcop/tcopprot.h"
+#include "utils/guc.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -72,7 +74,13 @@
 
 #define CR_RECHECK_INTERVAL_MS	10000
 #define CR_LAUNCHER_NAPTIME_MS	1000
-#define CR_MAX_BACKOFF_MS		30000
+
+/* the longest wait before a failed apply worker starts again */
+static int	cr_apply_restart_max_delay_ms = 30000;
+
+static CrPeerStatus *peer_status_of(Oid dboid, int peer_id);
+static void peer_status_init(CrPeerStatus *ps, int peer_id);
+static void peer_status_set_paused(CrPeerStatus *ps);
 
 const char *const CrPeerStateNames[] = {
 	[CR_PEER_STOPPED] = "stopped",
@@ -149,6 +157,22 @@ cr_launcher_register(void)
 	snprintf(bgw.bgw_name, BGW_MAXLEN, "cosmosrep supervisor");
 	snprintf(bgw.bgw_type, BGW_MAXLEN, "cosmosrep supervisor");
 	RegisterBackgroundWorker(&bgw);
+}
+
+/*
+ * The launcher's setting; cr_apply_define_settings calls this, as the
+ * setting is about apply workers.
+ */
+void
+cr_launcher_define_settings(void)
+{
+	DefineCustomIntVariable("cosmosrep.apply_restart_max_delay",
+							"The longest wait before an apply worker that failed starts again.",
+							"The wait doubles with each failure from 1s, up to this; it starts afresh once the worker applies a transaction.",
+							&cr_apply_restart_max_delay_ms,
+							30000, 1000, 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
 }
 
 CrPeerStatus *
@@ -411,9 +435,7 @@ launcher_cycle(void)
 
 				foreach(lc, regions)
 					gone &= ((CrRegion *) lfirst(lc))->id != ps->peer_id;
-				SpinLockAcquire(&ps->mutex);
-				ps->state = CR_PEER_PAUSED;
-				SpinLockRelease(&ps->mutex);
+				peer_status_set_paused(ps);
 				if (gone)
 					ps->in_use = false;
 			}
@@ -449,22 +471,7 @@ launcher_cycle(void)
 		if (ps == NULL && index >= 0)
 		{
 			ps = &WorkerShared->peers[index];
-			ps->in_use = true;
-			ps->dboid = MyDatabaseId;
-			ps->peer_id = r->id;
-			ps->pid = 0;
-			ps->failures = 0;
-			ps->next_start = 0;
-			SpinLockAcquire(&ps->mutex);
-			ps->state = CR_PEER_STOPPED;
-			ps->received_lsn = ps->applied_lsn = ps->peer_end_lsn = InvalidXLogRecPtr;
-			ps->last_commit_time = ps->last_applied_at = ps->last_message_at = 0;
-			ps->transactions_applied = ps->changes_applied = ps->conflicts = 0;
-			ps->latency_next = ps->latency_count = 0;
-			ps->last_error[0] = '\0';
-			ps->last_error_at = 0;
-			ps->stable_version = 0;
-			SpinLockRelease(&ps->mutex);
+			peer_status_init(ps, r->id);
 		}
 		/* a worker that died before its pid was recorded left a stale one */
 		if (ps != NULL && ps->pid > 0 && kill(ps->pid, 0) != 0)
@@ -476,7 +483,8 @@ launcher_cycle(void)
 		}
 		/* the backoff grows with each start that fails, until one streams */
 		ps->next_start = TimestampTzPlusMilliseconds(now,
-													 Min(CR_MAX_BACKOFF_MS, 1000 << Min(ps->failures, 5)));
+													 Min(cr_apply_restart_max_delay_ms,
+														 1000 << Min(ps->failures, 12)));
 		ps->failures++;
 		LWLockRelease(cr_shmem_lwlock(CR_LWLOCK_WORKERS));
 
@@ -508,6 +516,236 @@ peer_status_of(Oid dboid, int peer_id)
 	}
 	return NULL;
 }
+
+/* ----------------------------------------------------------------
+ * Peer status: every write goes through these functions
+ *
+ * The fields of CrPeerStatus under CR_LWLOCK_WORKERS (in_use, dboid,
+ * peer_id, pid, failures, next_start) are written holding it exclusively;
+ * the others holding the entry's mutex, by the apply worker that owns the
+ * entry while it runs (cr_peer_status_* below), or by the launcher while
+ * no worker runs (pid 0, CR_LWLOCK_WORKERS held exclusively).
+ * ----------------------------------------------------------------
+ */
+
+/*
+ * Make ps, a free entry, the status of region peer_id in this database,
+ * with no worker and nothing applied.  Caller holds CR_LWLOCK_WORKERS
+ * exclusively.
+ */
+static void
+peer_status_init(CrPeerStatus *ps, int peer_id)
+{
+	Assert(LWLockHeldByMeInMode(cr_shmem_lwlock(CR_LWLOCK_WORKERS), LW_EXCLUSIVE));
+	ps->in_use = true;
+	ps->dboid = MyDatabaseId;
+	ps->peer_id = peer_id;
+	ps->pid = 0;
+	ps->failures = 0;
+	ps->next_start = 0;
+	SpinLockAcquire(&ps->mutex);
+	ps->state = CR_PEER_STOPPED;
+	ps->received_lsn = ps->applied_lsn = ps->peer_end_lsn = InvalidXLogRecPtr;
+	ps->last_commit_time = ps->last_applied_at = ps->last_message_at = 0;
+	ps->transactions_applied = ps->changes_applied = ps->conflicts = 0;
+	ps->latency_next = ps->latency_count = 0;
+	ps->last_error[0] = '\0';
+	ps->last_error_at = 0;
+	ps->stable_version = 0;
+	SpinLockRelease(&ps->mutex);
+}
+
+/*
+ * Mark ps paused: its peer is paused or gone and no worker runs for it.
+ * Caller holds CR_LWLOCK_WORKERS exclusively.
+ */
+static void
+peer_status_set_paused(CrPeerStatus *ps)
+{
+	Assert(LWLockHeldByMeInMode(cr_shmem_lwlock(CR_LWLOCK_WORKERS), LW_EXCLUSIVE));
+	Assert(ps->pid == 0);
+	SpinLockAcquire(&ps->mutex);
+	ps->state = CR_PEER_PAUSED;
+	SpinLockRelease(&ps->mutex);
+}
+
+/* the apply worker's state (connecting, catching up, streaming...) */
+void
+cr_peer_status_set_state(CrPeerStatus *ps, CrPeerState state)
+{
+	SpinLockAcquire(&ps->mutex);
+	ps->state = state;
+	SpinLockRelease(&ps->mutex);
+}
+
+/*
+ * Remember why the apply worker stops.  An error while connecting means
+ * the peer cannot be reached; any other is an error of the stream or of
+ * apply.
+ */
+void
+cr_peer_status_set_error(CrPeerStatus *ps, const char *message)
+{
+	SpinLockAcquire(&ps->mutex);
+	strlcpy(ps->last_error, message, CR_ERROR_LEN);
+	ps->last_error_at = GetCurrentTimestamp();
+	ps->state = ps->state == CR_PEER_CONNECTING ?
+		CR_PEER_UNREACHABLE : CR_PEER_ERROR;
+	SpinLockRelease(&ps->mutex);
+}
+
+/*
+ * A change of the remote transaction ending at final_lsn failed: count
+ * the attempts at that transaction (a new one starts the count afresh).
+ */
+void
+cr_peer_status_record_failure(CrPeerStatus *ps, XLogRecPtr final_lsn)
+{
+	SpinLockAcquire(&ps->mutex);
+	if (ps->failed_lsn != final_lsn)
+		ps->failed_attempts = 0;
+	ps->failed_lsn = final_lsn;
+	ps->failed_attempts++;
+	SpinLockRelease(&ps->mutex);
+}
+
+/*
+ * The remote transaction whose changes failed at least attempts times in
+ * a row, or InvalidXLogRecPtr.
+ */
+XLogRecPtr
+cr_peer_status_failed_transaction(CrPeerStatus *ps, int attempts)
+{
+	XLogRecPtr	lsn = InvalidXLogRecPtr;
+
+	SpinLockAcquire(&ps->mutex);
+	if (ps->failed_attempts >= attempts)
+		lsn = ps->failed_lsn;
+	SpinLockRelease(&ps->mutex);
+	return lsn;
+}
+
+/*
+ * A message of the stream arrived: received is how far the stream got,
+ * peer_end the end of the peer's WAL.  A keepalive between transactions
+ * (set_progress) also says whether the worker catches up or streams:
+ * applied_end is the end of what it applied.
+ */
+void
+cr_peer_status_record_received(CrPeerStatus *ps, XLogRecPtr received,
+							   XLogRecPtr peer_end, bool set_progress,
+							   XLogRecPtr applied_end)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	SpinLockAcquire(&ps->mutex);
+	ps->received_lsn = received;
+	ps->peer_end_lsn = Max(ps->peer_end_lsn, peer_end);
+	ps->last_message_at = now;
+	if (set_progress)
+		ps->state = ps->peer_end_lsn > applied_end &&
+			ps->peer_end_lsn > received ?
+			CR_PEER_CATCHING_UP : CR_PEER_STREAMING;
+	SpinLockRelease(&ps->mutex);
+}
+
+/*
+ * A group of ntransactions remote transactions committed here at now:
+ * the end of the last one (applied_lsn) and its origin commit time, the
+ * changes and conflicts they held, and the latency of each (latencies,
+ * microseconds), into the ring.  Applying again ends the error that
+ * stopped the link (it is logged), and past the transaction that failed,
+ * the next failure counts anew.
+ */
+void
+cr_peer_status_record_commit(CrPeerStatus *ps, XLogRecPtr applied_lsn,
+							 TimestampTz last_commit_time, TimestampTz now,
+							 int ntransactions, const int64 *latencies,
+							 int changes, int conflicts)
+{
+	int			first;
+
+	SpinLockAcquire(&ps->mutex);
+	ps->applied_lsn = applied_lsn;
+	ps->last_commit_time = last_commit_time;
+	ps->last_applied_at = now;
+	ps->transactions_applied += ntransactions;
+	ps->changes_applied += changes;
+	ps->conflicts += conflicts;
+	/* the ring takes the group's samples in at most two pieces */
+	first = Min(ntransactions, CR_LATENCY_SAMPLES - ps->latency_next);
+	memcpy(&ps->latency_us[ps->latency_next], latencies, sizeof(int64) * first);
+	memcpy(ps->latency_us, latencies + first,
+		   sizeof(int64) * (ntransactions - first));
+	ps->latency_next = (ps->latency_next + ntransactions) % CR_LATENCY_SAMPLES;
+	ps->latency_count = Min(ps->latency_count + ntransactions, CR_LATENCY_SAMPLES);
+	if (ps->failed_attempts > 0 && applied_lsn >= ps->failed_lsn)
+		ps->failed_attempts = 0;
+	ps->last_error[0] = '\0';
+	ps->last_error_at = 0;
+	SpinLockRelease(&ps->mutex);
+}
+
+/* the peer's stable version, applied here (it never goes back) */
+void
+cr_peer_status_set_stable_version(CrPeerStatus *ps, int64 version)
+{
+	SpinLockAcquire(&ps->mutex);
+	ps->stable_version = Max(ps->stable_version, version);
+	SpinLockRelease(&ps->mutex);
+}
+
+/* the apply worker applies: the next failure starts the backoff afresh */
+void
+cr_peer_status_reset_backoff(CrPeerStatus *ps)
+{
+	LWLockAcquire(cr_shmem_lwlock(CR_LWLOCK_WORKERS), LW_EXCLUSIVE);
+	ps->failures = 0;
+	ps->next_start = 0;
+	LWLockRelease(cr_shmem_lwlock(CR_LWLOCK_WORKERS));
+}
+
+/*
+ * The apply worker owning ps exits: it no longer runs, and unless it
+ * stopped on an error, it is stopped.
+ */
+void
+cr_peer_status_worker_exit(CrPeerStatus *ps)
+{
+	LWLockAcquire(cr_shmem_lwlock(CR_LWLOCK_WORKERS), LW_EXCLUSIVE);
+	if (ps->pid == MyProcPid)
+		ps->pid = 0;
+	LWLockRelease(cr_shmem_lwlock(CR_LWLOCK_WORKERS));
+	SpinLockAcquire(&ps->mutex);
+	if (ps->state != CR_PEER_ERROR && ps->state != CR_PEER_UNREACHABLE)
+		ps->state = CR_PEER_STOPPED;
+	SpinLockRelease(&ps->mutex);
+}
+
+/*
+ * Stop the apply worker of region peer_id in this database, if one runs,
+ * and keep the launcher from starting another one for hold_off_ms.
+ * Whether the region has a status entry; cr_peer_worker_pid says when
+ * the worker is gone.
+ */
+bool
+cr_peer_status_stop_worker(int peer_id, int hold_off_ms)
+{
+	CrPeerStatus *ps;
+
+	LWLockAcquire(cr_shmem_lwlock(CR_LWLOCK_WORKERS), LW_EXCLUSIVE);
+	ps = peer_status_of(MyDatabaseId, peer_id);
+	if (ps != NULL)
+	{
+		ps->next_start = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													 hold_off_ms);
+		if (ps->pid > 0)
+			kill(ps->pid, SIGTERM);
+	}
+	LWLockRelease(cr_shmem_lwlock(CR_LWLOCK_WORKERS));
+	return ps != NULL;
+}
+
 
 /*
  * The last stable version of region peer_id applied in database dboid,

@@ -37,8 +37,11 @@ extern const char *const CrPeerStateNames[];
  * What one apply worker reports about the peer it streams from.  The entry
  * outlives the worker, so that the last error survives a restart.
  *
- * in_use, dboid, peer_id and pid are protected by CR_LWLOCK_WORKERS; the
- * rest by "mutex", and written only by the apply worker owning the entry.
+ * in_use, dboid, peer_id, pid, failures and next_start are protected by
+ * CR_LWLOCK_WORKERS; the rest by "mutex".  Only launcher.c writes an
+ * entry: for the apply worker owning it, through the cr_peer_status_*
+ * functions below, and for the launcher, while no worker runs (pid 0).
+ * Readers take the same locks (status.c copies an entry under both).
  */
 typedef struct CrPeerStatus
 {
@@ -72,6 +75,7 @@ typedef struct CrPeerStatus
 	int			failed_attempts;	/* row: apply retries it change by change */
 } CrPeerStatus;
 
+extern void cr_launcher_define_settings(void);
 extern Size cr_launcher_shmem_size(void);
 extern void cr_launcher_shmem_init(void);
 extern void cr_launcher_register(void);
@@ -83,9 +87,26 @@ extern int64 cr_peer_lag_ms(Oid dboid, int peer_id);
 extern pid_t cr_peer_worker_pid(Oid dboid, int peer_id);
 extern void cr_wake_launcher_at_commit(void);
 
+/* the writes of a peer status (launcher.c alone writes one) */
+extern void cr_peer_status_set_state(CrPeerStatus *ps, CrPeerState state);
+extern void cr_peer_status_set_error(CrPeerStatus *ps, const char *message);
+extern void cr_peer_status_record_failure(CrPeerStatus *ps, XLogRecPtr final_lsn);
+extern XLogRecPtr cr_peer_status_failed_transaction(CrPeerStatus *ps, int attempts);
+extern void cr_peer_status_record_received(CrPeerStatus *ps, XLogRecPtr received,
+										   XLogRecPtr peer_end, bool set_progress,
+										   XLogRecPtr applied_end);
+extern void cr_peer_status_record_commit(CrPeerStatus *ps, XLogRecPtr applied_lsn,
+										 TimestampTz last_commit_time,
+										 TimestampTz now, int ntransactions,
+										 const int64 *latencies, int changes,
+										 int conflicts);
+extern void cr_peer_status_set_stable_version(CrPeerStatus *ps, int64 version);
+extern void cr_peer_status_reset_backoff(CrPeerStatus *ps);
+extern void cr_peer_status_worker_exit(CrPeerStatus *ps);
+extern bool cr_peer_status_stop_worker(int peer_id, int hold_off_ms);
+
 /* bgworker entry points */
 extern PGDLLEXPORT void cosmosrep_supervisor_main(Datum arg);
 extern PGDLLEXPORT void cosmosrep_launcher_main(Datum arg);
-extern PGDLLEXPORT void cosmosrep_apply_main(Datum arg);
 
 #endif							/* CR_LAUNCHER_H */

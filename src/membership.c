@@ -148,34 +148,16 @@ cosmosrep_add_region(PG_FUNCTION_ARGS)
 static void
 stop_apply_worker(int peer_id)
 {
-	CrPeerStatus *ps = NULL;
 	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 													   remove_worker_timeout_ms);
 
-	LWLockAcquire(cr_shmem_lwlock(CR_LWLOCK_WORKERS), LW_EXCLUSIVE);
-	for (int i = 0; i < cr_peer_status_count(); i++)
+	if (!cr_peer_status_stop_worker(peer_id, WORKER_RESTART_HOLDOFF_MS))
+		return;
+	for (;;)
 	{
-		CrPeerStatus *p = cr_peer_status(i);
+		pid_t		pid = cr_peer_worker_pid(MyDatabaseId, peer_id);
 
-		if (p->in_use && p->dboid == MyDatabaseId && p->peer_id == peer_id)
-		{
-			ps = p;
-			ps->next_start = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-															 WORKER_RESTART_HOLDOFF_MS);
-			if (ps->pid > 0)
-				kill(ps->pid, SIGTERM);
-		}
-	}
-	LWLockRelease(cr_shmem_lwlock(CR_LWLOCK_WORKERS));
-
-	while (ps != NULL)
-	{
-		bool		gone;
-
-		LWLockAcquire(cr_shmem_lwlock(CR_LWLOCK_WORKERS), LW_SHARED);
-		gone = ps->pid == 0 || kill(ps->pid, 0) != 0;
-		LWLockRelease(cr_shmem_lwlock(CR_LWLOCK_WORKERS));
-		if (gone)
+		if (pid == 0 || kill(pid, 0) != 0)
 			break;
 		if (GetCurrentTimestamp() > deadline)
 			ereport(ERROR,

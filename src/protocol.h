@@ -74,7 +74,7 @@ extern void cr_write_delete(StringInfo out, Relation rel, TupleTableSlot *oldslo
 extern void cr_write_message(StringInfo out, XLogRecPtr lsn, bool transactional,
 							 const char *prefix, Size size, const char *content);
 
-/* receiving side (apply.c) */
+/* receiving side (apply_worker.c, apply_message.c) */
 extern void cr_read_message(StringInfo in, CrMessage *msg);
 extern void cr_append_fields(StringInfo buf, const char *const *fields, int nfields);
 extern void cr_log_fields_message(const char *prefix, const char *const *fields,

@@ -34,6 +34,10 @@
 
 static const char *session_options(void);
 static char *conn_error(PGconn *conn);
+static PGconn *remote_connect(const char *dsn, bool replication,
+							  const char *appname, const char *region,
+							  const char *const *extra_keys,
+							  const char *const *extra_vals);
 
 /*
  * The server options of every connection to a region (libpq's "options"):
@@ -81,12 +85,52 @@ PGconn *
 cr_remote_connect(const char *dsn, bool replication, const char *appname,
 				  const char *region)
 {
-	const char *keys[6];
-	const char *vals[6];
+	return remote_connect(dsn, replication, appname, region, NULL, NULL);
+}
+
+/*
+ * Connect to a region as cr_remote_connect does, with TCP keepalives: the
+ * kernel probes a connection idle for idle_s seconds every interval_s
+ * seconds, and drops it after count probes unanswered.  Keepalive options
+ * in the dsn take precedence.
+ */
+PGconn *
+cr_remote_connect_keepalives(const char *dsn, bool replication,
+							 const char *appname, const char *region,
+							 int idle_s, int interval_s, int count)
+{
+	const char *keys[] = {
+		"keepalives", "keepalives_idle", "keepalives_interval",
+		"keepalives_count", NULL
+	};
+	const char *vals[] = {
+		"1", psprintf("%d", idle_s), psprintf("%d", interval_s),
+		psprintf("%d", count), NULL
+	};
+
+	return remote_connect(dsn, replication, appname, region, keys, vals);
+}
+
+/*
+ * Connect; the options extra_keys and extra_vals (NULL-terminated, or
+ * NULL) come before the dsn's, which therefore override them.
+ */
+static PGconn *
+remote_connect(const char *dsn, bool replication, const char *appname,
+			   const char *region, const char *const *extra_keys,
+			   const char *const *extra_vals)
+{
+	const char *keys[12];
+	const char *vals[12];
 	int			n = 0;
 	PGconn	   *conn;
 	PostgresPollingStatusType status = PGRES_POLLING_WRITING;
 
+	for (int i = 0; extra_keys != NULL && extra_keys[i] != NULL && n < 6; i++)
+	{
+		keys[n] = extra_keys[i];
+		vals[n++] = extra_vals[i];
+	}
 	keys[n] = "dbname";
 	vals[n++] = dsn;
 	if (replication)

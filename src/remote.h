@@ -15,6 +15,9 @@
 
 extern PGconn *cr_remote_connect(const char *dsn, bool replication,
 								 const char *appname, const char *region);
+extern PGconn *cr_remote_connect_keepalives(const char *dsn, bool replication,
+											const char *appname, const char *region,
+											int idle_s, int interval_s, int count);
 extern PGresult *cr_remote_exec(PGconn *conn, const char *sql,
 								ExecStatusType expected, const char *region);
 extern PGresult *cr_remote_exec_params(PGconn *conn, const char *sql, int nparams,

@@ -1,6 +1,6 @@
 # A paused region catching up a backlog of small transactions applies
-# consecutive ones in one local transaction (a group, at most 100 remote
-# transactions) and still accounts for every remote transaction:
+# consecutive ones in one local transaction (a group, at most
+# cosmosrep.apply_group_size remote transactions, 100 by default) and still accounts for every remote transaction:
 # replication_status counts each one, the table statistics of the
 # receiving region show every applied row, and a transaction that arrives
 # alone after the backlog is committed at once, not held for a group.
@@ -33,18 +33,25 @@ wait_for_value($west,
 	"SELECT state = 'streaming' FROM cosmosrep.replication_status WHERE source_region = 'east'", 't')
   or die 'west does not stream from east';
 
+# west stops applying east's changes, which pile up as a backlog
+sub pause_east
+{
+	$west->safe_psql('postgres', "SELECT cosmosrep.pause_region('east')");
+	wait_for_value($west,
+		"SELECT state = 'paused' AND worker_pid IS NULL FROM cosmosrep.replication_status"
+		  . " WHERE source_region = 'east'", 't')
+	  or die 'the apply worker did not stop';
+	return;
+}
+
 my $status = "SELECT transactions_applied || ',' || changes_applied"
   . " FROM cosmosrep.replication_status WHERE source_region = 'east'";
 my $commits = "SELECT xact_commit FROM pg_stat_database WHERE datname = 'postgres'";
 
-$west->safe_psql('postgres', "SELECT cosmosrep.pause_region('east')");
-wait_for_value($west,
-	"SELECT state = 'paused' AND worker_pid IS NULL FROM cosmosrep.replication_status"
-	  . " WHERE source_region = 'east'", 't')
-  or die 'the apply worker did not stop';
+pause_east();
 $east->safe_psql('postgres', "CALL singles(1, $TRANSACTIONS)");
 # a backlog is what committed more than a second before it is applied
-# (BACKLOG_AGE_MS in apply.c)
+# (BACKLOG_AGE_MS in apply_worker.c)
 sleep(1.5);
 
 my ($txns_before, $changes_before) = split /,/, $west->safe_psql('postgres', $status);
@@ -98,11 +105,7 @@ $west->safe_psql('postgres', q{
 	CREATE TRIGGER slow_large BEFORE INSERT ON g FOR EACH ROW EXECUTE FUNCTION slow_large();
 	ALTER TABLE g ENABLE ALWAYS TRIGGER slow_large;
 });
-$west->safe_psql('postgres', "SELECT cosmosrep.pause_region('east')");
-wait_for_value($west,
-	"SELECT state = 'paused' AND worker_pid IS NULL FROM cosmosrep.replication_status"
-	  . " WHERE source_region = 'east'", 't')
-  or die 'the apply worker did not stop';
+pause_east();
 my $large = $east->background_psql('postgres');
 $large->query_safe('BEGIN');
 $large->query_safe('INSERT INTO g SELECT g, g FROM generate_series(1000001, 1002000) g');
@@ -125,6 +128,23 @@ is($seen, '50,0',
 ok(wait_for_value($west, 'SELECT count(*) FROM g WHERE id > 1000000', 2000),
 	'the large transaction arrives whole');
 $west->safe_psql('postgres', 'DROP TRIGGER slow_large ON g');
+
+# cosmosrep.apply_group_size = 1: each remote transaction of a backlog
+# commits in a local transaction of its own (its rows have an xmin of
+# their own), where the default groups them
+$west->safe_psql('postgres', 'ALTER SYSTEM SET cosmosrep.apply_group_size = 1');
+$west->reload;
+pause_east();
+$east->safe_psql('postgres', 'CALL singles(20001, 20200)');
+sleep(1.5);
+$west->safe_psql('postgres', "SELECT cosmosrep.resume_region('east')");
+ok(wait_for_value($west, 'SELECT count(*) FROM g WHERE id BETWEEN 20001 AND 20200', 200),
+	'the backlog arrives with cosmosrep.apply_group_size = 1');
+is($west->safe_psql('postgres',
+		'SELECT count(DISTINCT xmin::text) FROM g WHERE id BETWEEN 20001 AND 20200'),
+	200, 'with cosmosrep.apply_group_size = 1 every remote transaction commits alone');
+$west->safe_psql('postgres', 'ALTER SYSTEM RESET cosmosrep.apply_group_size');
+$west->reload;
 
 wait_for_same_table([ $east, $west ], 'g');
 
