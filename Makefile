@@ -20,6 +20,7 @@ OBJS = \
 	src/join.o \
 	src/join_copy.o \
 	src/output_plugin.o \
+	src/peers.o \
 	src/protocol.o \
 	src/remote.o \
 	src/row_trigger.o \

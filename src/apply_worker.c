@@ -66,6 +66,7 @@
 #include "conflict.h"
 #include "launcher.h"
 #include "names.h"
+#include "peers.h"
 #include "protocol.h"
 #include "remote.h"
 

@@ -5,14 +5,19 @@
  *	  cosmosrep.policy_history.
  *
  * NOTES
- *	  All access to cosmosrep's own tables goes through this file.  The
- *	  tables are small and written rarely, so this uses SPI with plans
- *	  parsed per call; the one hot lookup, the local region id that the row
- *	  trigger needs for every write, is cached per backend and dropped by a
- *	  relcache callback (the trigger caches a table's configuration
- *	  version itself).  The statement trigger cosmosrep.config_changed()
- *	  on both tables sends that invalidation, so a change made by any
- *	  session (or a restore) reaches every backend.
+ *	  Every access to these three configuration tables goes through this
+ *	  file (the regions' failover priorities and write regions too, which
+ *	  failover.c decides); the tables of data cosmosrep keeps (tombstones,
+ *	  conflicts) belong to tombstone.c and conflict_log.c, which write them
+ *	  through cr_catalog_write here.  The tables are small and written
+ *	  rarely, so this uses SPI with plans parsed per call; the one hot
+ *	  lookup, the local region id that the row trigger needs for every
+ *	  write, is cached per backend and dropped by a relcache callback (the
+ *	  trigger caches a table's configuration version itself).  The
+ *	  statement trigger cosmosrep.config_changed() (launcher.c) on the
+ *	  tables sends that invalidation, so a change made by any session (or a
+ *	  restore) reaches every backend, and wakes the launcher.  This file
+ *	  calls nothing above it: it only says what changed.
  *
  *	  Callers must be inside a transaction.  Reads are not read-only SPI
  *	  calls, so they see what the caller's transaction wrote before them
@@ -46,11 +51,8 @@
 #include "utils/snapmgr.h"
 
 #include "catalog.h"
-#include "launcher.h"
 #include "names.h"
 #include "run_as.h"
-
-PG_FUNCTION_INFO_V1(cosmosrep_config_changed);
 
 /* per-backend cache of the local region id; -1 when not known */
 static int	cached_local_region_id = -1;
@@ -482,35 +484,6 @@ cr_delete_table_config(Oid relid)
 }
 
 /*
- * Statement trigger on the configuration tables: tells every backend (and
- * the workers) that the configuration changed, at commit.  Any user may
- * attach a trigger function to a table of their own (PostgreSQL checks
- * EXECUTE when the trigger is created, not when it fires): it refuses to
- * run on any table but cosmosrep's own.
- */
-Datum
-cosmosrep_config_changed(PG_FUNCTION_ARGS)
-{
-	TriggerData *trigdata = (TriggerData *) fcinfo->context;
-
-	if (!CALLED_AS_TRIGGER(fcinfo))
-		ereport(ERROR,
-				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("cosmosrep.config_changed() must be called as a trigger")));
-	if (RelationGetNamespace(trigdata->tg_relation) != cr_schema_oid())
-		ereport(ERROR,
-				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("cosmosrep.config_changed() fired on table \"%s\", which does not belong to cosmosrep",
-						RelationGetRelationName(trigdata->tg_relation)),
-				 errdetail("The function runs only as a trigger of cosmosrep's configuration tables."),
-				 errhint("Drop the trigger.")));
-
-	CacheInvalidateRelcache(trigdata->tg_relation);
-	cr_wake_launcher_at_commit();
-	PG_RETURN_POINTER(NULL);
-}
-
-/*
  * The version of the configuration relid has in this region (that of the
  * enable or policy change that set it), or -1 if it is not multi-region:
  * the row trigger stamps every local write with it (and caches it), and
@@ -622,4 +595,61 @@ cr_forget_config_history(Oid relid)
 	(void) cr_catalog_write(&history_forget_plan,
 							"DELETE FROM cosmosrep.policy_history WHERE relid OPERATOR(pg_catalog.=) $1",
 							1, argtypes, values, NULL, SPI_OK_DELETE);
+}
+
+/* store priority for region name unless a newer change set it already */
+void
+cr_set_failover_priority(const char *name, int priority, int64 version)
+{
+	Oid			argtypes[3] = {TEXTOID, INT4OID, INT8OID};
+	Datum		values[3];
+
+	values[0] = CStringGetTextDatum(name);
+	values[1] = Int32GetDatum(priority);
+	values[2] = Int64GetDatum(version);
+	(void) cr_catalog_write(NULL,
+							"UPDATE cosmosrep.region"
+							" SET failover_priority = $2, failover_version = $3"
+							" WHERE region_name OPERATOR(pg_catalog.=) $1"
+							" AND failover_version OPERATOR(pg_catalog.<) $3",
+							3, argtypes, values, NULL, SPI_OK_UPDATE);
+}
+
+/*
+ * Let every region write (write_region NULL), or write_region only,
+ * unless a newer change set it already.
+ */
+void
+cr_set_write_regions(const char *write_region, int64 version)
+{
+	Oid			argtypes[2] = {TEXTOID, INT8OID};
+	Datum		values[2];
+	char		nulls[2] = {write_region ? ' ' : 'n', ' '};
+
+	values[0] = write_region ? CStringGetTextDatum(write_region) : (Datum) 0;
+	values[1] = Int64GetDatum(version);
+	(void) cr_catalog_write(NULL,
+							"UPDATE cosmosrep.region"
+							" SET accepts_writes = $1 IS NULL OR region_name OPERATOR(pg_catalog.=) $1,"
+							"     writes_version = $2"
+							" WHERE writes_version OPERATOR(pg_catalog.<) $2",
+							2, argtypes, values, nulls, SPI_OK_UPDATE);
+}
+
+/*
+ * After regions were added here (add_region, join_region): every row takes
+ * the newest version of the write regions setting known here or in the
+ * group (version), so that an older change arriving later changes no row.
+ */
+void
+cr_write_regions_adopt_version(int64 version)
+{
+	Oid			argtypes[1] = {INT8OID};
+	Datum		values[1] = {Int64GetDatum(version)};
+
+	(void) cr_catalog_write(NULL,
+							"UPDATE cosmosrep.region"
+							" SET writes_version = GREATEST($1,"
+							"     (SELECT pg_catalog.max(writes_version) FROM cosmosrep.region))",
+							1, argtypes, values, NULL, SPI_OK_UPDATE);
 }

@@ -54,6 +54,9 @@ extern CrRegion *cr_get_region_by_id(int id);
 extern void cr_insert_region(const CrRegion *region);
 extern void cr_delete_region(int id);
 extern void cr_set_region_paused(int id, bool paused);
+extern void cr_set_failover_priority(const char *name, int priority, int64 version);
+extern void cr_set_write_regions(const char *write_region, int64 version);
+extern void cr_write_regions_adopt_version(int64 version);
 
 extern CrTableConfig *cr_get_table_config(Oid relid);
 extern void cr_insert_table_config(const CrTableConfig *config);

@@ -65,7 +65,7 @@
 #include "catalog.h"
 #include "consistency.h"
 #include "hlc.h"
-#include "launcher.h"
+#include "peers.h"
 #include "remote.h"
 #include "shmem.h"
 #include "staleness.h"

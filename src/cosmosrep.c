@@ -37,6 +37,7 @@
 #include "launcher.h"
 #include "membership.h"
 #include "names.h"
+#include "peers.h"
 #include "shmem.h"
 #include "signing.h"
 #include "stability.h"
@@ -87,8 +88,9 @@ cr_shmem_request(void)
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 
-	RequestAddinShmemSpace(add_size(add_size(add_size(cr_hlc_shmem_size(),
-													  cr_launcher_shmem_size()),
+	RequestAddinShmemSpace(add_size(add_size(add_size(add_size(cr_hlc_shmem_size(),
+															   cr_launcher_shmem_size()),
+													  cr_peers_shmem_size()),
 											 cr_staleness_shmem_size()),
 									cr_signing_shmem_size()));
 	RequestNamedLWLockTranche("cosmosrep", CR_NUM_LWLOCKS);
@@ -104,6 +106,7 @@ cr_shmem_startup(void)
 	cr_shmem_attach_lwlocks();
 	cr_hlc_shmem_init();
 	cr_launcher_shmem_init();
+	cr_peers_shmem_init();
 	cr_staleness_shmem_init();
 	cr_signing_shmem_init();
 	LWLockRelease(AddinShmemInitLock);

@@ -55,26 +55,8 @@ PG_FUNCTION_INFO_V1(cosmosrep_set_failover_priority);
 PG_FUNCTION_INFO_V1(cosmosrep_connection_string);
 PG_FUNCTION_INFO_V1(cosmosrep_set_multiple_write_regions);
 
-static void set_priority(const char *name, int priority, int64 version);
 static void append_conninfo_value(StringInfo buf, const char *value);
 
-/* store priority for region name unless a newer change set it already */
-static void
-set_priority(const char *name, int priority, int64 version)
-{
-	Oid			argtypes[3] = {TEXTOID, INT4OID, INT8OID};
-	Datum		values[3];
-
-	values[0] = CStringGetTextDatum(name);
-	values[1] = Int32GetDatum(priority);
-	values[2] = Int64GetDatum(version);
-	(void) cr_catalog_write(NULL,
-							"UPDATE cosmosrep.region"
-							" SET failover_priority = $2, failover_version = $3"
-							" WHERE region_name OPERATOR(pg_catalog.=) $1"
-							" AND failover_version OPERATOR(pg_catalog.<) $3",
-							3, argtypes, values, NULL, SPI_OK_UPDATE);
-}
 
 Datum
 cosmosrep_set_failover_priority(PG_FUNCTION_ARGS)
@@ -110,7 +92,7 @@ cosmosrep_set_failover_priority(PG_FUNCTION_ARGS)
 				 errmsg("region \"%s\" does not exist", name)));
 
 	version = cr_hlc_next_version(cr_local_region_id(false));
-	set_priority(name, priority, version);
+	cr_set_failover_priority(name, priority, version);
 	if (XLogLogicalInfoActive())
 	{
 		const char *fields[3] = {name, psprintf("%d", priority),
@@ -138,47 +120,10 @@ cr_failover_apply_message(const char *content, Size size)
 											   1, PG_INT64_MAX);
 
 	cr_message_end(cursor, end, "failover priority");
-	set_priority(name, priority, version);
+	cr_set_failover_priority(name, priority, version);
 }
 
-/*
- * Let every region write (write_region NULL), or write_region only,
- * unless a newer change set it already.
- */
-static void
-set_write_regions(const char *write_region, int64 version)
-{
-	Oid			argtypes[2] = {TEXTOID, INT8OID};
-	Datum		values[2];
-	char		nulls[2] = {write_region ? ' ' : 'n', ' '};
 
-	values[0] = write_region ? CStringGetTextDatum(write_region) : (Datum) 0;
-	values[1] = Int64GetDatum(version);
-	(void) cr_catalog_write(NULL,
-							"UPDATE cosmosrep.region"
-							" SET accepts_writes = $1 IS NULL OR region_name OPERATOR(pg_catalog.=) $1,"
-							"     writes_version = $2"
-							" WHERE writes_version OPERATOR(pg_catalog.<) $2",
-							2, argtypes, values, nulls, SPI_OK_UPDATE);
-}
-
-/*
- * After regions were added here (add_region, join_region): every row takes
- * the newest version of the write regions setting known here or in the
- * group (version), so that an older change arriving later changes no row.
- */
-void
-cr_write_regions_adopt_version(int64 version)
-{
-	Oid			argtypes[1] = {INT8OID};
-	Datum		values[1] = {Int64GetDatum(version)};
-
-	(void) cr_catalog_write(NULL,
-							"UPDATE cosmosrep.region"
-							" SET writes_version = GREATEST($1,"
-							"     (SELECT pg_catalog.max(writes_version) FROM cosmosrep.region))",
-							1, argtypes, values, NULL, SPI_OK_UPDATE);
-}
 
 /*
  * cosmosrep.set_multiple_write_regions(enabled, write_region): on, every
@@ -220,7 +165,7 @@ cosmosrep_set_multiple_write_regions(PG_FUNCTION_ARGS)
 	}
 
 	version = cr_hlc_next_version(cr_local_region_id(false));
-	set_write_regions(write_region, version);
+	cr_set_write_regions(write_region, version);
 	if (XLogLogicalInfoActive())
 	{
 		const char *fields[2] = {psprintf(INT64_FORMAT, version),
@@ -253,7 +198,7 @@ cr_write_regions_apply_message(const char *content, Size size)
 						region)));
 		return;
 	}
-	set_write_regions(*region ? region : NULL, version);
+	cr_set_write_regions(*region ? region : NULL, version);
 }
 
 /* a libpq connection string value, quoted when it needs to be */

@@ -14,6 +14,5 @@
 
 extern void cr_failover_apply_message(const char *content, Size size);
 extern void cr_write_regions_apply_message(const char *content, Size size);
-extern void cr_write_regions_adopt_version(int64 version);
 
 #endif							/* CR_FAILOVER_H */

@@ -46,6 +46,7 @@
 #include "launcher.h"
 #include "membership.h"
 #include "names.h"
+#include "peers.h"
 #include "remote.h"
 #include "run_as.h"
 #include "shmem.h"

@@ -45,8 +45,8 @@
 
 #include "catalog.h"
 #include "hlc.h"
-#include "launcher.h"
 #include "names.h"
+#include "peers.h"
 #include "protocol.h"
 #include "shmem.h"
 #include "signing.h"

@@ -45,7 +45,7 @@
 #include "utils/timestamp.h"
 
 #include "catalog.h"
-#include "launcher.h"
+#include "peers.h"
 #include "staleness.h"
 #include "wait.h"
 

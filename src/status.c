@@ -33,8 +33,8 @@
 #include "utils/pg_lsn.h"
 #include "utils/timestamp.h"
 
-#include "launcher.h"
 #include "names.h"
+#include "peers.h"
 #include "shmem.h"
 
 PG_FUNCTION_INFO_V1(cosmosrep_peer_status);
