@@ -263,6 +263,26 @@ local_state(ApplyExec *ex, ApplyRel *ar, TupleTableSlot *key,
 	return local;
 }
 
+
+/*
+ * Count a conflict and record it, the one rule for both kinds (a key's
+ * conflict and a unique collision): every conflict while
+ * cosmosrep.record_resolved_conflicts is on, and always the feed's
+ * entries (pending, error).
+ */
+static void
+record_decision(ApplyExec *ex, const CrPolicy *policy, const CrIncoming *incoming,
+				const CrLocalState *local, const CrDecision *d,
+				TupleTableSlot *local_row, TupleTableSlot *remote_row,
+				TupleTableSlot *merged)
+{
+	cr_conflicts_in_transaction++;
+	if (cr_record_resolved_conflicts || d->resolution == CR_RESOLUTION_PENDING ||
+		d->resolution == CR_RESOLUTION_ERROR)
+		cr_record_conflict(ex->rel,
+						   d->by_configuration ? CR_POLICY_NEWER_CONFIGURATION : policy->name,
+						   incoming, local, d, local_row, remote_row, merged);
+}
 /*
  * Decide a remote change (incoming, with remote_row, or NULL for a delete)
  * against local, the state of its key (held in key) in this region, with
@@ -282,14 +302,9 @@ decide(ApplyExec *ex, ApplyRel *ar, const CrIncoming *incoming,
 
 	if (d.kind == CR_CONFLICT_NONE)
 		return d;
-	cr_conflicts_in_transaction++;
-	if (cr_record_resolved_conflicts || d.resolution == CR_RESOLUTION_PENDING ||
-		d.resolution == CR_RESOLUTION_ERROR)
-		cr_record_conflict(ex->rel,
-						   d.by_configuration ? CR_POLICY_NEWER_CONFIGURATION : policy->name,
-						   incoming, local, &d,
-						   local->row_found ? local_row : NULL, remote_row,
-						   d.write_merged ? ex->mergedslot : NULL);
+	record_decision(ex, policy, incoming, local, &d,
+					local->row_found ? local_row : NULL, remote_row,
+					d.write_merged ? ex->mergedslot : NULL);
 	if (d.write_merged &&
 		!settle_collisions(ex, ar, ex->mergedslot, incoming,
 						   local->row_found ? local_row : NULL))
@@ -386,12 +401,7 @@ settle_collisions(ApplyExec *ex, ApplyRel *ar, TupleTableSlot *row,
 			/* the second pass records each, as the collisions together went */
 			if (!wins && d.resolution == CR_RESOLUTION_REMOTE_APPLIED)
 				d.resolution = CR_RESOLUTION_LOCAL_KEPT;
-			cr_conflicts_in_transaction++;
-			if (cr_record_resolved_conflicts || d.resolution == CR_RESOLUTION_PENDING)
-				cr_record_conflict(ex->rel,
-								   d.by_configuration ? CR_POLICY_NEWER_CONFIGURATION :
-								   policy->name,
-								   incoming, &state, &d, other, row, NULL);
+			record_decision(ex, policy, incoming, &state, &d, other, row, NULL);
 			if (wins)
 				ExecSimpleRelationDelete(ex->rri, ex->estate, &ex->epqstate, other);
 		}

@@ -121,6 +121,7 @@ apply_rel_map(ApplyRel *ar, Relation rel)
 	LogicalRepRelation *remote = ar->remoterel;
 	MemoryContext oldctx = MemoryContextSwitchTo(CrApplyContext);
 	int			matched = 0;
+	CrColumns	columns;
 
 	if (ar->remote_index)
 	{
@@ -176,14 +177,14 @@ apply_rel_map(ApplyRel *ar, Relation rel)
 		}
 	}
 
-	ar->version_att = SPI_fnumber(desc, CR_VERSION_COLUMN);
-	ar->base_att = SPI_fnumber(desc, CR_BASE_COLUMN);
-	ar->config_att = SPI_fnumber(desc, CR_CONFIG_COLUMN);
-	if (ar->version_att <= 0 || ar->base_att <= 0 || ar->config_att <= 0)
+	if (!cr_find_columns(desc, &columns))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("table \"%s.%s\" is multi-region in region \"%s\" but not in this region",
 						remote->nspname, remote->relname, CrPeerName)));
+	ar->version_att = columns.version;
+	ar->base_att = columns.base;
+	ar->config_att = columns.config;
 	ar->localrelid = RelationGetRelid(rel);
 	ar->map_valid = true;
 	MemoryContextSwitchTo(oldctx);
