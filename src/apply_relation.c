@@ -370,7 +370,7 @@ cr_policy_at(ApplyRel *ar, Relation rel, int64 config_version)
 		if (past->config_version == config_version)
 			return past->policy;
 	}
-	config = cr_get_config_history(RelationGetRelid(rel), config_version);
+	config = cr_get_policy_history(RelationGetRelid(rel), config_version);
 	if (config == NULL)
 		elog(ERROR, "configuration " INT64_FORMAT " of table \"%s\" from region \"%s\" is not in cosmosrep.policy_history",
 			 config_version, RelationGetRelationName(rel), CrPeerName);

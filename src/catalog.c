@@ -525,7 +525,7 @@ cr_table_config_version(Oid relid)
  * is not there yet; a user catalog table takes no ON CONFLICT).
  */
 void
-cr_record_config_history(const CrTableConfig *config)
+cr_record_policy_history(const CrTableConfig *config)
 {
 	Oid			argtypes[5];
 	Datum		values[5];
@@ -552,7 +552,7 @@ cr_record_config_history(const CrTableConfig *config)
  * catalog table).
  */
 CrTableConfig *
-cr_get_config_history(Oid relid, int64 config_version)
+cr_get_policy_history(Oid relid, int64 config_version)
 {
 	Relation	rel = table_open(get_relname_relid("policy_history", cr_schema_oid()),
 								 AccessShareLock);
@@ -587,7 +587,7 @@ cr_get_config_history(Oid relid, int64 config_version)
 
 /* forget the configuration history of a table that stops being multi-region */
 void
-cr_forget_config_history(Oid relid)
+cr_forget_policy_history(Oid relid)
 {
 	Oid			argtypes[1] = {OIDOID};
 	Datum		values[1] = {ObjectIdGetDatum(relid)};

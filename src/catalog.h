@@ -63,8 +63,8 @@ extern void cr_insert_table_config(const CrTableConfig *config);
 extern void cr_update_table_config(const CrTableConfig *config);
 extern void cr_delete_table_config(Oid relid);
 extern int64 cr_table_config_version(Oid relid);
-extern void cr_record_config_history(const CrTableConfig *config);
-extern CrTableConfig *cr_get_config_history(Oid relid, int64 config_version);
-extern void cr_forget_config_history(Oid relid);
+extern void cr_record_policy_history(const CrTableConfig *config);
+extern CrTableConfig *cr_get_policy_history(Oid relid, int64 config_version);
+extern void cr_forget_policy_history(Oid relid);
 
 #endif							/* CR_CATALOG_H */

@@ -374,8 +374,7 @@ consistency_executor_start(QueryDesc *queryDesc, int eflags)
 
 /*
  * Wait until this region has applied the session token, or fail after
- * cosmosrep.session_wait_timeout with the region that is behind.  Returns
- * whether it had to wait.
+ * cosmosrep.session_wait_timeout with the region that is behind.
  */
 static void
 wait_for_token(void)

@@ -288,7 +288,7 @@ get_rel_sync_entry(Relation rel)
 		 * create a table with columns of these names; without the history
 		 * check its rows would reach every region.
 		 */
-		entry->replicated = has_columns && cr_get_config_history(relid, 0) != NULL;
+		entry->replicated = has_columns && cr_get_policy_history(relid, 0) != NULL;
 		entry->schema_sent = false;
 		entry->config_sent = 0;
 		if (entry->replicated)
@@ -367,7 +367,7 @@ pending_config(CrDecodingData *data, CrRelSyncEntry *entry, Relation rel,
 	/* configuration 0 (a row written without the trigger) has no history */
 	if (isnull || DatumGetInt64(d) == entry->config_sent || DatumGetInt64(d) == 0)
 		return;
-	config = cr_get_config_history(RelationGetRelid(rel), DatumGetInt64(d));
+	config = cr_get_policy_history(RelationGetRelid(rel), DatumGetInt64(d));
 	if (config != NULL)
 	{
 		initStringInfo(&buf);

@@ -500,7 +500,7 @@ cr_table_enable(Oid relid, const char *policy, const char *path,
 						 CR_TRUNCATE_TRIGGER_NAME, qualname));
 	grant_to_link_roles(relid, qualname);
 	cr_insert_table_config(config);
-	cr_record_config_history(config);
+	cr_record_policy_history(config);
 
 	if (has_rows)
 	{
@@ -524,7 +524,7 @@ cr_table_remember_config(Oid relid, const char *policy, const char *path,
 
 	config->config_version = config_version;
 	table_close(rel, NoLock);
-	cr_record_config_history(config);
+	cr_record_policy_history(config);
 }
 
 /*
@@ -543,7 +543,7 @@ cr_table_alter_policy(Oid relid, const char *policy, const char *path,
 	log_table_ddl(CR_DDL_ALTER_POLICY, rel, config);
 	relation_close(rel, NoLock);
 	cr_update_table_config(config);
-	cr_record_config_history(config);
+	cr_record_policy_history(config);
 }
 
 /*
@@ -562,7 +562,7 @@ cr_table_disable(Oid relid)
 
 	/* forget the table first: the DDL check must not object to the drops */
 	cr_delete_table_config(relid);
-	cr_forget_config_history(relid);
+	cr_forget_policy_history(relid);
 	cr_tombstone_forget_table(relid);
 	spi_run_ddl(psprintf("DROP TRIGGER %s ON %s", CR_TRUNCATE_TRIGGER_NAME, qualname));
 	spi_run_ddl(psprintf("DROP TRIGGER %s ON %s", CR_TRIGGER_NAME, qualname));
@@ -902,9 +902,9 @@ apply_remote_ddl(char action, Oid relid, const char *policy, const char *path,
 				config->config_version = config_version;
 				relation_close(rel, NoLock);
 				cr_update_table_config(config);
-				cr_record_config_history(config);
+				cr_record_policy_history(config);
 			}
-			else if (cr_get_config_history(relid, config_version) == NULL)
+			else if (cr_get_policy_history(relid, config_version) == NULL)
 				cr_table_remember_config(relid, policy, path, resolver, config_version);
 			break;
 		case CR_DDL_DISABLE:
