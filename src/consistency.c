@@ -58,6 +58,7 @@
 #include "storage/latch.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/lsyscache.h"
 #include "utils/pg_lsn.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
@@ -110,6 +111,9 @@ static char *applied_token = NULL;
 /* the statements of the wait itself do not wait */
 static bool waiting_for_token = false;
 
+/* the statement a client sent has been checked under strong */
+static bool strong_checked = false;
+
 static ExecutorStart_hook_type prev_executor_start = NULL;
 static ExecutorRun_hook_type prev_executor_run = NULL;
 static ExecutorFinish_hook_type prev_executor_finish = NULL;
@@ -128,6 +132,8 @@ static int	level_of(const char *name);
 static int	parse_token(const char *token, TokenEntry *entries, int max);
 static bool check_consistency(char **newval, void **extra, GucSource source);
 static bool check_session_token(char **newval, void **extra, GucSource source);
+static bool check_default_consistency(int *newval, void **extra, GucSource source);
+static bool touches_multi_region(PlannedStmt *stmt);
 static void consistency_executor_start(QueryDesc *queryDesc, int eflags);
 static void consistency_executor_run(QueryDesc *queryDesc, ScanDirection direction,
 									 uint64 count, bool execute_once);
@@ -205,6 +211,61 @@ check_consistency(char **newval, void **extra, GucSource source)
 	return true;
 }
 
+/*
+ * ALTER SYSTEM SET cosmosrep.default_consistency = 'strong' in a database
+ * whose group has several write regions is refused where it is made, as
+ * Cosmos DB refuses strong with several write regions.  Only there: the
+ * check runs without a transaction (a reload, the postmaster) and in
+ * databases without a region too, where it cannot know; a value that
+ * passes anyway refuses only statements that read or write multi-region
+ * tables (strong_read), never a session's other statements.
+ */
+static bool
+check_default_consistency(int *newval, void **extra, GucSource source)
+{
+	int			writers = 0;
+	ListCell   *lc;
+
+	if (*newval != CR_STRONG || source != PGC_S_FILE || !IsTransactionState() ||
+		!OidIsValid(get_namespace_oid(COSMOSREP_SCHEMA, true)))
+		return true;
+	PushActiveSnapshot(GetTransactionSnapshot());
+	if (cr_local_region_id(true) > 0)
+	{
+		foreach(lc, cr_get_regions_cached())
+			writers += ((CrRegion *) lfirst(lc))->accepts_writes ? 1 : 0;
+	}
+	PopActiveSnapshot();
+	if (writers > 1)
+	{
+		GUC_check_errmsg("consistency level \"strong\" needs a single write region");
+		GUC_check_errdetail("%d regions accept writes.", writers);
+		GUC_check_errhint("Call cosmosrep.set_multiple_write_regions(false) first.");
+		return false;
+	}
+	return true;
+}
+
+/*
+ * Whether a statement reads or writes a multi-region table (one with
+ * cosmosrep's columns): a syscache lookup per table of its range table.
+ */
+static bool
+touches_multi_region(PlannedStmt *stmt)
+{
+	ListCell   *lc;
+
+	foreach(lc, stmt->rtable)
+	{
+		RangeTblEntry *rte = lfirst(lc);
+
+		if (rte->rtekind == RTE_RELATION &&
+			get_attnum(rte->relid, CR_VERSION_COLUMN) != InvalidAttrNumber)
+			return true;
+	}
+	return false;
+}
+
 static bool
 check_session_token(char **newval, void **extra, GucSource source)
 {
@@ -228,7 +289,7 @@ cr_consistency_define_settings(void)
 							 NULL,
 							 &default_consistency,
 							 CR_SESSION, consistency_levels,
-							 PGC_SIGHUP, 0, NULL, NULL, NULL);
+							 PGC_SIGHUP, 0, check_default_consistency, NULL, NULL);
 	DefineCustomStringVariable("cosmosrep.consistency",
 							   "This session's consistency level: cosmosrep.default_consistency or a weaker one.",
 							   "Empty means the server-wide level.",
@@ -319,17 +380,30 @@ effective_level(void)
 static void
 consistency_executor_start(QueryDesc *queryDesc, int eflags)
 {
-	bool		strong = effective_level() == CR_STRONG;
-	bool		bounded = effective_level() == CR_BOUNDED_STALENESS;
-	bool		token = session_token && *session_token &&
+	bool		top = executor_depth == 0;
+	bool		strong;
+	bool		bounded = top && effective_level() == CR_BOUNDED_STALENESS;
+	bool		token = top && session_token && *session_token &&
 		effective_level() >= CR_SESSION &&
 		(applied_token == NULL || strcmp(applied_token, session_token) != 0);
 
 	/*
-	 * Sessions of clients only (not apply workers, which run statements
-	 * too), and their top-level statements.
+	 * Strong: once per statement a client sends, at the first statement it
+	 * runs (itself, or one of a function it calls) that reads or writes a
+	 * multi-region table; other statements are not its business.
 	 */
-	if (!waiting_for_token && executor_depth == 0 && (strong || bounded || token) &&
+	if (top)
+		strong_checked = false;
+	strong = !strong_checked && effective_level() == CR_STRONG &&
+		MyBackendType == B_BACKEND && touches_multi_region(queryDesc->plannedstmt);
+	if (strong)
+		strong_checked = true;
+
+	/*
+	 * Sessions of clients only (not apply workers, which run statements
+	 * too), and their top-level statements but for strong.
+	 */
+	if (!waiting_for_token && (strong || bounded || token) &&
 		IsTransactionState() && MyBackendType == B_BACKEND)
 	{
 		waiting_for_token = true;
