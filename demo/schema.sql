@@ -1,13 +1,12 @@
 -- demo/schema.sql: the demo's tables, created the same way in every region
 -- (join_region wants the group's tables present and empty in the joining
--- region).  psql variable :order_id_start is different in each region:
--- order ids come from a region-local sequence with a disjoint range per
--- region, the usual way to keep concurrent inserts from colliding on keys.
--- Customers are shared: every region updates the same customer rows.
+-- region).  Order ids come from cosmosrep.global_id(), unique across the
+-- regions without coordination, so concurrent inserts in several regions
+-- never collide on keys (a sequence would give every region the same
+-- numbers).  Customers are shared: every region updates the same customer
+-- rows.
 -- Payments are shared too, and their conflicts go to a custom resolver
 -- (resolve_payment, below) instead of last writer wins.
-
-CREATE SEQUENCE orders_id_seq START :order_id_start;
 
 CREATE TABLE customers (
     id                bigint PRIMARY KEY,
@@ -18,7 +17,7 @@ CREATE TABLE customers (
 );
 
 CREATE TABLE orders (
-    id          bigint PRIMARY KEY DEFAULT nextval('orders_id_seq'),
+    id          bigint PRIMARY KEY DEFAULT cosmosrep.global_id(),
     customer_id bigint NOT NULL,
     item        text NOT NULL,
     qty         int NOT NULL,

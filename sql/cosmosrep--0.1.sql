@@ -228,6 +228,15 @@ COMMENT ON FUNCTION cosmosrep.next_version() IS
 -- PUBLIC may call it: issues a version as any local write does; no data.
 GRANT EXECUTE ON FUNCTION cosmosrep.next_version() TO PUBLIC;
 
+CREATE FUNCTION cosmosrep.global_id()
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'cosmosrep_global_id'
+LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
+COMMENT ON FUNCTION cosmosrep.global_id() IS
+    'a 64-bit id unique across all regions, rising in each (for a key column''s default)';
+-- PUBLIC may call it: an id from the clock, no data.
+GRANT EXECUTE ON FUNCTION cosmosrep.global_id() TO PUBLIC;
+
 CREATE FUNCTION cosmosrep.current_version()
 RETURNS bigint
 AS 'MODULE_PATHNAME', 'cosmosrep_current_version'

@@ -240,8 +240,37 @@ SELECT count(*) AS rows, count(DISTINCT _cr_version) = count(*) AS versions_dist
   FROM orders;
 SELECT table_name, policy FROM cosmosrep.tables ORDER BY table_name::text;
 
+--
+-- Keys from sequences, and cosmosrep.global_id()
+--
+
+-- a serial key: every region would issue the same numbers
+CREATE TABLE seq_keys (id serial PRIMARY KEY, v text);
+SELECT cosmosrep.enable_table('seq_keys');
+SELECT cosmosrep.disable_table('seq_keys');
+-- an identity key, refused when the setting says so, and nothing changes
+CREATE TABLE ident_keys (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, v text);
+SET cosmosrep.sequence_keys = refuse;
+SELECT cosmosrep.enable_table('ident_keys');
+SELECT count(*) AS enabled FROM cosmosrep.tables WHERE table_name = 'ident_keys'::regclass;
+SELECT pg_temp.columns_of('ident_keys');
+SET cosmosrep.sequence_keys = allow;
+SELECT cosmosrep.enable_table('ident_keys');
+RESET cosmosrep.sequence_keys;
+-- the switch README shows, then no warning
+SELECT cosmosrep.disable_table('ident_keys');
+ALTER TABLE ident_keys ALTER COLUMN id DROP IDENTITY IF EXISTS,
+                       ALTER COLUMN id SET DEFAULT cosmosrep.global_id();
+SELECT cosmosrep.enable_table('ident_keys');
+INSERT INTO ident_keys (v) SELECT 'v' || g FROM generate_series(1, 1000) g;
+SELECT count(DISTINCT id) AS distinct_ids,
+       bool_and(cosmosrep.version_region(id) = 1) AS region_bits
+  FROM ident_keys;
+-- rising within the region
+SELECT a < b AS rising FROM (SELECT cosmosrep.global_id() AS a, cosmosrep.global_id() AS b) ids;
+
 DROP FUNCTION resolve_orders(orders, orders, boolean, orders[]);
-DROP TABLE orders, scratch, owned, "Sales Dept"."Order Lines";
+DROP TABLE orders, scratch, owned, "Sales Dept"."Order Lines", seq_keys, ident_keys;
 DROP SCHEMA "Sales Dept";
 REVOKE USAGE ON SCHEMA cosmosrep FROM regress_cr_owner, regress_cr_other;
 DROP EXTENSION cosmosrep CASCADE;

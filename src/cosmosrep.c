@@ -42,6 +42,7 @@
 #include "signing.h"
 #include "stability.h"
 #include "staleness.h"
+#include "tables.h"
 
 PG_MODULE_MAGIC;
 
@@ -61,6 +62,7 @@ _PG_init(void)
 	cr_hlc_define_settings();
 	cr_stability_define_settings();
 	cr_conflict_log_define_settings();
+	cr_tables_define_settings();
 	cr_consistency_define_settings();
 	cr_staleness_define_settings();
 	cr_membership_define_settings();

@@ -86,6 +86,7 @@ typedef struct HlcShared
 static HlcShared *hlc = NULL;
 
 static int64 hlc_now_ms(void);
+static int64 hlc_next(int region_id, bool write);
 static int64 hlc_read_reservation(void);
 static void hlc_write_reservation(int64 reserved_ms);
 static void hlc_extend_reservation(int64 ms, bool wait);
@@ -256,6 +257,25 @@ hlc_set_last_tick(int64 tick)
 int64
 cr_hlc_next_version(int region_id)
 {
+	return hlc_next(region_id, true);
+}
+
+/*
+ * Issue the next value of the clock as an id, for cosmosrep.global_id():
+ * unique across regions (region bits), rising in this region, above
+ * everything issued before a crash or a step back of the wall clock (the
+ * reservation), and no write: the transaction's open version is left
+ * alone.
+ */
+int64
+cr_hlc_next_id(int region_id)
+{
+	return hlc_next(region_id, false);
+}
+
+static int64
+hlc_next(int region_id, bool write)
+{
 	int64		now_tick = hlc_now_ms() << CR_HLC_LOGICAL_BITS;
 
 	Assert(region_id > 0 && region_id <= CR_MAX_REGION_ID);
@@ -269,7 +289,7 @@ cr_hlc_next_version(int region_id)
 		SpinLockAcquire(&hlc->mutex);
 		tick = Max(now_tick, hlc->last_tick + 1);
 		/* under the mutex, so that no stable version passes it unseen */
-		if (*open == 0)
+		if (write && *open == 0)
 			*open = (tick << CR_HLC_REGION_BITS) | region_id;
 		if (hlc_set_last_tick(tick))
 			return (tick << CR_HLC_REGION_BITS) | region_id;

@@ -33,6 +33,7 @@ extern Size cr_hlc_shmem_size(void);
 extern void cr_hlc_shmem_init(void);
 
 extern int64 cr_hlc_next_version(int region_id);
+extern int64 cr_hlc_next_id(int region_id);
 extern void cr_hlc_observe(int64 version);
 extern int64 cr_hlc_current(void);
 extern int64 cr_hlc_stable_version(void);

@@ -30,6 +30,7 @@
 #include "tables.h"
 
 PG_FUNCTION_INFO_V1(cosmosrep_next_version);
+PG_FUNCTION_INFO_V1(cosmosrep_global_id);
 PG_FUNCTION_INFO_V1(cosmosrep_current_version);
 PG_FUNCTION_INFO_V1(cosmosrep_observe_version);
 PG_FUNCTION_INFO_V1(cosmosrep_version_region);
@@ -55,6 +56,19 @@ cosmosrep_next_version(PG_FUNCTION_ARGS)
 {
 	cr_require_preload();
 	PG_RETURN_INT64(cr_hlc_next_version(cr_local_region_id(false)));
+}
+
+/*
+ * cosmosrep.global_id(): a 64-bit id unique in the whole group, for a
+ * column default: the region's clock (milliseconds, a counter, the region
+ * id), so rising in each region and above every id issued before a crash
+ * or a step back of the wall clock.
+ */
+Datum
+cosmosrep_global_id(PG_FUNCTION_ARGS)
+{
+	cr_require_preload();
+	PG_RETURN_INT64(cr_hlc_next_id(cr_local_region_id(false)));
 }
 
 Datum

@@ -47,6 +47,7 @@
 #include "postgres.h"
 
 #include "access/detoast.h"
+#include "access/genam.h"
 #include "access/relation.h"
 #include "access/table.h"
 #include "access/tableam.h"
@@ -61,9 +62,12 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
+#include "nodes/nodeFuncs.h"
 #include "parser/parse_func.h"
+#include "rewrite/rewriteHandler.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -98,6 +102,17 @@ static Oid	lookup_resolver(Relation rel, const char *name);
 static void check_resolver_execute(Relation rel, const CrTableConfig *config,
 								   const char *name);
 static void spi_run_ddl(const char *sql);
+static bool calls_nextval(Node *node, void *context);
+static void check_key_generators(Relation rel);
+
+typedef enum CrSequenceKeys
+{
+	CR_SEQUENCE_KEYS_WARN,
+	CR_SEQUENCE_KEYS_REFUSE,
+	CR_SEQUENCE_KEYS_ALLOW
+} CrSequenceKeys;
+
+static int	cr_sequence_keys = CR_SEQUENCE_KEYS_WARN;
 static void grant_to_link_roles(Oid relid, const char *qualname);
 static bool table_has_rows(Relation rel);
 static void check_trigger(Relation rel, const char *name);
@@ -313,6 +328,77 @@ check_resolver_execute(Relation rel, const CrTableConfig *config, const char *na
 				 errhint("Grant EXECUTE on the function to the table's owner.")));
 }
 
+/* whether an expression takes a value from a sequence */
+static bool
+calls_nextval(Node *node, void *context)
+{
+	if (node == NULL)
+		return false;
+	if (IsA(node, NextValueExpr) ||
+		(IsA(node, FuncExpr) && ((FuncExpr *) node)->funcid == F_NEXTVAL))
+		return true;
+	return expression_tree_walker(node, calls_nextval, context);
+}
+
+/*
+ * A primary key column that takes its values from a sequence (an identity
+ * column, serial, a default calling nextval) gets the same numbers in
+ * every region: rows inserted in two regions collide on the key.  Warned
+ * of, refused or let through as cosmosrep.sequence_keys says.
+ */
+static void
+check_key_generators(Relation rel)
+{
+	Relation	index;
+
+	if (cr_sequence_keys == CR_SEQUENCE_KEYS_ALLOW)
+		return;
+	index = index_open(RelationGetPrimaryKeyIndex(rel), AccessShareLock);
+	for (int i = 0; i < index->rd_index->indnkeyatts; i++)
+	{
+		AttrNumber	attnum = index->rd_index->indkey.values[i];
+		Form_pg_attribute att;
+		Node	   *def;
+
+		if (attnum <= 0)
+			continue;
+		att = TupleDescAttr(RelationGetDescr(rel), attnum - 1);
+		def = build_column_default(rel, attnum);
+		if (att->attidentity == '\0' && (def == NULL || !calls_nextval(def, NULL)))
+			continue;
+		ereport(cr_sequence_keys == CR_SEQUENCE_KEYS_REFUSE ? ERROR : WARNING,
+				(errcode(ERRCODE_INVALID_TABLE_DEFINITION),
+				 errmsg("column \"%s\" of table \"%s\" takes its values from a sequence",
+						NameStr(att->attname), RelationGetRelationName(rel)),
+				 errdetail("Sequences do not replicate: every region issues the same numbers, and rows inserted in two regions collide on the primary key."),
+				 errhint("Make cosmosrep.global_id() the column's default (ALTER TABLE %s ALTER COLUMN %s DROP IDENTITY IF EXISTS, ALTER COLUMN %s SET DEFAULT cosmosrep.global_id()).",
+						 quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
+													RelationGetRelationName(rel)),
+						 quote_identifier(NameStr(att->attname)),
+						 quote_identifier(NameStr(att->attname)))));
+	}
+	index_close(index, AccessShareLock);
+}
+
+/* the setting, defined where it is read */
+static const struct config_enum_entry sequence_keys_options[] = {
+	{"warn", CR_SEQUENCE_KEYS_WARN, false},
+	{"refuse", CR_SEQUENCE_KEYS_REFUSE, false},
+	{"allow", CR_SEQUENCE_KEYS_ALLOW, false},
+	{NULL, 0, false}
+};
+
+void
+cr_tables_define_settings(void)
+{
+	DefineCustomEnumVariable("cosmosrep.sequence_keys",
+							 "What enable_table does with a primary key that takes its values from a sequence.",
+							 "warn, refuse, or allow; cosmosrep.global_id() gives keys unique across regions.",
+							 &cr_sequence_keys,
+							 CR_SEQUENCE_KEYS_WARN, sequence_keys_options,
+							 PGC_USERSET, 0, NULL, NULL, NULL);
+}
+
 static void
 spi_run_ddl(const char *sql)
 {
@@ -425,6 +511,9 @@ cr_table_enable(Oid relid, const char *policy, const char *path,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("table \"%s\" has no primary key", relname),
 				 errhint("Add a primary key, then call cosmosrep.enable_table again.")));
+	/* what a region receives was checked where it was enabled */
+	if (config_version == 0)
+		check_key_generators(rel);
 
 	/*
 	 * Apply writes every row as the table's owner, whom policies do not

@@ -35,4 +35,6 @@ extern void cr_build_ddl_message(StringInfo buf, char action, Relation rel,
 extern void cr_table_apply_ddl(const char *content, Size size,
 							   const char *origin_region);
 
+extern void cr_tables_define_settings(void);
+
 #endif							/* CR_TABLES_H */
