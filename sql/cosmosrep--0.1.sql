@@ -755,6 +755,64 @@ COMMENT ON FUNCTION cosmosrep.discard_conflict(bigint) IS
 GRANT EXECUTE ON FUNCTION cosmosrep.discard_conflict(bigint) TO PUBLIC;
 
 --
+-- Foreign keys between multi-region tables: apply checks none (as core's
+-- apply, with session_replication_role = replica), so a parent deleted in
+-- one region while a child is inserted in another ends, in every region
+-- alike, with the child and without the parent.  This finds such rows.
+--
+
+CREATE FUNCTION cosmosrep.dangling_references(child regclass)
+RETURNS TABLE (constraint_name name, parent regclass, child_row jsonb)
+LANGUAGE plpgsql STABLE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    fk record;
+    cond text;
+BEGIN
+    FOR fk IN
+        SELECT c.conname, c.confrelid::regclass AS parent,
+               c.conkey, c.confkey, c.conpfeqop
+          FROM pg_catalog.pg_constraint c
+         WHERE c.conrelid OPERATOR(pg_catalog.=) child
+           AND c.contype OPERATOR(pg_catalog.=) 'f'
+         ORDER BY c.conname
+    LOOP
+        -- the key's own equality operators, named by schema
+        SELECT pg_catalog.string_agg(
+                   pg_catalog.format('c.%I OPERATOR(%I.%s) p.%I',
+                                     ca.attname, n.nspname, o.oprname, pa.attname),
+                   ' AND ' ORDER BY k.i)
+          INTO cond
+          FROM pg_catalog.generate_subscripts(fk.conkey, 1) AS k(i)
+          JOIN pg_catalog.pg_attribute ca
+            ON ca.attrelid OPERATOR(pg_catalog.=) child
+           AND ca.attnum OPERATOR(pg_catalog.=) fk.conkey[k.i]
+          JOIN pg_catalog.pg_attribute pa
+            ON pa.attrelid OPERATOR(pg_catalog.=) fk.parent
+           AND pa.attnum OPERATOR(pg_catalog.=) fk.confkey[k.i]
+          JOIN pg_catalog.pg_operator o ON o.oid OPERATOR(pg_catalog.=) fk.conpfeqop[k.i]
+          JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) o.oprnamespace;
+        -- a key with a NULL column references nothing (MATCH SIMPLE)
+        RETURN QUERY EXECUTE pg_catalog.format(
+            'SELECT %L::name, %L::regclass, pg_catalog.to_jsonb(c) FROM %s c'
+            ' WHERE %s AND NOT EXISTS (SELECT 1 FROM %s p WHERE %s)',
+            fk.conname, fk.parent, child,
+            (SELECT pg_catalog.string_agg(pg_catalog.format('c.%I IS NOT NULL', a.attname), ' AND ')
+               FROM pg_catalog.pg_attribute a
+              WHERE a.attrelid OPERATOR(pg_catalog.=) child
+                AND a.attnum OPERATOR(pg_catalog.=) ANY (fk.conkey)),
+            fk.parent, cond);
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION cosmosrep.dangling_references(regclass) IS
+    'rows of a table whose foreign keys reference no row of the parent (a delete and an insert that crossed between regions)';
+-- PUBLIC may call it: it runs as the caller (SECURITY INVOKER), who must
+-- read both tables, and names every operator by schema.
+GRANT EXECUTE ON FUNCTION cosmosrep.dangling_references(regclass) TO PUBLIC;
+
+--
 -- Keeping the configuration true when objects are dropped
 --
 
