@@ -11,6 +11,7 @@ use strict;
 use warnings;
 
 use Exporter 'import';
+use CosmosRep::Relay;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
@@ -161,13 +162,28 @@ sub wait_for_same_table
 # The libpq connection string other regions use to reach $node, as the
 # link role; user => '' leaves the user out (the bootstrap superuser, for
 # the few tests that must connect as it), user => $role names another.
+#
+# With $CosmosRep::Test::LINK_DELAY_MS set (before the group is made), the
+# string reaches $node through a relay on loopback that holds each
+# direction's bytes that long (CosmosRep::Relay): every link into $node is
+# that far away.
+our $LINK_DELAY_MS = 0;
+my %relay_port;
+
 sub region_dsn
 {
 	my ($node, $dbname, %opts) = @_;
 	$dbname //= 'postgres';
 	my $user = $opts{user} // $LINK_ROLE;
+	my ($host, $port) = ($node->host, $node->port);
+	if ($LINK_DELAY_MS > 0 && $user ne '')
+	{
+		$relay_port{ $node->name } //= CosmosRep::Relay::start_relay(
+			"$host/.s.PGSQL.$port", $LINK_DELAY_MS);
+		($host, $port) = ('127.0.0.1', $relay_port{ $node->name });
+	}
 	return sprintf('host=%s port=%d dbname=%s%s',
-		$node->host, $node->port, $dbname, $user eq '' ? '' : " user=$user");
+		$host, $port, $dbname, $user eq '' ? '' : " user=$user");
 }
 
 # An ordered checksum of a whole table: equal on two regions if and only
