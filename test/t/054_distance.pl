@@ -1,8 +1,9 @@
 # Regions at a distance: every link goes through the harness's relay
 # (CosmosRep::Relay), which holds each direction's bytes for a one-way
-# delay.  A change takes at least that long to arrive, and a read in the
+# delay.  A change takes at least that long to arrive, a read in the
 # other region that presents the writer's fresh session token waits for
-# it, not more than it must and never past the timeout.
+# it, not more than it must and never past the timeout, and a strong
+# commit waits one round trip.
 use strict;
 use warnings;
 
@@ -49,6 +50,28 @@ is($seen, '1', 'the read presenting the token sees the write');
 my $waited_ms = sprintf("%.0f", ($after - $before) * 1000);
 cmp_ok($waited_ms, '>', 10, "it waited for the write to arrive ($waited_ms ms)");
 cmp_ok($waited_ms, '<', 5000, 'and not up to the session wait timeout');
+
+# strong with a as the write region: a commit waits for b to apply it and
+# say so, one round trip (and at most a WAL writer delay at b), not more
+$ra->safe_psql('postgres', "SELECT cosmosrep.set_multiple_write_regions(false, 'a')");
+ok(wait_for_value($rb, q{SELECT string_agg(region_name, ',') FROM cosmosrep.regions WHERE accepts_writes}, 'a'),
+	'a alone accepts writes');
+$ra->append_conf('postgresql.conf',
+	"cosmosrep.default_consistency = 'strong'\nsynchronous_standby_names = 'cosmosrep_b'");
+$ra->reload;
+$ra->poll_query_until('postgres', 'SHOW synchronous_standby_names', 'cosmosrep_b') or die;
+$ra->safe_psql('postgres', 'UPDATE notes SET note = note');    # the first waits for the feedback loop
+$out = $ra->safe_psql('postgres', q{
+	SELECT extract(epoch FROM clock_timestamp());
+	UPDATE notes SET note = 'strong' WHERE id = 1;
+	SELECT extract(epoch FROM clock_timestamp());
+});
+($before, $after) = split /\n/, $out;
+my $commit_ms = sprintf("%.0f", ($after - $before) * 1000);
+cmp_ok($commit_ms, '>=', 2 * $delay_ms, "a strong commit waits a round trip ($commit_ms ms)");
+cmp_ok($commit_ms, '<', 2 * $delay_ms + 1000, 'and not much more');
+is($rb->safe_psql('postgres', "SET cosmosrep.consistency = 'eventual'; SELECT note FROM notes WHERE id = 1"),
+	'strong', 'once it returned, the other region holds the write');
 
 ok_all_streaming([ $ra, $rb ], 'streams at a distance');
 $_->stop for ($ra, $rb);
