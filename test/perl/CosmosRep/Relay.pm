@@ -71,6 +71,9 @@ sub relay_loop
 {
 	my ($listen, $target, $delay, $jitter) = @_;
 	my $select = IO::Select->new($listen);
+
+	# a peer that went away is an end of its connection, not of the relay
+	local $SIG{PIPE} = 'IGNORE';
 	my %flow_of;    # socket -> the flow it reads into
 	my @pairs;      # [ client to server, server to client ]
 	my @flows;
@@ -131,7 +134,13 @@ sub relay_loop
 				while ($off < length $chunk->[1])
 				{
 					my $w = syswrite($f->{to}, $chunk->[1], length($chunk->[1]) - $off, $off);
-					last unless defined $w;
+					unless (defined $w)
+					{
+						# the receiver is gone: drop what is left of this flow
+						@{ $f->{queue} } = ();
+						$f->{eof} = 1;
+						last;
+					}
 					$off += $w;
 				}
 			}
