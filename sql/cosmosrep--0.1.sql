@@ -296,6 +296,16 @@ COMMENT ON FUNCTION cosmosrep.redact_dsn(text) IS
 -- has.
 GRANT EXECUTE ON FUNCTION cosmosrep.redact_dsn(text) TO PUBLIC;
 
+CREATE FUNCTION cosmosrep.arbiter()
+RETURNS text
+AS 'MODULE_PATHNAME', 'cosmosrep_arbiter'
+LANGUAGE C STABLE;
+COMMENT ON FUNCTION cosmosrep.arbiter() IS
+    'the region that resolves the conflicts of tables under a resolver: the first write region in failover priority order';
+-- PUBLIC may call it: it names a region, which cosmosrep.regions shows to
+-- PUBLIC too.
+GRANT EXECUTE ON FUNCTION cosmosrep.arbiter() TO PUBLIC;
+
 CREATE VIEW cosmosrep.regions AS
     SELECT r.region_id,
            r.region_name,

@@ -47,6 +47,7 @@
 #include "executor/executor.h"
 #include "libpq/pqformat.h"
 #include "replication/logicalproto.h"
+#include "replication/origin.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -58,8 +59,11 @@
 #include "conflict.h"
 #include "hlc.h"
 #include "names.h"
+#include "protocol.h"
 #include "remote.h"
+#include "row_trigger.h"
 #include "run_as.h"
+#include "signing.h"
 #include "tombstone.h"
 
 /* the identity a change switched away from */
@@ -219,18 +223,16 @@ find_local_row(ApplyExec *ex, TupleTableSlot *key, TupleTableSlot *row,
 	return false;
 }
 
-/* what a local row of ar's table holds: its version, base, whether merged */
+/* what a local row of ar's table holds: its version, base, configuration */
 static CrLocalState
 row_state(ApplyRel *ar, TupleTableSlot *row)
 {
-	CrLocalState state = {true, 0, 0, 0, false};
+	CrLocalState state = {true, 0, 0, 0};
 	bool		isnull;
-	Datum		region = slot_getattr(row, ar->policy->region_att, &isnull);
 
 	state.version = slot_version(row, ar->version_att, &isnull);
 	state.base = slot_version(row, ar->base_att, &isnull);
 	state.config = slot_version(row, ar->config_att, &isnull);
-	state.merged = !isnull && DatumGetInt16(region) == 0;
 	return state;
 }
 
@@ -242,7 +244,7 @@ static CrLocalState
 local_state(ApplyExec *ex, ApplyRel *ar, TupleTableSlot *key,
 			TupleTableSlot *row, bool confirm_miss)
 {
-	CrLocalState local = {false, 0, 0, 0, false};
+	CrLocalState local = {false, 0, 0, 0};
 
 	if (find_local_row(ex, key, row, confirm_miss))
 		local = row_state(ar, row);
@@ -268,7 +270,9 @@ local_state(ApplyExec *ex, ApplyRel *ar, TupleTableSlot *key,
  * Count a conflict and record it, the one rule for both kinds (a key's
  * conflict and a unique collision): every conflict while
  * cosmosrep.record_resolved_conflicts is on, and always the feed's
- * entries (pending, error).
+ * entries (pending, error).  A tentative decision (a conflict under a
+ * resolver, outside the arbiter) is counted, and recorded by the
+ * arbiter alone.
  */
 static void
 record_decision(ApplyExec *ex, const CrPolicy *policy, const CrIncoming *incoming,
@@ -277,12 +281,70 @@ record_decision(ApplyExec *ex, const CrPolicy *policy, const CrIncoming *incomin
 				TupleTableSlot *merged)
 {
 	cr_conflicts_in_transaction++;
+	if (d->resolution == CR_RESOLUTION_TENTATIVE)
+		return;
 	if (cr_record_resolved_conflicts || d->resolution == CR_RESOLUTION_PENDING ||
 		d->resolution == CR_RESOLUTION_ERROR)
 		cr_record_conflict(ex->rel,
 						   d->by_configuration ? CR_POLICY_NEWER_CONFIGURATION : policy->name,
 						   incoming, local, d, local_row, remote_row, merged);
 }
+/*
+ * Write what the arbiter's resolver decided (conflict.c): a new write of
+ * this region, replacing local_row (or the tombstone of the key), which
+ * the other regions must receive like any local write.  Its WAL records
+ * therefore carry no replication origin (the output plugin sends only
+ * changes without one), and the worker commits the transaction without
+ * one too (apply_worker.c), since decoding skips a transaction whose
+ * commit names an origin.  A resolution that deletes the key sends its
+ * version as the row trigger does for a local delete.
+ */
+static void
+write_resolution(ApplyExec *ex, ApplyRel *ar, const CrIncoming *incoming,
+				 const CrLocalState *local, const CrDecision *d,
+				 TupleTableSlot *local_row)
+{
+	RepOriginId peer_origin = replorigin_session_origin;
+
+	cr_local_writes_in_transaction = true;
+	replorigin_session_origin = InvalidRepOriginId;
+	PG_TRY();
+	{
+		if (d->write_merged &&
+			settle_collisions(ex, ar, ex->mergedslot, incoming,
+							  local->row_found ? local_row : NULL))
+		{
+			if (local->row_found)
+				ExecSimpleRelationUpdate(ex->rri, ex->estate, &ex->epqstate,
+										 local_row, ex->mergedslot);
+			else
+				ExecSimpleRelationInsert(ex->rri, ex->estate, ex->mergedslot);
+		}
+		else if (d->delete_merged)
+		{
+			CrDeleteBase payload;
+
+			payload.relid = RelationGetRelid(ex->rel);
+			payload.version = d->merged_version;
+			payload.base_version = d->merged_base;
+			payload.config_version = d->merged_config;
+			if (local->row_found)
+			{
+				cr_log_message(CR_DELETE_BASE_PREFIX, (const char *) &payload,
+							   sizeof(payload), true);
+				ExecSimpleRelationDelete(ex->rri, ex->estate, &ex->epqstate, local_row);
+			}
+			cr_tombstone_record(payload.relid, d->key, d->merged_version,
+								d->merged_base, d->merged_config);
+		}
+	}
+	PG_FINALLY();
+	{
+		replorigin_session_origin = peer_origin;
+	}
+	PG_END_TRY();
+}
+
 /*
  * Decide a remote change (incoming, with remote_row, or NULL for a delete)
  * against local, the state of its key (held in key) in this region, with
@@ -305,22 +367,8 @@ decide(ApplyExec *ex, ApplyRel *ar, const CrIncoming *incoming,
 	record_decision(ex, policy, incoming, local, &d,
 					local->row_found ? local_row : NULL, remote_row,
 					d.write_merged ? ex->mergedslot : NULL);
-	if (d.write_merged &&
-		!settle_collisions(ex, ar, ex->mergedslot, incoming,
-						   local->row_found ? local_row : NULL))
-		d.write_merged = false;
-	if (d.write_merged && local->row_found)
-		ExecSimpleRelationUpdate(ex->rri, ex->estate, &ex->epqstate, local_row,
-								 ex->mergedslot);
-	else if (d.write_merged)
-		ExecSimpleRelationInsert(ex->rri, ex->estate, ex->mergedslot);
-	else if (d.delete_merged)
-	{
-		if (local->row_found)
-			ExecSimpleRelationDelete(ex->rri, ex->estate, &ex->epqstate, local_row);
-		cr_tombstone_record(RelationGetRelid(ex->rel), d.key, d.merged_version,
-							d.merged_base, incoming->config);
-	}
+	if (d.write_merged || d.delete_merged)
+		write_resolution(ex, ar, incoming, local, &d, local_row);
 	return d;
 }
 
@@ -702,7 +750,7 @@ handle_delete(StringInfo s)
 	LogicalRepTupleData oldtup;
 	ApplyRel   *ar = cr_apply_rel_lookup(logicalrep_read_delete(s, &oldtup));
 	ApplyExec  *ex = change_begin(ar);
-	CrLocalState local = {false, 0, 0, 0, false};
+	CrLocalState local = {false, 0, 0, 0};
 	CrIncoming	incoming;
 	bool		unversioned;
 	bool		applied;
@@ -895,7 +943,7 @@ record_rejected_change(LogicalRepMsgType action, StringInfo s, const char *error
 	ApplyExec  *ex;
 	TupleTableSlot *row;
 	CrIncoming	incoming;
-	CrLocalState local = {false, 0, 0, 0, false};
+	CrLocalState local = {false, 0, 0, 0};
 	CrDecision	d = {0};
 	CrUserContext user;
 	bool		isnull;

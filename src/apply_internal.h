@@ -101,6 +101,8 @@ extern PGconn *CrPeerSqlConn;	/* plain SQL, opened when needed */
 extern bool cr_in_remote_transaction;
 extern int	cr_changes_in_transaction;	/* of the open local transaction */
 extern int	cr_conflicts_in_transaction;
+extern bool cr_local_writes_in_transaction;	/* resolutions: writes of this
+											 * region to send */
 
 extern void cr_apply_dispatch(StringInfo s);
 extern void cr_apply_stable_version(int64 version);

@@ -116,6 +116,7 @@ PGconn	   *CrPeerSqlConn = NULL;
 bool		cr_in_remote_transaction = false;
 int			cr_changes_in_transaction = 0;
 int			cr_conflicts_in_transaction = 0;
+bool		cr_local_writes_in_transaction = false;
 
 static CrPeerStatus *MyPeer = NULL;
 static PGconn *PeerConn = NULL;
@@ -160,6 +161,7 @@ static bool ping_sent = false;
 static void apply_worker_exit(int code, Datum arg);
 static void send_feedback(bool force, bool request_reply);
 static void commit_group(void);
+static void commit_with_local_writes(void);
 static void publish_stable_version(void);
 
 /* at exit: close the connections, and the worker no longer runs */
@@ -255,7 +257,10 @@ commit_group(void)
 	cr_exec_close_all();
 	replorigin_session_origin_lsn = group_end_lsn;
 	replorigin_session_origin_timestamp = last_commit_time;
-	CommitTransactionCommand();
+	if (cr_local_writes_in_transaction)
+		commit_with_local_writes();
+	else
+		CommitTransactionCommand();
 	MemoryContextSwitchTo(CrApplyMessageContext);
 	mapping = MemoryContextAlloc(CrApplyContext, sizeof(CommitMapping));
 	mapping->local_end = XactLastCommitEnd;
@@ -285,6 +290,29 @@ commit_group(void)
 	publish_stable_version();
 	cr_changes_in_transaction = 0;
 	cr_conflicts_in_transaction = 0;
+}
+
+/*
+ * Commit a group in which the arbiter wrote resolutions (apply_change.c),
+ * writes of this region that the other regions must receive.  Decoding
+ * skips every transaction whose commit record names a replication origin,
+ * so this one commits without the peer's origin, and the origin's
+ * progress is advanced in memory just after the commit rather than by
+ * the commit record.  A crash before the next checkpoint therefore
+ * applies the group again: every change in it then meets a row or
+ * tombstone that already holds it (an equal version, or a resolution
+ * that has seen it) and changes nothing.
+ */
+static void
+commit_with_local_writes(void)
+{
+	RepOriginId origin = replorigin_session_origin;
+
+	replorigin_session_origin = InvalidRepOriginId;
+	CommitTransactionCommand();
+	replorigin_session_origin = origin;
+	replorigin_session_advance(group_end_lsn, XactLastCommitEnd);
+	cr_local_writes_in_transaction = false;
 }
 
 /* the peer's stable version received before now holds here */

@@ -87,6 +87,42 @@ cr_region_cache_callback(Datum arg, Oid relid)
 }
 
 /*
+ * The arbiter: the region that resolves the conflicts of tables under a
+ * resolver for the whole group (conflict.c).  It is the first region that
+ * accepts writes in failover priority order (1, 2, ...; 0, no priority,
+ * after every other), ties broken by region id; 0 when none accepts
+ * writes.  Every region computes it from its own cosmosrep.region, which
+ * converges like any configuration: while two regions disagree, both may
+ * resolve a conflict, and their results are writes like any other.
+ */
+int
+cr_arbiter_region_id(void)
+{
+	static uint64 generation = 0;
+	static int	arbiter = 0;
+	CrRegion   *best = NULL;
+	ListCell   *lc;
+
+	if (generation == cr_regions_generation && generation != 0)
+		return arbiter;
+	foreach(lc, cr_get_regions_cached())
+	{
+		CrRegion   *r = lfirst(lc);
+
+		if (!r->accepts_writes)
+			continue;
+		if (best == NULL ||
+			(r->failover_priority != 0 &&
+			 (best->failover_priority == 0 || r->failover_priority < best->failover_priority)))
+			best = r;
+	}
+	arbiter = best ? best->id : 0;
+	/* only a known local region moves the generation on change */
+	generation = cr_local_region_id(true) < 0 ? 0 : cr_regions_generation;
+	return arbiter;
+}
+
+/*
  * Run one statement through SPI, to which the caller has connected, as
  * the bootstrap superuser: cosmosrep's tables are not readable by PUBLIC,
  * and it owns them.  Callers check the privileges of the user they act for

@@ -45,6 +45,7 @@ extern uint64 cr_catalog_write(SPIPlanPtr *plan, const char *sql, int nargs,
 							   int expected);
 extern int	cr_local_region_id(bool missing_ok);
 extern bool cr_local_region_accepts_writes(void);
+extern int	cr_arbiter_region_id(void);
 extern List *cr_get_regions_cached(void);
 
 extern uint64 cr_regions_generation;

@@ -289,19 +289,16 @@ cr_error_is_transient(int sqlerrcode)
 }
 
 /*
- * Call the resolver of rel in a subtransaction, with the two writes in
- * canonical order: the newer one (by version) as incoming, the older one
- * as existing (composite datums, 0 for a write that deleted the key),
- * is_tombstone when the newer write is a delete, and the rows of the key
- * that wait in the feed.  Every region calls it with the same arguments
- * for the same two writes, whichever arrived first.  The row it returns
- * is stored in merged; *deleted when it returns NULL.  False, with *error
- * set, when the resolver failed, or returned a row of another type or
- * another key.
+ * Call the resolver of rel in a subtransaction with incoming and existing
+ * (composite datums, 0 for a write that deleted the key), is_tombstone
+ * when incoming is a delete, and the rows of the key that wait in the
+ * feed.  The row it returns is stored in merged; *deleted when it returns
+ * NULL.  False, with *error set, when the resolver failed, or returned a
+ * row of another type or another key.
  */
 bool
 cr_call_resolver(const CrPolicy *policy, Relation rel, bytea *key,
-				 Datum newer, Datum older, TupleTableSlot *merged,
+				 Datum incoming, Datum existing, TupleTableSlot *merged,
 				 bool *deleted, char **error)
 {
 	MemoryContext callerctx = CurrentMemoryContext;
@@ -312,11 +309,11 @@ cr_call_resolver(const CrPolicy *policy, Relation rel, bytea *key,
 
 	InitFunctionCallInfoData(*fcinfo, (FmgrInfo *) &policy->resolver, 4,
 							 InvalidOid, NULL, NULL);
-	fcinfo->args[0].value = newer;
-	fcinfo->args[0].isnull = newer == (Datum) 0;
-	fcinfo->args[1].value = older;
-	fcinfo->args[1].isnull = older == (Datum) 0;
-	fcinfo->args[2].value = BoolGetDatum(newer == (Datum) 0);
+	fcinfo->args[0].value = incoming;
+	fcinfo->args[0].isnull = incoming == (Datum) 0;
+	fcinfo->args[1].value = existing;
+	fcinfo->args[1].isnull = existing == (Datum) 0;
+	fcinfo->args[2].value = BoolGetDatum(incoming == (Datum) 0);
 	fcinfo->args[2].isnull = false;
 	fcinfo->args[3].value = cr_feed_rows(RelationGetRelid(rel), key, policy->rowtype);
 	fcinfo->args[3].isnull = false;
@@ -396,45 +393,40 @@ cr_call_resolver(const CrPolicy *policy, Relation rel, bytea *key,
 }
 
 /*
- * The custom policy: the resolver's row, unless it is the newer write
- * itself (which then wins as under last-writer-wins).  The row is written
- * at the newer version, which is what every region computes whatever the
- * order of arrival (the higher of several versions), with base 0 and
- * region 0: a merge is no region's write, and no later write is decided
- * against it without the resolver (cr_decide).
+ * The custom policy, in the arbiter (catalog.c): the resolver's row for
+ * the two writes as they met here (incoming, as it arrived, and existing,
+ * what this region held), written as a new write of this region, with a
+ * version above both, whatever the resolver returned (even one of the two
+ * writes unchanged).  The other regions hold one of the two writes for
+ * now, by version; the new write replaces it everywhere, as a write made
+ * after seeing both.  The resolver runs once per conflict in the group,
+ * so it need not be deterministic, commutative or associative.
+ *
+ * A resolver that fails leaves the conflict decided by version, as the
+ * other regions decided it, and in the feed with its error.
  */
 static void
 decide_custom(const CrPolicy *policy, Relation rel, const CrIncoming *incoming,
 			  const CrLocalState *local, bytea *key, TupleTableSlot *local_row,
 			  TupleTableSlot *remote_row, TupleTableSlot *merged, CrDecision *d)
 {
-	bool		remote_newer = incoming->version > local->version;
-	TupleTableSlot *newer = remote_newer ? remote_row : local_row;
-	TupleTableSlot *older = remote_newer ? local_row : remote_row;
+	int			region = cr_local_region_id(false);
 	bool		deleted;
-	bool		kept_newer;
 
 	if (!cr_call_resolver(policy, rel, key,
-						  newer ? ExecFetchSlotHeapTupleDatum(newer) : (Datum) 0,
-						  older ? ExecFetchSlotHeapTupleDatum(older) : (Datum) 0,
+						  remote_row ? ExecFetchSlotHeapTupleDatum(remote_row) : (Datum) 0,
+						  local_row ? ExecFetchSlotHeapTupleDatum(local_row) : (Datum) 0,
 						  merged, &deleted, &d->error))
 	{
 		d->resolution = CR_RESOLUTION_ERROR;
-		d->apply_remote = false;
-		return;
-	}
-	kept_newer = deleted ? newer == NULL :
-		newer != NULL && cr_same_user_values(policy, RelationGetDescr(rel), merged, newer);
-	if (kept_newer)
-	{
-		d->apply_remote = remote_newer;
-		d->resolution = remote_newer ? CR_RESOLUTION_REMOTE_APPLIED : CR_RESOLUTION_LOCAL_KEPT;
 		return;
 	}
 	d->resolution = CR_RESOLUTION_MERGED;
 	d->apply_remote = false;
-	d->merged_version = Max(incoming->version, local->version);
-	d->merged_base = 0;
+	d->merged_version = cr_hlc_next_version(region);
+	/* what it replaced here: unchanged TOASTed values are that row's */
+	d->merged_base = local->row_found ? local->version : 0;
+	d->merged_config = Max(incoming->config, local->config);
 	if (deleted)
 		d->delete_merged = true;
 	else
@@ -444,34 +436,11 @@ decide_custom(const CrPolicy *policy, Relation rel, const CrIncoming *incoming,
 		merged->tts_isnull[policy->version_att - 1] = false;
 		merged->tts_values[policy->base_att - 1] = Int64GetDatum(d->merged_base);
 		merged->tts_isnull[policy->base_att - 1] = false;
-		merged->tts_values[policy->region_att - 1] = Int16GetDatum(0);
+		merged->tts_values[policy->region_att - 1] = Int16GetDatum((int16) region);
 		merged->tts_isnull[policy->region_att - 1] = false;
-		/* the configuration of both writes (else it was no resolver's) */
-		merged->tts_values[policy->config_att - 1] = Int64GetDatum(incoming->config);
+		merged->tts_values[policy->config_att - 1] = Int64GetDatum(d->merged_config);
 		merged->tts_isnull[policy->config_att - 1] = false;
 	}
-}
-
-/*
- * The conflict between incoming and local that the policy decides: the
- * one detected, and, under a resolver, any write against a merged row.
- * A merged row holds more than the write whose version it carries: a
- * write made on top of that write has not seen the rest, so it goes to
- * the resolver too (which, under the resolver contract, returns it if it
- * saw everything).
- */
-static CrConflictKind
-policy_conflict(const CrPolicy *policy, const CrIncoming *incoming,
-				const CrLocalState *local)
-{
-	CrConflictKind kind = cr_detect_conflict(incoming, local);
-
-	if (kind == CR_CONFLICT_NONE && policy->kind == CR_POLICY_CUSTOM &&
-		local->row_found && local->merged && incoming->version != local->version)
-		kind = incoming->kind == CR_CHANGE_INSERT ? CR_CONFLICT_INSERT_EXISTS :
-			incoming->kind == CR_CHANGE_UPDATE ? CR_CONFLICT_UPDATE_UPDATE :
-			CR_CONFLICT_DELETE_UPDATED;
-	return kind;
 }
 
 /* whether incoming and local, a conflict, were made under two configurations */
@@ -489,7 +458,7 @@ bool
 cr_remote_may_win(const CrPolicy *policy, const CrIncoming *incoming,
 				  const CrLocalState *local)
 {
-	if (policy_conflict(policy, incoming, local) == CR_CONFLICT_NONE)
+	if (cr_detect_conflict(incoming, local) == CR_CONFLICT_NONE)
 		return cr_remote_wins(incoming->version, local);
 	if (configurations_differ(incoming, local))
 		return incoming->config > local->config;
@@ -509,7 +478,9 @@ cr_remote_may_win(const CrPolicy *policy, const CrIncoming *incoming,
  *						whatever its path value, as in Cosmos DB (an order
  *						of all writes, so that three regions converge);
  *	manual				decided by version for now, and pending in the feed;
- *	custom				the resolver's row (decide_custom).
+ *	custom				in the arbiter, the resolver's row, as a new write
+ *						(decide_custom); elsewhere by version, tentatively,
+ *						until the arbiter's write arrives.
  *
  * policy is that of the configuration incoming was made under; a conflict
  * between writes of two configurations goes to the newer one's write.
@@ -525,7 +496,7 @@ cr_decide(const CrPolicy *policy, Relation rel, const CrIncoming *incoming,
 {
 	CrDecision	d = {0};
 
-	d.kind = policy_conflict(policy, incoming, local);
+	d.kind = cr_detect_conflict(incoming, local);
 	d.apply_remote = cr_remote_wins(incoming->version, local);
 	if (d.kind != CR_CONFLICT_NONE && configurations_differ(incoming, local))
 	{
@@ -553,6 +524,12 @@ cr_decide(const CrPolicy *policy, Relation rel, const CrIncoming *incoming,
 				d.resolution = CR_RESOLUTION_PENDING;
 				return d;
 			case CR_POLICY_CUSTOM:
+				if (cr_arbiter_region_id() != cr_local_region_id(false))
+				{
+					/* by version for now: the arbiter's write follows */
+					d.resolution = CR_RESOLUTION_TENTATIVE;
+					return d;
+				}
 				decide_custom(policy, rel, incoming, local, d.key, local_row,
 							  remote_row, merged, &d);
 				return d;

@@ -53,7 +53,6 @@ typedef struct CrLocalState
 								 * row, the version the delete removed */
 	int64		config;			/* the configuration it was written under,
 								 * or CR_CONFIG_ANY */
-	bool		merged;			/* the row is a resolver's merge */
 } CrLocalState;
 
 typedef enum CrConflictKind
@@ -76,7 +75,9 @@ typedef enum CrResolution
 	CR_RESOLUTION_LOCAL_KEPT,
 	CR_RESOLUTION_MERGED,
 	CR_RESOLUTION_PENDING,
-	CR_RESOLUTION_ERROR
+	CR_RESOLUTION_ERROR,
+	CR_RESOLUTION_TENTATIVE		/* by version until the arbiter's write
+								 * arrives; not recorded */
 } CrResolution;
 
 typedef enum CrPolicyKind
@@ -116,6 +117,7 @@ typedef struct CrDecision
 	bool		delete_merged;	/* or delete the key at merged_version */
 	int64		merged_version;
 	int64		merged_base;
+	int64		merged_config;
 	bytea	   *key;			/* the primary key, for conflicts the feed
 								 * may hold (custom, manual), else NULL */
 	char	   *error;			/* CR_RESOLUTION_ERROR */
@@ -144,7 +146,7 @@ extern CrDecision cr_decide_collision(const CrPolicy *policy, Relation rel,
 									  TupleTableSlot *remote_row);
 extern bool cr_error_is_transient(int sqlerrcode);
 extern bool cr_call_resolver(const CrPolicy *policy, Relation rel, bytea *key,
-							 Datum newer, Datum older, TupleTableSlot *merged,
+							 Datum incoming, Datum existing, TupleTableSlot *merged,
 							 bool *deleted, char **error);
 extern bool cr_same_user_values(const CrPolicy *policy, TupleDesc desc,
 								TupleTableSlot *a, TupleTableSlot *b);

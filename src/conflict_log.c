@@ -126,6 +126,7 @@ const char *const cr_resolution_names[] = {
 	[CR_RESOLUTION_MERGED] = "merged",
 	[CR_RESOLUTION_PENDING] = "pending",
 	[CR_RESOLUTION_ERROR] = "error",
+	[CR_RESOLUTION_TENTATIVE] = "tentative",
 };
 
 /* a conflict detected in the open transaction, not yet written */

@@ -546,7 +546,6 @@ cosmosrep_reapply_conflict(PG_FUNCTION_ARGS)
 	{
 		CrPolicy   *policy = cr_policy_load(rel, config->policy, config->path,
 											config->resolver);
-		bool		remote_newer = e->remote_version > e->local_version;
 		TupleTableSlot *merged = MakeSingleTupleTableSlot(RelationGetDescr(rel),
 														  &TTSOpsVirtual);
 		CrUserContext user;
@@ -555,9 +554,7 @@ cosmosrep_reapply_conflict(PG_FUNCTION_ARGS)
 		char	   *error = NULL;
 
 		cr_switch_to_owner(rel->rd_rel->relowner, &user);
-		ok = cr_call_resolver(policy, rel, e->key,
-							  remote_newer ? e->remote_row : e->local_row,
-							  remote_newer ? e->local_row : e->remote_row,
+		ok = cr_call_resolver(policy, rel, e->key, e->remote_row, e->local_row,
 							  merged, &deleted, &error);
 		cr_restore_user(&user);
 		if (!ok)

@@ -37,6 +37,7 @@ PG_FUNCTION_INFO_V1(cosmosrep_version_region);
 PG_FUNCTION_INFO_V1(cosmosrep_version_time);
 PG_FUNCTION_INFO_V1(cosmosrep_create_region);
 PG_FUNCTION_INFO_V1(cosmosrep_redact_dsn);
+PG_FUNCTION_INFO_V1(cosmosrep_arbiter);
 PG_FUNCTION_INFO_V1(cosmosrep_enable_table);
 PG_FUNCTION_INFO_V1(cosmosrep_alter_table_policy);
 PG_FUNCTION_INFO_V1(cosmosrep_disable_table);
@@ -193,6 +194,17 @@ cosmosrep_create_region(PG_FUNCTION_ARGS)
 	cr_insert_region(&region);
 
 	PG_RETURN_INT16(region.id);
+}
+
+/* the name of the arbiter, the region that runs the resolvers (catalog.c) */
+Datum
+cosmosrep_arbiter(PG_FUNCTION_ARGS)
+{
+	CrRegion   *arbiter = cr_get_region_by_id(cr_arbiter_region_id());
+
+	if (arbiter == NULL)
+		PG_RETURN_NULL();
+	PG_RETURN_TEXT_P(cstring_to_text(arbiter->name));
 }
 
 /*

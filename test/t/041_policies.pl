@@ -6,13 +6,13 @@
 #       update, whatever the versions (as in Cosmos DB);
 #   manual  decided like last_writer_wins, and every conflict waits in the
 #       feed (resolution pending, resolved_at NULL);
-#   custom  a resolver, called in every region with the same canonical
-#       arguments (incoming = the newer write, existing = the older one, a
-#       NULL row for a write that deleted the key), returns the row to
-#       keep; a row other than the newer write is written as "merged" at
-#       the higher version, with base 0 and region 0; a resolver that
-#       fails leaves the local row as it was, records the error, and
-#       replication goes on; it runs as the table owner.
+#   custom  a resolver, called once per conflict in the arbiter (the first
+#       write region, a), with the write that arrived there as incoming and
+#       the row a held as existing (a NULL row for a write that deleted the
+#       key); what it returns becomes a new write of a, which replaces what
+#       the other regions held meanwhile (by version); a resolver that
+#       fails leaves the conflict decided by version and records the error
+#       in a's feed; it runs as the table owner.
 #
 # Every scenario pauses all six directed links (partition_regions), makes
 # its writes one statement after another (each commits before the next, so
@@ -23,14 +23,12 @@
 # The expected rows are stated literally; their versions are read back
 # from the writing statements (RETURNING _cr_version).
 #
-# The ledger resolver (payments) follows the documented contract for
-# convergence across three regions: it merges like a max/union (keeps the
-# row of the higher status rank, pending 0 < authorized 1 < captured 2 <
-# refunded 3, with the sorted distinct union of the tags), and local
-# writes only move a payment up.  Every region must end with the oracle
-# row of every key: the highest rank ever committed, the union of all
-# tags, and the same _cr_version (the highest version written) everywhere,
-# whatever the order in which the links heal.
+# The ledger resolver (payments) merges like a max/union (keeps the row of
+# the higher status rank, pending 0 < authorized 1 < captured 2 <
+# refunded 3, with the sorted distinct union of the tags).  Every region
+# must end with the oracle row of every key: the highest rank ever
+# committed and the union of all tags, written by the arbiter after every
+# write of the round, whatever the order in which the links heal.
 use strict;
 use warnings;
 
@@ -504,6 +502,8 @@ $v{s1b} = put('b', "UPDATE secured SET v = 'b' WHERE id = 1");
 
 versions_follow_statements('ledger and failing resolvers');
 heal(2, 'ledger and failing resolvers', @HEAL_ABC);
+# the arbiter's resolutions travel after the marks
+wait_for_same_table(\@all, $_) for qw(payments fails secured);
 
 # the version of b's delete of payment 4
 my $p4_delete = sql('b', q{
@@ -511,99 +511,94 @@ my $p4_delete = sql('b', q{
 ok($p4_before < $p4_delete && $p4_delete < $p4_after && $p4_delete > $v{p4a},
 	'b: the delete of payment 4 left its tombstone, newer than a\'s capture');
 
-my $PAYMENTS = join("\n",
-	"1|captured|{created,riskok,settled}|b|$v{p1a}|0|0",
-	"2|captured|{created,riskok,settled}|b|$v{p2b}|0|0",
-	"3|captured|{created,settled}|b|$v{p3b}|$pre3|2",
-	"4|captured|{created,settled}|a|$p4_delete|0|0");
+is(join(',', map { sql($_, 'SELECT cosmosrep.arbiter()') } @NAMES), 'a,a,a',
+	'every region names a, the first write region, as the arbiter');
+
+# Each conflict is resolved in a alone: the resolver gets b's write as
+# incoming and a's as existing, and its row is a new write of a, above
+# both versions, with a's row as base (for unchanged TOASTed values).
 my $payments_query = q{
-	SELECT string_agg(concat_ws('|', id, status, tags, last_touched_by, _cr_version, _cr_base, _cr_region),
+	SELECT string_agg(concat_ws('|', id, status, tags, last_touched_by,
+	                            CASE WHEN _cr_version > %s THEN 'newer' ELSE _cr_version::text END,
+	                            _cr_base, _cr_region),
 	                  E'\n' ORDER BY id)
 	  FROM payments WHERE id <= 5};
+my $newest = (sort { $b <=> $a } map { $v{$_} } grep { /^p/ } keys %v)[0];
+$newest = $p4_delete if $p4_delete > $newest;
+my $PAYMENTS = join("\n",
+	"1|captured|{created,riskok,settled}|b|newer|$v{p1a}|1",
+	"2|captured|{created,riskok,settled}|b|newer|$v{p2a}|1",
+	"3|captured|{created,settled}|b|newer|$v{p3a}|1",
+	"4|captured|{created,settled}|a|newer|$v{p4a}|1");
 for my $r (@NAMES)
 {
-	is(sql($r, $payments_query), $PAYMENTS,
-		"$r: ledger: authorized and captured merge into captured with both tags at the higher"
-		  . ' version, with base and region 0 (1, 2); the newer write that is the merge wins as is (3);'
-		  . ' a delete does not remove a captured payment (4) but removes an authorized one (5)');
+	is(sql($r, sprintf($payments_query, $newest)), $PAYMENTS,
+		"$r: ledger: the arbiter's resolutions: authorized and captured merge into captured"
+		  . ' with both tags (1, 2), a resolver that returns one of the writes writes it again'
+		  . ' (3), a delete does not remove a captured payment (4) but removes an authorized'
+		  . ' one (5); each a new write of a, newer than every write of the round');
 }
 
 $c = sub {
 	conflicts($_[0], 'payments',
 		"coalesce(error, CASE WHEN winner_row IS NULL THEN '-' ELSE concat_ws(',',"
-		  . " winner_row->>'status', winner_row->>'tags', winner_row->>'last_touched_by',"
-		  . " winner_row->>'_cr_version') END)");
+		  . " winner_row->>'status', winner_row->>'tags', winner_row->>'last_touched_by') END)");
 };
-my %W = (
-	1 => "captured,[\"created\", \"riskok\", \"settled\"],b,$v{p1a}",
-	2 => "captured,[\"created\", \"riskok\", \"settled\"],b,$v{p2b}",
-	3 => "captured,[\"created\", \"settled\"],b,$v{p3b}",
-	4 => "captured,[\"created\", \"settled\"],a,$p4_delete");
 is($c->('a'), join("\n",
-		"1 update_update b>a merged $W{1}",
-		"2 update_update b>a merged $W{2}",
-		"3 update_update b>a remote_applied $W{3}",
-		"4 delete_updated b>a merged $W{4}",
-		'5 delete_updated b>a remote_applied -'),
-	'a: ledger: merged conflicts record the written row as winner');
-is($c->('b'), join("\n",
-		"1 update_update a>b merged $W{1}",
-		"2 update_update a>b merged $W{2}",
-		"3 update_update a>b local_kept $W{3}",
-		"4 update_deleted a>b merged $W{4}",
-		'5 update_deleted a>b local_kept -'),
-	'b: ledger: merged conflicts record the written row as winner');
-is($c->('c'), join("\n",
-		"1 update_update b>c merged $W{1}",
-		"2 update_update b>c merged $W{2}",
-		"3 update_update b>c remote_applied $W{3}",
-		"4 delete_updated b>c merged $W{4}",
-		'5 delete_updated b>c remote_applied -'),
-	'c (a\'s writes first): ledger: the same resolutions');
+		'1 update_update b>a merged captured,["created", "riskok", "settled"],b',
+		'2 update_update b>a merged captured,["created", "riskok", "settled"],b',
+		'3 update_update b>a merged captured,["created", "settled"],b',
+		'4 delete_updated b>a merged captured,["created", "settled"],a',
+		'5 delete_updated b>a merged -'),
+	'a: ledger: the arbiter records each conflict once, with the row it wrote as winner');
+is($c->('b') . '|' . $c->('c'), '|',
+	'b and c: ledger: the regions that are not the arbiter record no conflict');
 
-# failing resolvers
-my %FAILS = (
-	a => "1|a|$v{f1a}\n2|a|$v{f2a}\n4|b|$v{f4b}",
-	b => "1|b|$v{f1b}\n2|b|$v{f2b}\n4|b|$v{f4b}",
-	c => "1|a|$v{f1a}\n2|a|$v{f2a}\n4|b|$v{f4b}");
+# failing resolvers: in the arbiter a, 1 raises and 2 returns another key:
+# the conflict stays decided by version (b's newer write, as b and c hold
+# it) and waits in a's feed; 3 (NULL) deletes at a new version of a; 4
+# returns incoming, b's row, which a writes anew
+my $FAILS = "1|b|$v{f1b}|2\n2|b|$v{f2b}|2\n4|b|newer|1";
+my $fails_query = sprintf(q{
+	SELECT string_agg(concat_ws('|', id, v, CASE WHEN _cr_version > %s THEN 'newer'
+	                                            ELSE _cr_version::text END, _cr_region),
+	                  E'\n' ORDER BY id) FROM fails}, $v{f4b});
+my $f3 = sql('a', q{SELECT version FROM cosmosrep.tombstones
+                    WHERE table_name = 'fails'::regclass AND key = '(3)'});
 for my $r (@NAMES)
 {
-	is(sql($r, q{SELECT string_agg(concat_ws('|', id, v, _cr_version), E'\n' ORDER BY id) FROM fails}),
-		$FAILS{$r},
-		"$r: failing resolver: the rows of 1 (raises) and 2 (another key) are left as they were,"
-		  . ' 3 (NULL) is deleted, 4 resolved');
+	is(sql($r, $fails_query), $FAILS,
+		"$r: failing resolver: 1 (raises) and 2 (another key) hold the newer write, as every"
+		  . ' region decided it, 3 (NULL) is deleted, 4 written anew by the arbiter');
 	is(sql($r, q{SELECT string_agg(key || ' ' || version, ',') FROM cosmosrep.tombstones
 	              WHERE table_name = 'fails'::regclass}),
-		"(3) $v{f3b}", "$r: failing resolver: NULL deletes 3 at the higher version");
+		"(3) $f3", "$r: failing resolver: NULL deletes 3 at the arbiter's new version");
 }
-my %FROM = (a => 'b>a', b => 'a>b', c => 'b>c');
-my %KEPT4 = (a => 'remote_applied', b => 'local_kept', c => 'remote_applied');
-for my $r (@NAMES)
-{
-	is(conflicts($r, 'fails',
-			"coalesce(error, '-') || ' ' || (resolved_at IS NULL)::text || ' ' || coalesce(winner_row->>'v', '-')"),
-		join("\n",
-			"1 update_update $FROM{$r} error resolver refuses payment 1 (waiting: none) true -",
-			"2 update_update $FROM{$r} error resolver returned a row with another primary key true -",
-			"3 update_update $FROM{$r} merged - false -",
-			"4 update_update $FROM{$r} $KEPT4{$r} - false b"),
-		"$r: failing resolver: errors are recorded with their message and wait in the feed");
-}
+ok($f3 > $v{f3b}, 'the arbiter deleted 3 at a version newer than both writes');
+is(conflicts('a', 'fails',
+		"coalesce(error, '-') || ' ' || (resolved_at IS NULL)::text || ' ' || coalesce(winner_row->>'v', '-')"),
+	join("\n",
+		"1 update_update b>a error resolver refuses payment 1 (waiting: none) true -",
+		"2 update_update b>a error resolver returned a row with another primary key true -",
+		"3 update_update b>a merged - false -",
+		"4 update_update b>a merged - false b"),
+	'a: failing resolver: errors are recorded with their message and wait in the arbiter\'s feed');
+is(conflicts('b', 'fails') . '|' . conflicts('c', 'fails'), '|',
+	'b and c: failing resolver: nothing recorded outside the arbiter');
 
 # a resolver runs as the table owner, who may not read secret
-my %SECURED = (a => "a|$v{s1a}", b => "b|$v{s1b}", c => "a|$v{s1a}");
+is(conflicts('a', 'secured', "coalesce(error, '-')"),
+	'1 update_update b>a error permission denied for table secret',
+	"a: a resolver of owner1's table cannot read a table owner1 may not read");
 for my $r (@NAMES)
 {
-	is(conflicts($r, 'secured', "coalesce(error, '-')"),
-		"1 update_update $FROM{$r} error permission denied for table secret",
-		"$r: a resolver of owner1's table cannot read a table owner1 may not read");
-	is(sql($r, q{SELECT v || '|' || _cr_version FROM secured}), $SECURED{$r},
-		"$r: the row of the failed resolution is left as it was");
+	is(sql($r, q{SELECT v || '|' || _cr_version FROM secured}), "b|$v{s1b}",
+		"$r: the conflict of the failed resolution stays decided by version");
 }
 
 # replication goes on: later changes from the regions of the failed
-# resolutions; b's new update of 1 fails again where a's row is held, and
-# the resolver then sees b's earlier row, waiting in the feed
+# resolutions; b's next update of 1, made on the row every region holds,
+# is no conflict
 sql('b', "UPDATE fails SET v = 'b again' WHERE id = 1;"
 	  . " INSERT INTO fails VALUES (10, 'b later'); UPDATE fails SET v = 'b later' WHERE id = 4");
 sql('a', "INSERT INTO fails VALUES (11, 'a later'); INSERT INTO secured VALUES (2, 'a later')");
@@ -615,19 +610,13 @@ for my $r (@NAMES)
 		"$r: failing resolver: later changes of a and b are applied");
 	ok(wait_for_value($node{$r}, q{SELECT count(*) FROM secured WHERE v = 'a later'}, '1'),
 		"$r: a later insert into owner1's table is applied");
+	is(sql($r, 'SELECT v FROM fails WHERE id = 1'), 'b again',
+		"$r: failing resolver: b's next update of 1 is applied everywhere");
 }
-for my $r (qw(a c))
-{
-	is(conflicts($r, 'fails', "coalesce(error, '-') || ' ' || (resolved_at IS NULL)::text",
-			"key->>'id' = '1'"),
-		join("\n",
-			"1 update_update $FROM{$r} error resolver refuses payment 1 (waiting: none) true",
-			"1 update_update $FROM{$r} error resolver refuses payment 1 (waiting: b) true"),
-		"$r: failing resolver: b's next update of 1 fails too; the resolver is passed b's"
-		  . ' earlier row, which waits in the feed');
-	is(sql($r, 'SELECT v FROM fails WHERE id = 1'), 'a', "$r: failing resolver: 1 still holds a's row");
-}
-is(sql('b', 'SELECT v FROM fails WHERE id = 1'), 'b again', 'b: its own update of 1 is applied');
+is(conflicts('a', 'fails', "(resolved_at IS NULL)::text", "key->>'id' = '1'"),
+	'1 update_update b>a error true',
+	'a: failing resolver: the failed conflict of 1 still waits in the feed, and b\'s next'
+	  . ' update, made after it, is no conflict');
 ok_all_streaming(\@all, 'failed resolutions do not stop replication');
 
 ##########
@@ -704,6 +693,7 @@ for my $heal (@HEALS)
 
 	versions_follow_statements($what);
 	heal($round, $what, @steps);
+	wait_for_same_table(\@all, 'payments');
 
 	my %base;
 	for my $key (@keys)
@@ -713,15 +703,16 @@ for my $heal (@HEALS)
 		my %tags = map { ($_ => 1) } map { @{ $_->[2] } } @w;
 		my ($version) = sort { $b <=> $a } map { $_->[3] } @w;
 		my $oracle = join('|', $key->{id}, $top->[1], '{' . join(',', sort keys %tags) . '}',
-			$top->[0], $version);
+			$top->[0], 'newer', 1);
 		for my $r (@NAMES)
 		{
-			my $got = sql($r, "SELECT concat_ws('|', id, status, tags, last_touched_by, _cr_version,"
-				  . " _cr_base) FROM payments WHERE id = $key->{id}");
+			my $got = sql($r, "SELECT concat_ws('|', id, status, tags, last_touched_by,"
+				  . " CASE WHEN _cr_version > $version THEN 'newer' ELSE _cr_version::text END,"
+				  . " _cr_region, _cr_base) FROM payments WHERE id = $key->{id}");
 			$got =~ s/\|(\d*)$//;
 			$base{ $key->{id} }{$r} = $1;
 			is($got, $oracle, "$r: $what: payment $key->{id} ($key->{what}) holds the highest"
-				  . ' status, the union of the tags and the highest version')
+				  . ' status and the union of the tags, written by the arbiter a after every write')
 			  or diag("the writes: "
 				  . join(', ', map { "$_->[0] $_->[1] at $_->[3]" } @w)
 				  . "\nthe conflicts of $key->{id} in $r:\n"
@@ -734,7 +725,7 @@ for my $heal (@HEALS)
 					 WHERE table_name = 'payments'::regclass AND key->>'id' = '$key->{id}'}));
 		}
 	}
-	# a merge's base does not depend on the order of arrival either
+	# nor does its base
 	for my $id (sort keys %base)
 	{
 		my %b = %{ $base{$id} };

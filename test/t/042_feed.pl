@@ -175,8 +175,13 @@ ok(wait_for_value($ra,
 		"SELECT error FROM cosmosrep.conflict_feed WHERE key->>'id' = '5'",
 		'resolver not ready for key 5'),
 	'the failure is an error entry with the error text');
-is($ra->safe_psql('postgres', 'SELECT qty || note FROM orders WHERE id = 5'), '50a',
-	'the region keeps its row');
+wait_for_same_table(\@nodes, 'orders');
+is($_->safe_psql('postgres', 'SELECT qty || note FROM orders WHERE id = 5'), '40b',
+	$_->name . ': the conflict the resolver failed on stays decided by version (b\'s newer write)')
+  for @nodes;
+is(join(',', map { $_->safe_psql('postgres',
+			"SELECT count(*) FROM cosmosrep.conflict_feed WHERE key->>'id' = '5'") } @nodes),
+	'1,0,0', 'the error entry is in the arbiter a alone');
 $ra->safe_psql('postgres', 'INSERT INTO orders VALUES (6, 1, \'after\')');
 ok(wait_for_value($_, 'SELECT count(*) FROM orders WHERE id = 6', '1'),
 	$_->name . ': later changes still replicate')

@@ -256,8 +256,10 @@ for my $node ($r2, $r3)
 		$node->name . ' takes the custom policy');
 }
 partition_regions(\@nodes);
-$r1->safe_psql('postgres', "SET ROLE mallory; UPDATE app.items SET q = 31 WHERE id = 3");
+# (r1's write the newer: the failed conflict stays decided by version, and
+# r1 keeps its row)
 $r2->safe_psql('postgres', "SET ROLE mallory; UPDATE app.items SET q = 32 WHERE id = 3");
+$r1->safe_psql('postgres', "SET ROLE mallory; UPDATE app.items SET q = 31 WHERE id = 3");
 heal_regions(\@nodes);
 ok_all_streaming(\@nodes, 'a failing resolver does not stop replication');
 ok($r1->poll_query_until('postgres', q{
