@@ -24,6 +24,7 @@ OBJS = \
 	src/protocol.o \
 	src/remote.o \
 	src/row_trigger.o \
+	src/seen.o \
 	src/run_as.o \
 	src/launcher.o \
 	src/membership.o \

@@ -98,11 +98,26 @@ CREATE TABLE cosmosrep.tombstone (
     deleted_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
     base       bigint      NOT NULL DEFAULT 0,  -- version of the deleted row
     config     bigint      NOT NULL DEFAULT 0,  -- configuration of the delete
+    seen       bytea,                           -- the writes it had seen
     PRIMARY KEY (relid, key)
 );
 REVOKE ALL ON cosmosrep.tombstone FROM PUBLIC;
 COMMENT ON TABLE cosmosrep.tombstone IS
     'primary keys and delete versions of deleted rows of multi-region tables';
+
+-- This region's writes of a key that a remote write replaced without having
+-- seen them (a conflict decided by version for now), as exclusions of a
+-- version vector (src/seen.c): the region's next write of the key must not
+-- claim them.  State, not configuration: not dumped.
+CREATE TABLE cosmosrep.lost_write (
+    relid oid   NOT NULL,
+    key   bytea NOT NULL,
+    lost  bytea NOT NULL,
+    PRIMARY KEY (relid, key)
+);
+REVOKE ALL ON cosmosrep.lost_write FROM PUBLIC;
+COMMENT ON TABLE cosmosrep.lost_write IS
+    'writes of this region that a concurrent remote write replaced, per key, until the region writes the key again';
 
 CREATE FUNCTION cosmosrep.tombstone_key_text(relid oid, key bytea)
 RETURNS text
@@ -345,6 +360,15 @@ COMMENT ON FUNCTION cosmosrep.stamp_truncate() IS
     'statement trigger: gives a local TRUNCATE a version and sends it to the other regions';
 -- PUBLIC may call it: a trigger function, as stamp_row.
 GRANT EXECUTE ON FUNCTION cosmosrep.stamp_truncate() TO PUBLIC;
+
+CREATE FUNCTION cosmosrep.check_insert()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'cosmosrep_check_insert'
+LANGUAGE C;
+COMMENT ON FUNCTION cosmosrep.check_insert() IS
+    'row trigger: refuses an insert that a delete of the same key overtook';
+-- PUBLIC may call it: a trigger function, as stamp_row.
+GRANT EXECUTE ON FUNCTION cosmosrep.check_insert() TO PUBLIC;
 
 CREATE FUNCTION cosmosrep.enable_table(
     relation regclass,
@@ -843,10 +867,12 @@ BEGIN
             DELETE FROM cosmosrep.replicated_table WHERE relid::oid = obj.objid;
             DELETE FROM cosmosrep.policy_history WHERE relid::oid = obj.objid;
             DELETE FROM cosmosrep.tombstone WHERE relid = obj.objid;
+            DELETE FROM cosmosrep.lost_write WHERE relid = obj.objid;
             DELETE FROM cosmosrep.conflict WHERE relid = obj.objid;
             DELETE FROM cosmosrep.conflict_shape WHERE relid = obj.objid;
         ELSIF obj.object_type = 'trigger'
-              AND obj.address_names[3] IN ('cosmosrep_stamp', 'cosmosrep_truncate')
+              AND obj.address_names[3] IN ('cosmosrep_stamp', 'cosmosrep_truncate',
+                                           'cosmosrep_insert_check')
               AND EXISTS (SELECT 1 FROM cosmosrep.replicated_table
                            WHERE relid::oid = to_regclass(quote_ident(obj.address_names[1])
                                                 || '.' || quote_ident(obj.address_names[2]))) THEN

@@ -56,6 +56,7 @@
 #include "utils/syscache.h"
 
 #include "apply_internal.h"
+#include "catalog.h"
 #include "conflict.h"
 #include "hlc.h"
 #include "names.h"
@@ -63,7 +64,7 @@
 #include "remote.h"
 #include "row_trigger.h"
 #include "run_as.h"
-#include "signing.h"
+#include "seen.h"
 #include "tombstone.h"
 
 /* the identity a change switched away from */
@@ -176,7 +177,17 @@ slot_version(TupleTableSlot *slot, AttrNumber att, bool *isnull)
 	return *isnull ? 0 : DatumGetInt64(d);
 }
 
-/* the base and configuration of a remote row or delete, into incoming */
+/* what a row (or a delete's key tuple) had seen, or NULL */
+static bytea *
+slot_seen(ApplyRel *ar, TupleTableSlot *slot)
+{
+	bool		isnull;
+	Datum		d = slot_getattr(slot, ar->seen_att, &isnull);
+
+	return isnull ? NULL : DatumGetByteaPP(d);
+}
+
+/* the base, configuration and history of a remote row or delete */
 static void
 incoming_stamps(ApplyRel *ar, TupleTableSlot *row, CrIncoming *incoming)
 {
@@ -184,6 +195,7 @@ incoming_stamps(ApplyRel *ar, TupleTableSlot *row, CrIncoming *incoming)
 
 	incoming->base = slot_version(row, ar->base_att, &isnull);
 	incoming->config = slot_version(row, ar->config_att, &isnull);
+	incoming->seen = slot_seen(ar, row);
 }
 
 /* the version of a remote row, which the clock then moves past */
@@ -227,12 +239,13 @@ find_local_row(ApplyExec *ex, TupleTableSlot *key, TupleTableSlot *row,
 static CrLocalState
 row_state(ApplyRel *ar, TupleTableSlot *row)
 {
-	CrLocalState state = {true, 0, 0, 0};
+	CrLocalState state = {true, 0, 0, 0, NULL};
 	bool		isnull;
 
 	state.version = slot_version(row, ar->version_att, &isnull);
 	state.base = slot_version(row, ar->base_att, &isnull);
 	state.config = slot_version(row, ar->config_att, &isnull);
+	state.seen = slot_seen(ar, row);
 	return state;
 }
 
@@ -244,7 +257,7 @@ static CrLocalState
 local_state(ApplyExec *ex, ApplyRel *ar, TupleTableSlot *key,
 			TupleTableSlot *row, bool confirm_miss)
 {
-	CrLocalState local = {false, 0, 0, 0};
+	CrLocalState local = {false, 0, 0, 0, NULL};
 
 	if (find_local_row(ex, key, row, confirm_miss))
 		local = row_state(ar, row);
@@ -261,6 +274,7 @@ local_state(ApplyExec *ex, ApplyRel *ar, TupleTableSlot *key,
 		}
 		local.version = tombstone.version;
 		local.base = tombstone.base;
+		local.seen = tombstone.seen;
 	}
 	return local;
 }
@@ -330,12 +344,11 @@ write_resolution(ApplyExec *ex, ApplyRel *ar, const CrIncoming *incoming,
 			payload.config_version = d->merged_config;
 			if (local->row_found)
 			{
-				cr_log_message(CR_DELETE_BASE_PREFIX, (const char *) &payload,
-							   sizeof(payload), true);
+				cr_log_delete_base(&payload, d->merged_seen);
 				ExecSimpleRelationDelete(ex->rri, ex->estate, &ex->epqstate, local_row);
 			}
 			cr_tombstone_record(payload.relid, d->key, d->merged_version,
-								d->merged_base, d->merged_config);
+								d->merged_base, d->merged_config, d->merged_seen);
 		}
 	}
 	PG_FINALLY();
@@ -343,6 +356,31 @@ write_resolution(ApplyExec *ex, ApplyRel *ar, const CrIncoming *incoming,
 		replorigin_session_origin = peer_origin;
 	}
 	PG_END_TRY();
+}
+
+/*
+ * A remote change that wins a conflict replaces what this region held.
+ * This region's writes that the replaced row held and the change had not
+ * seen (seen.c) must not be claimed by the region's next write of the
+ * key: they are remembered beside the row (cr_lost_record), or, for a
+ * delete, in its tombstone (d->seen).
+ */
+static void
+remember_lost_writes(ApplyExec *ex, const CrIncoming *incoming,
+					 const CrLocalState *local, TupleTableSlot *key,
+					 TupleTableSlot *remote_row, CrDecision *d)
+{
+	bytea	   *in = cr_seen_or_base(incoming->seen, incoming->version, incoming->base);
+	bytea	   *lost = cr_seen_lost(in, cr_seen_or_base(local->seen, local->version,
+														local->base),
+									cr_local_region_id(false));
+
+	if (lost == NULL)
+		return;
+	if (remote_row == NULL)
+		d->seen = cr_seen_with_lost(in, lost);
+	else
+		cr_lost_record(RelationGetRelid(ex->rel), cr_tombstone_key(ex->rel, key), lost);
 }
 
 /*
@@ -364,6 +402,8 @@ decide(ApplyExec *ex, ApplyRel *ar, const CrIncoming *incoming,
 
 	if (d.kind == CR_CONFLICT_NONE)
 		return d;
+	if (d.apply_remote)
+		remember_lost_writes(ex, incoming, local, key, remote_row, &d);
 	record_decision(ex, policy, incoming, local, &d,
 					local->row_found ? local_row : NULL, remote_row,
 					d.write_merged ? ex->mergedslot : NULL);
@@ -723,7 +763,8 @@ handle_update(StringInfo s)
 									 ex->localslot);
 		cr_tombstone_record(RelationGetRelid(ex->rel),
 							cr_tombstone_key(ex->rel, key), incoming.version,
-							incoming.base, incoming.config);
+							incoming.base, incoming.config,
+							d.seen ? d.seen : incoming.seen);
 		insert.kind = CR_CHANGE_INSERT;
 		if (complete || fetch_peer_row(ex, ar, row))
 		{
@@ -750,7 +791,7 @@ handle_delete(StringInfo s)
 	LogicalRepTupleData oldtup;
 	ApplyRel   *ar = cr_apply_rel_lookup(logicalrep_read_delete(s, &oldtup));
 	ApplyExec  *ex = change_begin(ar);
-	CrLocalState local = {false, 0, 0, 0};
+	CrLocalState local = {false, 0, 0, 0, NULL};
 	CrIncoming	incoming;
 	bool		unversioned;
 	bool		applied;
@@ -767,14 +808,21 @@ handle_delete(StringInfo s)
 	if (unversioned)
 		applied = local.row_found;
 	else
-		applied = decide(ex, ar, &incoming, &local, ex->remoteslot, ex->localslot,
-						 NULL).apply_remote && local.row_found;
+	{
+		CrDecision	d = decide(ex, ar, &incoming, &local, ex->remoteslot,
+							   ex->localslot, NULL);
+
+		applied = d.apply_remote && local.row_found;
+		if (d.seen)
+			incoming.seen = d.seen;
+	}
 	if (applied)
 		ExecSimpleRelationDelete(ex->rri, ex->estate, &ex->epqstate, ex->localslot);
 	if (!unversioned)
 		cr_tombstone_record(RelationGetRelid(ex->rel),
 							cr_tombstone_key(ex->rel, ex->remoteslot),
-							incoming.version, incoming.base, incoming.config);
+							incoming.version, incoming.base, incoming.config,
+							incoming.seen);
 
 	change_end(ex);
 }
@@ -943,7 +991,7 @@ record_rejected_change(LogicalRepMsgType action, StringInfo s, const char *error
 	ApplyExec  *ex;
 	TupleTableSlot *row;
 	CrIncoming	incoming;
-	CrLocalState local = {false, 0, 0, 0};
+	CrLocalState local = {false, 0, 0, 0, NULL};
 	CrDecision	d = {0};
 	CrUserContext user;
 	bool		isnull;

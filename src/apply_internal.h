@@ -49,6 +49,7 @@ typedef struct ApplyRel
 	AttrNumber	version_att;
 	AttrNumber	base_att;
 	AttrNumber	config_att;
+	AttrNumber	seen_att;
 	CrPolicy   *policy;			/* conflict policy, in policy_cxt */
 	int64		policy_version; /* the version of its configuration */
 	List	   *past_policies;	/* of PastPolicy: older configurations

@@ -185,6 +185,7 @@ apply_rel_map(ApplyRel *ar, Relation rel)
 	ar->version_att = columns.version;
 	ar->base_att = columns.base;
 	ar->config_att = columns.config;
+	ar->seen_att = columns.seen;
 	ar->localrelid = RelationGetRelid(rel);
 	ar->map_valid = true;
 	MemoryContextSwitchTo(oldctx);

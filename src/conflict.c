@@ -16,18 +16,12 @@
  *	  makes last-writer-wins converge.  An equal version is the same write
  *	  arriving twice (after a join's copy), which changes nothing.
  *
- *	  Detection decides which changes go to the policy.  A
- *	  change conflicts when its writer had not seen what this region
- *	  holds, and this region's write had not seen the change: every write
- *	  carries the version it replaced (its base), so an update made after
- *	  seeing the local row has that row's version as base, and a local
- *	  row written after seeing the change has the change's version as
- *	  base.  Causally ordered writes are therefore no conflicts.  The base
- *	  reaches one write back: a region that receives two causally
- *	  ordered writes of one key from two regions out of order (the later
- *	  one first) records the earlier one as a conflict, which
- *	  last-writer-wins resolves exactly as it would have anyway, and a
- *	  policy that follows its contract (README) too.
+ *	  Detection decides which changes go to the policy.  A change
+ *	  conflicts when its writer had not seen what this region holds, and
+ *	  this region's write had not seen the change.  Every write carries
+ *	  the writes it had seen, as a version vector (_cr_seen, seen.c), so a
+ *	  causal chain is told from concurrent writes however late its first
+ *	  write arrives.
  *
  *	  Changes that are no conflict are decided by version under every
  *	  policy; conflicts by the table's policy (cr_decide): the version, a
@@ -74,6 +68,7 @@
 #include "conflict.h"
 #include "hlc.h"
 #include "names.h"
+#include "seen.h"
 #include "tombstone.h"
 
 /*
@@ -88,7 +83,12 @@ cr_remote_wins(int64 incoming_version, const CrLocalState *local)
 }
 
 /*
- * Whether a remote change collides with what this region holds, and how.
+ * Whether a remote change collides with what this region holds, and how:
+ * whether neither write had seen the other (seen.c).  A write that had
+ * seen the other is no conflict however late the other arrives, over
+ * however many regions the chain of writes ran.  The truncate horizon,
+ * which no write carries in its history, is ordered by version: a change
+ * older than it collided with the truncate.
  */
 CrConflictKind
 cr_detect_conflict(const CrIncoming *incoming, const CrLocalState *local)
@@ -97,37 +97,42 @@ cr_detect_conflict(const CrIncoming *incoming, const CrLocalState *local)
 	if (local->version == incoming->version || local->version == 0)
 		return CR_CONFLICT_NONE;
 
-	if (local->row_found)
+	if (!local->row_found && local->config == CR_CONFIG_ANY)
 	{
-		/* the change was made on this row, or this row after the change */
-		if (incoming->base == local->version || local->base == incoming->version)
+		if (incoming->kind == CR_CHANGE_DELETE || incoming->version > local->version)
 			return CR_CONFLICT_NONE;
+		return incoming->kind == CR_CHANGE_INSERT ? CR_CONFLICT_INSERT_DELETED :
+			CR_CONFLICT_UPDATE_DELETED;
+	}
+
+	if (cr_seen_covers(cr_seen_or_base(incoming->seen, incoming->version, incoming->base),
+					   local->version) ||
+		cr_seen_covers(cr_seen_or_base(local->seen, local->version, local->base),
+					   incoming->version))
+		return CR_CONFLICT_NONE;
+
+	if (!local->row_found)
+	{
+		/* a tombstone: two deletes of a key are no conflict */
 		switch (incoming->kind)
 		{
 			case CR_CHANGE_INSERT:
-				return CR_CONFLICT_INSERT_EXISTS;
+				return CR_CONFLICT_INSERT_DELETED;
 			case CR_CHANGE_UPDATE:
-				return CR_CONFLICT_UPDATE_UPDATE;
+				return CR_CONFLICT_UPDATE_DELETED;
 			case CR_CHANGE_DELETE:
-				return CR_CONFLICT_DELETE_UPDATED;
+				return CR_CONFLICT_NONE;
 		}
 	}
-
-	/*
-	 * A tombstone, whose base is the version the delete removed.  The
-	 * delete had seen the change if it removed it.  An update based on
-	 * that version, or on an older one, was made without seeing the
-	 * delete; one based on a newer version belongs to a later life of the
-	 * key (recreated after the delete), not to the deleted row.  An
-	 * insert older than the delete is one the delete had not seen.
-	 */
-	if (local->base == incoming->version || incoming->kind == CR_CHANGE_DELETE)
-		return CR_CONFLICT_NONE;
-	if (incoming->kind == CR_CHANGE_UPDATE && incoming->base != 0 &&
-		incoming->base <= local->base)
-		return CR_CONFLICT_UPDATE_DELETED;
-	if (incoming->kind == CR_CHANGE_INSERT && incoming->version < local->version)
-		return CR_CONFLICT_INSERT_DELETED;
+	switch (incoming->kind)
+	{
+		case CR_CHANGE_INSERT:
+			return CR_CONFLICT_INSERT_EXISTS;
+		case CR_CHANGE_UPDATE:
+			return CR_CONFLICT_UPDATE_UPDATE;
+		case CR_CHANGE_DELETE:
+			return CR_CONFLICT_DELETE_UPDATED;
+	}
 	return CR_CONFLICT_NONE;
 }
 
@@ -177,6 +182,7 @@ cr_policy_load(Relation rel, const char *policy, const char *path, Oid resolver)
 	p->base_att = columns.base;
 	p->region_att = columns.region;
 	p->config_att = columns.config;
+	p->seen_att = columns.seen;
 	kind = cr_policy_kind(policy, path != NULL);
 	if (kind < 0)
 		elog(ERROR, "unknown conflict policy \"%s\"", policy);
@@ -253,7 +259,7 @@ cr_same_user_values(const CrPolicy *policy, TupleDesc desc, TupleTableSlot *a,
 
 		if (att->attisdropped || i + 1 == policy->version_att ||
 			i + 1 == policy->base_att || i + 1 == policy->region_att ||
-			i + 1 == policy->config_att)
+			i + 1 == policy->config_att || i + 1 == policy->seen_att)
 			continue;
 		if (a->tts_isnull[i] != b->tts_isnull[i] ||
 			(!a->tts_isnull[i] &&
@@ -427,6 +433,11 @@ decide_custom(const CrPolicy *policy, Relation rel, const CrIncoming *incoming,
 	/* what it replaced here: unchanged TOASTed values are that row's */
 	d->merged_base = local->row_found ? local->version : 0;
 	d->merged_config = Max(incoming->config, local->config);
+	d->merged_seen = cr_seen_add(cr_seen_merge(cr_seen_or_base(incoming->seen, incoming->version,
+															   incoming->base),
+											   cr_seen_or_base(local->seen, local->version,
+															   local->base)),
+								 d->merged_version);
 	if (deleted)
 		d->delete_merged = true;
 	else
@@ -440,6 +451,8 @@ decide_custom(const CrPolicy *policy, Relation rel, const CrIncoming *incoming,
 		merged->tts_isnull[policy->region_att - 1] = false;
 		merged->tts_values[policy->config_att - 1] = Int64GetDatum(d->merged_config);
 		merged->tts_isnull[policy->config_att - 1] = false;
+		merged->tts_values[policy->seen_att - 1] = PointerGetDatum(d->merged_seen);
+		merged->tts_isnull[policy->seen_att - 1] = false;
 	}
 }
 

@@ -41,6 +41,7 @@ typedef struct CrIncoming
 	int64		version;
 	int64		base;
 	int64		config;
+	bytea	   *seen;			/* the writes it had seen (seen.c), or NULL */
 } CrIncoming;
 
 /* what this region holds for the key of a remote change */
@@ -53,6 +54,7 @@ typedef struct CrLocalState
 								 * row, the version the delete removed */
 	int64		config;			/* the configuration it was written under,
 								 * or CR_CONFIG_ANY */
+	bytea	   *seen;			/* the writes it had seen (seen.c), or NULL */
 } CrLocalState;
 
 typedef enum CrConflictKind
@@ -105,6 +107,7 @@ typedef struct CrPolicy
 	AttrNumber	base_att;
 	AttrNumber	region_att;
 	AttrNumber	config_att;
+	AttrNumber	seen_att;
 } CrPolicy;
 
 /* how a remote change is applied, and whether it was a conflict */
@@ -118,11 +121,14 @@ typedef struct CrDecision
 	int64		merged_version;
 	int64		merged_base;
 	int64		merged_config;
+	bytea	   *merged_seen;
 	bytea	   *key;			/* the primary key, for conflicts the feed
 								 * may hold (custom, manual), else NULL */
 	char	   *error;			/* CR_RESOLUTION_ERROR */
 	bool		by_configuration;	/* two writes of different configurations:
 									 * the newer configuration's won */
+	bytea	   *seen;			/* apply_remote: what the written row or
+								 * tombstone has seen, if not incoming's */
 } CrDecision;
 
 /* the policy cosmosrep.conflicts shows for a decision by configuration */

@@ -270,7 +270,7 @@ static void
 copy_tombstones(PGconn *conn, const char *via_region)
 {
 	PGresult   *res = cr_remote_exec(conn,
-									 "SELECT n.nspname, c.relname, t.key, t.version, t.base, t.config"
+									 "SELECT n.nspname, c.relname, t.key, t.version, t.base, t.config, t.seen"
 									 " FROM cosmosrep.tombstone t"
 									 " JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) t.relid"
 									 " JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace",
@@ -281,9 +281,13 @@ copy_tombstones(PGconn *conn, const char *via_region)
 		bytea	   *key = DatumGetByteaPP(DirectFunctionCall1(byteain,
 															  CStringGetDatum(PQgetvalue(res, i, 2))));
 
+		bytea	   *seen = PQgetisnull(res, i, 6) ? NULL :
+			DatumGetByteaPP(DirectFunctionCall1(byteain,
+												CStringGetDatum(PQgetvalue(res, i, 6))));
+
 		cr_tombstone_record(remote_relid(res, i), key, pg_strtoint64(PQgetvalue(res, i, 3)),
 							pg_strtoint64(PQgetvalue(res, i, 4)),
-							pg_strtoint64(PQgetvalue(res, i, 5)));
+							pg_strtoint64(PQgetvalue(res, i, 5)), seen);
 	}
 	PQclear(res);
 }

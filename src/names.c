@@ -21,9 +21,9 @@
 #include "names.h"
 
 /*
- * The attribute numbers of cosmosrep's four columns in desc, 0 for each
+ * The attribute numbers of cosmosrep's five columns in desc, 0 for each
  * that it lacks (a dropped column does not count); returns whether it has
- * all four.
+ * all five.
  */
 bool
 cr_find_columns(TupleDesc desc, CrColumns *columns)
@@ -44,7 +44,9 @@ cr_find_columns(TupleDesc desc, CrColumns *columns)
 			columns->region = att->attnum;
 		else if (strcmp(name, CR_CONFIG_COLUMN) == 0)
 			columns->config = att->attnum;
+		else if (strcmp(name, CR_SEEN_COLUMN) == 0)
+			columns->seen = att->attnum;
 	}
 	return columns->version > 0 && columns->base > 0 &&
-		columns->region > 0 && columns->config > 0;
+		columns->region > 0 && columns->config > 0 && columns->seen > 0;
 }

@@ -33,6 +33,7 @@
 #define CR_BASE_COLUMN				"_cr_base"
 #define CR_REGION_COLUMN			"_cr_region"
 #define CR_CONFIG_COLUMN			"_cr_config"
+#define CR_SEEN_COLUMN				"_cr_seen"
 
 /* where a table has them (cr_find_columns, in names.c) */
 typedef struct CrColumns
@@ -41,6 +42,7 @@ typedef struct CrColumns
 	AttrNumber	base;
 	AttrNumber	region;
 	AttrNumber	config;
+	AttrNumber	seen;
 } CrColumns;
 
 extern bool cr_find_columns(TupleDesc desc, CrColumns *columns);
@@ -48,6 +50,7 @@ extern bool cr_find_columns(TupleDesc desc, CrColumns *columns);
 /* the triggers installed on every enabled table */
 #define CR_TRIGGER_NAME				"cosmosrep_stamp"
 #define CR_TRUNCATE_TRIGGER_NAME	"cosmosrep_truncate"
+#define CR_INSERT_CHECK_TRIGGER_NAME	"cosmosrep_insert_check"
 
 /* prefix of the transactional logical message carrying a delete's base */
 #define CR_DELETE_BASE_PREFIX		"cosmosrep.delete_base"

@@ -93,6 +93,7 @@ typedef struct CrRelSyncEntry
 	AttrNumber	version_att;
 	AttrNumber	base_att;
 	AttrNumber	config_att;
+	AttrNumber	seen_att;
 	int64		config_sent;	/* the configuration last sent, or 0 */
 	TupleDesc	desc;			/* unpinned copy, in RelSyncContext */
 	TupleTableSlot *heap_slot;	/* decoded tuples are stored here... */
@@ -116,6 +117,7 @@ typedef struct CrDecodingData
 								 * or written */
 	bool		have_delete_base;
 	CrDeleteBase delete_base;	/* from the row trigger, for the next delete */
+	bytea	   *delete_seen;	/* and what that delete had seen */
 } CrDecodingData;
 
 /* relation cache; survives across transactions of one decoding session */
@@ -282,6 +284,7 @@ get_rel_sync_entry(Relation rel)
 		entry->version_att = columns.version;
 		entry->base_att = columns.base;
 		entry->config_att = columns.config;
+		entry->seen_att = columns.seen;
 		/*
 		 * Multi-region: cosmosrep's columns, which only enable_table adds
 		 * (through apply too), and a configuration history.  Anyone may
@@ -506,6 +509,8 @@ cr_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation rel,
 				oldslot->tts_values[entry->config_att - 1] =
 					Int64GetDatum(data->delete_base.config_version);
 				oldslot->tts_isnull[entry->config_att - 1] = false;
+				oldslot->tts_values[entry->seen_att - 1] = PointerGetDatum(data->delete_seen);
+				oldslot->tts_isnull[entry->seen_att - 1] = false;
 				pending_config(data, entry, rel, oldslot, change->lsn);
 			}
 			data->have_delete_base = false;
@@ -561,10 +566,17 @@ cr_message(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 
 	if (strcmp(prefix, CR_DELETE_BASE_PREFIX) == 0)
 	{
-		if (message_size != sizeof(CrDeleteBase))
+		Size		seen_size = message_size - sizeof(CrDeleteBase);
+
+		if (message_size < sizeof(CrDeleteBase) || seen_size % sizeof(int64) != 0)
 			elog(ERROR, "unexpected size %zu of message \"%s\"",
 				 message_size, prefix);
 		memcpy(&data->delete_base, message, sizeof(CrDeleteBase));
+		if (data->delete_seen != NULL)
+			pfree(data->delete_seen);
+		data->delete_seen = MemoryContextAlloc(ctx->context, VARHDRSZ + seen_size);
+		SET_VARSIZE(data->delete_seen, VARHDRSZ + seen_size);
+		memcpy(VARDATA(data->delete_seen), message + sizeof(CrDeleteBase), seen_size);
 		data->have_delete_base = true;
 	}
 	else if (strcmp(prefix, CR_DDL_MESSAGE_PREFIX) == 0 ||

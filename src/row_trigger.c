@@ -7,7 +7,9 @@
  *	  Every local INSERT and UPDATE is marked with this region and with
  *	  the version of the table's configuration here (never older than the
  *	  row's it replaces), which decides conflicts across policy changes
- *	  (conflict.c).  INSERT gets a new version and base 0.  UPDATE gets a new version and,
+ *	  (conflict.c), and with the writes it has seen (_cr_seen, seen.c):
+ *	  the replaced row's, or for an insert the tombstone's of its key, and
+ *	  itself.  INSERT gets a new version and base 0.  UPDATE gets a new version and,
  *	  as base, the version of the row it replaces: the base travels with the
  *	  new row and tells the other regions which version this write was made
  *	  against, so that "concurrent" can mean concurrent.  DELETE leaves the
@@ -53,12 +55,14 @@
 #include "names.h"
 #include "protocol.h"
 #include "row_trigger.h"
+#include "seen.h"
 #include "signing.h"
 #include "staleness.h"
 #include "tombstone.h"
 
 PG_FUNCTION_INFO_V1(cosmosrep_stamp_row);
 PG_FUNCTION_INFO_V1(cosmosrep_stamp_truncate);
+PG_FUNCTION_INFO_V1(cosmosrep_check_insert);
 
 /*
  * What the trigger needs of a multi-region table, cached per backend: the
@@ -73,6 +77,7 @@ typedef struct StampInfo
 	AttrNumber	base_att;
 	AttrNumber	region_att;
 	AttrNumber	config_att;
+	AttrNumber	seen_att;
 	int64		config_version;
 } StampInfo;
 
@@ -157,6 +162,7 @@ stamp_info(Relation rel, const char *function)
 	info.base_att = columns.base;
 	info.region_att = columns.region;
 	info.config_att = columns.config;
+	info.seen_att = columns.seen;
 	*(StampInfo *) hash_search(stamp_infos, &relid, HASH_ENTER, NULL) = info;
 	return info;
 }
@@ -203,6 +209,81 @@ primary_key_changed(Relation rel, HeapTuple oldtup, HeapTuple newtup)
 	return changed;
 }
 
+/*
+ * What the row tuple of rel (also in slot) has seen (seen.c): its
+ * _cr_seen, or, for a row written before cosmosrep kept vectors, its
+ * version and its base.  A row that another region wrote may have
+ * replaced writes of this region that it had not seen (apply_change.c):
+ * those stay unseen by the write made on it.
+ */
+static bytea *
+row_seen(const StampInfo *info, HeapTuple tuple, TupleDesc desc, Relation rel,
+		 TupleTableSlot *slot)
+{
+	bool		isnull;
+	bool		base_null;
+	Datum		d = heap_getattr(tuple, info->seen_att, desc, &isnull);
+	int64		version;
+	int64		base;
+	bytea	   *seen;
+
+	version = DatumGetInt64(heap_getattr(tuple, info->version_att, desc, &base_null));
+	if (base_null)
+		version = 0;
+	base = DatumGetInt64(heap_getattr(tuple, info->base_att, desc, &base_null));
+	seen = isnull ? cr_seen_or_base(NULL, version, base_null ? 0 : base) : DatumGetByteaPP(d);
+	d = heap_getattr(tuple, info->region_att, desc, &isnull);
+	if (!isnull && DatumGetInt16(d) != cr_local_region_id(false))
+		seen = cr_seen_with_lost(seen, cr_lost_take(RelationGetRelid(rel),
+													cr_tombstone_key(rel, slot)));
+	return seen;
+}
+
+/*
+ * Send a delete's version, base, configuration and what it has seen, in
+ * the transactional message that the output plugin puts in the delete's
+ * key tuple: for a local delete (below) and for an arbiter's resolution
+ * that deletes (apply_change.c).
+ */
+void
+cr_log_delete_base(const CrDeleteBase *payload, const bytea *seen)
+{
+	StringInfoData message;
+
+	initStringInfo(&message);
+	appendBinaryStringInfo(&message, (const char *) payload, sizeof(CrDeleteBase));
+	appendBinaryStringInfo(&message, VARDATA_ANY(seen), VARSIZE_ANY_EXHDR(seen));
+	cr_log_message(CR_DELETE_BASE_PREFIX, message.data, message.len, true);
+	pfree(message.data);
+}
+
+/*
+ * A local delete: a new version for it, sent with the deleted row's
+ * version, the configuration and what the delete has seen (the row's
+ * writes and itself); and the key's tombstone.
+ */
+static void
+stamp_delete(Relation rel, const StampInfo *info, TriggerData *trigdata, int64 config)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+	CrDeleteBase payload;
+	bytea	   *seen;
+	bool		isnull;
+
+	payload.relid = RelationGetRelid(rel);
+	payload.version = cr_hlc_next_version(cr_local_region_id(false));
+	payload.base_version =
+		DatumGetInt64(heap_getattr(trigdata->tg_trigtuple, info->version_att,
+								   desc, &isnull));
+	payload.config_version = config;
+	seen = cr_seen_add(row_seen(info, trigdata->tg_trigtuple, desc, rel,
+								trigdata->tg_trigslot),
+					   payload.version);
+	cr_log_delete_base(&payload, seen);
+	cr_tombstone_record(payload.relid, cr_tombstone_key(rel, trigdata->tg_trigslot),
+						payload.version, payload.base_version, config, seen);
+}
+
 Datum
 cosmosrep_stamp_row(PG_FUNCTION_ARGS)
 {
@@ -212,9 +293,11 @@ cosmosrep_stamp_row(PG_FUNCTION_ARGS)
 	StampInfo	info;
 	int			region;
 	int64		config;
-	int			cols[4];
-	Datum		values[4];
-	bool		nulls[4] = {false, false, false, false};
+	int64		version;
+	bytea	   *seen;
+	int			cols[5];
+	Datum		values[5];
+	bool		nulls[5] = {false, false, false, false, false};
 	bool		isnull;
 	int64		base = 0;
 
@@ -243,21 +326,7 @@ cosmosrep_stamp_row(PG_FUNCTION_ARGS)
 	if (TRIGGER_FIRED_BY_DELETE(trigdata->tg_event))
 	{
 		if (XLogLogicalInfoActive())
-		{
-			CrDeleteBase payload;
-
-			payload.relid = RelationGetRelid(rel);
-			payload.version = cr_hlc_next_version(cr_local_region_id(false));
-			payload.base_version =
-				DatumGetInt64(heap_getattr(trigdata->tg_trigtuple, info.version_att,
-										   desc, &isnull));
-			payload.config_version = config;
-			cr_log_message(CR_DELETE_BASE_PREFIX, (const char *) &payload,
-							  sizeof(payload), true);
-			cr_tombstone_record(payload.relid,
-								cr_tombstone_key(rel, trigdata->tg_trigslot),
-								payload.version, payload.base_version, config);
-		}
+			stamp_delete(rel, &info, trigdata, config);
 		return PointerGetDatum(trigdata->tg_trigtuple);
 	}
 
@@ -272,29 +341,92 @@ cosmosrep_stamp_row(PG_FUNCTION_ARGS)
 			/* a local update always supersedes the row it replaces */
 			cr_hlc_observe(base);
 		}
+		seen = row_seen(&info, trigdata->tg_trigtuple, desc, rel, trigdata->tg_trigslot);
+	}
+	else
+	{
+		/*
+		 * An insert has seen the delete of its key here, if there was one,
+		 * and what that delete had seen: a key deleted and inserted again
+		 * is one history.
+		 */
+		CrTombstone tombstone = cr_tombstone_lookup(RelationGetRelid(rel),
+													cr_tombstone_key(rel, trigdata->tg_trigslot));
+
+		seen = tombstone.seen;
 	}
 
 	region = cr_local_region_id(false);
-	cols[0] = info.version_att;
-	values[0] = Int64GetDatum(cr_hlc_next_version(region));
+	version = cr_hlc_next_version(region);
+	seen = cr_seen_add(seen, version);
 
 	/* a new key: the old one is deleted at this version */
 	if (TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) &&
 		primary_key_changed(rel, trigdata->tg_trigtuple, trigdata->tg_newtuple))
 		cr_tombstone_record(RelationGetRelid(rel),
 							cr_tombstone_key(rel, trigdata->tg_trigslot),
-							DatumGetInt64(values[0]), base, config);
+							version, base, config, seen);
+	cols[0] = info.version_att;
+	values[0] = Int64GetDatum(version);
 	cols[1] = info.base_att;
 	values[1] = Int64GetDatum(base);
 	cols[2] = info.region_att;
 	values[2] = Int16GetDatum((int16) region);
 	cols[3] = info.config_att;
 	values[3] = Int64GetDatum(config);
+	cols[4] = info.seen_att;
+	values[4] = PointerGetDatum(seen);
 
 	return PointerGetDatum(heap_modify_tuple_by_cols(TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) ?
 													 trigdata->tg_newtuple :
 													 trigdata->tg_trigtuple,
-													 desc, 4, cols, values, nulls));
+													 desc, 5, cols, values, nulls));
+}
+
+/*
+ * AFTER INSERT row trigger of multi-region tables: refuse an insert that a
+ * delete of the same key overtook.  An insert takes its version in the
+ * BEFORE trigger, before its unique check; a delete of the key (local, or
+ * applied from another region) can take a higher version and commit
+ * while the insert waits on it or before it gets there.  The insert would
+ * then commit here with a version lower than the delete's, and every
+ * other region, which orders the two by version, would drop it.  Such an
+ * insert fails as a serialization failure, which the application retries
+ * (its new attempt has a version above the delete's); every region then
+ * ends alike.
+ */
+Datum
+cosmosrep_check_insert(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	Relation	rel;
+	StampInfo	info;
+	bool		isnull;
+	int64		version;
+	CrTombstone tombstone;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) ||
+		!TRIGGER_FIRED_AFTER(trigdata->tg_event) ||
+		!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event) ||
+		!TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("cosmosrep.check_insert() must be called as an AFTER INSERT row trigger")));
+
+	rel = trigdata->tg_relation;
+	info = stamp_info(rel, "cosmosrep.check_insert()");
+	version = DatumGetInt64(heap_getattr(trigdata->tg_trigtuple, info.version_att,
+										 RelationGetDescr(rel), &isnull));
+	tombstone = cr_tombstone_lookup(RelationGetRelid(rel),
+									cr_tombstone_key(rel, trigdata->tg_trigslot));
+	if (!isnull && tombstone.version > version)
+		ereport(ERROR,
+				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+				 errmsg("could not serialize access due to concurrent delete of the same key in table \"%s\"",
+						RelationGetRelationName(rel)),
+				 errdetail("The insert took its version before a delete of the same key that committed first; the other regions would order the insert before that delete."),
+				 errhint("Retry the transaction.")));
+	return PointerGetDatum(NULL);
 }
 
 /*

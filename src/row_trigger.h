@@ -15,7 +15,8 @@
  * Payload of the transactional logical message written before each local
  * delete: the delete's own version, the version the deleted row had (its
  * base) and the configuration the delete was made under, which the output
- * plugin ships with the delete.
+ * plugin ships with the delete.  The entries of the delete's version
+ * vector (seen.c) follow it in the message.
  */
 typedef struct CrDeleteBase
 {
@@ -24,5 +25,7 @@ typedef struct CrDeleteBase
 	int64		base_version;
 	int64		config_version;
 } CrDeleteBase;
+
+extern void cr_log_delete_base(const CrDeleteBase *payload, const bytea *seen);
 
 #endif							/* CR_ROW_TRIGGER_H */

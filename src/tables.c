@@ -91,7 +91,8 @@
 PG_FUNCTION_INFO_V1(cosmosrep_check_table);
 
 static const char *const cr_added_columns[] = {
-	CR_VERSION_COLUMN, CR_BASE_COLUMN, CR_REGION_COLUMN, CR_CONFIG_COLUMN
+	CR_VERSION_COLUMN, CR_BASE_COLUMN, CR_REGION_COLUMN, CR_CONFIG_COLUMN,
+	CR_SEEN_COLUMN
 };
 
 static Relation open_user_table(Oid relid, bool must_be_enabled);
@@ -535,9 +536,9 @@ cr_table_enable(Oid relid, const char *policy, const char *path,
 					(errcode(ERRCODE_DUPLICATE_COLUMN),
 					 errmsg("column \"%s\" of table \"%s\" already exists",
 							cr_added_columns[i], relname),
-					 errhint("cosmosrep adds the columns %s, %s, %s and %s; rename that column first.",
+					 errhint("cosmosrep adds the columns %s, %s, %s, %s and %s; rename that column first.",
 							 CR_VERSION_COLUMN, CR_BASE_COLUMN, CR_REGION_COLUMN,
-							 CR_CONFIG_COLUMN)));
+							 CR_CONFIG_COLUMN, CR_SEEN_COLUMN)));
 	}
 
 	config = build_table_config(rel, policy, path, resolver);
@@ -574,10 +575,11 @@ cr_table_enable(Oid relid, const char *policy, const char *path,
 						 " ADD COLUMN %s bigint NOT NULL DEFAULT cosmosrep.next_version(),"
 						 " ADD COLUMN %s bigint NOT NULL DEFAULT 0,"
 						 " ADD COLUMN %s smallint NOT NULL DEFAULT %d,"
-						 " ADD COLUMN %s bigint NOT NULL DEFAULT " INT64_FORMAT,
+						 " ADD COLUMN %s bigint NOT NULL DEFAULT " INT64_FORMAT ","
+						 " ADD COLUMN %s bytea",
 						 qualname, CR_VERSION_COLUMN, CR_BASE_COLUMN,
 						 CR_REGION_COLUMN, cr_local_region_id(false),
-						 CR_CONFIG_COLUMN, config->config_version));
+						 CR_CONFIG_COLUMN, config->config_version, CR_SEEN_COLUMN));
 	/* later writes are stamped by the trigger (local) or carry theirs */
 	spi_run_ddl(psprintf("ALTER TABLE %s ALTER COLUMN %s SET DEFAULT 0",
 						 qualname, CR_CONFIG_COLUMN));
@@ -587,6 +589,9 @@ cr_table_enable(Oid relid, const char *policy, const char *path,
 	spi_run_ddl(psprintf("CREATE TRIGGER %s BEFORE TRUNCATE ON %s"
 						 " FOR EACH STATEMENT EXECUTE FUNCTION cosmosrep.stamp_truncate()",
 						 CR_TRUNCATE_TRIGGER_NAME, qualname));
+	spi_run_ddl(psprintf("CREATE TRIGGER %s AFTER INSERT ON %s"
+						 " FOR EACH ROW EXECUTE FUNCTION cosmosrep.check_insert()",
+						 CR_INSERT_CHECK_TRIGGER_NAME, qualname));
 	grant_to_link_roles(relid, qualname);
 	cr_insert_table_config(config);
 	cr_record_policy_history(config);
@@ -653,12 +658,13 @@ cr_table_disable(Oid relid)
 	cr_delete_table_config(relid);
 	cr_forget_policy_history(relid);
 	cr_tombstone_forget_table(relid);
+	spi_run_ddl(psprintf("DROP TRIGGER %s ON %s", CR_INSERT_CHECK_TRIGGER_NAME, qualname));
 	spi_run_ddl(psprintf("DROP TRIGGER %s ON %s", CR_TRUNCATE_TRIGGER_NAME, qualname));
 	spi_run_ddl(psprintf("DROP TRIGGER %s ON %s", CR_TRIGGER_NAME, qualname));
 	spi_run_ddl(psprintf("ALTER TABLE %s DROP COLUMN %s, DROP COLUMN %s, DROP COLUMN %s,"
-						 " DROP COLUMN %s",
-						 qualname, CR_CONFIG_COLUMN, CR_REGION_COLUMN, CR_BASE_COLUMN,
-						 CR_VERSION_COLUMN));
+						 " DROP COLUMN %s, DROP COLUMN %s",
+						 qualname, CR_SEEN_COLUMN, CR_CONFIG_COLUMN, CR_REGION_COLUMN,
+						 CR_BASE_COLUMN, CR_VERSION_COLUMN));
 }
 
 /*
@@ -723,6 +729,7 @@ cosmosrep_check_table(PG_FUNCTION_ARGS)
 	}
 	check_trigger(rel, CR_TRIGGER_NAME);
 	check_trigger(rel, CR_TRUNCATE_TRIGGER_NAME);
+	check_trigger(rel, CR_INSERT_CHECK_TRIGGER_NAME);
 	if (config->path != NULL)
 		(void) build_table_config(rel, cr_policy_names[CR_POLICY_LWW], config->path, NULL);
 	relation_close(rel, AccessShareLock);

@@ -86,6 +86,9 @@ static HTAB *KeyInfoCache = NULL;
 static SPIPlanPtr record_plan = NULL;
 static SPIPlanPtr truncate_plan = NULL;
 static SPIPlanPtr forget_plan = NULL;
+static SPIPlanPtr lost_record_plan = NULL;
+static SPIPlanPtr lost_take_plan = NULL;
+static SPIPlanPtr lost_forget_plan = NULL;
 
 static int	primary_key_columns(Oid relid, AttrNumber **attnums);
 static bytea *horizon_key(void);
@@ -122,9 +125,11 @@ primary_key_columns(Oid relid, AttrNumber **attnums)
 	return n;
 }
 
-/* cosmosrep.tombstone and its primary key, looked up once per backend */
+/* cosmosrep.tombstone, cosmosrep.lost_write and their primary keys */
 static Oid	tombstone_relid = InvalidOid;
 static Oid	tombstone_index_relid = InvalidOid;
+static Oid	lost_relid = InvalidOid;
+static Oid	lost_index_relid = InvalidOid;
 
 static void
 key_info_invalidate(Datum arg, Oid relid)
@@ -132,8 +137,8 @@ key_info_invalidate(Datum arg, Oid relid)
 	HASH_SEQ_STATUS status;
 	KeyInfo    *info;
 
-	if (relid == InvalidOid || relid == tombstone_relid)
-		tombstone_relid = tombstone_index_relid = InvalidOid;
+	if (relid == InvalidOid || relid == tombstone_relid || relid == lost_relid)
+		tombstone_relid = tombstone_index_relid = lost_relid = lost_index_relid = InvalidOid;
 	hash_seq_init(&status, KeyInfoCache);
 	while ((info = hash_seq_search(&status)) != NULL)
 	{
@@ -161,6 +166,8 @@ tombstone_cache_init(void)
 	{
 		tombstone_relid = get_relname_relid("tombstone", cr_schema_oid());
 		tombstone_index_relid = get_relname_relid("tombstone_pkey", cr_schema_oid());
+		lost_relid = get_relname_relid("lost_write", cr_schema_oid());
+		lost_index_relid = get_relname_relid("lost_write_pkey", cr_schema_oid());
 	}
 }
 
@@ -314,33 +321,40 @@ cosmosrep_tombstone_key_text(PG_FUNCTION_ARGS)
 
 /*
  * Remember that the row with key, at version base, was deleted at version
- * under configuration config.  Of two deletes of a key the one that wins
+ * under configuration config, by a delete that had seen seen (NULL: not
+ * known).  Of two deletes of a key the one that wins
  * stays: the one of the newer configuration, else the newer one (the
  * order of conflict.c; deletes made one after the other come in both
  * orders alike).
  */
 void
-cr_tombstone_record(Oid relid, bytea *key, int64 version, int64 base, int64 config)
+cr_tombstone_record(Oid relid, bytea *key, int64 version, int64 base, int64 config,
+					bytea *seen)
 {
-	Oid			argtypes[5] = {OIDOID, BYTEAOID, INT8OID, INT8OID, INT8OID};
-	Datum		values[5];
+	Oid			argtypes[6] = {OIDOID, BYTEAOID, INT8OID, INT8OID, INT8OID, BYTEAOID};
+	Datum		values[6];
+	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
 
 	values[0] = ObjectIdGetDatum(relid);
 	values[1] = PointerGetDatum(key);
 	values[2] = Int64GetDatum(version);
 	values[3] = Int64GetDatum(base);
 	values[4] = Int64GetDatum(config);
+	values[5] = PointerGetDatum(seen);
+	if (seen == NULL)
+		nulls[5] = 'n';
 
 	(void) cr_catalog_write(&record_plan,
-							"INSERT INTO cosmosrep.tombstone AS t (relid, key, version, base, config)"
-							" VALUES ($1, $2, $3, $4, $5)"
+							"INSERT INTO cosmosrep.tombstone AS t (relid, key, version, base, config, seen)"
+							" VALUES ($1, $2, $3, $4, $5, $6)"
 							" ON CONFLICT (relid, key) DO UPDATE"
 							" SET version = excluded.version, base = excluded.base,"
-							" config = excluded.config, deleted_at = pg_catalog.now()"
+							" config = excluded.config, seen = excluded.seen,"
+							" deleted_at = pg_catalog.now()"
 							" WHERE t.config OPERATOR(pg_catalog.<) excluded.config"
 							" OR (t.config OPERATOR(pg_catalog.=) excluded.config"
 							"     AND t.version OPERATOR(pg_catalog.<) excluded.version)",
-							5, argtypes, values, NULL, SPI_OK_INSERT);
+							6, argtypes, values, nulls, SPI_OK_INSERT);
 }
 
 /* the key of a table's truncate horizon: empty */
@@ -365,7 +379,7 @@ cr_tombstone_lookup(Oid relid, bytea *key)
 	Snapshot	snapshot;
 	Relation	rel;
 	Oid			index_relid;
-	CrTombstone result = {0, 0, 0};
+	CrTombstone result = {0, 0, 0, NULL};
 
 	tombstone_cache_init();
 	index_relid = tombstone_index_relid;
@@ -384,6 +398,7 @@ cr_tombstone_lookup(Oid relid, bytea *key)
 		if (HeapTupleIsValid(tup = systable_getnext(scan)))
 		{
 			bool		isnull;
+			Datum		seen;
 			int64		version = DatumGetInt64(heap_getattr(tup, 3, RelationGetDescr(rel),
 															 &isnull));
 
@@ -394,6 +409,9 @@ cr_tombstone_lookup(Oid relid, bytea *key)
 														 &isnull));
 				result.config = DatumGetInt64(heap_getattr(tup, 6, RelationGetDescr(rel),
 														   &isnull));
+				seen = heap_getattr(tup, 7, RelationGetDescr(rel), &isnull);
+				if (!isnull)
+					result.seen = DatumGetByteaPCopy(seen);
 			}
 		}
 		systable_endscan(scan);
@@ -412,7 +430,7 @@ cr_tombstone_truncate(Oid relid, int64 version)
 {
 	Oid			argtypes[2] = {OIDOID, INT8OID};
 	Datum		values[2];
-	cr_tombstone_record(relid, horizon_key(), version, 0, 0);
+	cr_tombstone_record(relid, horizon_key(), version, 0, 0, NULL);
 	values[0] = ObjectIdGetDatum(relid);
 	values[1] = Int64GetDatum(version);
 	(void) cr_catalog_write(&truncate_plan,
@@ -424,7 +442,8 @@ cr_tombstone_truncate(Oid relid, int64 version)
 }
 
 /*
- * Drop the tombstones of a table that stops being multi-region.
+ * Drop the tombstones (and lost writes) of a table that stops being
+ * multi-region.
  */
 void
 cr_tombstone_forget_table(Oid relid)
@@ -436,4 +455,74 @@ cr_tombstone_forget_table(Oid relid)
 							"DELETE FROM cosmosrep.tombstone"
 							" WHERE relid OPERATOR(pg_catalog.=) $1",
 							1, argtypes, values, NULL, SPI_OK_DELETE);
+	(void) cr_catalog_write(&lost_forget_plan,
+							"DELETE FROM cosmosrep.lost_write"
+							" WHERE relid OPERATOR(pg_catalog.=) $1",
+							1, argtypes, values, NULL, SPI_OK_DELETE);
+}
+
+/*
+ * Remember this region's writes of key that a remote write replaced
+ * without having seen them (lost, exclusions of a version vector:
+ * seen.c), beside what is remembered already.
+ */
+void
+cr_lost_record(Oid relid, bytea *key, bytea *lost)
+{
+	Oid			argtypes[3] = {OIDOID, BYTEAOID, BYTEAOID};
+	Datum		values[3];
+
+	values[0] = ObjectIdGetDatum(relid);
+	values[1] = PointerGetDatum(key);
+	values[2] = PointerGetDatum(lost);
+	(void) cr_catalog_write(&lost_record_plan,
+							"INSERT INTO cosmosrep.lost_write AS l (relid, key, lost)"
+							" VALUES ($1, $2, $3)"
+							" ON CONFLICT (relid, key) DO UPDATE"
+							" SET lost = l.lost OPERATOR(pg_catalog.||) excluded.lost",
+							3, argtypes, values, NULL, SPI_OK_INSERT);
+}
+
+/*
+ * What cr_lost_record remembered for key, forgotten now (the caller's
+ * write carries it on), or NULL.  One probe of the index when there is
+ * nothing, which is almost always.
+ */
+bytea *
+cr_lost_take(Oid relid, bytea *key)
+{
+	Snapshot	snapshot;
+	Relation	rel;
+	ScanKeyData skey[2];
+	SysScanDesc scan;
+	HeapTuple	tup;
+	bytea	   *lost = NULL;
+
+	tombstone_cache_init();
+	snapshot = RegisterSnapshot(GetLatestSnapshot());
+	rel = table_open(lost_relid, AccessShareLock);
+	ScanKeyInit(&skey[0], 1, BTEqualStrategyNumber, F_OIDEQ, ObjectIdGetDatum(relid));
+	ScanKeyInit(&skey[1], 2, BTEqualStrategyNumber, F_BYTEAEQ, PointerGetDatum(key));
+	scan = systable_beginscan(rel, lost_index_relid, true, snapshot, 2, skey);
+	if (HeapTupleIsValid(tup = systable_getnext(scan)))
+	{
+		bool		isnull;
+
+		lost = DatumGetByteaPCopy(heap_getattr(tup, 3, RelationGetDescr(rel), &isnull));
+	}
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	UnregisterSnapshot(snapshot);
+	if (lost != NULL)
+	{
+		Oid			argtypes[2] = {OIDOID, BYTEAOID};
+		Datum		values[2] = {ObjectIdGetDatum(relid), PointerGetDatum(key)};
+
+		(void) cr_catalog_write(&lost_take_plan,
+								"DELETE FROM cosmosrep.lost_write"
+								" WHERE relid OPERATOR(pg_catalog.=) $1"
+								" AND key OPERATOR(pg_catalog.=) $2",
+								2, argtypes, values, NULL, SPI_OK_DELETE);
+	}
+	return lost;
 }

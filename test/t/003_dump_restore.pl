@@ -115,7 +115,7 @@ for my $table ('accounts', 'ledger', '"Sales Dept"."Order Lines"')
 is($node->safe_psql('restored', q{
 	SELECT string_agg(tgname || ' ' || tgenabled::text, ', ' ORDER BY tgname) FROM pg_trigger
 	 WHERE tgrelid = 'accounts'::regclass AND NOT tgisinternal}),
-	'cosmosrep_stamp O, cosmosrep_truncate O', 'the row and truncate triggers are restored and enabled');
+	'cosmosrep_insert_check O, cosmosrep_stamp O, cosmosrep_truncate O', 'the row, insert check and truncate triggers are restored and enabled');
 
 $node->safe_psql('restored', q{
 	CREATE TABLE before_writes AS
