@@ -43,6 +43,7 @@
 #include "stability.h"
 #include "staleness.h"
 #include "tables.h"
+#include "tombstone.h"
 
 PG_MODULE_MAGIC;
 
@@ -94,7 +95,8 @@ cr_shmem_request(void)
 															   cr_launcher_shmem_size()),
 													  cr_peers_shmem_size()),
 											 cr_staleness_shmem_size()),
-									cr_signing_shmem_size()));
+									add_size(cr_signing_shmem_size(),
+											 cr_tombstone_shmem_size())));
 	RequestNamedLWLockTranche("cosmosrep", CR_NUM_LWLOCKS);
 }
 
@@ -111,6 +113,7 @@ cr_shmem_startup(void)
 	cr_peers_shmem_init();
 	cr_staleness_shmem_init();
 	cr_signing_shmem_init();
+	cr_tombstone_shmem_init();
 	LWLockRelease(AddinShmemInitLock);
 }
 

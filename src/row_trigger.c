@@ -79,6 +79,8 @@ typedef struct StampInfo
 	AttrNumber	config_att;
 	AttrNumber	seen_att;
 	int64		config_version;
+	uint64		no_tombstones_at;	/* 1 + cr_tombstones_recorded() when the
+									 * table had none, or 0 */
 } StampInfo;
 
 static HTAB *stamp_infos = NULL;
@@ -163,6 +165,7 @@ stamp_info(Relation rel, const char *function)
 	info.region_att = columns.region;
 	info.config_att = columns.config;
 	info.seen_att = columns.seen;
+	info.no_tombstones_at = 0;
 	*(StampInfo *) hash_search(stamp_infos, &relid, HASH_ENTER, NULL) = info;
 	return info;
 }
@@ -237,6 +240,32 @@ row_seen(const StampInfo *info, HeapTuple tuple, TupleDesc desc, Relation rel,
 		seen = cr_seen_with_lost(seen, cr_lost_take(RelationGetRelid(rel),
 													cr_tombstone_key(rel, slot)));
 	return seen;
+}
+
+/*
+ * What an insert of the row in slot has seen: the delete of its key here,
+ * if there was one, and what that delete had seen (NULL: nothing).  The
+ * tombstone table is read only when a tombstone was recorded since this
+ * backend last found none of the table's: an application that inserts
+ * without deleting pays no lookup.
+ */
+static bytea *
+insert_seen(Relation rel, StampInfo *info, TupleTableSlot *slot)
+{
+	Oid			relid = RelationGetRelid(rel);
+	uint64		recorded = cr_tombstones_recorded();
+	StampInfo  *entry;
+
+	if (info->no_tombstones_at == recorded + 1)
+		return NULL;
+	if (!cr_tombstone_any(relid))
+	{
+		entry = hash_search(stamp_infos, &relid, HASH_FIND, NULL);
+		if (entry != NULL)
+			entry->no_tombstones_at = recorded + 1;
+		return NULL;
+	}
+	return cr_tombstone_lookup(relid, cr_tombstone_key(rel, slot)).seen;
 }
 
 /*
@@ -350,10 +379,7 @@ cosmosrep_stamp_row(PG_FUNCTION_ARGS)
 		 * and what that delete had seen: a key deleted and inserted again
 		 * is one history.
 		 */
-		CrTombstone tombstone = cr_tombstone_lookup(RelationGetRelid(rel),
-													cr_tombstone_key(rel, trigdata->tg_trigslot));
-
-		seen = tombstone.seen;
+		seen = insert_seen(rel, &info, trigdata->tg_trigslot);
 	}
 
 	region = cr_local_region_id(false);
@@ -417,9 +443,12 @@ cosmosrep_check_insert(PG_FUNCTION_ARGS)
 	info = stamp_info(rel, "cosmosrep.check_insert()");
 	version = DatumGetInt64(heap_getattr(trigdata->tg_trigtuple, info.version_att,
 										 RelationGetDescr(rel), &isnull));
+	/* no tombstone newer than the insert was recorded: nothing to look up */
+	if (isnull || cr_newest_tombstone() <= version)
+		return PointerGetDatum(NULL);
 	tombstone = cr_tombstone_lookup(RelationGetRelid(rel),
 									cr_tombstone_key(rel, trigdata->tg_trigslot));
-	if (!isnull && tombstone.version > version)
+	if (tombstone.version > version)
 		ereport(ERROR,
 				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
 				 errmsg("could not serialize access due to concurrent delete of the same key in table \"%s\"",

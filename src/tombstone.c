@@ -59,6 +59,8 @@
 #include "utils/rls.h"
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
+#include "port/atomics.h"
+#include "storage/shmem.h"
 
 #include "catalog.h"
 #include "names.h"
@@ -90,7 +92,22 @@ static SPIPlanPtr lost_record_plan = NULL;
 static SPIPlanPtr lost_take_plan = NULL;
 static SPIPlanPtr lost_forget_plan = NULL;
 
+/*
+ * In shared memory: how many tombstones this server recorded since it
+ * started, and the newest version among them.  They let the row trigger
+ * skip its lookups of the tombstone table when no delete happened since
+ * it last looked (row_trigger.c).
+ */
+typedef struct TombstoneShared
+{
+	pg_atomic_uint64 recorded;
+	pg_atomic_uint64 newest;
+} TombstoneShared;
+
+static TombstoneShared *tombstone_shared = NULL;
+
 static int	primary_key_columns(Oid relid, AttrNumber **attnums);
+static void tombstone_counted(int64 version);
 static bytea *horizon_key(void);
 static KeyInfo *key_info(Relation rel);
 static void key_info_invalidate(Datum arg, Oid relid);
@@ -335,6 +352,7 @@ cr_tombstone_record(Oid relid, bytea *key, int64 version, int64 base, int64 conf
 	Datum		values[6];
 	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
 
+	tombstone_counted(version);
 	values[0] = ObjectIdGetDatum(relid);
 	values[1] = PointerGetDatum(key);
 	values[2] = Int64GetDatum(version);
@@ -355,6 +373,61 @@ cr_tombstone_record(Oid relid, bytea *key, int64 version, int64 base, int64 conf
 							" OR (t.config OPERATOR(pg_catalog.=) excluded.config"
 							"     AND t.version OPERATOR(pg_catalog.<) excluded.version)",
 							6, argtypes, values, nulls, SPI_OK_INSERT);
+}
+
+Size
+cr_tombstone_shmem_size(void)
+{
+	return MAXALIGN(sizeof(TombstoneShared));
+}
+
+/* from the shmem startup hook, with AddinShmemInitLock held */
+void
+cr_tombstone_shmem_init(void)
+{
+	bool		found;
+
+	tombstone_shared = ShmemInitStruct("cosmosrep tombstones", cr_tombstone_shmem_size(),
+									   &found);
+	if (!found)
+	{
+		pg_atomic_init_u64(&tombstone_shared->recorded, 0);
+		pg_atomic_init_u64(&tombstone_shared->newest, 0);
+	}
+}
+
+/* how many tombstones were recorded since the server started */
+uint64
+cr_tombstones_recorded(void)
+{
+	if (tombstone_shared == NULL)
+		return PG_UINT64_MAX;
+	return pg_atomic_read_u64(&tombstone_shared->recorded);
+}
+
+/* the newest version of a tombstone recorded since the server started */
+int64
+cr_newest_tombstone(void)
+{
+	if (tombstone_shared == NULL)
+		return PG_INT64_MAX;
+	return (int64) pg_atomic_read_u64(&tombstone_shared->newest);
+}
+
+/* count a tombstone recorded at version */
+static void
+tombstone_counted(int64 version)
+{
+	uint64		newest;
+
+	if (tombstone_shared == NULL)
+		return;
+	newest = pg_atomic_read_u64(&tombstone_shared->newest);
+	pg_atomic_fetch_add_u64(&tombstone_shared->recorded, 1);
+	while ((uint64) version > newest &&
+		   !pg_atomic_compare_exchange_u64(&tombstone_shared->newest, &newest,
+										   (uint64) version))
+		;
 }
 
 /* the key of a table's truncate horizon: empty */
@@ -419,6 +492,28 @@ cr_tombstone_lookup(Oid relid, bytea *key)
 	table_close(rel, AccessShareLock);
 	UnregisterSnapshot(snapshot);
 	return result;
+}
+
+/* whether relid has any tombstone (or horizon) that this backend can see */
+bool
+cr_tombstone_any(Oid relid)
+{
+	Snapshot	snapshot;
+	Relation	rel;
+	ScanKeyData skey;
+	SysScanDesc scan;
+	bool		found;
+
+	tombstone_cache_init();
+	snapshot = RegisterSnapshot(GetLatestSnapshot());
+	rel = table_open(tombstone_relid, AccessShareLock);
+	ScanKeyInit(&skey, 1, BTEqualStrategyNumber, F_OIDEQ, ObjectIdGetDatum(relid));
+	scan = systable_beginscan(rel, tombstone_index_relid, true, snapshot, 1, &skey);
+	found = HeapTupleIsValid(systable_getnext(scan));
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	UnregisterSnapshot(snapshot);
+	return found;
 }
 
 /*

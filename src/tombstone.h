@@ -30,6 +30,11 @@ extern void cr_tombstone_record(Oid relid, bytea *key, int64 version,
 extern CrTombstone cr_tombstone_lookup(Oid relid, bytea *key);
 extern void cr_tombstone_truncate(Oid relid, int64 version);
 extern void cr_tombstone_forget_table(Oid relid);
+extern Size cr_tombstone_shmem_size(void);
+extern void cr_tombstone_shmem_init(void);
+extern uint64 cr_tombstones_recorded(void);
+extern int64 cr_newest_tombstone(void);
+extern bool cr_tombstone_any(Oid relid);
 extern void cr_lost_record(Oid relid, bytea *key, bytea *lost);
 extern bytea *cr_lost_take(Oid relid, bytea *key);
 
