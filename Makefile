@@ -1,6 +1,6 @@
 # cosmosrep: PGXS build
 EXTENSION  = cosmosrep
-EXTVERSION = 0.1
+EXTVERSION = 0.2
 
 MODULE_big = cosmosrep
 OBJS = \
@@ -36,9 +36,14 @@ OBJS = \
 	src/tables.o \
 	src/tombstone.o
 
-DATA = sql/cosmosrep--$(EXTVERSION).sql
+# the install script of this version, the update scripts from older ones,
+# and the install scripts of released versions as they shipped
+# (sql/released/README), which those updates start from
+DATA = sql/cosmosrep--$(EXTVERSION).sql \
+	sql/cosmosrep--0.1--0.2.sql \
+	sql/released/cosmosrep--0.1.sql
 
-PG_CPPFLAGS = -I$(srcdir)/src -I$(libpq_srcdir)
+PG_CPPFLAGS = -DCR_LIBRARY_VERSION='"$(EXTVERSION)"' -I$(srcdir)/src -I$(libpq_srcdir)
 SHLIB_LINK_INTERNAL = $(libpq)
 
 # pg_regress runs against a temporary instance configured for cosmosrep
