@@ -40,8 +40,8 @@ OBJS = \
 # and the install scripts of released versions as they shipped
 # (sql/released/README), which those updates start from
 DATA = sql/cosmosrep--$(EXTVERSION).sql \
-	sql/cosmosrep--0.1--0.2.sql \
-	sql/released/cosmosrep--0.1.sql
+	sql/cosmosrep--0.1--0.2.sql
+DATA_built = sql/released/cosmosrep--0.1.sql
 
 PG_CPPFLAGS = -DCR_LIBRARY_VERSION='"$(EXTVERSION)"' -I$(srcdir)/src -I$(libpq_srcdir)
 SHLIB_LINK_INTERNAL = $(libpq)
@@ -62,6 +62,13 @@ include $(PGXS)
 
 # PGXS tracks no header dependencies: rebuild everything when one changes
 $(OBJS): $(wildcard $(srcdir)/src/*.h)
+
+# a released install script is kept compressed, so that git never takes it
+# for the current one moved (sql/released/README)
+# (the empty rule keeps Makefile.global's %.gz: % from making it from it)
+sql/released/cosmosrep--0.1.sql: sql/released/cosmosrep--0.1.sql.gz
+	gzip -dc $< > $@
+sql/released/cosmosrep--0.1.sql.gz: ;
 
 # after PGXS, which resets PROVE_FLAGS
 PROVE_FLAGS += -I $(srcdir)/test/perl
