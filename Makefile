@@ -54,7 +54,7 @@ REGRESS_OPTS = --temp-instance=./tmp_regress --temp-config=$(srcdir)/test/regres
 TAP_TESTS = 1
 PROVE_TESTS = test/t/*.pl
 
-EXTRA_CLEAN = tmp_regress tmp_check
+EXTRA_CLEAN = tmp_regress tmp_check test/released-0.1.tar
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
@@ -69,6 +69,15 @@ $(OBJS): $(wildcard $(srcdir)/src/*.h)
 sql/released/cosmosrep--0.1.sql: sql/released/cosmosrep--0.1.sql.gz
 	gzip -dc $< > $@
 sql/released/cosmosrep--0.1.sql.gz: ;
+
+# Test 058 builds cosmosrep 0.1 from the commit that shipped it.  The tests
+# run in a copy of the tree without .git (test/run), so the build archives
+# that commit here, when this is a git checkout that has it; without it the
+# test says why it skips.
+RELEASED_0_1_COMMIT = a8013aa
+all: test/released-0.1.tar
+test/released-0.1.tar:
+	@git -C $(srcdir) archive --format=tar -o $(abspath $@) $(RELEASED_0_1_COMMIT) 2>/dev/null || rm -f $@
 
 # after PGXS, which resets PROVE_FLAGS
 PROVE_FLAGS += -I $(srcdir)/test/perl
