@@ -230,6 +230,14 @@ for my $node (@nodes)
 	$now = $node->safe_psql('postgres', 'SELECT now()');
 	ok_events_arrive($_, $now, "once $name runs 0.2 under the 0.1 catalog") for @nodes;
 
+	# a region already updated streams from this one in version 3 at once,
+	# though this one's catalog is still 0.1's
+	for my $updated (grep { $_->name lt $name } @nodes)
+	{
+		ok(wait_for_value($updated, "SELECT protocol_version FROM cosmosrep.replication_status WHERE source_region = '$name'", '3'),
+			$updated->name . " streams from $name in protocol version 3 before $name is updated");
+	}
+
 	$node->safe_psql('postgres', 'ALTER EXTENSION cosmosrep UPDATE');
 	is($node->safe_psql('postgres',
 			"SELECT extversion FROM pg_extension WHERE extname = 'cosmosrep'"),
