@@ -238,6 +238,13 @@ for my $node (@nodes)
 			$updated->name . " streams from $name in protocol version 3 before $name is updated");
 	}
 
+	if ($name eq 'ua')
+	{
+		like(slurp_file($ua->logfile),
+			qr/LOG:  region "ub" does not write cosmosrep protocol version 3, asking for version 2/,
+			'ua: its apply worker logs that 0.1 region ub refused version 3 and asks for 2');
+	}
+
 	$node->safe_psql('postgres', 'ALTER EXTENSION cosmosrep UPDATE');
 	is($node->safe_psql('postgres',
 			"SELECT extversion FROM pg_extension WHERE extname = 'cosmosrep'"),
