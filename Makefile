@@ -77,7 +77,8 @@ sql/released/cosmosrep--0.1.sql.gz: ;
 RELEASED_0_1_COMMIT = a8013aa
 all: test/released-0.1.tar
 test/released-0.1.tar:
-	@git -C $(srcdir) archive --format=tar -o $(abspath $@) $(RELEASED_0_1_COMMIT) 2>/dev/null || rm -f $@
+	@git -c safe.directory='$(abspath $(srcdir))' -C $(srcdir) archive --format=tar \
+		-o $(abspath $@) $(RELEASED_0_1_COMMIT) 2>/dev/null || rm -f $@
 
 # after PGXS, which resets PROVE_FLAGS
 PROVE_FLAGS += -I $(srcdir)/test/perl
