@@ -783,10 +783,24 @@ cr_apply_connect(bool replication, const char *appname)
 }
 
 /*
+ * Whether res is an output plugin's refusal of the protocol version asked
+ * for: its errcode and the start of its message, the same in 0.1 and now.
+ */
+static bool
+is_version_refusal(const PGresult *res)
+{
+	const char *sqlstate = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+	const char *message = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+
+	return sqlstate != NULL && strcmp(sqlstate, "0A000") == 0 &&
+		message != NULL && strncmp(message, "cosmosrep protocol version ", 27) == 0;
+}
+
+/*
  * Connect to the peer and start streaming from its slot at startpos, in
  * the newest protocol version both sides know: ask for CR_PROTOCOL_VERSION
- * and, while the peer refuses a version as not supported (its output
- * plugin's errcode, in 0.1 as now), for the next older one down to
+ * and, while the peer refuses a version as not supported
+ * (is_version_refusal), for the next older one down to
  * cosmosrep.min_protocol_version.  A peer that refuses them all is an
  * error that names the versions, in replication_status; the launcher
  * retries with backoff, so an upgrade of either side resumes the stream.
@@ -806,14 +820,12 @@ stream_start(const char *slot_name, const char *local_name, XLogRecPtr startpos)
 	{
 		char	   *sql = psprintf("START_REPLICATION SLOT %s LOGICAL %X/%X (protocol_version '%d')",
 								   slot_name, LSN_FORMAT_ARGS(startpos), version);
-		const char *sqlstate;
 
 		res = cr_remote_exec_any(PeerConn, sql, CrPeerName);
 		if (res != NULL && PQresultStatus(res) == PGRES_COPY_BOTH)
 			break;
-		sqlstate = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
 		/* not a refusal of the version: the error as any query's */
-		if (sqlstate == NULL || strcmp(sqlstate, "0A000") != 0)
+		if (res == NULL || !is_version_refusal(res))
 			cr_remote_fail(PeerConn, res, sql, CrPeerName);
 		if (version <= cr_min_protocol_version)
 		{

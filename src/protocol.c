@@ -48,13 +48,12 @@
 #include "signing.h"
 
 /* cosmosrep.min_protocol_version: defined in cr_apply_define_settings */
+int			cr_min_protocol_version = CR_PROTOCOL_VERSION_OLDEST;
 
 /*
  * Values travel as text: the settings their text depends on, pinned in
  * every session that writes or reads them, here and on the peer.
  */
-int			cr_min_protocol_version = CR_PROTOCOL_VERSION_OLDEST;
-
 const CrTextFormat cr_text_formats[] = {
 	{"DateStyle", "ISO"},
 	{"IntervalStyle", "postgres"},
