@@ -62,6 +62,8 @@ include $(PGXS)
 
 # PGXS tracks no header dependencies: rebuild everything when one changes
 $(OBJS): $(wildcard $(srcdir)/src/*.h)
+# cosmosrep.library_version() is EXTVERSION, passed as CR_LIBRARY_VERSION
+src/status.o: Makefile
 
 # a released install script is kept compressed, so that git never takes it
 # for the current one moved (sql/released/README)
