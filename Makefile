@@ -1,6 +1,6 @@
 # cosmosrep: PGXS build
 EXTENSION  = cosmosrep
-EXTVERSION = 0.1
+EXTVERSION = 0.2
 
 MODULE_big = cosmosrep
 OBJS = \
@@ -37,9 +37,14 @@ OBJS = \
 	src/tables.o \
 	src/tombstone.o
 
-DATA = sql/cosmosrep--$(EXTVERSION).sql
+# the install script of this version, the update scripts from older ones,
+# and the install scripts of released versions as they shipped
+# (sql/released/README), which those updates start from
+DATA = sql/cosmosrep--$(EXTVERSION).sql \
+	sql/cosmosrep--0.1--0.2.sql
+DATA_built = sql/released/cosmosrep--0.1.sql
 
-PG_CPPFLAGS = -I$(srcdir)/src -I$(libpq_srcdir)
+PG_CPPFLAGS = -DCR_LIBRARY_VERSION='"$(EXTVERSION)"' -I$(srcdir)/src -I$(libpq_srcdir)
 SHLIB_LINK_INTERNAL = $(libpq)
 
 # pg_regress runs against a temporary instance configured for cosmosrep
@@ -50,7 +55,7 @@ REGRESS_OPTS = --temp-instance=./tmp_regress --temp-config=$(srcdir)/test/regres
 TAP_TESTS = 1
 PROVE_TESTS = test/t/*.pl
 
-EXTRA_CLEAN = tmp_regress tmp_check
+EXTRA_CLEAN = tmp_regress tmp_check test/released-0.1.tar
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
@@ -58,6 +63,25 @@ include $(PGXS)
 
 # PGXS tracks no header dependencies: rebuild everything when one changes
 $(OBJS): $(wildcard $(srcdir)/src/*.h)
+# cosmosrep.library_version() is EXTVERSION, passed as CR_LIBRARY_VERSION
+src/status.o: Makefile
+
+# a released install script is kept compressed, so that git never takes it
+# for the current one moved (sql/released/README)
+# (the empty rule keeps Makefile.global's %.gz: % from making it from it)
+sql/released/cosmosrep--0.1.sql: sql/released/cosmosrep--0.1.sql.gz
+	gzip -dc $< > $@
+sql/released/cosmosrep--0.1.sql.gz: ;
+
+# Test 058 builds cosmosrep 0.1 from the commit that shipped it.  The tests
+# run in a copy of the tree without .git (test/run), so the build archives
+# that commit here, when this is a git checkout that has it; without it the
+# test says why it skips.
+RELEASED_0_1_COMMIT = a8013aa
+all: test/released-0.1.tar
+test/released-0.1.tar:
+	@git -c safe.directory='$(abspath $(srcdir))' -C $(srcdir) archive --format=tar \
+		-o $(abspath $@) $(RELEASED_0_1_COMMIT) 2>/dev/null || rm -f $@
 
 # after PGXS, which resets PROVE_FLAGS
 PROVE_FLAGS += -I $(srcdir)/test/perl

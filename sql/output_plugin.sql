@@ -20,6 +20,14 @@ SELECT count(*) FROM pg_logical_slot_peek_binary_changes('regress_cr_slot', NULL
 SELECT count(*) FROM pg_logical_slot_peek_binary_changes('regress_cr_slot', NULL, NULL,
     'protocol_version', '99');
 
+-- both versions this region writes are served: 2 (0.1's apply workers)
+-- and 3, the same stream
+SELECT (SELECT array_agg(data ORDER BY lsn) FROM pg_logical_slot_peek_binary_changes('regress_cr_slot', NULL, NULL,
+            'protocol_version', '2') WHERE get_byte(data, 0) <> ascii('M'))
+     = (SELECT array_agg(data ORDER BY lsn) FROM pg_logical_slot_peek_binary_changes('regress_cr_slot', NULL, NULL,
+            'protocol_version', '3') WHERE get_byte(data, 0) <> ascii('M'))
+       AS versions_2_and_3_alike;
+
 -- Bad input: an unknown option
 SELECT count(*) FROM pg_logical_slot_peek_binary_changes('regress_cr_slot', NULL, NULL,
     'protocol_version', '2', 'colour', 'blue');

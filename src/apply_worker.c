@@ -810,27 +810,76 @@ cr_apply_connect(bool replication, const char *appname)
 										Max(1, timeout_s / 2), Max(1, timeout_s / 6), 3);
 }
 
-/* connect to the peer and start streaming from its slot at startpos */
+/*
+ * Whether res is an output plugin's refusal of the protocol version asked
+ * for: its errcode and the start of its message, the same in 0.1 and now.
+ */
+static bool
+is_version_refusal(const PGresult *res)
+{
+	const char *sqlstate = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+	const char *message = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+
+	return sqlstate != NULL && strcmp(sqlstate, "0A000") == 0 &&
+		message != NULL && strncmp(message, "cosmosrep protocol version ", 27) == 0;
+}
+
+/*
+ * Connect to the peer and start streaming from its slot at startpos, in
+ * the newest protocol version both sides know: ask for CR_PROTOCOL_VERSION
+ * and, while the peer refuses a version as not supported
+ * (is_version_refusal), for the next older one down to
+ * cosmosrep.min_protocol_version.  A peer that refuses them all is an
+ * error that names the versions, in replication_status; the launcher
+ * retries with backoff, so an upgrade of either side resumes the stream.
+ */
 static void
 stream_start(const char *slot_name, const char *local_name, XLogRecPtr startpos)
 {
 	PGresult   *res;
+	int			version;
 
 	cr_peer_status_set_state(MyPeer, CR_PEER_CONNECTING);
 	PeerConn = cr_apply_connect(true, cr_origin_name(local_name));
 	/* reached: from here on a failure is an error, not unreachable */
 	cr_peer_status_set_state(MyPeer, CR_PEER_CATCHING_UP);
-	res = cr_remote_exec(PeerConn,
-						 psprintf("START_REPLICATION SLOT %s LOGICAL %X/%X (protocol_version '%d')",
-								  slot_name, LSN_FORMAT_ARGS(startpos),
-								  CR_PROTOCOL_VERSION),
-						 PGRES_COPY_BOTH, CrPeerName);
+	cr_peer_status_set_protocol_version(MyPeer, 0);
+	for (version = CR_PROTOCOL_VERSION;; version--)
+	{
+		char	   *sql = psprintf("START_REPLICATION SLOT %s LOGICAL %X/%X (protocol_version '%d')",
+								   slot_name, LSN_FORMAT_ARGS(startpos), version);
+
+		res = cr_remote_exec_any(PeerConn, sql, CrPeerName);
+		if (res != NULL && PQresultStatus(res) == PGRES_COPY_BOTH)
+			break;
+		/* not a refusal of the version: the error as any query's */
+		if (res == NULL || !is_version_refusal(res))
+			cr_remote_fail(PeerConn, res, sql, CrPeerName);
+		if (version <= cr_min_protocol_version)
+		{
+			char	   *msg = cr_remote_result_message(res);
+
+			PQclear(res);
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("region \"%s\" writes no cosmosrep protocol version this region reads (%d to %d): %s",
+							CrPeerName, cr_min_protocol_version,
+							CR_PROTOCOL_VERSION, msg),
+					 errhint("Upgrade cosmosrep in region \"%s\", or lower cosmosrep.min_protocol_version in this region.",
+							 CrPeerName)));
+		}
+		ereport(LOG,
+				(errmsg("region \"%s\" does not write cosmosrep protocol version %d, asking for version %d",
+						CrPeerName, version, version - 1)));
+		PQclear(res);
+	}
 	PQclear(res);
+	cr_peer_status_set_protocol_version(MyPeer, version);
 	last_recv_time = GetCurrentTimestamp();
 
 	ereport(LOG,
-			(errmsg("cosmosrep apply worker streaming from region \"%s\" at %X/%X",
-					CrPeerName, LSN_FORMAT_ARGS(startpos))));
+			(errmsg("cosmosrep apply worker streaming from region \"%s\" at %X/%X in protocol version %d",
+					CrPeerName, LSN_FORMAT_ARGS(startpos), version)));
 }
 
 /*
@@ -900,6 +949,14 @@ cr_apply_define_settings(void)
 							&cr_apply_timeout_ms,
 							60000, 0, INT_MAX,
 							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("cosmosrep.min_protocol_version",
+							"The oldest cosmosrep protocol version this region writes to peers and reads from them.",
+							"Raise it once every region runs a cosmosrep that writes the newer version: a region left behind is then refused with an error in replication_status.",
+							&cr_min_protocol_version,
+							CR_PROTOCOL_VERSION_OLDEST, CR_PROTOCOL_VERSION_OLDEST,
+							CR_PROTOCOL_VERSION,
+							PGC_SIGHUP, 0,
 							NULL, NULL, NULL);
 	cr_launcher_define_settings();
 }

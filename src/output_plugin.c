@@ -190,13 +190,21 @@ cr_startup(LogicalDecodingContext *ctx, OutputPluginOptions *opt, bool is_init)
 		{
 			int			version = pg_strtoint32(defGetString(elem));
 
-			if (version != CR_PROTOCOL_VERSION)
+			/*
+			 * The stream of every version this library writes is the same
+			 * (protocol.h); a peer that asks for one it does not write is
+			 * told which it does, and an apply worker of this library asks
+			 * for the next older one (apply_worker.c).  The errcode is
+			 * that of 0.1's refusal, which apply workers recognize.
+			 */
+			if (version < cr_min_protocol_version || version > CR_PROTOCOL_VERSION)
 				ereport(ERROR,
 						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-						 errmsg("cosmosrep protocol version %d is not supported", version),
-						 errdetail("This region speaks protocol version %d.",
-								   CR_PROTOCOL_VERSION),
-						 errhint("Install the same cosmosrep version in every region.")));
+						 errmsg("cosmosrep protocol version %d is not supported, this region writes versions %d to %d",
+								version, cr_min_protocol_version, CR_PROTOCOL_VERSION),
+						 version < cr_min_protocol_version ?
+						 errhint("Upgrade cosmosrep in the region that asked, or lower cosmosrep.min_protocol_version in this region.") :
+						 errhint("Upgrade cosmosrep in this region.")));
 			have_version = true;
 		}
 		else

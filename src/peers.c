@@ -132,6 +132,7 @@ cr_peer_status_init(CrPeerStatus *ps, int peer_id)
 	ps->last_error[0] = '\0';
 	ps->last_error_at = 0;
 	ps->stable_version = 0;
+	ps->protocol_version = 0;
 	SpinLockRelease(&ps->mutex);
 }
 
@@ -155,6 +156,15 @@ cr_peer_status_set_state(CrPeerStatus *ps, CrPeerState state)
 {
 	SpinLockAcquire(&ps->mutex);
 	ps->state = state;
+	SpinLockRelease(&ps->mutex);
+}
+
+/* the protocol version the peer streams in */
+void
+cr_peer_status_set_protocol_version(CrPeerStatus *ps, int version)
+{
+	SpinLockAcquire(&ps->mutex);
+	ps->protocol_version = version;
 	SpinLockRelease(&ps->mutex);
 }
 

@@ -74,6 +74,7 @@ typedef struct CrPeerStatus
 	XLogRecPtr	failed_lsn;		/* the remote transaction (its end) whose
 								 * change failed, and how many times in a */
 	int			failed_attempts;	/* row: apply retries it change by change */
+	int			protocol_version;	/* of the stream, 0 before it started */
 } CrPeerStatus;
 
 extern Size cr_peers_shmem_size(void);
@@ -92,6 +93,7 @@ extern void cr_peer_status_set_paused(CrPeerStatus *ps);
 
 /* the writes of the apply worker owning an entry */
 extern void cr_peer_status_set_state(CrPeerStatus *ps, CrPeerState state);
+extern void cr_peer_status_set_protocol_version(CrPeerStatus *ps, int version);
 extern void cr_peer_status_set_error(CrPeerStatus *ps, const char *message);
 extern void cr_peer_status_record_failure(CrPeerStatus *ps, XLogRecPtr final_lsn);
 extern XLogRecPtr cr_peer_status_failed_transaction(CrPeerStatus *ps, int attempts);

@@ -47,6 +47,9 @@
 #include "protocol.h"
 #include "signing.h"
 
+/* cosmosrep.min_protocol_version: defined in cr_apply_define_settings */
+int			cr_min_protocol_version = CR_PROTOCOL_VERSION_OLDEST;
+
 /*
  * Values travel as text: the settings their text depends on, pinned in
  * every session that writes or reads them, here and on the peer.

@@ -17,8 +17,22 @@
 #include "utils/guc.h"
 #include "utils/relcache.h"
 
-/* version of the stream; the apply side refuses others */
-#define CR_PROTOCOL_VERSION		2
+/*
+ * Versions of the stream (docs/design.md, "Protocol versions"): this
+ * library writes and reads every version from CR_PROTOCOL_VERSION_OLDEST
+ * to CR_PROTOCOL_VERSION, and not below cosmosrep.min_protocol_version.
+ * The apply worker asks for the newest and, when the peer refuses it as
+ * not supported, for the next older one (apply_worker.c); the output
+ * plugin refuses a version it does not write, naming both (output_plugin.c).
+ *
+ *	2: cosmosrep 0.1 (writes and reads 2 only)
+ *	3: cosmosrep 0.2: the stream of 2; a region that writes 3 writes 2 too
+ */
+#define CR_PROTOCOL_VERSION			3
+#define CR_PROTOCOL_VERSION_OLDEST	2
+
+/* cosmosrep.min_protocol_version: the oldest version served and read */
+extern int	cr_min_protocol_version;
 
 /*
  * A CopyData message of the stream holds a whole transaction, BEGIN to

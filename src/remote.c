@@ -34,6 +34,8 @@
 
 static const char *session_options(void);
 static char *conn_error(PGconn *conn);
+static PGresult *remote_exec_last(PGconn *conn, const char *sql, int nparams,
+								  const char *const *values, const char *region);
 static PGconn *remote_connect(const char *dsn, bool replication,
 							  const char *appname, const char *region,
 							  const char *const *extra_keys,
@@ -225,6 +227,58 @@ cr_remote_exec_params(PGconn *conn, const char *sql, int nparams,
 					  const char *const *values, ExecStatusType expected,
 					  const char *region)
 {
+	PGresult   *last = remote_exec_last(conn, sql, nparams, values, region);
+
+	if (last == NULL || PQresultStatus(last) != expected)
+		cr_remote_fail(conn, last, sql, region);
+	return last;
+}
+
+/*
+ * Raise the error of a statement that failed: last is its last result
+ * (PQcleared here) or NULL.
+ */
+void
+cr_remote_fail(PGconn *conn, PGresult *last, const char *sql, const char *region)
+{
+	char	   *msg = last ? cr_remote_result_message(last) : conn_error(conn);
+
+	if (last)
+		PQclear(last);
+	ereport(ERROR,
+			(errcode(ERRCODE_CONNECTION_EXCEPTION),
+			 errmsg("query on region \"%s\" failed: %s", region, msg),
+			 errcontext("remote query: %s", sql)));
+}
+
+/*
+ * Run one statement and return its last result whatever its status, or
+ * NULL if there was none; errors of the connection are raised.  The
+ * caller PQclears the result.
+ */
+PGresult *
+cr_remote_exec_any(PGconn *conn, const char *sql, const char *region)
+{
+	return remote_exec_last(conn, sql, 0, NULL, region);
+}
+
+/* a failed result's message (with DETAIL and HINT), without the last newline */
+char *
+cr_remote_result_message(const PGresult *res)
+{
+	char	   *msg = pstrdup(PQresultErrorMessage(res));
+	size_t		len = strlen(msg);
+
+	while (len > 0 && msg[len - 1] == '\n')
+		msg[--len] = '\0';
+	return msg;
+}
+
+/* send a statement and collect its last result (see cr_remote_exec_params) */
+static PGresult *
+remote_exec_last(PGconn *conn, const char *sql, int nparams,
+				 const char *const *values, const char *region)
+{
 	PGresult   *last = NULL;
 	PGresult   *res;
 	int			sent;
@@ -257,21 +311,6 @@ cr_remote_exec_params(PGconn *conn, const char *sql, int nparams,
 		/* CREATE_REPLICATION_SLOT ... EXPORT_SNAPSHOT keeps the result open */
 		if (PQresultStatus(res) == PGRES_COPY_OUT || PQresultStatus(res) == PGRES_COPY_BOTH)
 			break;
-	}
-
-	if (last == NULL || PQresultStatus(last) != expected)
-	{
-		char	   *msg = last ? pstrdup(PQresultErrorMessage(last)) : conn_error(conn);
-		size_t		len = strlen(msg);
-
-		while (len > 0 && msg[len - 1] == '\n')
-			msg[--len] = '\0';
-		if (last)
-			PQclear(last);
-		ereport(ERROR,
-				(errcode(ERRCODE_CONNECTION_EXCEPTION),
-				 errmsg("query on region \"%s\" failed: %s", region, msg),
-				 errcontext("remote query: %s", sql)));
 	}
 	return last;
 }

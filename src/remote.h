@@ -23,6 +23,11 @@ extern PGresult *cr_remote_exec(PGconn *conn, const char *sql,
 extern PGresult *cr_remote_exec_params(PGconn *conn, const char *sql, int nparams,
 										const char *const *values,
 										ExecStatusType expected, const char *region);
+extern PGresult *cr_remote_exec_any(PGconn *conn, const char *sql,
+									const char *region);
+extern char *cr_remote_result_message(const PGresult *res);
+extern void cr_remote_fail(PGconn *conn, PGresult *last, const char *sql,
+						   const char *region) pg_attribute_noreturn();
 extern void cr_remote_command(PGconn *conn, const char *sql, const char *region);
 extern void cr_remote_wait_readable(PGconn *conn);
 

@@ -38,6 +38,8 @@
 #include "shmem.h"
 
 PG_FUNCTION_INFO_V1(cosmosrep_peer_status);
+PG_FUNCTION_INFO_V1(cosmosrep_peer_protocol_version);
+PG_FUNCTION_INFO_V1(cosmosrep_library_version);
 
 #define PEER_STATUS_COLS	14
 
@@ -122,4 +124,47 @@ cosmosrep_peer_status(PG_FUNCTION_ARGS)
 	}
 	pfree(samples);
 	return (Datum) 0;
+}
+
+/*
+ * cosmosrep.peer_protocol_version(peer_id): the protocol version of the
+ * stream from that peer region into this database, NULL before its apply
+ * worker first started streaming.
+ */
+Datum
+cosmosrep_peer_protocol_version(PG_FUNCTION_ARGS)
+{
+	int32		peer_id = PG_GETARG_INT32(0);
+	int			version = 0;
+
+	cr_require_preload();
+	for (int i = 0; i < cr_peer_status_count(); i++)
+	{
+		CrPeerStatus *ps = cr_peer_status(i);
+
+		LWLockAcquire(cr_shmem_lwlock(CR_LWLOCK_WORKERS), LW_SHARED);
+		if (ps->in_use && ps->dboid == MyDatabaseId && ps->peer_id == peer_id)
+		{
+			SpinLockAcquire(&ps->mutex);
+			version = ps->protocol_version;
+			SpinLockRelease(&ps->mutex);
+		}
+		LWLockRelease(cr_shmem_lwlock(CR_LWLOCK_WORKERS));
+		if (version != 0)
+			break;
+	}
+	if (version == 0)
+		PG_RETURN_NULL();
+	PG_RETURN_INT32(version);
+}
+
+/*
+ * cosmosrep.library_version(): the version of the library this server
+ * loaded, which is newer than pg_extension.extversion between the restart
+ * on a new library and ALTER EXTENSION cosmosrep UPDATE.
+ */
+Datum
+cosmosrep_library_version(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_TEXT_P(cstring_to_text(CR_LIBRARY_VERSION));
 }

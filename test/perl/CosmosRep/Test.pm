@@ -68,18 +68,22 @@ sub create_link_role
 # new_region($name, %opts): a started instance with cosmosrep installed in
 # database "postgres" and the link role created.  With create => 1 the
 # database is made the first region of a group under $name; with
-# link_role => 0 no link role is created.
+# link_role => 0 no link role is created.  install_path => $dir runs the
+# instance from another installation (PostgreSQL::Test::Cluster's option),
+# version => '0.1' installs that version of the extension.
 sub new_region
 {
 	my ($name, %opts) = @_;
-	my $node = PostgreSQL::Test::Cluster->new($name);
+	my $node = PostgreSQL::Test::Cluster->new($name,
+		$opts{install_path} ? (install_path => $opts{install_path}) : ());
 
 	$node->init(allows_streaming => 'logical');
 	$node->append_conf('postgresql.conf', $REGION_CONF);
 	$node->append_conf('postgresql.conf', $opts{extra_conf})
 	  if defined $opts{extra_conf};
 	$node->start;
-	$node->safe_psql('postgres', 'CREATE EXTENSION cosmosrep');
+	$node->safe_psql('postgres', 'CREATE EXTENSION cosmosrep'
+		  . ($opts{version} ? " VERSION '$opts{version}'" : ''));
 	create_link_role($node) if $opts{link_role} // 1;
 	if ($opts{create})
 	{

@@ -1,4 +1,4 @@
-/* cosmosrep--0.1.sql: install script */
+/* cosmosrep--0.2.sql: install script */
 
 \echo Use "CREATE EXTENSION cosmosrep" to load this file. \quit
 
@@ -607,6 +607,23 @@ COMMENT ON FUNCTION cosmosrep.peer_status() IS
 -- pg_read_all_stats privileges.
 GRANT EXECUTE ON FUNCTION cosmosrep.peer_status() TO PUBLIC;
 
+CREATE FUNCTION cosmosrep.peer_protocol_version(peer_id integer)
+RETURNS integer
+AS 'MODULE_PATHNAME', 'cosmosrep_peer_protocol_version'
+LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION cosmosrep.peer_protocol_version(integer) IS
+    'the cosmosrep protocol version of the stream from peer region peer_id, or NULL before it started';
+-- PUBLIC may call it: behind cosmosrep.replication_status; a number.
+GRANT EXECUTE ON FUNCTION cosmosrep.peer_protocol_version(integer) TO PUBLIC;
+
+CREATE FUNCTION cosmosrep.library_version()
+RETURNS text
+AS 'MODULE_PATHNAME', 'cosmosrep_library_version'
+LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION cosmosrep.library_version() IS
+    'the version of the cosmosrep library this server runs, which may be newer than the extension''s catalog until ALTER EXTENSION cosmosrep UPDATE';
+GRANT EXECUTE ON FUNCTION cosmosrep.library_version() TO PUBLIC;
+
 CREATE VIEW cosmosrep.replication_status AS
     SELECT src.region_name AS source_region,
            dst.region_name AS target_region,
@@ -628,13 +645,14 @@ CREATE VIEW cosmosrep.replication_status AS
            s.latency_p99_ms,
            s.last_error,
            s.last_error_at,
-           s.conflicts
+           s.conflicts,
+           cosmosrep.peer_protocol_version(src.region_id) AS protocol_version
       FROM cosmosrep.region src
       JOIN cosmosrep.region dst ON dst.is_local
       LEFT JOIN cosmosrep.peer_status() s ON s.peer_id = src.region_id
      WHERE NOT src.is_local;
 COMMENT ON VIEW cosmosrep.replication_status IS
-    'per region pair (source to this region): state, lag, latency percentiles, throughput and the last error';
+    'per region pair (source to this region): state, lag, latency percentiles, throughput, the last error and the protocol version of the stream';
 GRANT SELECT ON cosmosrep.replication_status TO PUBLIC;
 
 CREATE FUNCTION cosmosrep.conflict_row(entry tid, which text)
