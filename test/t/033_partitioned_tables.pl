@@ -76,6 +76,11 @@ my ($ret, $out, $err) = $ra->psql('postgres', "SELECT cosmosrep.enable_table('or
 like($err, qr/table "orders_us" is a partition of "orders"/,
 	'enabling a partition of a multi-region table is refused');
 
+# the row trigger cloned to a partition stays enabled for local writes
+($ret, $out, $err) = $ra->psql('postgres', 'ALTER TABLE orders_us DISABLE TRIGGER cosmosrep_stamp');
+like($err, qr/trigger "cosmosrep_stamp" of multi-region table "orders_us" must stay enabled for local writes only/,
+	'disabling the row trigger of a partition is refused');
+
 # c joins with partitions of its own: other names, other bounds
 my $rc = new_region('c');
 $rc->safe_psql('postgres', qq{
@@ -229,6 +234,22 @@ like($contents{a}, qr{^us/500/1/after the truncate/\d+/0/3/\d+$},
 	'only the insert newer than the truncate is left');
 is($contents{b}, $contents{a}, 'b holds exactly what a holds');
 is($contents{c}, $contents{a}, 'c holds exactly what a holds');
+
+# disabling the table removes the triggers and columns of every partition
+$ra->safe_psql('postgres', "SELECT cosmosrep.disable_table('orders')");
+for my $node (@nodes)
+{
+	ok($node->poll_query_until('postgres', q{
+			SELECT count(*) = 0 FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+			 WHERE t.tgname LIKE 'cosmosrep%' AND c.relname NOT LIKE 'pg_%'}),
+		$node->name . ': the disable drops the triggers of the table and its partitions');
+	is($node->safe_psql('postgres', q{
+			SELECT count(*) FROM pg_attribute
+			 WHERE attname LIKE '\_cr\_%' AND NOT attisdropped
+			   AND attrelid IN (SELECT oid FROM pg_class WHERE relname LIKE '%orders%'
+			                    OR relname LIKE 'c\_%')}),
+		'0', $node->name . ': and the columns of the table and its partitions');
+}
 
 $_->stop for @nodes;
 done_testing();
