@@ -320,8 +320,13 @@ get_rel_sync_entry(Relation rel)
 					elog(ERROR, "could not open relation with OID %u", entry->root_relid);
 				entry->root_desc = CreateTupleDescCopy(RelationGetDescr(root));
 				RelationClose(root);
+#if PG_VERSION_NUM >= 160000
+				entry->root_map = build_attrmap_by_name_if_req(entry->desc,
+															   entry->root_desc, false);
+#else
 				entry->root_map = build_attrmap_by_name_if_req(entry->desc,
 															   entry->root_desc);
+#endif
 				entry->root_new_slot = MakeSingleTupleTableSlot(entry->root_desc,
 																&TTSOpsVirtual);
 				entry->root_old_slot = MakeSingleTupleTableSlot(entry->root_desc,

@@ -115,6 +115,13 @@ typedef struct PendingMove
 
 static PendingMove pending_move = {InvalidLocalTransactionId};
 
+/* this backend's local transaction id; PostgreSQL 17 moved it */
+#if PG_VERSION_NUM >= 170000
+#define CR_LOCAL_XID	(MyProc->vxid.lxid)
+#else
+#define CR_LOCAL_XID	(MyProc->lxid)
+#endif
+
 static StampInfo stamp_info(Relation rel, const char *function);
 static void stamp_info_invalidate(Datum arg, Oid relid);
 static void check_region_writes(Relation rel);
@@ -282,7 +289,7 @@ cosmosrep_stamp_row(PG_FUNCTION_ARGS)
 		if (XLogLogicalInfoActive())
 		{
 			CrDeleteBase payload;
-			bool		moving = pending_move.lxid == MyProc->lxid &&
+			bool		moving = pending_move.lxid == CR_LOCAL_XID &&
 				pending_move.relid == info.relid &&
 				ItemPointerEquals(&pending_move.tid, &trigdata->tg_trigtuple->t_self);
 
@@ -313,7 +320,7 @@ cosmosrep_stamp_row(PG_FUNCTION_ARGS)
 
 	/* the insert of a row that an update moves keeps the update's stamps */
 	if (TRIGGER_FIRED_BY_INSERT(trigdata->tg_event) && pending_move.deleted &&
-		pending_move.lxid == MyProc->lxid && pending_move.root == info.root)
+		pending_move.lxid == CR_LOCAL_XID && pending_move.root == info.root)
 	{
 		Datum		version = heap_getattr(trigdata->tg_trigtuple, info.version_att,
 										   desc, &isnull);
@@ -355,7 +362,7 @@ cosmosrep_stamp_row(PG_FUNCTION_ARGS)
 							DatumGetInt64(values[0]), base, config);
 		if (info.root != info.relid)
 		{
-			pending_move.lxid = MyProc->lxid;
+			pending_move.lxid = CR_LOCAL_XID;
 			pending_move.relid = info.relid;
 			pending_move.root = info.root;
 			pending_move.tid = trigdata->tg_trigtuple->t_self;

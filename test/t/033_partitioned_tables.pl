@@ -97,6 +97,13 @@ is($rc->safe_psql('postgres', q{
 		SELECT string_agg(tableoid::regclass || ':' || id, ',' ORDER BY id) FROM orders}),
 	'c_europe:1,c_rest:5,c_europe:150',
 	'the join copies the partitioned table into the partitions of the joining region');
+is($rc->safe_psql('postgres', q{
+		SELECT string_agg(table_name || ' ' || policy, ',') FROM cosmosrep.tables}),
+	'orders last_writer_wins', 'cosmosrep.tables lists the partitioned table alone in the joined region');
+is($rc->safe_psql('postgres', q{
+		SELECT string_agg(name || ' ' || value, ',') FROM cosmosrep.verify
+		 WHERE item = 'table_policy'}),
+	'orders last_writer_wins', 'cosmosrep.verify shows the partitioned table\'s policy');
 
 # inserts in every region, landing in different partitions
 $ra->safe_psql('postgres', "INSERT INTO orders VALUES ('asia', 2, 1, 'from a')");
