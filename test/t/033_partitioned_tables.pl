@@ -190,6 +190,25 @@ for my $node (@nodes)
 		'0', $node->name . ': the newer delete wins over the update');
 }
 
+# an update that leaves a large (TOASTed) value unchanged, winning over a
+# concurrent update where the local row is not the one it replaced: the
+# row is read from the peer's partitioned table
+$ra->safe_psql('postgres', q{
+	INSERT INTO orders SELECT 'eu', 7, 1, string_agg(md5(i::text), '')
+	  FROM generate_series(1, 3000) i});
+wait_for_same_table(\@nodes, 'orders');
+partition_regions(\@nodes);
+$rb->safe_psql('postgres', "UPDATE orders SET qty = 70 WHERE region = 'eu' AND id = 7");
+$ra->safe_psql('postgres', "UPDATE orders SET qty = 71 WHERE region = 'eu' AND id = 7");
+heal_and_wait(\@nodes);
+wait_for_same_table(\@nodes, 'orders');
+for my $node (@nodes)
+{
+	is($node->safe_psql('postgres',
+			"SELECT qty || ':' || length(note) FROM orders WHERE region = 'eu' AND id = 7"),
+		'71:96000', $node->name . ': the newer update keeps the large value it did not change');
+}
+
 # a partition made later in every region gets the row trigger and the
 # columns: made with CREATE TABLE ... PARTITION OF in a, attached in b
 # (a copy of the table's columns), taken by the default partition in c.
