@@ -51,7 +51,11 @@ CREATE TABLE unique_only (id int UNIQUE NOT NULL, name text);
 CREATE VIEW items_view AS SELECT * FROM items;
 CREATE SEQUENCE items_seq;
 CREATE MATERIALIZED VIEW items_matview AS SELECT * FROM items;
-CREATE TABLE measurements (id int PRIMARY KEY) PARTITION BY RANGE (id);
+CREATE TABLE measurements (id int) PARTITION BY RANGE (id);
+CREATE TABLE measurements_low PARTITION OF measurements FOR VALUES FROM (0) TO (100);
+CREATE TABLE readings (id int PRIMARY KEY, v int) PARTITION BY RANGE (id);
+CREATE TABLE readings_low (v int, id int NOT NULL);
+ALTER TABLE readings ATTACH PARTITION readings_low FOR VALUES FROM (0) TO (100);
 CREATE TEMPORARY TABLE scratch (id int PRIMARY KEY);
 CREATE UNLOGGED TABLE cache (id int PRIMARY KEY);
 CREATE TABLE has_version (id int PRIMARY KEY, _cr_version bigint);
@@ -73,8 +77,14 @@ SELECT cosmosrep.enable_table('items_seq');
 -- Bad input: a materialized view
 SELECT cosmosrep.enable_table('items_matview');
 
--- Bad input: a partitioned table
+-- Bad input: a partitioned table without a primary key
 SELECT cosmosrep.enable_table('measurements');
+
+-- Bad input: a partition: it is multi-region with its partitioned table
+SELECT cosmosrep.enable_table('measurements_low');
+
+-- Bad input: a partition with its columns at other positions than its table
+SELECT cosmosrep.enable_table('readings');
 
 -- Bad input: a temporary table
 SELECT cosmosrep.enable_table('scratch');
@@ -120,7 +130,8 @@ SELECT cosmosrep.disable_table(NULL);
 SELECT count(*) AS tables FROM cosmosrep.tables;
 SELECT c.relname, pg_temp.columns_of(c.oid), pg_temp.triggers_of(c.oid)
   FROM pg_class c
- WHERE c.relname IN ('no_pk', 'unique_only', 'measurements', 'scratch', 'cache',
+ WHERE c.relname IN ('no_pk', 'unique_only', 'measurements', 'measurements_low',
+                     'readings', 'readings_low', 'scratch', 'cache',
                      'has_version', 'has_base', 'has_region', 'secured', 'forced')
  ORDER BY c.relname;
 
@@ -341,7 +352,7 @@ DROP ROLE regress_cr_link;
 
 DROP VIEW items_view;
 DROP MATERIALIZED VIEW items_matview;
-DROP TABLE items, no_pk, unique_only, measurements, scratch, cache,
+DROP TABLE items, no_pk, unique_only, measurements, readings, scratch, cache,
     has_version, has_base, has_region, misuse, secured, forced, lookalike;
 DROP SEQUENCE items_seq;
 DROP EXTENSION cosmosrep CASCADE;

@@ -228,8 +228,8 @@ find_local_row(ApplyExec *ex, TupleTableSlot *key, TupleTableSlot *row,
 {
 	for (int attempt = 0; attempt < (confirm_miss ? 3 : 1); attempt++)
 	{
-		if (RelationFindReplTupleByIndex(ex->rel, ex->pkindex, LockTupleExclusive,
-										 key, row))
+		if (RelationFindReplTupleByIndex(ex->rri->ri_RelationDesc, ex->pkindex,
+										 LockTupleExclusive, key, row))
 			return true;
 	}
 	return false;
@@ -420,8 +420,12 @@ static void
 apply_row(ApplyExec *ex, ApplyRel *ar, TupleTableSlot *row,
 		  const CrIncoming *incoming)
 {
-	CrLocalState local = local_state(ex, ar, row, ex->otherslot, false);
-	CrDecision	d = decide(ex, ar, incoming, &local, row, ex->otherslot, row);
+	CrLocalState local;
+	CrDecision	d;
+
+	cr_exec_route(ex, row);
+	local = local_state(ex, ar, row, ex->otherslot, false);
+	d = decide(ex, ar, incoming, &local, row, ex->otherslot, row);
 
 	if (!d.apply_remote ||
 		!settle_collisions(ex, ar, row, incoming, local.row_found ? ex->otherslot : NULL))
@@ -460,7 +464,7 @@ settle_collisions(ApplyExec *ex, ApplyRel *ar, TupleTableSlot *row,
 	{
 		TupleTableSlot *other = ex->colliders[i];
 
-		found[i] = RelationFindReplTupleByIndex(ex->rel, ex->unique_indexes[i],
+		found[i] = RelationFindReplTupleByIndex(ex->rri->ri_RelationDesc, ex->unique_indexes[i],
 												LockTupleExclusive, row, other);
 		/* not the row this write replaces, nor one another index found */
 		if (found[i] && self != NULL && ItemPointerEquals(&other->tts_tid, &self->tts_tid))
@@ -595,7 +599,9 @@ fetch_peer_row(ApplyExec *ex, ApplyRel *ar, TupleTableSlot *slot)
 		appendStringInfo(&sql, "%s%s", field++ ? ", " : "",
 						 quote_identifier(NameStr(att->attname)));
 	}
-	appendStringInfo(&sql, " FROM ONLY %s WHERE true",
+	/* a partitioned table's rows are in its partitions: no ONLY */
+	appendStringInfo(&sql, " FROM %s%s WHERE true",
+					 ex->rel->rd_rel->relkind == RELKIND_PARTITIONED_TABLE ? "" : "ONLY ",
 					 quote_qualified_identifier(ar->remoterel->nspname,
 												ar->remoterel->relname));
 	slot_getallattrs(slot);
@@ -707,6 +713,7 @@ handle_update(StringInfo s)
 	for (int i = 0; i < newtup.ncols; i++)
 		complete &= newtup.colstatus[i] != LOGICALREP_COLUMN_UNCHANGED;
 
+	cr_exec_route(ex, key);
 	local = local_state(ex, ar, key, ex->localslot, true);
 	if (!complete && local.row_found && local.version == incoming.base)
 	{
@@ -803,6 +810,7 @@ handle_delete(StringInfo s)
 	if (!unversioned)
 		cr_hlc_observe(incoming.version);
 
+	cr_exec_route(ex, ex->remoteslot);
 	if (find_local_row(ex, ex->remoteslot, ex->localslot, true))
 		local = row_state(ar, ex->localslot);
 	if (unversioned)
@@ -872,6 +880,14 @@ run_slot_fill(void *arg)
 	RowArgs    *r = arg;
 
 	slot_fill(r->ar, r->tup, r->row, NULL);
+}
+
+static void
+run_route(void *arg)
+{
+	RowArgs    *r = arg;
+
+	cr_exec_route(r->ar->exec, r->row);
 }
 
 /* a version column of a remote tuple read from its text; 0 if absent */
@@ -1020,7 +1036,13 @@ record_rejected_change(LogicalRepMsgType action, StringInfo s, const char *error
 	{
 		incoming.version = slot_version(row, ar->version_att, &isnull);
 		incoming_stamps(ar, row, &incoming);
-		if (find_local_row(ex, row, ex->localslot, false))
+		/*
+		 * A row no partition here accepts has no local row (and the
+		 * subtransaction's undoing cleared the row: it is read again).
+		 */
+		if (run_in_subtransaction(ex, run_route, &rowargs) != NULL)
+			(void) run_in_subtransaction(ex, run_slot_fill, &rowargs);
+		else if (find_local_row(ex, row, ex->localslot, false))
 			local = row_state(ar, ex->localslot);
 		d.key = cr_tombstone_key(ex->rel, row);
 		d.error = pstrdup(error);

@@ -31,6 +31,7 @@
 #include "libpq-fe.h"
 #include "replication/logicalproto.h"
 #include "utils/rel.h"
+#include "utils/resowner.h"
 
 #include "conflict.h"
 #include "tombstone.h"
@@ -90,6 +91,18 @@ typedef struct ApplyExec
 	Oid			owner;			/* changes are applied as this role */
 	CrTombstone horizon;		/* the table's truncate horizon: it cannot
 								 * change while the table is open here */
+
+	/*
+	 * A partitioned table: rel is the partitioned table (policies,
+	 * tombstones, conflicts), and cr_exec_route points rri, pkindex, the
+	 * local row slots and the unique indexes above at the leaf partition
+	 * of each row (apply_relation.c).
+	 */
+	struct PartitionTupleRouting *proute;	/* NULL for an ordinary table */
+	struct ModifyTableState *mtstate;
+	ResultRelInfo *root_rri;
+	ResourceOwner resowner;		/* owns the leaves, whatever opens them */
+	List	   *leaves;			/* of ApplyLeaf */
 } ApplyExec;
 
 /* apply_worker.c: the worker's state */
@@ -115,6 +128,7 @@ extern void cr_relmap_init(void);
 extern void cr_handle_relation(StringInfo s);
 extern ApplyRel *cr_apply_rel_lookup(LogicalRepRelId remoteid);
 extern ApplyExec *cr_exec_open(ApplyRel *ar);
+extern void cr_exec_route(ApplyExec *ex, TupleTableSlot *row);
 extern const CrPolicy *cr_apply_rel_policy(ApplyRel *ar, Relation rel);
 extern const CrPolicy *cr_policy_at(ApplyRel *ar, Relation rel,
 									int64 config_version);

@@ -30,6 +30,7 @@
 #include "nodes/makefuncs.h"
 #include "replication/logicalproto.h"
 #include "utils/builtins.h"
+#include "utils/lsyscache.h"
 #include "utils/snapmgr.h"
 
 #include "apply_internal.h"
@@ -83,7 +84,10 @@ apply_truncate(const char *content, Size size)
 	cr_switch_to_owner(cr_relation_owner(relid), &user);
 	values[0] = Int64GetDatum(version);
 	SPI_connect();
-	rc = SPI_execute_with_args(psprintf("DELETE FROM ONLY %s WHERE %s OPERATOR(pg_catalog.<) $1",
+	/* a partitioned table's rows are in its partitions: no ONLY */
+	rc = SPI_execute_with_args(psprintf("DELETE FROM %s%s WHERE %s OPERATOR(pg_catalog.<) $1",
+										get_rel_relkind(relid) == RELKIND_PARTITIONED_TABLE ?
+										"" : "ONLY ",
 										quote_qualified_identifier(nspname, relname),
 										CR_VERSION_COLUMN),
 							   1, argtypes, values, NULL, false, 0);

@@ -16,6 +16,20 @@
  *	  relation, indexes, slots) is opened here at the first change of the
  *	  table and closed at commit or before DDL (cr_exec_close_all).
  *
+ *	  A partitioned table is mapped, decided and recorded as itself (the
+ *	  peer sends its partitions' changes as its own), but its rows live in
+ *	  leaf partitions: before each lookup or write, apply_change.c calls
+ *	  cr_exec_route with the row (or key) at hand, which finds the leaf
+ *	  through core's tuple routing (ExecFindPartition, as core's apply
+ *	  does in apply_handle_tuple_routing) and points the executor state at
+ *	  it.  The primary key includes the partition key, so the leaf of a
+ *	  key holds the key's row whatever the row's other values; an update
+ *	  that changes the partition key changes the primary key and arrives
+ *	  as a delete of the old key and an insert of the new, each routed on
+ *	  its own.  The leaves must have the partitioned table's column layout
+ *	  (checked when each is first opened), so a row formed for the table
+ *	  is a row of the leaf, position by position.
+ *
  *	  Memory: the map lives in CrApplyContext, each policy in a context of
  *	  its own under it; executor states in CrApplyTransactionContext.
  *
@@ -30,6 +44,7 @@
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_am.h"
+#include "executor/execPartition.h"
 #include "executor/executor.h"
 #include "executor/spi.h"
 #include "nodes/makefuncs.h"
@@ -52,6 +67,20 @@ static Oid	ConfigRelid = InvalidOid;	/* cosmosrep.replicated_table */
 
 static void apply_rel_invalidate(Datum arg, Oid relid);
 static void apply_rel_map(ApplyRel *ar, Relation rel);
+static void exec_open_indexes(ApplyExec *ex, ResultRelInfo *rri, Relation rel);
+
+/* the executor state of one leaf partition, in CrApplyTransactionContext */
+typedef struct ApplyLeaf
+{
+	ResultRelInfo *rri;			/* owned by the tuple routing */
+	Oid			pkindex;
+	TupleTableSlot *localslot;
+	TupleTableSlot *otherslot;
+	int			nunique;
+	Oid		   *unique_indexes;
+	TupleTableSlot **colliders;
+	bool	   *collided;
+} ApplyLeaf;
 
 /*
  * Create the relation map and watch relcache invalidations.  The caller
@@ -277,32 +306,29 @@ cr_exec_open(ApplyRel *ar)
 	ex->estate->es_opened_result_relations =
 		lappend(ex->estate->es_opened_result_relations, ex->rri);
 	ex->estate->es_output_cid = GetCurrentCommandId(true);
-	ExecOpenIndices(ex->rri, false);
 	EvalPlanQualInit(&ex->epqstate, ex->estate, NULL, NIL, -1);
 	ex->remoteslot = ExecInitExtraTupleSlot(ex->estate, RelationGetDescr(ex->rel),
 											&TTSOpsVirtual);
 	ex->keyslot = ExecInitExtraTupleSlot(ex->estate, RelationGetDescr(ex->rel),
 										 &TTSOpsVirtual);
-	ex->localslot = table_slot_create(ex->rel, &ex->estate->es_tupleTable);
-	ex->otherslot = table_slot_create(ex->rel, &ex->estate->es_tupleTable);
 	ex->mergedslot = ExecInitExtraTupleSlot(ex->estate, RelationGetDescr(ex->rel),
 											&TTSOpsVirtual);
-	ex->unique_indexes = palloc(sizeof(Oid) * ex->rri->ri_NumIndices);
-	ex->colliders = palloc(sizeof(TupleTableSlot *) * ex->rri->ri_NumIndices);
-	ex->collided = palloc(sizeof(bool) * ex->rri->ri_NumIndices);
-	for (int i = 0; i < ex->rri->ri_NumIndices; i++)
+	if (ex->rel->rd_rel->relkind == RELKIND_PARTITIONED_TABLE)
 	{
-		Relation	index = ex->rri->ri_IndexRelationDescs[i];
-		IndexInfo  *info = ex->rri->ri_IndexRelationInfo[i];
-
-		if (info->ii_Unique && RelationGetRelid(index) != ex->pkindex &&
-			info->ii_Expressions == NIL && info->ii_Predicate == NIL &&
-			index->rd_rel->relam == BTREE_AM_OID)
-		{
-			ex->unique_indexes[ex->nunique] = RelationGetRelid(index);
-			ex->colliders[ex->nunique++] = table_slot_create(ex->rel,
-															 &ex->estate->es_tupleTable);
-		}
+		/* the leaves are opened by cr_exec_route, at their first row */
+		ex->mtstate = makeNode(ModifyTableState);
+		ex->mtstate->ps.plan = NULL;
+		ex->mtstate->ps.state = ex->estate;
+		ex->mtstate->operation = CMD_INSERT;
+		ex->mtstate->resultRelInfo = ex->rri;
+		ex->root_rri = ex->rri;
+		ex->proute = ExecSetupPartitionTupleRouting(ex->estate, ex->rel);
+		ex->resowner = CurrentResourceOwner;
+	}
+	else
+	{
+		ExecOpenIndices(ex->rri, false);
+		exec_open_indexes(ex, ex->rri, ex->rel);
 	}
 	ex->owner = ex->rel->rd_rel->relowner;
 	ex->horizon = cr_tombstone_lookup(relid, NULL);
@@ -311,6 +337,122 @@ cr_exec_open(ApplyRel *ar)
 	open_rels = lappend(open_rels, ar);
 	MemoryContextSwitchTo(oldctx);
 	return ex;
+}
+
+/*
+ * The slots for the local rows of rel, a table with storage whose result
+ * relation rri has its indexes open, and its secondary unique indexes on
+ * plain columns, into ex.
+ */
+static void
+exec_open_indexes(ApplyExec *ex, ResultRelInfo *rri, Relation rel)
+{
+	ex->localslot = table_slot_create(rel, &ex->estate->es_tupleTable);
+	ex->otherslot = table_slot_create(rel, &ex->estate->es_tupleTable);
+	ex->nunique = 0;
+	ex->unique_indexes = palloc(sizeof(Oid) * rri->ri_NumIndices);
+	ex->colliders = palloc(sizeof(TupleTableSlot *) * rri->ri_NumIndices);
+	ex->collided = palloc(sizeof(bool) * rri->ri_NumIndices);
+	for (int i = 0; i < rri->ri_NumIndices; i++)
+	{
+		Relation	index = rri->ri_IndexRelationDescs[i];
+		IndexInfo  *info = rri->ri_IndexRelationInfo[i];
+
+		if (info->ii_Unique && RelationGetRelid(index) != ex->pkindex &&
+			info->ii_Expressions == NIL && info->ii_Predicate == NIL &&
+			index->rd_rel->relam == BTREE_AM_OID)
+		{
+			ex->unique_indexes[ex->nunique] = RelationGetRelid(index);
+			ex->colliders[ex->nunique++] = table_slot_create(rel,
+															 &ex->estate->es_tupleTable);
+		}
+	}
+}
+
+/*
+ * Point ex, the executor state of a partitioned table, at the leaf
+ * partition that holds (or would hold) row, a row or key in the table's
+ * columns: its result relation, primary key, slots and unique indexes.
+ * Nothing for an ordinary table.  A row that no partition here accepts is
+ * an error of the change ("no partition of relation ... found for row"):
+ * the regions' partitions must cover the same values.
+ *
+ * The leaf is opened at its first row in the transaction and kept until
+ * cr_exec_close_all, under the resource owner that opened the table's
+ * executor state, even when a subtransaction of the careful path routes
+ * the row: undoing that subtransaction must not close a leaf the routing
+ * still holds.
+ */
+void
+cr_exec_route(ApplyExec *ex, TupleTableSlot *row)
+{
+	ResourceOwner owner = CurrentResourceOwner;
+	MemoryContext oldctx;
+	ResultRelInfo *rri;
+	ApplyLeaf  *leaf = NULL;
+	ListCell   *lc;
+
+	if (ex->proute == NULL)
+		return;
+	CurrentResourceOwner = ex->resowner;
+	PG_TRY();
+	{
+		rri = ExecFindPartition(ex->mtstate, ex->root_rri, ex->proute, row, ex->estate);
+	}
+	PG_FINALLY();
+	{
+		CurrentResourceOwner = owner;
+	}
+	PG_END_TRY();
+
+	foreach(lc, ex->leaves)
+	{
+		if (((ApplyLeaf *) lfirst(lc))->rri == rri)
+		{
+			leaf = lfirst(lc);
+			break;
+		}
+	}
+	if (leaf == NULL)
+	{
+		Relation	rel = rri->ri_RelationDesc;
+
+		if (!cr_same_column_layout(RelationGetDescr(ex->rel), RelationGetDescr(rel)))
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("partition \"%s\" of table \"%s\" has its columns at other positions than the table",
+							RelationGetRelationName(rel), RelationGetRelationName(ex->rel)),
+					 errdetail("cosmosrep writes a partitioned table's rows into its partitions in the table's column layout, dropped columns included."),
+					 errhint("Recreate the partition with CREATE TABLE ... PARTITION OF; replication from \"%s\" resumes then.",
+							 CrPeerName)));
+		oldctx = MemoryContextSwitchTo(CrApplyTransactionContext);
+		ex->pkindex = RelationGetPrimaryKeyIndex(rel);
+		if (!OidIsValid(ex->pkindex))
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("table \"%s\" has no primary key in this region",
+							RelationGetRelationName(rel))));
+		exec_open_indexes(ex, rri, rel);
+		leaf = palloc(sizeof(ApplyLeaf));
+		leaf->rri = rri;
+		leaf->pkindex = ex->pkindex;
+		leaf->localslot = ex->localslot;
+		leaf->otherslot = ex->otherslot;
+		leaf->nunique = ex->nunique;
+		leaf->unique_indexes = ex->unique_indexes;
+		leaf->colliders = ex->colliders;
+		leaf->collided = ex->collided;
+		ex->leaves = lappend(ex->leaves, leaf);
+		MemoryContextSwitchTo(oldctx);
+	}
+	ex->rri = leaf->rri;
+	ex->pkindex = leaf->pkindex;
+	ex->localslot = leaf->localslot;
+	ex->otherslot = leaf->otherslot;
+	ex->nunique = leaf->nunique;
+	ex->unique_indexes = leaf->unique_indexes;
+	ex->colliders = leaf->colliders;
+	ex->collided = leaf->collided;
 }
 
 /*
@@ -402,6 +544,15 @@ cr_exec_close_all(void)
 		ApplyExec  *ex = ar->exec;
 
 		EvalPlanQualEnd(&ex->epqstate);
+		/* a partitioned table's leaves and the tables between */
+		if (ex->proute != NULL)
+		{
+			ResourceOwner owner = CurrentResourceOwner;
+
+			CurrentResourceOwner = ex->resowner;
+			ExecCleanupTupleRouting(ex->mtstate, ex->proute);
+			CurrentResourceOwner = owner;
+		}
 		/* its indexes, and relations that AFTER triggers opened */
 		ExecCloseResultRelations(ex->estate);
 		ExecResetTupleTable(ex->estate->es_tupleTable, false);

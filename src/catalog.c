@@ -35,6 +35,7 @@
 #include "access/htup_details.h"
 #include "access/table.h"
 #include "catalog/namespace.h"
+#include "catalog/partition.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
@@ -184,6 +185,26 @@ cr_relation_owner(Oid relid)
 
 	table_close(rel, NoLock);
 	return owner;
+}
+
+/*
+ * The table whose configuration governs relid's rows: relid itself, or,
+ * for a partition, the partitioned table at the top of its tree, which
+ * is what enable_table makes multi-region (README, "Partitioned tables").
+ * The caller has locked relid.
+ */
+Oid
+cr_partition_root(Oid relid)
+{
+	List	   *ancestors;
+	Oid			root;
+
+	if (!get_rel_relispartition(relid))
+		return relid;
+	ancestors = get_partition_ancestors(relid);
+	root = llast_oid(ancestors);
+	list_free(ancestors);
+	return root;
 }
 
 /*

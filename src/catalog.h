@@ -37,6 +37,7 @@ typedef struct CrTableConfig
 
 extern Oid	cr_schema_oid(void);
 extern Oid	cr_relation_owner(Oid relid);
+extern Oid	cr_partition_root(Oid relid);
 extern int	cr_catalog_query(SPIPlanPtr *plan, const char *sql, int nargs,
 							 Oid *argtypes, Datum *values, const char *nulls,
 							 bool read_only);

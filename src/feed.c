@@ -294,7 +294,10 @@ write_local(Relation rel, Datum row, Datum keyrow)
 	initStringInfo(&sql);
 	if (row == (Datum) 0)
 	{
-		appendStringInfo(&sql, "DELETE FROM ONLY %s WHERE true", table);
+		/* a partitioned table's rows are in its partitions: no ONLY */
+		appendStringInfo(&sql, "DELETE FROM %s%s WHERE true",
+						 rel->rd_rel->relkind == RELKIND_PARTITIONED_TABLE ? "" : "ONLY ",
+						 table);
 		foreach(lc, keys)
 			appendStringInfo(&sql, " AND %s OPERATOR(pg_catalog.=) ($1).%s",
 							 quote_identifier(lfirst(lc)), quote_identifier(lfirst(lc)));

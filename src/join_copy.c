@@ -45,6 +45,7 @@
 #include "nodes/makefuncs.h"
 #include "parser/parse_relation.h"
 #include "utils/builtins.h"
+#include "utils/lsyscache.h"
 #include "utils/guc.h"
 #include "utils/rel.h"
 
@@ -198,7 +199,15 @@ copy_table(CrJoinTable *t, PGconn *conn, const char *via_region)
 						 quote_identifier(NameStr(att->attname)));
 	}
 
+	/*
+	 * COPY TO reads no partitioned table; its query form reads the rows of
+	 * every partition (the link role's SELECT on the partitioned table
+	 * covers them).  CopyFrom routes each into its partition here.
+	 */
 	res = cr_remote_exec(conn,
+						 rel->rd_rel->relkind == RELKIND_PARTITIONED_TABLE ?
+						 psprintf("COPY (SELECT %s FROM %s) TO STDOUT", cols.data,
+								  quote_qualified_identifier(t->nspname, t->relname)) :
 						 psprintf("COPY %s (%s) TO STDOUT",
 								  quote_qualified_identifier(t->nspname, t->relname),
 								  cols.data),
@@ -243,7 +252,11 @@ observe_copied_versions(CrJoinTable *t)
 	Datum		maxv;
 
 	SPI_connect();
-	SPI_execute(psprintf("SELECT pg_catalog.max(%s) FROM ONLY %s", CR_VERSION_COLUMN,
+	/* ONLY, but for a partitioned table, whose rows are in its partitions */
+	SPI_execute(psprintf("SELECT pg_catalog.max(%s) FROM %s%s", CR_VERSION_COLUMN,
+						 get_rel_relkind(RangeVarGetRelid(makeRangeVar(t->nspname, t->relname, -1),
+														  NoLock, false)) == RELKIND_PARTITIONED_TABLE ?
+						 "" : "ONLY ",
 						 quote_qualified_identifier(t->nspname, t->relname)),
 				true, 1);
 	maxv = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);

@@ -50,3 +50,30 @@ cr_find_columns(TupleDesc desc, CrColumns *columns)
 	return columns->version > 0 && columns->base > 0 &&
 		columns->region > 0 && columns->config > 0 && columns->seen > 0;
 }
+
+/*
+ * Whether rows formed with desc a can be stored, read and compared as rows
+ * of desc b, position by position: the same number of attributes, each
+ * with the same name, type, typmod, storage and dropped flag.  A
+ * partition created with CREATE TABLE ... PARTITION OF has its
+ * partitioned table's layout (unless the table has dropped columns).
+ */
+bool
+cr_same_column_layout(TupleDesc a, TupleDesc b)
+{
+	if (a->natts != b->natts)
+		return false;
+	for (int i = 0; i < a->natts; i++)
+	{
+		Form_pg_attribute x = TupleDescAttr(a, i);
+		Form_pg_attribute y = TupleDescAttr(b, i);
+
+		if (x->attisdropped != y->attisdropped || x->atttypid != y->atttypid ||
+			x->atttypmod != y->atttypmod || x->attlen != y->attlen ||
+			x->attalign != y->attalign || x->attbyval != y->attbyval ||
+			x->attgenerated != y->attgenerated ||
+			(!x->attisdropped && strcmp(NameStr(x->attname), NameStr(y->attname)) != 0))
+			return false;
+	}
+	return true;
+}

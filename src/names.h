@@ -46,6 +46,7 @@ typedef struct CrColumns
 } CrColumns;
 
 extern bool cr_find_columns(TupleDesc desc, CrColumns *columns);
+extern bool cr_same_column_layout(TupleDesc a, TupleDesc b);
 
 /* the triggers installed on every enabled table */
 #define CR_TRIGGER_NAME				"cosmosrep_stamp"

@@ -18,6 +18,11 @@
  *		invalidation, like pgoutput's RelationSyncCache.
  *	  - A relation's schema is sent before its first change and again
  *		after each invalidation.
+ *	  - A change of a partition is sent as a change of the partitioned
+ *		table at the top of its tree, converted to its columns, as core's
+ *		publish_via_partition_root does: regions whose partitions differ
+ *		in names or bounds still name the same table, and the receiver
+ *		routes the row into its own partition.
  *	  - Empty transactions are not sent: BEGIN is written with the first
  *		change or DDL message of a transaction.
  *	  - A transaction travels in as few CopyData messages as possible (a
@@ -59,6 +64,7 @@
 #include "postgres.h"
 
 #include "access/relation.h"
+#include "access/tupconvert.h"
 #include "commands/defrem.h"
 #include "executor/executor.h"
 #include "executor/spi.h"
@@ -99,6 +105,13 @@ typedef struct CrRelSyncEntry
 	TupleTableSlot *heap_slot;	/* decoded tuples are stored here... */
 	TupleTableSlot *new_slot;	/* ...and copied here to be sent, */
 	TupleTableSlot *old_slot;	/* where the delete's version is set */
+	Oid			root_relid;		/* the table sent: relid, or for a partition
+								 * the partitioned table at the top */
+	AttrMap    *root_map;		/* partition's columns to the root's, or
+								 * NULL when they are alike */
+	TupleTableSlot *root_new_slot;	/* the converted rows, with the root's */
+	TupleTableSlot *root_old_slot;	/* descriptor, if root_relid != relid */
+	TupleDesc	root_desc;
 } CrRelSyncEntry;
 
 /*
@@ -259,16 +272,11 @@ rel_sync_invalidate(Datum arg, Oid relid)
 
 	if (RelSyncCache == NULL)
 		return;
-	if (OidIsValid(relid))
-	{
-		entry = hash_search(RelSyncCache, &relid, HASH_FIND, NULL);
-		if (entry)
-			entry->valid = false;
-		return;
-	}
+	/* a partitioned table's invalidation covers its partitions' entries */
 	hash_seq_init(&status, RelSyncCache);
 	while ((entry = hash_seq_search(&status)) != NULL)
-		entry->valid = false;
+		if (!OidIsValid(relid) || entry->relid == relid || entry->root_relid == relid)
+			entry->valid = false;
 }
 
 static CrRelSyncEntry *
@@ -279,7 +287,10 @@ get_rel_sync_entry(Relation rel)
 	CrRelSyncEntry *entry = hash_search(RelSyncCache, &relid, HASH_ENTER, &found);
 
 	if (!found)
+	{
 		entry->desc = NULL;
+		entry->root_relid = InvalidOid;
+	}
 	if (!found || !entry->valid)
 	{
 		TupleDesc	desc = RelationGetDescr(rel);
@@ -299,7 +310,9 @@ get_rel_sync_entry(Relation rel)
 		 * create a table with columns of these names; without the history
 		 * check its rows would reach every region.
 		 */
-		entry->replicated = has_columns && cr_get_policy_history(relid, 0) != NULL;
+		entry->root_relid = cr_partition_root(relid);
+		entry->replicated = has_columns &&
+			cr_get_policy_history(entry->root_relid, 0) != NULL;
 		entry->schema_sent = false;
 		entry->config_sent = 0;
 		if (entry->replicated)
@@ -310,6 +323,26 @@ get_rel_sync_entry(Relation rel)
 			entry->heap_slot = MakeSingleTupleTableSlot(entry->desc, &TTSOpsHeapTuple);
 			entry->new_slot = MakeSingleTupleTableSlot(entry->desc, &TTSOpsVirtual);
 			entry->old_slot = MakeSingleTupleTableSlot(entry->desc, &TTSOpsVirtual);
+			if (entry->root_relid != relid)
+			{
+				Relation	root = RelationIdGetRelation(entry->root_relid);
+
+				if (!RelationIsValid(root))
+					elog(ERROR, "could not open relation with OID %u", entry->root_relid);
+				entry->root_desc = CreateTupleDescCopy(RelationGetDescr(root));
+				RelationClose(root);
+#if PG_VERSION_NUM >= 160000
+				entry->root_map = build_attrmap_by_name_if_req(entry->desc,
+															   entry->root_desc, false);
+#else
+				entry->root_map = build_attrmap_by_name_if_req(entry->desc,
+															   entry->root_desc);
+#endif
+				entry->root_new_slot = MakeSingleTupleTableSlot(entry->root_desc,
+																&TTSOpsVirtual);
+				entry->root_old_slot = MakeSingleTupleTableSlot(entry->root_desc,
+																&TTSOpsVirtual);
+			}
 			MemoryContextSwitchTo(oldctx);
 		}
 		entry->valid = true;
@@ -327,6 +360,15 @@ rel_sync_drop_slots(CrRelSyncEntry *entry)
 	ExecDropSingleTupleTableSlot(entry->old_slot);
 	FreeTupleDesc(entry->desc);
 	entry->desc = NULL;
+	if (entry->root_relid != entry->relid && OidIsValid(entry->root_relid))
+	{
+		ExecDropSingleTupleTableSlot(entry->root_new_slot);
+		ExecDropSingleTupleTableSlot(entry->root_old_slot);
+		if (entry->root_map)
+			free_attrmap(entry->root_map);
+		FreeTupleDesc(entry->root_desc);
+		entry->root_map = NULL;
+	}
 }
 
 static bool
@@ -466,6 +508,28 @@ tuple_slot(CrRelSyncEntry *entry, HeapTuple tuple, TupleTableSlot *slot)
 	return slot;
 }
 
+/*
+ * A row of entry's relation as the row to send: itself, or for a
+ * partition the row in the columns of the table at its top, in rootslot.
+ */
+static TupleTableSlot *
+root_row(CrRelSyncEntry *entry, TupleTableSlot *row, TupleTableSlot *rootslot)
+{
+	if (row == NULL || entry->root_relid == entry->relid)
+		return row;
+	if (entry->root_map == NULL)
+	{
+		/* alike: the same values under the root's descriptor */
+		ExecClearTuple(rootslot);
+		memcpy(rootslot->tts_values, row->tts_values,
+			   sizeof(Datum) * row->tts_tupleDescriptor->natts);
+		memcpy(rootslot->tts_isnull, row->tts_isnull,
+			   sizeof(bool) * row->tts_tupleDescriptor->natts);
+		return ExecStoreVirtualTuple(rootslot);
+	}
+	return execute_attr_map_slot(entry->root_map, row, rootslot);
+}
+
 static void
 cr_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation rel,
 		  ReorderBufferChange *change)
@@ -478,9 +542,18 @@ cr_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation rel,
 	HeapTuple	newtuple = CR_CHANGE_TUPLE(change->data.tp.newtuple);
 	HeapTuple	oldtuple = CR_CHANGE_TUPLE(change->data.tp.oldtuple);
 	StringInfo	out;
+	Relation	partition = NULL;
 
 	if (!entry->replicated)
 		return;
+	/* a partition's change is sent as one of the table at its top */
+	if (entry->root_relid != RelationGetRelid(rel))
+	{
+		partition = rel;
+		rel = RelationIdGetRelation(entry->root_relid);
+		if (!RelationIsValid(rel))
+			elog(ERROR, "could not open relation with OID %u", entry->root_relid);
+	}
 
 	oldctx = MemoryContextSwitchTo(data->change_context);
 	if (newtuple)
@@ -494,11 +567,12 @@ cr_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation rel,
 	{
 		case REORDER_BUFFER_CHANGE_INSERT:
 			pending_config(data, entry, rel, newslot, change->lsn);
-			cr_write_insert(out, rel, newslot);
+			cr_write_insert(out, rel, root_row(entry, newslot, entry->root_new_slot));
 			break;
 		case REORDER_BUFFER_CHANGE_UPDATE:
 			pending_config(data, entry, rel, newslot, change->lsn);
-			cr_write_update(out, rel, oldslot, newslot);
+			cr_write_update(out, rel, root_row(entry, oldslot, entry->root_old_slot),
+							root_row(entry, newslot, entry->root_new_slot));
 			break;
 		case REORDER_BUFFER_CHANGE_DELETE:
 			if (oldslot == NULL)
@@ -506,7 +580,7 @@ cr_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation rel,
 					 RelationGetRelationName(rel));
 			/* the key tuple carries the delete's version and base */
 			if (data->have_delete_base &&
-				data->delete_base.relid == RelationGetRelid(rel))
+				data->delete_base.relid == entry->relid)
 			{
 				oldslot->tts_values[entry->version_att - 1] =
 					Int64GetDatum(data->delete_base.version);
@@ -522,13 +596,15 @@ cr_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation rel,
 				pending_config(data, entry, rel, oldslot, change->lsn);
 			}
 			data->have_delete_base = false;
-			cr_write_delete(out, rel, oldslot);
+			cr_write_delete(out, rel, root_row(entry, oldslot, entry->root_old_slot));
 			break;
 		default:
 			elog(ERROR, "unexpected change action %d", (int) change->action);
 	}
 	MemoryContextSwitchTo(oldctx);
 	MemoryContextReset(data->change_context);
+	if (partition != NULL)
+		RelationClose(rel);
 	pending_write(ctx, false);
 }
 

@@ -26,6 +26,18 @@
  *	  transactional message that the other regions apply as "delete every
  *	  row older than this version".
  *
+ *	  On a partitioned table the row trigger is cloned to every partition
+ *	  and fires there; it stamps the row with the configuration of the
+ *	  partitioned table at the top of the tree, and keeps tombstones under
+ *	  that table's name.  An UPDATE that moves a row to another partition
+ *	  fires, on the row, BEFORE UPDATE in the old partition, then BEFORE
+ *	  DELETE there and BEFORE INSERT in the new one (PostgreSQL deletes and
+ *	  inserts it).  The other regions see a delete and an insert; they get
+ *	  the update's version, base and configuration (pending_move), so the
+ *	  move travels as exactly what an update that changes the primary key
+ *	  is (the partition key is part of the primary key), and is decided the
+ *	  same way.
+ *
  *	  The trigger fires for local writes only.  Apply workers and the
  *	  initial copy run with session_replication_role = replica, so rows
  *	  arriving from other regions keep the version they were written with.
@@ -42,11 +54,13 @@
 #include "catalog/namespace.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
+#include "storage/proc.h"
 #include "fmgr.h"
 #include "utils/datum.h"
 #include "utils/hsearch.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
 #include "utils/rel.h"
 
 #include "catalog.h"
@@ -73,6 +87,8 @@ PG_FUNCTION_INFO_V1(cosmosrep_check_insert);
 typedef struct StampInfo
 {
 	Oid			relid;			/* hash key */
+	Oid			root;			/* the multi-region table: relid, or the
+								 * partitioned table at the top of its tree */
 	AttrNumber	version_att;
 	AttrNumber	base_att;
 	AttrNumber	region_att;
@@ -85,6 +101,35 @@ typedef struct StampInfo
 
 static HTAB *stamp_infos = NULL;
 static Oid	replicated_table_relid = InvalidOid;
+
+/*
+ * The row an UPDATE of this backend last stamped with a new primary key,
+ * which PostgreSQL may go on to move to another partition: the delete
+ * and insert of the move then carry the update's stamps.  Matched by the
+ * local transaction, the partition and the row's position, and, for the
+ * insert, the update's version, which no other row carries.
+ */
+typedef struct PendingMove
+{
+	LocalTransactionId lxid;	/* InvalidLocalTransactionId: none */
+	Oid			relid;			/* the partition the row is in */
+	Oid			root;
+	ItemPointerData tid;		/* the old row's position */
+	bool		deleted;		/* its delete has fired */
+	int64		version;
+	int64		base;
+	int64		config;
+	bytea	   *seen;			/* in TopTransactionContext */
+} PendingMove;
+
+static PendingMove pending_move = {InvalidLocalTransactionId};
+
+/* this backend's local transaction id; PostgreSQL 17 moved it */
+#if PG_VERSION_NUM >= 170000
+#define CR_LOCAL_XID	(MyProc->vxid.lxid)
+#else
+#define CR_LOCAL_XID	(MyProc->lxid)
+#endif
 
 static StampInfo stamp_info(Relation rel, const char *function);
 static void stamp_info_invalidate(Datum arg, Oid relid);
@@ -147,7 +192,8 @@ stamp_info(Relation rel, const char *function)
 		return *entry;
 
 	info.relid = relid;
-	info.config_version = cr_table_config_version(relid);
+	info.root = cr_partition_root(relid);
+	info.config_version = cr_table_config_version(info.root);
 	if (info.config_version < 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
@@ -237,7 +283,7 @@ row_seen(const StampInfo *info, HeapTuple tuple, TupleDesc desc, Relation rel,
 	seen = isnull ? cr_seen_or_base(NULL, version, base_null ? 0 : base) : DatumGetByteaPP(d);
 	d = heap_getattr(tuple, info->region_att, desc, &isnull);
 	if (!isnull && DatumGetInt16(d) != cr_local_region_id(false))
-		seen = cr_seen_with_lost(seen, cr_lost_take(RelationGetRelid(rel),
+		seen = cr_seen_with_lost(seen, cr_lost_take(info->root,
 													cr_tombstone_key(rel, slot)));
 	return seen;
 }
@@ -258,14 +304,14 @@ insert_seen(Relation rel, StampInfo *info, TupleTableSlot *slot)
 
 	if (info->no_tombstones_at == recorded + 1)
 		return NULL;
-	if (!cr_tombstone_any(relid))
+	if (!cr_tombstone_any(info->root))
 	{
 		entry = hash_search(stamp_infos, &relid, HASH_FIND, NULL);
 		if (entry != NULL)
 			entry->no_tombstones_at = recorded + 1;
 		return NULL;
 	}
-	return cr_tombstone_lookup(relid, cr_tombstone_key(rel, slot)).seen;
+	return cr_tombstone_lookup(info->root, cr_tombstone_key(rel, slot)).seen;
 }
 
 /*
@@ -298,19 +344,35 @@ stamp_delete(Relation rel, const StampInfo *info, TriggerData *trigdata, int64 c
 	CrDeleteBase payload;
 	bytea	   *seen;
 	bool		isnull;
+	bool		moving = pending_move.lxid == CR_LOCAL_XID &&
+		pending_move.relid == info->relid &&
+		ItemPointerEquals(&pending_move.tid, &trigdata->tg_trigtuple->t_self);
 
 	payload.relid = RelationGetRelid(rel);
-	payload.version = cr_hlc_next_version(cr_local_region_id(false));
 	payload.base_version =
 		DatumGetInt64(heap_getattr(trigdata->tg_trigtuple, info->version_att,
 								   desc, &isnull));
 	payload.config_version = config;
-	seen = cr_seen_add(row_seen(info, trigdata->tg_trigtuple, desc, rel,
-								trigdata->tg_trigslot),
-					   payload.version);
+	if (moving)
+	{
+		/* the update recorded the old key's tombstone already */
+		payload.version = pending_move.version;
+		payload.base_version = pending_move.base;
+		payload.config_version = pending_move.config;
+		seen = pending_move.seen;
+		pending_move.deleted = true;
+	}
+	else
+	{
+		payload.version = cr_hlc_next_version(cr_local_region_id(false));
+		seen = cr_seen_add(row_seen(info, trigdata->tg_trigtuple, desc, rel,
+									trigdata->tg_trigslot),
+						   payload.version);
+	}
 	cr_log_delete_base(&payload, seen);
-	cr_tombstone_record(payload.relid, cr_tombstone_key(rel, trigdata->tg_trigslot),
-						payload.version, payload.base_version, config, seen);
+	if (!moving)
+		cr_tombstone_record(info->root, cr_tombstone_key(rel, trigdata->tg_trigslot),
+							payload.version, payload.base_version, config, seen);
 }
 
 Datum
@@ -359,6 +421,20 @@ cosmosrep_stamp_row(PG_FUNCTION_ARGS)
 		return PointerGetDatum(trigdata->tg_trigtuple);
 	}
 
+	/* the insert of a row that an update moves keeps the update's stamps */
+	if (TRIGGER_FIRED_BY_INSERT(trigdata->tg_event) && pending_move.deleted &&
+		pending_move.lxid == CR_LOCAL_XID && pending_move.root == info.root)
+	{
+		Datum		version = heap_getattr(trigdata->tg_trigtuple, info.version_att,
+										   desc, &isnull);
+
+		if (!isnull && DatumGetInt64(version) == pending_move.version)
+		{
+			pending_move.lxid = InvalidLocalTransactionId;
+			return PointerGetDatum(trigdata->tg_trigtuple);
+		}
+	}
+
 	if (TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event))
 	{
 		Datum		old = heap_getattr(trigdata->tg_trigtuple, info.version_att,
@@ -386,12 +462,33 @@ cosmosrep_stamp_row(PG_FUNCTION_ARGS)
 	version = cr_hlc_next_version(region);
 	seen = cr_seen_add(seen, version);
 
-	/* a new key: the old one is deleted at this version */
+	/*
+	 * A new key: the old one is deleted at this version.  If the row moves
+	 * to another partition, the delete and insert that follow carry this
+	 * update's stamps.
+	 */
 	if (TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) &&
 		primary_key_changed(rel, trigdata->tg_trigtuple, trigdata->tg_newtuple))
-		cr_tombstone_record(RelationGetRelid(rel),
+	{
+		cr_tombstone_record(info.root,
 							cr_tombstone_key(rel, trigdata->tg_trigslot),
 							version, base, config, seen);
+		if (info.root != info.relid)
+		{
+			MemoryContext oldctx = MemoryContextSwitchTo(TopTransactionContext);
+
+			pending_move.lxid = CR_LOCAL_XID;
+			pending_move.relid = info.relid;
+			pending_move.root = info.root;
+			pending_move.tid = trigdata->tg_trigtuple->t_self;
+			pending_move.deleted = false;
+			pending_move.version = version;
+			pending_move.base = base;
+			pending_move.config = config;
+			pending_move.seen = (bytea *) PG_DETOAST_DATUM_COPY(PointerGetDatum(seen));
+			MemoryContextSwitchTo(oldctx);
+		}
+	}
 	cols[0] = info.version_att;
 	values[0] = Int64GetDatum(version);
 	cols[1] = info.base_att;
@@ -446,7 +543,7 @@ cosmosrep_check_insert(PG_FUNCTION_ARGS)
 	/* no tombstone newer than the insert was recorded: nothing to look up */
 	if (isnull || cr_newest_tombstone() <= version)
 		return PointerGetDatum(NULL);
-	tombstone = cr_tombstone_lookup(RelationGetRelid(rel),
+	tombstone = cr_tombstone_lookup(info.root,
 									cr_tombstone_key(rel, trigdata->tg_trigslot));
 	if (tombstone.version > version)
 		ereport(ERROR,

@@ -53,6 +53,7 @@
 #include "access/tableam.h"
 #include "access/xlog.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_inherits.h"
 #include "catalog/pg_am.h"
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
@@ -116,9 +117,13 @@ typedef enum CrSequenceKeys
 static int	cr_sequence_keys = CR_SEQUENCE_KEYS_WARN;
 static void grant_to_link_roles(Oid relid, const char *qualname);
 static bool table_has_rows(Relation rel);
+static List *partitions_with_rows(Relation rel);
+static void check_partition_layouts(Relation rel);
 static void check_trigger(Relation rel, const char *name);
 static void log_table_ddl(char action, Relation rel, const CrTableConfig *config);
 static void log_table_rows(Relation rel);
+static void log_rows_of(Relation rel, Relation source, StringInfo buf,
+						TupleTableSlot *sendslot, MemoryContext rowctx);
 static const char *next_ddl_field(const char **cursor, const char *end);
 static void apply_remote_ddl(char action, Oid relid, const char *policy,
 							 const char *path, const char *resolver,
@@ -152,11 +157,28 @@ open_user_table(Oid relid, bool must_be_enabled)
 				 errmsg("relation with OID %u does not exist", relid)));
 	relname = RelationGetRelationName(rel);
 
-	if (rel->rd_rel->relkind != RELKIND_RELATION)
+	if (rel->rd_rel->relkind != RELKIND_RELATION &&
+		rel->rd_rel->relkind != RELKIND_PARTITIONED_TABLE)
 		ereport(ERROR,
 				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
 				 errmsg("\"%s\" is not a table", relname),
-				 errdetail("Only ordinary tables can be multi-region.")));
+				 errdetail("Only ordinary and partitioned tables can be multi-region.")));
+
+	/*
+	 * A partition's rows belong to its partitioned table, whose
+	 * configuration, triggers and columns it shares (README, "Partitioned
+	 * tables"): it is never multi-region alone.
+	 */
+	if (rel->rd_rel->relispartition)
+	{
+		const char *root = get_rel_name(cr_partition_root(relid));
+
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("table \"%s\" is a partition of \"%s\"", relname, root),
+				 errdetail("A partition is multi-region with the partitioned table at the top of its tree, never alone."),
+				 errhint("Call cosmosrep.enable_table for \"%s\".", root)));
+	}
 
 	if (rel->rd_rel->relpersistence != RELPERSISTENCE_PERMANENT)
 		ereport(ERROR,
@@ -467,19 +489,87 @@ grant_to_link_roles(Oid relid, const char *qualname)
 	}
 }
 
-/* whether rel holds any row */
+/* whether rel, a table with storage, holds any row */
 static bool
 table_has_rows(Relation rel)
 {
-	Snapshot	snapshot = RegisterSnapshot(GetLatestSnapshot());
-	TableScanDesc scan = table_beginscan(rel, snapshot, 0, NULL);
-	TupleTableSlot *slot = table_slot_create(rel, NULL);
-	bool		found = table_scan_getnextslot(scan, ForwardScanDirection, slot);
+	Snapshot	snapshot;
+	TableScanDesc scan;
+	TupleTableSlot *slot;
+	bool		found;
 
+	if (rel->rd_rel->relkind == RELKIND_PARTITIONED_TABLE)
+		return partitions_with_rows(rel) != NIL;
+	snapshot = RegisterSnapshot(GetLatestSnapshot());
+	scan = table_beginscan(rel, snapshot, 0, NULL);
+	slot = table_slot_create(rel, NULL);
+	found = table_scan_getnextslot(scan, ForwardScanDirection, slot);
 	ExecDropSingleTupleTableSlot(slot);
 	table_endscan(scan);
 	UnregisterSnapshot(snapshot);
 	return found;
+}
+
+/*
+ * The OIDs of the leaf partitions of rel, a partitioned table the caller
+ * has locked, that hold rows (locked AccessShareLock until commit).
+ */
+static List *
+partitions_with_rows(Relation rel)
+{
+	List	   *leaves = NIL;
+	ListCell   *lc;
+
+	foreach(lc, find_all_inheritors(RelationGetRelid(rel), AccessShareLock, NULL))
+	{
+		Relation	part;
+
+		if (get_rel_relkind(lfirst_oid(lc)) != RELKIND_RELATION)
+			continue;
+		part = table_open(lfirst_oid(lc), NoLock);
+		if (table_has_rows(part))
+			leaves = lappend_oid(leaves, lfirst_oid(lc));
+		table_close(part, NoLock);
+	}
+	return leaves;
+}
+
+/*
+ * Apply writes a partitioned table's rows into its leaf partitions in the
+ * partitioned table's own column layout (apply_relation.c): every leaf
+ * must have the columns of the table at the same positions, dropped ones
+ * included, which CREATE TABLE ... PARTITION OF gives, and be an ordinary
+ * table.  The caller has locked rel.
+ */
+static void
+check_partition_layouts(Relation rel)
+{
+	ListCell   *lc;
+
+	foreach(lc, find_all_inheritors(RelationGetRelid(rel), AccessShareLock, NULL))
+	{
+		Oid			partid = lfirst_oid(lc);
+		char		relkind = get_rel_relkind(partid);
+		Relation	part;
+
+		if (relkind == RELKIND_PARTITIONED_TABLE)
+			continue;
+		if (relkind != RELKIND_RELATION)
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("partition \"%s\" of table \"%s\" is not an ordinary table",
+							get_rel_name(partid), RelationGetRelationName(rel)),
+					 errdetail("Rows of a multi-region table are applied in every region, which only ordinary partitions allow.")));
+		part = table_open(partid, NoLock);
+		if (!cr_same_column_layout(RelationGetDescr(rel), RelationGetDescr(part)))
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("partition \"%s\" of table \"%s\" has its columns at other positions than the table",
+							RelationGetRelationName(part), RelationGetRelationName(rel)),
+					 errdetail("cosmosrep writes a partitioned table's rows into its partitions in the table's column layout, dropped columns included."),
+					 errhint("Recreate the partition with CREATE TABLE ... PARTITION OF, then call cosmosrep.enable_table again.")));
+		table_close(part, NoLock);
+	}
 }
 
 /*
@@ -540,6 +630,9 @@ cr_table_enable(Oid relid, const char *policy, const char *path,
 							 CR_VERSION_COLUMN, CR_BASE_COLUMN, CR_REGION_COLUMN,
 							 CR_CONFIG_COLUMN, CR_SEEN_COLUMN)));
 	}
+
+	if (rel->rd_rel->relkind == RELKIND_PARTITIONED_TABLE)
+		check_partition_layouts(rel);
 
 	config = build_table_config(rel, policy, path, resolver);
 	if (config_version == 0)
@@ -706,6 +799,21 @@ cosmosrep_check_table(PG_FUNCTION_ARGS)
 	CrTableConfig *config = cr_get_table_config(relid);
 	Relation	rel;
 
+	/*
+	 * A partition of a multi-region table keeps the row trigger cloned
+	 * from it enabled for local writes only (its columns and key are the
+	 * partitioned table's, which PostgreSQL keeps alike).
+	 */
+	if (config == NULL && get_rel_relispartition(relid) &&
+		cr_get_table_config(cr_partition_root(relid)) != NULL)
+	{
+		rel = try_relation_open(relid, AccessShareLock);
+		if (rel == NULL)
+			PG_RETURN_VOID();
+		check_trigger(rel, CR_TRIGGER_NAME);
+		relation_close(rel, AccessShareLock);
+		PG_RETURN_VOID();
+	}
 	if (config == NULL)
 		PG_RETURN_VOID();
 	rel = try_relation_open(relid, AccessShareLock);
@@ -793,15 +901,14 @@ log_table_ddl(char action, Relation rel, const CrTableConfig *config)
  * The output functions of the columns' types may be the owner's code: the
  * rows are read and written as the table's owner, with
  * SECURITY_RESTRICTED_OPERATION and an empty search_path, whoever enables
- * the table.
+ * the table.  A partitioned table's rows are read from each leaf
+ * partition and sent as rows of the partitioned table (the leaves have
+ * its layout: check_partition_layouts).
  */
 static void
 log_table_rows(Relation rel)
 {
 	TupleDesc	desc = RelationGetDescr(rel);
-	Snapshot	snapshot;
-	TableScanDesc scan;
-	TupleTableSlot *slot = table_slot_create(rel, NULL);
 	TupleTableSlot *sendslot = MakeSingleTupleTableSlot(desc, &TTSOpsVirtual);
 	MemoryContext rowctx = AllocSetContextCreate(CurrentMemoryContext,
 												 "cosmosrep enable rows",
@@ -818,8 +925,43 @@ log_table_rows(Relation rel)
 	cr_switch_to_owner(rel->rd_rel->relowner, &user);
 
 	initStringInfo(&buf);
-	snapshot = RegisterSnapshot(GetLatestSnapshot());
-	scan = table_beginscan(rel, snapshot, 0, NULL);
+	if (rel->rd_rel->relkind == RELKIND_PARTITIONED_TABLE)
+	{
+		ListCell   *lc;
+
+		foreach(lc, partitions_with_rows(rel))
+		{
+			Relation	part = table_open(lfirst_oid(lc), NoLock);
+
+			log_rows_of(rel, part, &buf, sendslot, rowctx);
+			table_close(part, NoLock);
+		}
+	}
+	else
+		log_rows_of(rel, rel, &buf, sendslot, rowctx);
+	if (buf.len > 0)
+		cr_log_message(CR_ROWS_MESSAGE_PREFIX, buf.data, buf.len, true);
+	ExecDropSingleTupleTableSlot(sendslot);
+	MemoryContextDelete(rowctx);
+	pfree(buf.data);
+	cr_restore_user(&user);
+	AtEOXact_GUC(true, nestlevel);
+}
+
+/*
+ * Append the rows of source (rel itself, or a leaf partition of it with
+ * its layout) to buf as rows of rel, and write buf out whenever it fills a
+ * chunk (log_table_rows).
+ */
+static void
+log_rows_of(Relation rel, Relation source, StringInfo bufp, TupleTableSlot *sendslot,
+			MemoryContext rowctx)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+	Snapshot	snapshot = RegisterSnapshot(GetLatestSnapshot());
+	TableScanDesc scan = table_beginscan(source, snapshot, 0, NULL);
+	TupleTableSlot *slot = table_slot_create(source, NULL);
+
 	while (table_scan_getnextslot(scan, ForwardScanDirection, slot))
 	{
 		MemoryContext oldctx = MemoryContextSwitchTo(rowctx);
@@ -839,26 +981,19 @@ log_table_rows(Relation rel)
 		ExecStoreVirtualTuple(sendslot);
 		MemoryContextSwitchTo(oldctx);
 
-		if (buf.len == 0)
-			cr_write_relation(&buf, rel);
-		cr_write_insert(&buf, rel, sendslot);
+		if (bufp->len == 0)
+			cr_write_relation(bufp, rel);
+		cr_write_insert(bufp, rel, sendslot);
 		MemoryContextReset(rowctx);
-		if (buf.len >= CR_WRITE_CHUNK)
+		if (bufp->len >= CR_WRITE_CHUNK)
 		{
-			cr_log_message(CR_ROWS_MESSAGE_PREFIX, buf.data, buf.len, true);
-			resetStringInfo(&buf);
+			cr_log_message(CR_ROWS_MESSAGE_PREFIX, bufp->data, bufp->len, true);
+			resetStringInfo(bufp);
 		}
 	}
-	if (buf.len > 0)
-		cr_log_message(CR_ROWS_MESSAGE_PREFIX, buf.data, buf.len, true);
 	table_endscan(scan);
 	UnregisterSnapshot(snapshot);
 	ExecDropSingleTupleTableSlot(slot);
-	ExecDropSingleTupleTableSlot(sendslot);
-	MemoryContextDelete(rowctx);
-	pfree(buf.data);
-	cr_restore_user(&user);
-	AtEOXact_GUC(true, nestlevel);
 }
 
 /* the next NUL-terminated string of a DDL message, NULL for "" */
