@@ -61,3 +61,89 @@ CREATE OR REPLACE VIEW cosmosrep.replication_status AS
      WHERE NOT src.is_local;
 COMMENT ON VIEW cosmosrep.replication_status IS
     'per region pair (source to this region): state, lag, latency percentiles, throughput, the last error and the protocol version of the stream';
+
+-- Version vectors (src/seen.c): what each write had seen, per row
+-- (_cr_seen of every multi-region table) and per tombstone; the writes of
+-- this region that a remote write replaced unseen; the arbiter that runs
+-- the resolvers; the check of an insert that a delete overtook.
+ALTER TABLE cosmosrep.tombstone ADD COLUMN seen bytea;
+
+CREATE TABLE cosmosrep.lost_write (
+    relid oid   NOT NULL,
+    key   bytea NOT NULL,
+    lost  bytea NOT NULL,
+    PRIMARY KEY (relid, key)
+);
+REVOKE ALL ON cosmosrep.lost_write FROM PUBLIC;
+COMMENT ON TABLE cosmosrep.lost_write IS
+    'writes of this region that a concurrent remote write replaced, per key, until the region writes the key again';
+
+CREATE FUNCTION cosmosrep.arbiter()
+RETURNS text
+AS 'MODULE_PATHNAME', 'cosmosrep_arbiter'
+LANGUAGE C STABLE;
+COMMENT ON FUNCTION cosmosrep.arbiter() IS
+    'the region that resolves the conflicts of tables under a resolver: the first write region in failover priority order';
+GRANT EXECUTE ON FUNCTION cosmosrep.arbiter() TO PUBLIC;
+
+CREATE FUNCTION cosmosrep.check_insert()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'cosmosrep_check_insert'
+LANGUAGE C;
+COMMENT ON FUNCTION cosmosrep.check_insert() IS
+    'row trigger: refuses an insert that a delete of the same key overtook';
+GRANT EXECUTE ON FUNCTION cosmosrep.check_insert() TO PUBLIC;
+
+CREATE OR REPLACE FUNCTION cosmosrep.on_sql_drop()
+RETURNS event_trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    obj record;
+BEGIN
+    FOR obj IN SELECT * FROM pg_event_trigger_dropped_objects() LOOP
+        IF obj.object_type = 'table' THEN
+            DELETE FROM cosmosrep.replicated_table WHERE relid::oid = obj.objid;
+            DELETE FROM cosmosrep.policy_history WHERE relid::oid = obj.objid;
+            DELETE FROM cosmosrep.tombstone WHERE relid = obj.objid;
+            DELETE FROM cosmosrep.lost_write WHERE relid = obj.objid;
+            DELETE FROM cosmosrep.conflict WHERE relid = obj.objid;
+            DELETE FROM cosmosrep.conflict_shape WHERE relid = obj.objid;
+        ELSIF obj.object_type = 'trigger'
+              AND obj.address_names[3] IN ('cosmosrep_stamp', 'cosmosrep_truncate',
+                                           'cosmosrep_insert_check')
+              AND EXISTS (SELECT 1 FROM cosmosrep.replicated_table
+                           WHERE relid::oid = to_regclass(quote_ident(obj.address_names[1])
+                                                || '.' || quote_ident(obj.address_names[2]))) THEN
+            RAISE EXCEPTION 'multi-region table "%" must keep trigger "%"',
+                obj.address_names[2], obj.address_names[3]
+                USING ERRCODE = 'dependent_objects_still_exist',
+                      HINT = 'Call cosmosrep.disable_table first.';
+        ELSIF obj.object_type = 'function'
+              AND EXISTS (SELECT 1 FROM cosmosrep.replicated_table
+                           WHERE resolver::oid = obj.objid) THEN
+            RAISE EXCEPTION 'cannot drop function % because it resolves conflicts of a multi-region table',
+                obj.object_identity
+                USING ERRCODE = 'dependent_objects_still_exist',
+                      HINT = 'Change the policy with cosmosrep.alter_table_policy first.';
+        END IF;
+    END LOOP;
+END
+$$;
+
+-- Every multi-region table gets the column and the trigger that
+-- enable_table gives a table under 0.2.  The column starts NULL: a row
+-- written before counts as having seen its version and its base.
+DO $$
+DECLARE
+    t regclass;
+BEGIN
+    FOR t IN SELECT relid FROM cosmosrep.replicated_table LOOP
+        EXECUTE format('ALTER TABLE %s ADD COLUMN _cr_seen bytea', t);
+        EXECUTE format('CREATE TRIGGER cosmosrep_insert_check AFTER INSERT ON %s'
+                       ' FOR EACH ROW EXECUTE FUNCTION cosmosrep.check_insert()', t);
+    END LOOP;
+END
+$$;

@@ -182,8 +182,11 @@ static bytea *
 slot_seen(ApplyRel *ar, TupleTableSlot *slot)
 {
 	bool		isnull;
-	Datum		d = slot_getattr(slot, ar->seen_att, &isnull);
+	Datum		d;
 
+	if (ar->seen_att == 0)
+		return NULL;
+	d = slot_getattr(slot, ar->seen_att, &isnull);
 	return isnull ? NULL : DatumGetByteaPP(d);
 }
 

@@ -179,6 +179,9 @@ apply_rel_map(ApplyRel *ar, Relation rel)
 				break;
 			}
 		}
+		/* a peer of protocol version 2 does not send _cr_seen (protocol.h) */
+		if (ar->remote_index[i] < 0 && strcmp(NameStr(att->attname), CR_SEEN_COLUMN) == 0)
+			continue;
 		if (ar->remote_index[i] < 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_DATATYPE_MISMATCH),
@@ -195,7 +198,9 @@ apply_rel_map(ApplyRel *ar, Relation rel)
 	{
 		for (int r = 0; r < remote->natts; r++)
 		{
-			if (SPI_fnumber(desc, remote->attnames[r]) <= 0)
+			/* a table here that has no _cr_seen yet (names.c) */
+			if (SPI_fnumber(desc, remote->attnames[r]) <= 0 &&
+				strcmp(remote->attnames[r], CR_SEEN_COLUMN) != 0)
 				ereport(ERROR,
 						(errcode(ERRCODE_DATATYPE_MISMATCH),
 						 errmsg("table \"%s.%s\" has different columns in region \"%s\"",

@@ -451,8 +451,11 @@ decide_custom(const CrPolicy *policy, Relation rel, const CrIncoming *incoming,
 		merged->tts_isnull[policy->region_att - 1] = false;
 		merged->tts_values[policy->config_att - 1] = Int64GetDatum(d->merged_config);
 		merged->tts_isnull[policy->config_att - 1] = false;
-		merged->tts_values[policy->seen_att - 1] = PointerGetDatum(d->merged_seen);
-		merged->tts_isnull[policy->seen_att - 1] = false;
+		if (policy->seen_att > 0)
+		{
+			merged->tts_values[policy->seen_att - 1] = PointerGetDatum(d->merged_seen);
+			merged->tts_isnull[policy->seen_att - 1] = false;
+		}
 	}
 }
 

@@ -23,7 +23,9 @@
 /*
  * The attribute numbers of cosmosrep's five columns in desc, 0 for each
  * that it lacks (a dropped column does not count); returns whether it has
- * all five.
+ * the first four.  A table enabled under version 0.1 has no _cr_seen until
+ * ALTER EXTENSION cosmosrep UPDATE adds it: the library runs without it
+ * meanwhile (seen.c).
  */
 bool
 cr_find_columns(TupleDesc desc, CrColumns *columns)
@@ -48,7 +50,7 @@ cr_find_columns(TupleDesc desc, CrColumns *columns)
 			columns->seen = att->attnum;
 	}
 	return columns->version > 0 && columns->base > 0 &&
-		columns->region > 0 && columns->config > 0 && columns->seen > 0;
+		columns->region > 0 && columns->config > 0;
 }
 
 /*

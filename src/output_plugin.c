@@ -100,6 +100,7 @@ typedef struct CrRelSyncEntry
 	AttrNumber	base_att;
 	AttrNumber	config_att;
 	AttrNumber	seen_att;
+	Bitmapset  *columns;		/* the columns sent, NULL: all (protocol.h) */
 	int64		config_sent;	/* the configuration last sent, or 0 */
 	TupleDesc	desc;			/* unpinned copy, in RelSyncContext */
 	TupleTableSlot *heap_slot;	/* decoded tuples are stored here... */
@@ -165,6 +166,9 @@ static TupleTableSlot *tuple_slot(CrRelSyncEntry *entry, HeapTuple tuple,
 								  TupleTableSlot *slot);
 static void rel_sync_drop_slots(CrRelSyncEntry *entry);
 
+/* the protocol version of this session's stream (cr_startup) */
+static int	stream_protocol_version = CR_PROTOCOL_VERSION;
+
 void
 _PG_output_plugin_init(OutputPluginCallbacks *cb)
 {
@@ -219,6 +223,7 @@ cr_startup(LogicalDecodingContext *ctx, OutputPluginOptions *opt, bool is_init)
 						 errhint("Upgrade cosmosrep in the region that asked, or lower cosmosrep.min_protocol_version in this region.") :
 						 errhint("Upgrade cosmosrep in this region.")));
 			have_version = true;
+			stream_protocol_version = version;
 		}
 		else
 			ereport(ERROR,
@@ -289,6 +294,7 @@ get_rel_sync_entry(Relation rel)
 	if (!found)
 	{
 		entry->desc = NULL;
+		entry->columns = NULL;
 		entry->root_relid = InvalidOid;
 	}
 	if (!found || !entry->valid)
@@ -323,6 +329,9 @@ get_rel_sync_entry(Relation rel)
 			entry->heap_slot = MakeSingleTupleTableSlot(entry->desc, &TTSOpsHeapTuple);
 			entry->new_slot = MakeSingleTupleTableSlot(entry->desc, &TTSOpsVirtual);
 			entry->old_slot = MakeSingleTupleTableSlot(entry->desc, &TTSOpsVirtual);
+			/* a version 2 stream has no _cr_seen (protocol.h) */
+			entry->columns = stream_protocol_version < 3 ?
+				cr_columns_without(entry->desc, entry->seen_att) : NULL;
 			if (entry->root_relid != relid)
 			{
 				Relation	root = RelationIdGetRelation(entry->root_relid);
@@ -360,6 +369,8 @@ rel_sync_drop_slots(CrRelSyncEntry *entry)
 	ExecDropSingleTupleTableSlot(entry->old_slot);
 	FreeTupleDesc(entry->desc);
 	entry->desc = NULL;
+	bms_free(entry->columns);
+	entry->columns = NULL;
 	if (entry->root_relid != entry->relid && OidIsValid(entry->root_relid))
 	{
 		ExecDropSingleTupleTableSlot(entry->root_new_slot);
@@ -437,7 +448,7 @@ pending_relation(CrDecodingData *data, CrRelSyncEntry *entry, Relation rel)
 {
 	if (entry->schema_sent)
 		return;
-	cr_write_relation(&data->pending, rel);
+	cr_write_relation(&data->pending, rel, entry->columns);
 	entry->schema_sent = true;
 }
 
@@ -567,12 +578,13 @@ cr_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation rel,
 	{
 		case REORDER_BUFFER_CHANGE_INSERT:
 			pending_config(data, entry, rel, newslot, change->lsn);
-			cr_write_insert(out, rel, root_row(entry, newslot, entry->root_new_slot));
+			cr_write_insert(out, rel, root_row(entry, newslot, entry->root_new_slot),
+							entry->columns);
 			break;
 		case REORDER_BUFFER_CHANGE_UPDATE:
 			pending_config(data, entry, rel, newslot, change->lsn);
 			cr_write_update(out, rel, root_row(entry, oldslot, entry->root_old_slot),
-							root_row(entry, newslot, entry->root_new_slot));
+							root_row(entry, newslot, entry->root_new_slot), entry->columns);
 			break;
 		case REORDER_BUFFER_CHANGE_DELETE:
 			if (oldslot == NULL)
@@ -591,12 +603,16 @@ cr_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation rel,
 				oldslot->tts_values[entry->config_att - 1] =
 					Int64GetDatum(data->delete_base.config_version);
 				oldslot->tts_isnull[entry->config_att - 1] = false;
-				oldslot->tts_values[entry->seen_att - 1] = PointerGetDatum(data->delete_seen);
-				oldslot->tts_isnull[entry->seen_att - 1] = false;
+				if (entry->seen_att > 0)
+				{
+					oldslot->tts_values[entry->seen_att - 1] = PointerGetDatum(data->delete_seen);
+					oldslot->tts_isnull[entry->seen_att - 1] = false;
+				}
 				pending_config(data, entry, rel, oldslot, change->lsn);
 			}
 			data->have_delete_base = false;
-			cr_write_delete(out, rel, root_row(entry, oldslot, entry->root_old_slot));
+			cr_write_delete(out, rel, root_row(entry, oldslot, entry->root_old_slot),
+							entry->columns);
 			break;
 		default:
 			elog(ERROR, "unexpected change action %d", (int) change->action);

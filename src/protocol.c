@@ -86,30 +86,48 @@ cr_write_commit(StringInfo out, ReorderBufferTXN *txn, XLogRecPtr commit_lsn)
 	logicalrep_write_commit(out, txn, commit_lsn);
 }
 
-void
-cr_write_relation(StringInfo out, Relation rel)
+/*
+ * The columns of desc to send but att (0: all of them, NULL), for
+ * logicalrep_write_*: a stream of an older protocol version leaves out a
+ * column that version does not know.
+ */
+Bitmapset *
+cr_columns_without(TupleDesc desc, AttrNumber att)
 {
-	logicalrep_write_rel(out, InvalidTransactionId, rel, NULL);
+	Bitmapset  *columns = NULL;
+
+	if (att <= 0)
+		return NULL;
+	for (int i = 0; i < desc->natts; i++)
+		if (i + 1 != att)
+			columns = bms_add_member(columns, i + 1);
+	return columns;
 }
 
 void
-cr_write_insert(StringInfo out, Relation rel, TupleTableSlot *newslot)
+cr_write_relation(StringInfo out, Relation rel, Bitmapset *columns)
 {
-	logicalrep_write_insert(out, InvalidTransactionId, rel, newslot, false, NULL);
+	logicalrep_write_rel(out, InvalidTransactionId, rel, columns);
+}
+
+void
+cr_write_insert(StringInfo out, Relation rel, TupleTableSlot *newslot, Bitmapset *columns)
+{
+	logicalrep_write_insert(out, InvalidTransactionId, rel, newslot, false, columns);
 }
 
 void
 cr_write_update(StringInfo out, Relation rel, TupleTableSlot *oldslot,
-				TupleTableSlot *newslot)
+				TupleTableSlot *newslot, Bitmapset *columns)
 {
 	logicalrep_write_update(out, InvalidTransactionId, rel, oldslot, newslot,
-							false, NULL);
+							false, columns);
 }
 
 void
-cr_write_delete(StringInfo out, Relation rel, TupleTableSlot *oldslot)
+cr_write_delete(StringInfo out, Relation rel, TupleTableSlot *oldslot, Bitmapset *columns)
 {
-	logicalrep_write_delete(out, InvalidTransactionId, rel, oldslot, false, NULL);
+	logicalrep_write_delete(out, InvalidTransactionId, rel, oldslot, false, columns);
 }
 
 void

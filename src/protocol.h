@@ -26,7 +26,9 @@
  * plugin refuses a version it does not write, naming both (output_plugin.c).
  *
  *	2: cosmosrep 0.1 (writes and reads 2 only)
- *	3: cosmosrep 0.2: the stream of 2; a region that writes 3 writes 2 too
+ *	3: cosmosrep 0.2: the stream of 2 with each table's _cr_seen column (a
+ *	   version 2 stream leaves it out: cr_columns_without); a region that
+ *	   writes 3 writes 2 too
  */
 #define CR_PROTOCOL_VERSION			3
 #define CR_PROTOCOL_VERSION_OLDEST	2
@@ -80,11 +82,14 @@ typedef struct CrMessage
 /* sending side (output_plugin.c) */
 extern void cr_write_begin(StringInfo out, ReorderBufferTXN *txn);
 extern void cr_write_commit(StringInfo out, ReorderBufferTXN *txn, XLogRecPtr commit_lsn);
-extern void cr_write_relation(StringInfo out, Relation rel);
-extern void cr_write_insert(StringInfo out, Relation rel, TupleTableSlot *newslot);
+extern Bitmapset *cr_columns_without(TupleDesc desc, AttrNumber att);
+extern void cr_write_relation(StringInfo out, Relation rel, Bitmapset *columns);
+extern void cr_write_insert(StringInfo out, Relation rel, TupleTableSlot *newslot,
+							Bitmapset *columns);
 extern void cr_write_update(StringInfo out, Relation rel, TupleTableSlot *oldslot,
-							TupleTableSlot *newslot);
-extern void cr_write_delete(StringInfo out, Relation rel, TupleTableSlot *oldslot);
+							TupleTableSlot *newslot, Bitmapset *columns);
+extern void cr_write_delete(StringInfo out, Relation rel, TupleTableSlot *oldslot,
+							Bitmapset *columns);
 extern void cr_write_message(StringInfo out, XLogRecPtr lsn, bool transactional,
 							 const char *prefix, Size size, const char *content);
 

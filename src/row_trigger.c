@@ -269,13 +269,15 @@ static bytea *
 row_seen(const StampInfo *info, HeapTuple tuple, TupleDesc desc, Relation rel,
 		 TupleTableSlot *slot)
 {
-	bool		isnull;
+	bool		isnull = true;
 	bool		base_null;
-	Datum		d = heap_getattr(tuple, info->seen_att, desc, &isnull);
+	Datum		d = (Datum) 0;
 	int64		version;
 	int64		base;
 	bytea	   *seen;
 
+	if (info->seen_att > 0)
+		d = heap_getattr(tuple, info->seen_att, desc, &isnull);
 	version = DatumGetInt64(heap_getattr(tuple, info->version_att, desc, &base_null));
 	if (base_null)
 		version = 0;
@@ -385,7 +387,7 @@ cosmosrep_stamp_row(PG_FUNCTION_ARGS)
 	int			region;
 	int64		config;
 	int64		version;
-	bytea	   *seen;
+	bytea	   *seen = NULL;
 	int			cols[5];
 	Datum		values[5];
 	bool		nulls[5] = {false, false, false, false, false};
@@ -446,7 +448,8 @@ cosmosrep_stamp_row(PG_FUNCTION_ARGS)
 			/* a local update always supersedes the row it replaces */
 			cr_hlc_observe(base);
 		}
-		seen = row_seen(&info, trigdata->tg_trigtuple, desc, rel, trigdata->tg_trigslot);
+		if (info.seen_att > 0)
+			seen = row_seen(&info, trigdata->tg_trigtuple, desc, rel, trigdata->tg_trigslot);
 	}
 	else
 	{
@@ -455,7 +458,8 @@ cosmosrep_stamp_row(PG_FUNCTION_ARGS)
 		 * and what that delete had seen: a key deleted and inserted again
 		 * is one history.
 		 */
-		seen = insert_seen(rel, &info, trigdata->tg_trigslot);
+		if (info.seen_att > 0)
+			seen = insert_seen(rel, &info, trigdata->tg_trigslot);
 	}
 
 	region = cr_local_region_id(false);
@@ -497,13 +501,15 @@ cosmosrep_stamp_row(PG_FUNCTION_ARGS)
 	values[2] = Int16GetDatum((int16) region);
 	cols[3] = info.config_att;
 	values[3] = Int64GetDatum(config);
+	/* a table without _cr_seen (enabled under 0.1, not yet updated) */
 	cols[4] = info.seen_att;
 	values[4] = PointerGetDatum(seen);
 
 	return PointerGetDatum(heap_modify_tuple_by_cols(TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) ?
 													 trigdata->tg_newtuple :
 													 trigdata->tg_trigtuple,
-													 desc, 5, cols, values, nulls));
+													 desc, info.seen_att > 0 ? 5 : 4,
+													 cols, values, nulls));
 }
 
 /*

@@ -961,6 +961,15 @@ log_rows_of(Relation rel, Relation source, StringInfo bufp, TupleTableSlot *send
 	Snapshot	snapshot = RegisterSnapshot(GetLatestSnapshot());
 	TableScanDesc scan = table_beginscan(source, snapshot, 0, NULL);
 	TupleTableSlot *slot = table_slot_create(source, NULL);
+	CrColumns	crcols;
+	Bitmapset  *columns;
+
+	/*
+	 * The rows of an enable have seen nothing (_cr_seen is NULL): without
+	 * the column, regions of every protocol version read the message.
+	 */
+	(void) cr_find_columns(desc, &crcols);
+	columns = cr_columns_without(desc, crcols.seen);
 
 	while (table_scan_getnextslot(scan, ForwardScanDirection, slot))
 	{
@@ -982,8 +991,8 @@ log_rows_of(Relation rel, Relation source, StringInfo bufp, TupleTableSlot *send
 		MemoryContextSwitchTo(oldctx);
 
 		if (bufp->len == 0)
-			cr_write_relation(bufp, rel);
-		cr_write_insert(bufp, rel, sendslot);
+			cr_write_relation(bufp, rel, columns);
+		cr_write_insert(bufp, rel, sendslot, columns);
 		MemoryContextReset(rowctx);
 		if (bufp->len >= CR_WRITE_CHUNK)
 		{

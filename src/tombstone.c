@@ -86,6 +86,7 @@ typedef struct KeyInfo
 static HTAB *KeyInfoCache = NULL;
 
 static SPIPlanPtr record_plan = NULL;
+static SPIPlanPtr record_01_plan = NULL;
 static SPIPlanPtr truncate_plan = NULL;
 static SPIPlanPtr forget_plan = NULL;
 static SPIPlanPtr lost_record_plan = NULL;
@@ -147,6 +148,7 @@ static Oid	tombstone_relid = InvalidOid;
 static Oid	tombstone_index_relid = InvalidOid;
 static Oid	lost_relid = InvalidOid;
 static Oid	lost_index_relid = InvalidOid;
+static bool tombstone_has_seen = false;	/* not under 0.1's catalog */
 
 static void
 key_info_invalidate(Datum arg, Oid relid)
@@ -185,6 +187,7 @@ tombstone_cache_init(void)
 		tombstone_index_relid = get_relname_relid("tombstone_pkey", cr_schema_oid());
 		lost_relid = get_relname_relid("lost_write", cr_schema_oid());
 		lost_index_relid = get_relname_relid("lost_write_pkey", cr_schema_oid());
+		tombstone_has_seen = get_attnum(tombstone_relid, "seen") != InvalidAttrNumber;
 	}
 }
 
@@ -353,6 +356,7 @@ cr_tombstone_record(Oid relid, bytea *key, int64 version, int64 base, int64 conf
 	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
 
 	tombstone_counted(version);
+	tombstone_cache_init();
 	values[0] = ObjectIdGetDatum(relid);
 	values[1] = PointerGetDatum(key);
 	values[2] = Int64GetDatum(version);
@@ -362,6 +366,21 @@ cr_tombstone_record(Oid relid, bytea *key, int64 version, int64 base, int64 conf
 	if (seen == NULL)
 		nulls[5] = 'n';
 
+	if (!tombstone_has_seen)
+	{
+		/* 0.1's catalog, until ALTER EXTENSION cosmosrep UPDATE */
+		(void) cr_catalog_write(&record_01_plan,
+								"INSERT INTO cosmosrep.tombstone AS t (relid, key, version, base, config)"
+								" VALUES ($1, $2, $3, $4, $5)"
+								" ON CONFLICT (relid, key) DO UPDATE"
+								" SET version = excluded.version, base = excluded.base,"
+								" config = excluded.config, deleted_at = pg_catalog.now()"
+								" WHERE t.config OPERATOR(pg_catalog.<) excluded.config"
+								" OR (t.config OPERATOR(pg_catalog.=) excluded.config"
+								"     AND t.version OPERATOR(pg_catalog.<) excluded.version)",
+								5, argtypes, values, nulls, SPI_OK_INSERT);
+		return;
+	}
 	(void) cr_catalog_write(&record_plan,
 							"INSERT INTO cosmosrep.tombstone AS t (relid, key, version, base, config, seen)"
 							" VALUES ($1, $2, $3, $4, $5, $6)"
@@ -482,8 +501,9 @@ cr_tombstone_lookup(Oid relid, bytea *key)
 														 &isnull));
 				result.config = DatumGetInt64(heap_getattr(tup, 6, RelationGetDescr(rel),
 														   &isnull));
-				seen = heap_getattr(tup, 7, RelationGetDescr(rel), &isnull);
-				if (!isnull)
+				seen = tombstone_has_seen ?
+					heap_getattr(tup, 7, RelationGetDescr(rel), &isnull) : (Datum) 0;
+				if (tombstone_has_seen && !isnull)
 					result.seen = DatumGetByteaPCopy(seen);
 			}
 		}
@@ -567,6 +587,9 @@ cr_lost_record(Oid relid, bytea *key, bytea *lost)
 	Oid			argtypes[3] = {OIDOID, BYTEAOID, BYTEAOID};
 	Datum		values[3];
 
+	tombstone_cache_init();
+	if (!OidIsValid(lost_relid))
+		return;					/* 0.1's catalog: not kept until the update */
 	values[0] = ObjectIdGetDatum(relid);
 	values[1] = PointerGetDatum(key);
 	values[2] = PointerGetDatum(lost);
@@ -594,6 +617,8 @@ cr_lost_take(Oid relid, bytea *key)
 	bytea	   *lost = NULL;
 
 	tombstone_cache_init();
+	if (!OidIsValid(lost_relid))
+		return NULL;
 	snapshot = RegisterSnapshot(GetLatestSnapshot());
 	rel = table_open(lost_relid, AccessShareLock);
 	ScanKeyInit(&skey[0], 1, BTEqualStrategyNumber, F_OIDEQ, ObjectIdGetDatum(relid));

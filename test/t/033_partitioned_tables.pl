@@ -64,12 +64,14 @@ is($rb->safe_psql('postgres', q{
 	'orders_eu:1,orders_us:5,orders_eu:150',
 	'the rows of an enabled partitioned table land in the partitions of the other region');
 is($rb->safe_psql('postgres', q{
-		SELECT string_agg(c.relname || ':' || t.tgname, ',' ORDER BY c.relname)
+		SELECT string_agg(c.relname || ':' || t.tgname, ',' ORDER BY c.relname, t.tgname)
 		  FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
 		 WHERE t.tgname LIKE 'cosmosrep%' AND NOT t.tgisinternal}),
-	'orders:cosmosrep_stamp,orders:cosmosrep_truncate,orders_asia:cosmosrep_stamp,'
-	  . 'orders_eu:cosmosrep_stamp,orders_us:cosmosrep_stamp',
-	'the enable that arrives puts the row trigger on every partition and the truncate trigger on the table');
+	'orders:cosmosrep_insert_check,orders:cosmosrep_stamp,orders:cosmosrep_truncate,'
+	  . 'orders_asia:cosmosrep_insert_check,orders_asia:cosmosrep_stamp,'
+	  . 'orders_eu:cosmosrep_insert_check,orders_eu:cosmosrep_stamp,'
+	  . 'orders_us:cosmosrep_insert_check,orders_us:cosmosrep_stamp',
+	'the enable that arrives puts the row triggers on every partition and the truncate trigger on the table');
 
 # a partition is never multi-region alone
 my ($ret, $out, $err) = $ra->psql('postgres', "SELECT cosmosrep.enable_table('orders_us')");

@@ -321,8 +321,22 @@ for my $node (@nodes)
 		$node->name . ' streams in protocol version 3 from every region');
 }
 ok_all_streaming(\@nodes, 'every link streams after the rolling upgrade');
-wait_for_same_table(\@nodes, 'counters');
-wait_for_same_table(\@nodes, 'events');
+# Rows that travelled on a version 2 link lost their _cr_seen (0.1 has no
+# such column): the rest of every row, versions included, is identical.
+for my $table (qw(counters events))
+{
+	my $query = "SELECT count(*) || ':' || md5(coalesce(string_agg((to_jsonb(t) - '_cr_seen')::text,"
+	  . " ',' ORDER BY (to_jsonb(t) - '_cr_seen')::text), '')) FROM $table t";
+	my $same = 0;
+	my $deadline = time + $PostgreSQL::Test::Utils::timeout_default;
+	while (!$same && time < $deadline)
+	{
+		my %sums = map { ($_->safe_psql('postgres', $query) => 1) } @nodes;
+		$same = keys %sums == 1;
+		select(undef, undef, undef, 0.2) unless $same;
+	}
+	ok($same, "$table is identical in every region but for _cr_seen");
+}
 # about 25 a second in each region, throughout
 for my $node (@nodes)
 {
