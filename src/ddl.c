@@ -47,8 +47,11 @@
  */
 #include "postgres.h"
 
+#include "access/relation.h"
 #include "access/xlog.h"
+#include "access/htup_details.h"
 #include "catalog/index.h"
+#include "catalog/pg_class.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "commands/extension.h"
@@ -61,12 +64,15 @@
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/syscache.h"
 
 #include "catalog.h"
 #include "ddl.h"
 #include "names.h"
 #include "protocol.h"
 #include "run_as.h"
+#include "shmem.h"
 #include "signing.h"
 
 PG_FUNCTION_INFO_V1(cosmosrep_replicate_ddl);
@@ -97,6 +103,7 @@ typedef struct CrCapture
 	char	   *role;
 	char	   *search_path;
 	char	   *text;
+	int			natts;			/* attributes before the statement */
 } CrCapture;
 
 static ProcessUtility_hook_type prev_process_utility = NULL;
@@ -117,6 +124,7 @@ static bool is_multi_region(Oid relid);
 static bool capture_start(PlannedStmt *pstmt, const char *queryString,
 						  CrCapture *capture);
 static void capture_end(CrCapture *capture);
+static void check_added_columns(CrCapture *capture);
 static void record_columns(Oid relid);
 static void replay_error_context(void *arg);
 
@@ -246,6 +254,20 @@ statement_table(Node *stmt, const char **what, bool *concurrently, bool *others)
 			break;
 	}
 	return relid;
+}
+
+/* the number of attributes of relid, read without a lock */
+static int
+relation_natts(Oid relid)
+{
+	HeapTuple	tuple = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	int			natts;
+
+	if (!HeapTupleIsValid(tuple))
+		elog(ERROR, "cache lookup failed for relation %u", relid);
+	natts = ((Form_pg_class) GETSTRUCT(tuple))->relnatts;
+	ReleaseSysCache(tuple);
+	return natts;
 }
 
 /* whether relid is a multi-region table of this database's group */
@@ -379,8 +401,40 @@ capture_start(PlannedStmt *pstmt, const char *queryString, CrCapture *capture)
 	capture->owner = GetUserNameFromId(cr_relation_owner(relid), false);
 	capture->role = GetUserNameFromId(GetUserId(), false);
 	capture->search_path = pstrdup(namespace_search_path);
+	capture->natts = relation_natts(relid);
 	record_columns(relid);
 	return true;
+}
+
+/*
+ * A column the statement added whose rows would get a value per region:
+ * a volatile default or an identity is evaluated for each existing row
+ * by each region's own ALTER TABLE (PostgreSQL stores no single value
+ * for such rows, as it does for a non-volatile default), and a row of
+ * the old shape arriving later would get NULL.  Refused, with the way
+ * that converges.
+ */
+static void
+check_added_columns(CrCapture *capture)
+{
+	Relation	rel = relation_open(capture->relid, NoLock);
+	TupleDesc	desc = RelationGetDescr(rel);
+
+	for (int i = capture->natts; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		if (att->attisdropped || att->attgenerated)
+			continue;
+		if (att->attidentity || (att->atthasdef && !att->atthasmissing))
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("column \"%s\" added to multi-region table \"%s\" would have different values in each region",
+							NameStr(att->attname), RelationGetRelationName(rel)),
+					 errdetail("Its default is volatile or an identity, evaluated for the existing rows in each region."),
+					 errhint("Add the column without a default, then set the default and fill the existing rows with UPDATE.")));
+	}
+	relation_close(rel, NoLock);
 }
 
 /*
@@ -393,6 +447,7 @@ capture_end(CrCapture *capture)
 	StringInfoData buf;
 	const char *fields[6];
 
+	check_added_columns(capture);
 	record_columns(capture->relid);
 	if (!XLogLogicalInfoActive())
 		return;
@@ -423,6 +478,8 @@ cosmosrep_replicate_ddl(PG_FUNCTION_ARGS)
 	bool		others;
 	int			rc;
 
+	/* without the hook, nothing would be captured */
+	cr_require_preload();
 	if (list_length(parsed) != 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),

@@ -286,15 +286,14 @@ for my $node (@regions)
 $east->safe_psql('postgres', "SET ROLE mallory; SELECT cosmosrep.enable_table('app.t'); INSERT INTO app.t VALUES (1, 'one')");
 wait_for_same_table(\@regions, 'app.t');
 $east->safe_psql('postgres',
-	"ALTER TABLE app.t ADD COLUMN who text DEFAULT app.whoami(); INSERT INTO app.seen VALUES ('second statement')",
+	"ALTER TABLE app.t ADD CONSTRAINT t_who CHECK (app.whoami() IS NOT NULL); INSERT INTO app.seen VALUES ('second statement')",
 	extra_params => [ '-U', 'mallory' ]);
-wait_for_same_table(\@regions, 'app.t');
 for my $node ($west, $north)
 {
-	is($node->safe_psql('postgres', 'SELECT who FROM app.t'), 'mallory',
-		$node->name . ': the tenant\'s statement ran as the table\'s owner');
+	ok(wait_for_value($node, "SELECT count(*) FROM pg_constraint WHERE conname = 't_who'", '1'),
+		$node->name . ': the tenant\'s constraint is applied');
 	is($node->safe_psql('postgres', "SELECT string_agg(DISTINCT who, ',') FROM app.seen"), 'mallory',
-		$node->name . ': only the statement that changed the table travelled, not the one after it');
+		$node->name . ': the tenant\'s statement ran as the table\'s owner, and only it travelled, not the statement after it');
 	is($node->safe_psql('postgres', "SELECT rolsuper FROM pg_roles WHERE rolname = 'mallory'"), 'f',
 		$node->name . ': the tenant did not become a superuser');
 }
