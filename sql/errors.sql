@@ -360,6 +360,9 @@ CREATE INDEX CONCURRENTLY ddl_target_v ON ddl_target (v);
 CREATE INDEX ddl_target_v ON ddl_target (v);
 DROP INDEX ddl_target_v, ddl_plain_i;
 
+-- Bad input: OWNER TO together with a change of shape
+ALTER TABLE ddl_target OWNER TO regress_cr_intruder, ADD COLUMN o int;
+
 -- Bad input: a column whose existing rows would get a value per region
 ALTER TABLE ddl_target ADD COLUMN r float8 DEFAULT random();
 ALTER TABLE ddl_target ADD COLUMN n int GENERATED ALWAYS AS IDENTITY;

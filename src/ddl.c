@@ -118,8 +118,12 @@ static void ddl_process_utility(PlannedStmt *pstmt, const char *queryString,
 								bool readOnlyTree, ProcessUtilityContext context,
 								ParamListInfo params, QueryEnvironment *queryEnv,
 								DestReceiver *dest, QueryCompletion *qc);
-static Oid	statement_table(Node *stmt, const char **what, bool *concurrently,
-							bool *others);
+/* what statement_table says besides the table */
+#define STMT_CONCURRENTLY	0x01	/* CREATE or DROP INDEX CONCURRENTLY */
+#define STMT_OTHER_TABLES	0x02	/* a DROP INDEX of several tables */
+#define STMT_OWNER			0x04	/* an ALTER TABLE that also changes the owner */
+
+static Oid	statement_table(Node *stmt, const char **what, int *flags);
 static bool is_multi_region(Oid relid);
 static bool capture_start(PlannedStmt *pstmt, const char *queryString,
 						  CrCapture *capture);
@@ -171,19 +175,17 @@ range_table(RangeVar *rv)
  * The table whose definition stmt changes, resolved (without a lock) as
  * the statement will resolve it, or InvalidOid when stmt is not one of
  * the statements cosmosrep replicates.  *what names the statement for
- * messages; *concurrently is set for CREATE or DROP INDEX CONCURRENTLY,
- * *others when a DROP INDEX also drops an index of another table.  An
- * ALTER TABLE that changes the owner is not a change of shape: it is
- * left to each region (owners must have the same name everywhere).
+ * messages; *flags says what cannot be replicated (STMT_*).  An ALTER
+ * TABLE that only changes the owner is not a change of shape: it is left
+ * to each region (owners must have the same name everywhere).
  */
 static Oid
-statement_table(Node *stmt, const char **what, bool *concurrently, bool *others)
+statement_table(Node *stmt, const char **what, int *flags)
 {
 	Oid			relid = InvalidOid;
 	ListCell   *lc;
 
-	*concurrently = false;
-	*others = false;
+	*flags = 0;
 	*what = "";
 	switch (nodeTag(stmt))
 	{
@@ -191,9 +193,15 @@ statement_table(Node *stmt, const char **what, bool *concurrently, bool *others)
 			{
 				AlterTableStmt *s = (AlterTableStmt *) stmt;
 
+				int			owner_cmds = 0;
+
 				foreach(lc, s->cmds)
 					if (((AlterTableCmd *) lfirst(lc))->subtype == AT_ChangeOwner)
-						return InvalidOid;
+						owner_cmds++;
+				if (owner_cmds == list_length(s->cmds))
+					return InvalidOid;
+				if (owner_cmds > 0)
+					*flags |= STMT_OWNER;
 				*what = s->objtype == OBJECT_INDEX ? "ALTER INDEX" : "ALTER TABLE";
 				if (s->objtype == OBJECT_TABLE)
 					relid = range_table(s->relation);
@@ -227,7 +235,8 @@ statement_table(Node *stmt, const char **what, bool *concurrently, bool *others)
 				IndexStmt  *s = (IndexStmt *) stmt;
 
 				*what = "CREATE INDEX";
-				*concurrently = s->concurrent;
+				if (s->concurrent)
+					*flags |= STMT_CONCURRENTLY;
 				relid = range_table(s->relation);
 				break;
 			}
@@ -238,7 +247,8 @@ statement_table(Node *stmt, const char **what, bool *concurrently, bool *others)
 				if (s->removeType != OBJECT_INDEX)
 					return InvalidOid;
 				*what = "DROP INDEX";
-				*concurrently = s->concurrent;
+				if (s->concurrent)
+					*flags |= STMT_CONCURRENTLY;
 				foreach(lc, s->objects)
 				{
 					Oid			table = index_table(range_table(makeRangeVarFromNameList(lfirst(lc))));
@@ -246,7 +256,7 @@ statement_table(Node *stmt, const char **what, bool *concurrently, bool *others)
 					if (!OidIsValid(relid))
 						relid = table;
 					else if (table != relid)
-						*others = true;
+						*flags |= STMT_OTHER_TABLES;
 				}
 				break;
 			}
@@ -256,18 +266,20 @@ statement_table(Node *stmt, const char **what, bool *concurrently, bool *others)
 	return relid;
 }
 
-/* the number of attributes of relid, read without a lock */
-static int
-relation_natts(Oid relid)
+/*
+ * The number of attributes and the owner of relid, read from the catalog
+ * cache: before the statement runs, the table is not locked yet.
+ */
+static void
+relation_natts_owner(Oid relid, int *natts, Oid *owner)
 {
 	HeapTuple	tuple = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
-	int			natts;
 
 	if (!HeapTupleIsValid(tuple))
 		elog(ERROR, "cache lookup failed for relation %u", relid);
-	natts = ((Form_pg_class) GETSTRUCT(tuple))->relnatts;
+	*natts = ((Form_pg_class) GETSTRUCT(tuple))->relnatts;
+	*owner = ((Form_pg_class) GETSTRUCT(tuple))->relowner;
 	ReleaseSysCache(tuple);
-	return natts;
 }
 
 /* whether relid is a multi-region table of this database's group */
@@ -336,9 +348,9 @@ capture_start(PlannedStmt *pstmt, const char *queryString, CrCapture *capture)
 {
 	Node	   *stmt = pstmt->utilityStmt;
 	const char *what;
-	bool		concurrently;
-	bool		others;
-	Oid			relid = statement_table(stmt, &what, &concurrently, &others);
+	int			flags;
+	Oid			relid = statement_table(stmt, &what, &flags);
+	Oid			owner;
 	int			mode = forced ? CR_DDL_REPLICATE : cr_ddl_replication;
 	int			location = pstmt->stmt_location;
 	int			length = pstmt->stmt_len;
@@ -362,13 +374,19 @@ capture_start(PlannedStmt *pstmt, const char *queryString, CrCapture *capture)
 				 errhint("Make the same change in every region before rows of the new shape reach them, or use cosmosrep.replicate_ddl.")));
 		return false;
 	}
-	if (others)
+	if (flags & STMT_OWNER)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("OWNER TO cannot be combined with other changes of multi-region table \"%s\"",
+						get_rel_name(relid)),
+				 errhint("Change the owner in a statement of its own, in every region.")));
+	if (flags & STMT_OTHER_TABLES)
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 				 errmsg("%s changes multi-region table \"%s\" and another table",
 						what, get_rel_name(relid)),
 				 errhint("Change each table in a statement of its own.")));
-	if (concurrently)
+	if (flags & STMT_CONCURRENTLY)
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 				 errmsg("%s CONCURRENTLY of multi-region table \"%s\" cannot be replicated",
@@ -398,10 +416,10 @@ capture_start(PlannedStmt *pstmt, const char *queryString, CrCapture *capture)
 	capture->relid = relid;
 	capture->nspname = get_namespace_name(get_rel_namespace(relid));
 	capture->relname = get_rel_name(relid);
-	capture->owner = GetUserNameFromId(cr_relation_owner(relid), false);
+	relation_natts_owner(relid, &capture->natts, &owner);
+	capture->owner = GetUserNameFromId(owner, false);
 	capture->role = GetUserNameFromId(GetUserId(), false);
 	capture->search_path = pstrdup(namespace_search_path);
-	capture->natts = relation_natts(relid);
 	record_columns(relid);
 	return true;
 }
@@ -474,8 +492,7 @@ cosmosrep_replicate_ddl(PG_FUNCTION_ARGS)
 	char	   *sql = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	List	   *parsed = raw_parser(sql, RAW_PARSE_DEFAULT);
 	const char *what;
-	bool		concurrently;
-	bool		others;
+	int			flags;
 	int			rc;
 
 	/* without the hook, nothing would be captured */
@@ -486,7 +503,7 @@ cosmosrep_replicate_ddl(PG_FUNCTION_ARGS)
 				 errmsg("cosmosrep.replicate_ddl runs exactly one statement"),
 				 errdetail("The string holds %d statements.", list_length(parsed))));
 	if (!is_multi_region(statement_table(((RawStmt *) linitial(parsed))->stmt,
-										 &what, &concurrently, &others)))
+										 &what, &flags)))
 		ereport(ERROR,
 				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
 				 errmsg("cosmosrep.replicate_ddl replicates only a statement that changes a multi-region table"),
@@ -683,8 +700,7 @@ cr_ddl_apply_statement(const char *content, Size size, const char *origin_region
 	List	   *parsed;
 	Node	   *stmt;
 	const char *what;
-	bool		concurrently;
-	bool		others;
+	int			flags;
 	Oid			relid;
 	Oid			local_owner_id;
 	char	   *local_owner;
@@ -729,8 +745,7 @@ cr_ddl_apply_statement(const char *content, Size size, const char *origin_region
 	(void) set_config_option("search_path", search_path, PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
 	/* the statement must name the same table, with this search_path */
-	if (statement_table(stmt, &what, &concurrently, &others) != relid ||
-		concurrently || others)
+	if (statement_table(stmt, &what, &flags) != relid || flags != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("statement replicated from region \"%s\" does not change table \"%s.%s\" in this region",
