@@ -303,6 +303,33 @@ like($stderr, qr/ERROR:  permission denied to set parameter "cosmosrep.ddl_repli
 	'a tenant cannot turn replication of its DDL off');
 
 ##########
+# DDL racing DDL: changes that commute end alike
+##########
+
+partition_regions(\@regions);
+$east->safe_psql('postgres', 'ALTER TABLE goods ADD COLUMN p int DEFAULT 1');
+$east->safe_psql('postgres', 'INSERT INTO goods (id, qty, p) VALUES (120, 1, 10)');
+$west->safe_psql('postgres', 'ALTER TABLE goods ADD COLUMN q int DEFAULT 2');
+$west->safe_psql('postgres', 'INSERT INTO goods (id, qty, q) VALUES (220, 1, 20)');
+$north->safe_psql('postgres', 'INSERT INTO goods (id, qty) VALUES (320, 1)');
+heal_regions(\@regions);
+ok_all_streaming(\@regions, 'streams again after two regions added different columns at once');
+my $both = q{SELECT string_agg(concat_ws(':', id, qty, coalesce(c::text, '-'), coalesce(d, '-'), z, p, q), ',' ORDER BY id) FROM goods};
+my $expected_both = '';
+for my $node (@regions)
+{
+	ok(wait_for_value($node, "SELECT count(*) FROM goods WHERE id IN (120, 220, 320) AND p IS NOT NULL AND q IS NOT NULL", '3'),
+		$node->name . ': rows of every region have both added columns');
+}
+$expected_both = $east->safe_psql('postgres', $both);
+is($east->safe_psql('postgres', q{SELECT string_agg(concat_ws(':', id, p, q), ',' ORDER BY id) FROM goods WHERE id IN (120, 220, 320)}),
+	'120:10:2,220:1:20,320:1:2',
+	'each region\'s row has the other region\'s default in the column it did not know');
+is($_->safe_psql('postgres', $both), $expected_both,
+	$_->name . ': the same rows as east, whatever the order of the columns')
+  for ($west, $north);
+
+##########
 # DDL racing DDL on the same table stops with a clear error
 ##########
 
