@@ -243,6 +243,24 @@ for my $node ($west, $north)
 wait_for_same_table(\@regions, 'goods');
 is(columns($north, 'goods'), columns($east, 'goods'), 'replicate_ddl: same columns everywhere');
 
+# a region that refuses plain DDL still applies the changes of others
+$west->append_conf('postgresql.conf', "cosmosrep.ddl_replication = 'refuse'");
+$west->reload;
+$east->safe_psql('postgres', 'ALTER TABLE goods ADD COLUMN zz int');
+ok(wait_for_value($west, "SELECT count(*) FROM pg_attribute WHERE attrelid = 'goods'::regclass AND attname = 'zz'", '1'),
+	'a region with ddl_replication = refuse applies a change made elsewhere');
+($ret, $stdout, $stderr) = $west->psql('postgres', 'ALTER TABLE goods DROP COLUMN zz');
+like($stderr, qr/ERROR:  ALTER TABLE of multi-region table "goods" must go through cosmosrep.replicate_ddl/,
+	'and refuses its own plain DDL');
+$west->safe_psql('postgres', "SELECT cosmosrep.replicate_ddl('ALTER TABLE goods DROP COLUMN zz')");
+$west->append_conf('postgresql.conf', "cosmosrep.ddl_replication = 'replicate'");
+$west->reload;
+for my $node ($east, $north)
+{
+	ok(wait_for_value($node, "SELECT count(*) FROM pg_attribute WHERE attrelid = 'goods'::regclass AND attname = 'zz' AND NOT attisdropped", '0'),
+		$node->name . ': the column dropped through replicate_ddl in west is gone');
+}
+
 ($ret, $stdout, $stderr) = $east->psql('postgres',
 	"SELECT cosmosrep.replicate_ddl('ALTER TABLE goods ADD COLUMN y int; ALTER TABLE goods ADD COLUMN w int')");
 like($stderr, qr/ERROR:  cosmosrep.replicate_ddl runs exactly one statement\nDETAIL:  The string holds 2 statements./,
@@ -297,6 +315,38 @@ for my $node ($west, $north)
 	is($node->safe_psql('postgres', "SELECT rolsuper FROM pg_roles WHERE rolname = 'mallory'"), 'f',
 		$node->name . ': the tenant did not become a superuser');
 }
+# a superuser's change of the tenant's table runs as the tenant elsewhere
+$east->safe_psql('postgres', q{
+	CREATE FUNCTION app.record() RETURNS boolean LANGUAGE plpgsql AS $$
+	BEGIN
+		INSERT INTO app.seen VALUES ('record ' || current_user);
+		RETURN true;
+	END $$;
+	ALTER FUNCTION app.record() OWNER TO mallory});
+$west->safe_psql('postgres', q{
+	CREATE FUNCTION app.record() RETURNS boolean LANGUAGE plpgsql AS $$
+	BEGIN
+		INSERT INTO app.seen VALUES ('record ' || current_user);
+		RETURN true;
+	END $$;
+	ALTER FUNCTION app.record() OWNER TO mallory});
+$north->safe_psql('postgres', q{
+	CREATE FUNCTION app.record() RETURNS boolean LANGUAGE plpgsql AS $$
+	BEGIN
+		INSERT INTO app.seen VALUES ('record ' || current_user);
+		RETURN true;
+	END $$;
+	ALTER FUNCTION app.record() OWNER TO mallory});
+$east->safe_psql('postgres', 'ALTER TABLE app.t ADD CONSTRAINT t_record CHECK (app.record())');
+is($east->safe_psql('postgres', "SELECT who FROM app.seen WHERE who LIKE 'record %'"),
+	$east->safe_psql('postgres', "SELECT 'record ' || current_user"),
+	'in the region where the superuser made it, the check ran as the superuser');
+for my $node ($west, $north)
+{
+	ok(wait_for_value($node, "SELECT string_agg(who, ',') FROM app.seen WHERE who LIKE 'record %'", 'record mallory'),
+		$node->name . ': a superuser\'s change of the tenant\'s table runs there as the table\'s owner, not as a superuser');
+}
+
 ($ret, $stdout, $stderr) = $east->psql('postgres', "SET cosmosrep.ddl_replication = 'warn'",
 	extra_params => [ '-U', 'mallory' ]);
 like($stderr, qr/ERROR:  permission denied to set parameter "cosmosrep.ddl_replication"/,
