@@ -203,6 +203,23 @@ is($north->safe_psql('postgres', "SELECT table_name FROM cosmosrep.tables"), 'go
 	'the renamed table stays multi-region');
 
 ##########
+# Rows and a change in one transaction: each row applies against its shape
+##########
+
+$east->safe_psql('postgres', q{
+	BEGIN;
+	INSERT INTO goods (id, qty) VALUES (130, 1);
+	ALTER TABLE goods ADD COLUMN t1 text DEFAULT 'x';
+	INSERT INTO goods (id, qty, t1) VALUES (131, 1, 'y');
+	UPDATE goods SET t1 = 'z' WHERE id = 130;
+	COMMIT});
+wait_for_same_table(\@regions, 'goods');
+is($north->safe_psql('postgres', q{SELECT string_agg(id || ':' || t1, ',' ORDER BY id) FROM goods WHERE id IN (130, 131)}),
+	'130:z,131:y', 'rows before and after a change in the same transaction apply in order');
+is(columns($_, 'goods'), columns($east, 'goods'), $_->name . ': same columns after a change inside a transaction with rows')
+  for ($west, $north);
+
+##########
 # Conflict rows recorded before the changes stay readable
 ##########
 
