@@ -203,6 +203,23 @@ is($north->safe_psql('postgres', "SELECT table_name FROM cosmosrep.tables"), 'go
 	'the renamed table stays multi-region');
 
 ##########
+# SET SCHEMA: rows of the old shape name the table by its old schema
+##########
+
+$_->safe_psql('postgres', 'CREATE SCHEMA moved') for @regions;
+in_flight('move the table to another schema', 'moved.goods',
+	'ALTER TABLE goods SET SCHEMA moved', undef,
+	"INSERT INTO moved.goods (id, qty) VALUES (112, 112)",
+	sub { my $node = shift; my $i = ++$id{ $node->name };
+		$node->safe_psql('postgres', "INSERT INTO public.goods (id, qty, d) VALUES ($i, 6, 'old schema')"); });
+in_flight('move the table back', 'public.goods',
+	'ALTER TABLE moved.goods SET SCHEMA public', undef, undef,
+	sub { my $node = shift; my $i = ++$id{ $node->name };
+		$node->safe_psql('postgres', "INSERT INTO moved.goods (id, qty, d) VALUES ($i, 7, 'old schema')"); });
+is($west->safe_psql('postgres', "SELECT count(*) FROM public.goods WHERE d = 'old schema'"), '4',
+	'rows written to the table under its old schema land in the moved table everywhere');
+
+##########
 # Rows and a change in one transaction: each row applies against its shape
 ##########
 
