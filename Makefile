@@ -13,6 +13,7 @@ OBJS = \
 	src/conflict_log.o \
 	src/consistency.o \
 	src/cosmosrep.o \
+	src/ddl.o \
 	src/failover.o \
 	src/feed.o \
 	src/hlc.o \

@@ -865,6 +865,47 @@ COMMENT ON FUNCTION cosmosrep.dangling_references(regclass) IS
 GRANT EXECUTE ON FUNCTION cosmosrep.dangling_references(regclass) TO PUBLIC;
 
 --
+-- Schema changes of multi-region tables (ddl.c)
+--
+
+-- Every name each column of a multi-region table had before and after
+-- each replicated schema change, here or where it came from: apply maps
+-- a row of the old shape that arrives after the change by these names
+-- (a column renamed or dropped here, or added here).  State, not
+-- configuration: not dumped.  Kept until the table is dropped.
+CREATE TABLE cosmosrep.ddl_column (
+    relid   oid  NOT NULL,
+    attnum  int2 NOT NULL,
+    attname name NOT NULL,
+    PRIMARY KEY (relid, attnum, attname)
+);
+REVOKE ALL ON cosmosrep.ddl_column FROM PUBLIC;
+COMMENT ON TABLE cosmosrep.ddl_column IS
+    'the names the columns of multi-region tables had across replicated schema changes';
+
+-- The same for the names of the tables (a rename or SET SCHEMA).
+CREATE TABLE cosmosrep.ddl_table (
+    relid   oid  NOT NULL,
+    nspname name NOT NULL,
+    relname name NOT NULL,
+    PRIMARY KEY (nspname, relname, relid)
+);
+REVOKE ALL ON cosmosrep.ddl_table FROM PUBLIC;
+COMMENT ON TABLE cosmosrep.ddl_table IS
+    'the names multi-region tables had across replicated schema changes';
+
+CREATE FUNCTION cosmosrep.replicate_ddl(statement text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'cosmosrep_replicate_ddl'
+LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION cosmosrep.replicate_ddl(text) IS
+    'runs one statement that changes a multi-region table and applies it in every region';
+-- PUBLIC may call it: it runs the statement as the caller (SECURITY
+-- INVOKER), who needs the rights the statement needs; other regions run
+-- it as the table's owner.
+GRANT EXECUTE ON FUNCTION cosmosrep.replicate_ddl(text) TO PUBLIC;
+
+--
 -- Keeping the configuration true when objects are dropped
 --
 
@@ -888,6 +929,8 @@ BEGIN
             DELETE FROM cosmosrep.lost_write WHERE relid = obj.objid;
             DELETE FROM cosmosrep.conflict WHERE relid = obj.objid;
             DELETE FROM cosmosrep.conflict_shape WHERE relid = obj.objid;
+            DELETE FROM cosmosrep.ddl_column WHERE relid = obj.objid;
+            DELETE FROM cosmosrep.ddl_table WHERE relid = obj.objid;
         ELSIF obj.object_type = 'trigger'
               AND obj.address_names[3] IN ('cosmosrep_stamp', 'cosmosrep_truncate',
                                            'cosmosrep_insert_check')

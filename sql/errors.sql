@@ -350,6 +350,56 @@ DROP TABLE linked;
 DROP OWNED BY regress_cr_link;
 DROP ROLE regress_cr_link;
 
+--
+-- Schema changes of a multi-region table (src/ddl.c)
+--
+CREATE TABLE ddl_target (id int PRIMARY KEY, v text);
+CREATE TABLE ddl_plain (i int);
+CREATE INDEX ddl_plain_i ON ddl_plain (i);
+SELECT cosmosrep.enable_table('ddl_target');
+
+-- Bad input: replicate_ddl with two statements
+SELECT cosmosrep.replicate_ddl('ALTER TABLE ddl_target ADD COLUMN a int; ALTER TABLE ddl_target ADD COLUMN b int');
+
+-- Bad input: replicate_ddl of a statement that changes no multi-region table
+SELECT cosmosrep.replicate_ddl('ALTER TABLE ddl_plain ADD COLUMN a int');
+
+-- Bad input: CREATE INDEX CONCURRENTLY of a multi-region table
+CREATE INDEX CONCURRENTLY ddl_target_v ON ddl_target (v);
+
+-- Bad input: DROP INDEX of a multi-region table's index and another's
+CREATE INDEX ddl_target_v ON ddl_target (v);
+DROP INDEX ddl_target_v, ddl_plain_i;
+
+-- Bad input: OWNER TO together with a change of shape
+ALTER TABLE ddl_target OWNER TO regress_cr_intruder, ADD COLUMN o int;
+
+-- Bad input: a column whose existing rows would get a value per region
+ALTER TABLE ddl_target ADD COLUMN r float8 DEFAULT random();
+ALTER TABLE ddl_target ADD COLUMN n int GENERATED ALWAYS AS IDENTITY;
+-- a constant default is one value everywhere
+ALTER TABLE ddl_target ADD COLUMN k int DEFAULT 5;
+
+-- Bad input: a plain ALTER TABLE when cosmosrep.ddl_replication = refuse
+SET cosmosrep.ddl_replication = refuse;
+ALTER TABLE ddl_target ADD COLUMN a int;
+-- replicate_ddl is the way then
+SELECT cosmosrep.replicate_ddl('ALTER TABLE ddl_target ADD COLUMN a int');
+
+-- warn: the change is made here only, with a warning
+SET cosmosrep.ddl_replication = warn;
+ALTER TABLE ddl_target ADD COLUMN b int;
+RESET cosmosrep.ddl_replication;
+
+-- Bad input: a user who is not a superuser cannot change the setting
+SET ROLE regress_cr_intruder;
+SET cosmosrep.ddl_replication = warn;
+RESET ROLE;
+
+-- nothing but the accepted changes happened
+SELECT pg_temp.columns_of('ddl_target');
+DROP TABLE ddl_target, ddl_plain;
+
 DROP VIEW items_view;
 DROP MATERIALIZED VIEW items_matview;
 DROP TABLE items, no_pk, unique_only, measurements, readings, scratch, cache,

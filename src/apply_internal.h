@@ -44,7 +44,8 @@ typedef struct ApplyRel
 	bool		map_valid;
 	Oid			localrelid;
 	int			natts;			/* local attributes */
-	int		   *remote_index;	/* local attno - 1 -> remote column, -1 */
+	int		   *remote_index;	/* local attno - 1 -> remote column, -1,
+								 * or CR_REMOTE_ABSENT */
 	FmgrInfo   *infuncs;
 	Oid		   *ioparams;
 	AttrNumber	version_att;
@@ -124,7 +125,12 @@ extern void cr_apply_check_in_transaction(void);
 extern PGconn *cr_apply_connect(bool replication, const char *appname);
 
 /* apply_relation.c: the relation map and each table's executor state */
+/* a local column that a peer's row of an older shape does not have */
+#define CR_REMOTE_ABSENT	(-2)
+
 extern void cr_relmap_init(void);
+extern void cr_absent_column_value(TupleDesc desc, int i, Datum *value,
+								   bool *isnull);
 extern void cr_handle_relation(StringInfo s);
 extern ApplyRel *cr_apply_rel_lookup(LogicalRepRelId remoteid);
 extern ApplyExec *cr_exec_open(ApplyRel *ar);

@@ -6,13 +6,14 @@
  * NOTES
  *	  Besides row changes, a region sends logical decoding MESSAGEs: a
  *	  truncate, the rows of a table it enabled, failover and write-region
- *	  changes, conflicts resolved, DDL of multi-region tables, and its
- *	  stable version.  message_kinds says, by prefix, whether each is
+ *	  changes, conflicts resolved, DDL of multi-region tables (enable,
+ *	  policy, disable; and schema changes as statements), and its stable
+ *	  version.  message_kinds says, by prefix, whether each is
  *	  transactional and what applies it; cr_handle_message refuses a
  *	  message out of place or of an unknown kind.
  *
  *	  The content of each is read by the file that owns its subject
- *	  (failover.c, feed.c, tables.c) or here (truncate, rows, stable
+ *	  (ddl.c, failover.c, feed.c, tables.c) or here (truncate, rows, stable
  *	  version), inside the local transaction the worker opened
  *	  (apply_worker.c), like a statement.
  *
@@ -28,6 +29,7 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "nodes/makefuncs.h"
+#include "storage/lmgr.h"
 #include "replication/logicalproto.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
@@ -36,6 +38,7 @@
 #include "apply_internal.h"
 #include "catalog.h"
 #include "conflict.h"
+#include "ddl.h"
 #include "failover.h"
 #include "feed.h"
 #include "hlc.h"
@@ -73,6 +76,13 @@ apply_truncate(const char *content, Size size)
 	PushActiveSnapshot(GetTransactionSnapshot());
 	relid = RangeVarGetRelid(makeRangeVar(pstrdup(nspname), pstrdup(relname), -1),
 							 RowExclusiveLock, true);
+	if (!OidIsValid(relid))
+	{
+		/* renamed here by a schema change the peer has not had yet */
+		relid = cr_ddl_former_table(nspname, relname);
+		if (OidIsValid(relid))
+			LockRelationOid(relid, RowExclusiveLock);
+	}
 	if (!OidIsValid(relid) || cr_get_table_config(relid) == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -195,6 +205,16 @@ apply_ddl_message(const CrMessage *msg)
 	statement_end();
 }
 
+/* a schema change of a multi-region table, as its statement (ddl.c) */
+static void
+apply_statement_message(const CrMessage *msg)
+{
+	cr_exec_close_all();
+	statement_begin();
+	cr_ddl_apply_statement(msg->content, msg->size, CrPeerName);
+	statement_end();
+}
+
 static void
 apply_truncate_message(const CrMessage *msg)
 {
@@ -224,6 +244,7 @@ static const struct
 	{CR_WRITES_MESSAGE_PREFIX, true, apply_writes_message},
 	{CR_RESOLVED_MESSAGE_PREFIX, true, apply_resolved_message},
 	{CR_DDL_MESSAGE_PREFIX, true, apply_ddl_message},
+	{CR_STATEMENT_MESSAGE_PREFIX, true, apply_statement_message},
 	{CR_STABLE_MESSAGE_PREFIX, false, apply_stable_message},
 };
 

@@ -41,6 +41,7 @@
 #include "postgres.h"
 
 #include "access/table.h"
+#include "access/tupdesc_details.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_am.h"
@@ -58,6 +59,7 @@
 #include "apply_internal.h"
 #include "catalog.h"
 #include "conflict.h"
+#include "ddl.h"
 #include "names.h"
 #include "tombstone.h"
 
@@ -141,7 +143,12 @@ cr_apply_rel_lookup(LogicalRepRelId remoteid)
 
 /*
  * Map the remote columns onto rel by name.  The two must have the same
- * columns (generated ones excepted), and rel must be multi-region.
+ * columns (generated ones excepted), and rel must be multi-region, but
+ * for what a replicated schema change in flight explains (ddl.c): a
+ * local column the peer names by a name it had before a rename here
+ * maps to that name; a local column the peer does not have yet (added
+ * here) or any more (dropped there) is CR_REMOTE_ABSENT; a peer's column
+ * that had its name here before (dropped or renamed here) is ignored.
  */
 static void
 apply_rel_map(ApplyRel *ar, Relation rel)
@@ -149,8 +156,8 @@ apply_rel_map(ApplyRel *ar, Relation rel)
 	TupleDesc	desc = RelationGetDescr(rel);
 	LogicalRepRelation *remote = ar->remoterel;
 	MemoryContext oldctx = MemoryContextSwitchTo(CrApplyContext);
-	int			matched = 0;
 	CrColumns	columns;
+	bool	   *used = palloc0(sizeof(bool) * Max(remote->natts, 1));
 
 	if (ar->remote_index)
 	{
@@ -183,6 +190,16 @@ apply_rel_map(ApplyRel *ar, Relation rel)
 		if (ar->remote_index[i] < 0 && strcmp(NameStr(att->attname), CR_SEEN_COLUMN) == 0)
 			continue;
 		if (ar->remote_index[i] < 0)
+			ar->remote_index[i] = cr_ddl_former_column(RelationGetRelid(rel), att->attnum,
+													   remote->attnames, remote->natts,
+													   desc);
+		if (ar->remote_index[i] < 0 &&
+			cr_ddl_attnum_known(RelationGetRelid(rel), att->attnum))
+		{
+			ar->remote_index[i] = CR_REMOTE_ABSENT;
+			continue;
+		}
+		if (ar->remote_index[i] < 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_DATATYPE_MISMATCH),
 					 errmsg("table \"%s.%s\" has different columns in region \"%s\"",
@@ -190,26 +207,25 @@ apply_rel_map(ApplyRel *ar, Relation rel)
 					 errdetail("Column \"%s\" exists only in this region.",
 							   NameStr(att->attname)),
 					 errhint("Give the table the same columns in every region; replication of it waits until then.")));
-		matched++;
+		used[ar->remote_index[i]] = true;
 		getTypeInputInfo(att->atttypid, &infunc, &ar->ioparams[i]);
 		fmgr_info_cxt(infunc, &ar->infuncs[i], CrApplyContext);
 	}
-	if (matched != remote->natts)
+	for (int r = 0; r < remote->natts; r++)
 	{
-		for (int r = 0; r < remote->natts; r++)
-		{
-			/* a table here that has no _cr_seen yet (names.c) */
-			if (SPI_fnumber(desc, remote->attnames[r]) <= 0 &&
-				strcmp(remote->attnames[r], CR_SEEN_COLUMN) != 0)
-				ereport(ERROR,
-						(errcode(ERRCODE_DATATYPE_MISMATCH),
-						 errmsg("table \"%s.%s\" has different columns in region \"%s\"",
-								remote->nspname, remote->relname, CrPeerName),
-						 errdetail("Column \"%s\" exists only in region \"%s\".",
-								   remote->attnames[r], CrPeerName),
-						 errhint("Give the table the same columns in every region; replication of it waits until then.")));
-		}
+		/* a table here that has no _cr_seen yet (names.c) */
+		if (!used[r] && SPI_fnumber(desc, remote->attnames[r]) <= 0 &&
+			strcmp(remote->attnames[r], CR_SEEN_COLUMN) != 0 &&
+			!cr_ddl_name_known(RelationGetRelid(rel), remote->attnames[r]))
+			ereport(ERROR,
+					(errcode(ERRCODE_DATATYPE_MISMATCH),
+					 errmsg("table \"%s.%s\" has different columns in region \"%s\"",
+							remote->nspname, remote->relname, CrPeerName),
+					 errdetail("Column \"%s\" exists only in region \"%s\".",
+							   remote->attnames[r], CrPeerName),
+					 errhint("Give the table the same columns in every region; replication of it waits until then.")));
 	}
+	pfree(used);
 
 	if (!cr_find_columns(desc, &columns))
 		ereport(ERROR,
@@ -223,6 +239,25 @@ apply_rel_map(ApplyRel *ar, Relation rel)
 	ar->localrelid = RelationGetRelid(rel);
 	ar->map_valid = true;
 	MemoryContextSwitchTo(oldctx);
+}
+
+/*
+ * The value of local column i (0-based) of desc in a peer's row that does
+ * not have it (CR_REMOTE_ABSENT): what the rows that existed when the
+ * column was added have (its non-volatile default at ADD COLUMN), else
+ * NULL.  The peer's row gets that same value when the ADD COLUMN reaches
+ * it, so both regions end with the same row.
+ */
+void
+cr_absent_column_value(TupleDesc desc, int i, Datum *value, bool *isnull)
+{
+	*value = (Datum) 0;
+	*isnull = true;
+	if (desc->constr && desc->constr->missing && desc->constr->missing[i].am_present)
+	{
+		*value = desc->constr->missing[i].am_value;
+		*isnull = false;
+	}
 }
 
 /* ----------------------------------------------------------------
@@ -272,6 +307,13 @@ cr_exec_open(ApplyRel *ar)
 		relid = RangeVarGetRelid(makeRangeVar(ar->remoterel->nspname,
 											  ar->remoterel->relname, -1),
 								 RowExclusiveLock, true);
+	if (!OidIsValid(relid))
+	{
+		/* renamed here by a replicated change the peer has not had yet */
+		relid = cr_ddl_former_table(ar->remoterel->nspname, ar->remoterel->relname);
+		if (OidIsValid(relid))
+			LockRelationOid(relid, RowExclusiveLock);
+	}
 	if (!OidIsValid(relid))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_TABLE),

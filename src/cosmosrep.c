@@ -33,6 +33,7 @@
 
 #include "apply.h"
 #include "consistency.h"
+#include "ddl.h"
 #include "hlc.h"
 #include "launcher.h"
 #include "membership.h"
@@ -64,6 +65,7 @@ _PG_init(void)
 	cr_stability_define_settings();
 	cr_conflict_log_define_settings();
 	cr_tables_define_settings();
+	cr_ddl_define_settings();
 	cr_consistency_define_settings();
 	cr_staleness_define_settings();
 	cr_membership_define_settings();
@@ -82,6 +84,7 @@ _PG_init(void)
 
 	cr_launcher_register();
 	cr_consistency_install_hooks();
+	cr_ddl_install_hooks();
 	RegisterXactCallback(cr_xact_callback, NULL);
 }
 

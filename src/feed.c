@@ -53,6 +53,7 @@
 
 #include "catalog.h"
 #include "conflict.h"
+#include "ddl.h"
 #include "feed.h"
 #include "names.h"
 #include "protocol.h"
@@ -406,6 +407,11 @@ cr_feed_apply_resolved(const char *content, Size size, const char *region)
 							 psprintf("Resolution \"%.32s\" is not one of remote_applied, local_kept and merged.",
 									  resolution));
 	relid = get_relname_relid(relname, get_namespace_oid(nspname, true));
+	if (!OidIsValid(relid))
+	{
+		/* renamed here by a schema change the peer had not had yet */
+		relid = cr_ddl_former_table(nspname, relname);
+	}
 	key = palloc(VARHDRSZ + (end - cursor));
 	SET_VARSIZE(key, VARHDRSZ + (end - cursor));
 	memcpy(VARDATA(key), cursor, end - cursor);

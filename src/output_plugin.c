@@ -684,7 +684,8 @@ cr_message(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 			 strcmp(prefix, CR_ROWS_MESSAGE_PREFIX) == 0 ||
 			 strcmp(prefix, CR_FAILOVER_MESSAGE_PREFIX) == 0 ||
 			 strcmp(prefix, CR_RESOLVED_MESSAGE_PREFIX) == 0 ||
-			 strcmp(prefix, CR_WRITES_MESSAGE_PREFIX) == 0)
+			 strcmp(prefix, CR_WRITES_MESSAGE_PREFIX) == 0 ||
+			 strcmp(prefix, CR_STATEMENT_MESSAGE_PREFIX) == 0)
 	{
 		cr_write_message(pending_begin(ctx, txn), message_lsn, true, prefix,
 						 message_size, message);

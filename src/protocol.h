@@ -48,7 +48,8 @@ extern int	cr_min_protocol_version;
  * table DDL (tables.c), a truncate at a version (row_trigger.c), and the
  * rows a table held when it was enabled, as RELATION and INSERT messages
  * (tables.c), the sending region's stable version (stability.c), and a
- * region's failover priority (failover.c).
+ * region's failover priority (failover.c), and a schema change of a
+ * multi-region table as its statement (ddl.c).
  */
 #define CR_MESSAGE_PREFIX_ROOT		"cosmosrep."
 #define CR_DDL_MESSAGE_PREFIX		"cosmosrep.ddl"
@@ -58,6 +59,7 @@ extern int	cr_min_protocol_version;
 #define CR_FAILOVER_MESSAGE_PREFIX	"cosmosrep.failover"
 #define CR_RESOLVED_MESSAGE_PREFIX	"cosmosrep.resolved"
 #define CR_WRITES_MESSAGE_PREFIX	"cosmosrep.writes"
+#define CR_STATEMENT_MESSAGE_PREFIX	"cosmosrep.statement"
 
 /* a setting that the text of values depends on, and its pinned value */
 typedef struct CrTextFormat

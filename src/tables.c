@@ -66,6 +66,7 @@
 #include "nodes/nodeFuncs.h"
 #include "parser/parse_func.h"
 #include "rewrite/rewriteHandler.h"
+#include "storage/lmgr.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
@@ -80,6 +81,7 @@
 
 #include "catalog.h"
 #include "conflict.h"
+#include "ddl.h"
 #include "hlc.h"
 #include "names.h"
 #include "protocol.h"
@@ -1064,6 +1066,14 @@ cr_table_apply_ddl(const char *content, Size size, const char *origin_region)
 	relid = RangeVarGetRelid(makeRangeVar(pstrdup(nspname), pstrdup(relname), -1),
 							 content[0] == CR_DDL_ALTER_POLICY ? RowExclusiveLock :
 							 AccessExclusiveLock, true);
+	if (!OidIsValid(relid) && content[0] != CR_DDL_ENABLE)
+	{
+		/* renamed here by a schema change the peer has not had yet */
+		relid = cr_ddl_former_table(nspname, relname);
+		if (OidIsValid(relid))
+			LockRelationOid(relid, content[0] == CR_DDL_ALTER_POLICY ?
+							RowExclusiveLock : AccessExclusiveLock);
+	}
 	if (!OidIsValid(relid))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_TABLE),

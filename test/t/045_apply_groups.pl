@@ -95,6 +95,7 @@ cmp_ok(time - $start, '<', 10,
 # commits after the small ones, so that the walsender sends its chunks
 # right behind them; in west a trigger makes applying it take seconds.
 $west->safe_psql('postgres', q{
+	SET cosmosrep.ddl_replication = warn;
 	CREATE FUNCTION slow_large() RETURNS trigger LANGUAGE plpgsql AS $$
 	BEGIN
 		IF NEW.id > 1000000 THEN

@@ -46,6 +46,7 @@ $rb->safe_psql('postgres', q{
 		FOR EACH ROW EXECUTE FUNCTION audit();
 	CREATE TRIGGER audit BEFORE INSERT OR UPDATE ON counter
 		FOR EACH ROW EXECUTE FUNCTION audit();
+	SET cosmosrep.ddl_replication = warn;
 	ALTER TABLE ledger ENABLE ALWAYS TRIGGER audit;
 	ALTER TABLE counter ENABLE ALWAYS TRIGGER audit;
 });
@@ -203,6 +204,7 @@ $rb->safe_psql('postgres', q{
 	END $$;
 	CREATE TRIGGER audit_after AFTER INSERT ON ledger
 		FOR EACH ROW EXECUTE FUNCTION audit_after();
+	SET cosmosrep.ddl_replication = warn;
 	ALTER TABLE ledger ENABLE ALWAYS TRIGGER audit_after;
 });
 my $log_offset = -s $rb->logfile;
@@ -235,6 +237,7 @@ $rb->safe_psql('postgres', q{
 	END $$;
 	CREATE TRIGGER refuse BEFORE INSERT ON ledger
 		FOR EACH ROW EXECUTE FUNCTION refuse();
+	SET cosmosrep.ddl_replication = warn;
 	ALTER TABLE ledger ENABLE ALWAYS TRIGGER refuse;
 });
 $log_offset = -s $rb->logfile;

@@ -93,6 +93,7 @@ sub tenant_setup
 	});
 	return unless $refuse;
 	$node->safe_psql('postgres', q{
+		SET cosmosrep.ddl_replication = warn;
 		SET ROLE mallory;
 		CREATE FUNCTION app.refuse() RETURNS trigger LANGUAGE plpgsql AS $$
 		BEGIN

@@ -84,6 +84,7 @@ for my $node (@nodes)
 for my $node (@nodes)
 {
 	$node->safe_psql('postgres', q{
+		SET cosmosrep.ddl_replication = warn;
 		CREATE POLICY own_rows ON shared USING (owner = current_user);
 		ALTER TABLE shared ENABLE ROW LEVEL SECURITY;
 	});
@@ -184,6 +185,7 @@ is(as_mallory($r1, q{SELECT count(*) || '/' || count(key) FROM cosmosrep.tombsto
 # an error may quote the row it rejected: a change that r1 rejects waits
 # in its feed with its error, which mallory does not see
 $r1->safe_psql('postgres', q{
+	SET cosmosrep.ddl_replication = warn;
 	ALTER TABLE shared ADD CONSTRAINT not_rejected CHECK (v <> 'rejected alice-secret')});
 $r2->safe_psql('postgres', "INSERT INTO shared VALUES (9, 'alice', 'rejected alice-secret')");
 wait_for_value($r1, q{SELECT count(*) FROM cosmosrep.conflict_feed
@@ -197,6 +199,7 @@ is($r1->safe_psql('postgres', q{SET ROLE alice;
 	'new row for relation "shared" violates check constraint "not_rejected"',
 	'the owner sees the error');
 $r1->safe_psql('postgres', q{
+	SET cosmosrep.ddl_replication = warn;
 	ALTER TABLE shared DROP CONSTRAINT not_rejected;
 	SET ROLE alice;
 	SELECT cosmosrep.reapply_conflict(conflict_id) FROM cosmosrep.conflict_feed
@@ -204,11 +207,11 @@ $r1->safe_psql('postgres', q{
 
 # apply writes as the table's owner: a row arrives even where the policy,
 # forced on the owner, would hide it
-$r2->safe_psql('postgres', 'ALTER TABLE shared FORCE ROW LEVEL SECURITY');
+$r2->safe_psql('postgres', 'SET cosmosrep.ddl_replication = warn; ALTER TABLE shared FORCE ROW LEVEL SECURITY');
 $r1->safe_psql('postgres', "INSERT INTO shared VALUES (8, 'carol', 'arrives')");
 ok(wait_for_value($r2, 'SELECT count(*) FROM shared WHERE id = 8', '1'),
 	'apply writes a row that the forced policy hides from the owner');
-$r2->safe_psql('postgres', 'ALTER TABLE shared NO FORCE ROW LEVEL SECURITY');
+$r2->safe_psql('postgres', 'SET cosmosrep.ddl_replication = warn; ALTER TABLE shared NO FORCE ROW LEVEL SECURITY');
 
 #
 # cosmosrep's trigger functions on mallory's own tables
@@ -267,13 +270,13 @@ is($before{r1}, '1 11 w one r2 101 f,2 21 w two r2 201 f',
 
 for my $node (@nodes)
 {
-	$node->safe_psql('postgres', 'ALTER TABLE shapes ALTER COLUMN z SET DEFAULT 0');
+	$node->safe_psql('postgres', 'SET cosmosrep.ddl_replication = warn; ALTER TABLE shapes ALTER COLUMN z SET DEFAULT 0');
 	is(query_or_error($node, $old_rows), $before{$node->name},
 		$node->name . ': the rows read the same after DDL that keeps the columns');
 }
 for my $node (@nodes)
 {
-	$node->safe_psql('postgres', 'ALTER TABLE shapes ALTER COLUMN v TYPE text');
+	$node->safe_psql('postgres', 'SET cosmosrep.ddl_replication = warn; ALTER TABLE shapes ALTER COLUMN v TYPE text');
 }
 for my $node (@nodes)
 {
@@ -284,7 +287,7 @@ for my $node (@nodes)
 }
 for my $node (@nodes)
 {
-	$node->safe_psql('postgres', 'ALTER TABLE shapes DROP COLUMN w');
+	$node->safe_psql('postgres', 'SET cosmosrep.ddl_replication = warn; ALTER TABLE shapes DROP COLUMN w');
 }
 for my $node (@nodes)
 {
@@ -293,7 +296,7 @@ for my $node (@nodes)
 }
 for my $node (@nodes)
 {
-	$node->safe_psql('postgres', 'ALTER TABLE shapes ADD COLUMN n int DEFAULT 5');
+	$node->safe_psql('postgres', 'SET cosmosrep.ddl_replication = warn; ALTER TABLE shapes ADD COLUMN n int DEFAULT 5');
 }
 for my $node (@nodes)
 {
@@ -313,7 +316,7 @@ my $moods = q{
 is(query_or_error($r1, $moods), 'happy true,happy true', 'the old rows show the enum value');
 for my $node (@nodes)
 {
-	$node->safe_psql('postgres', 'ALTER TABLE shapes DROP COLUMN m; DROP TYPE mood');
+	$node->safe_psql('postgres', 'SET cosmosrep.ddl_replication = warn; ALTER TABLE shapes DROP COLUMN m; DROP TYPE mood');
 }
 is(query_or_error($r1, $moods), 'null true,null true',
 	'a value whose type was dropped since reads as null, and the rest of the row as it was');

@@ -241,6 +241,7 @@ $rd->stop;
 ##########
 
 $ra->safe_psql('postgres', q{
+	SET cosmosrep.ddl_replication = warn;
 	SET ROLE mallory;
 	ALTER TABLE app.docs ENABLE ROW LEVEL SECURITY;
 	CREATE POLICY spy ON app.docs USING (app.spy_policy());

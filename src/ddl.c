@@ -1,0 +1,772 @@
+/*-------------------------------------------------------------------------
+ *
+ * ddl.c
+ *	  Schema changes of multi-region tables: captured where they are made,
+ *	  replayed in the other regions at their place in the stream.
+ *
+ * NOTES
+ *	  Capture is a ProcessUtility hook, not an event trigger: the hook is
+ *	  given each statement's own text (its location and length in the
+ *	  query string), so a query string of several statements, or a
+ *	  function that runs DDL, sends exactly the statement that changed
+ *	  the table and nothing that came with it.  Before a statement that
+ *	  can change a table's definition runs (ALTER TABLE, ALTER INDEX,
+ *	  RENAME, SET SCHEMA, CREATE INDEX, DROP INDEX), the hook resolves the
+ *	  table it names as the statement will; if that table is multi-region,
+ *	  cosmosrep.ddl_replication decides: replicate (the default) writes a
+ *	  signed transactional message (CR_STATEMENT_MESSAGE_PREFIX) after the
+ *	  statement succeeds, with the statement's text, the search_path and
+ *	  role it ran with, and the table's name and owner as they were before
+ *	  it; warn runs it here only, with a WARNING; refuse refuses it, and
+ *	  cosmosrep.replicate_ddl(statement) is then the way.  The message is
+ *	  written in the statement's transaction after the statement, so it
+ *	  travels between the rows written before and after it.
+ *
+ *	  Replay (cr_ddl_apply_statement) parses the text again and accepts
+ *	  exactly one statement of the kinds above that names the same table;
+ *	  it runs as the local table's owner (who must have the sending
+ *	  region's owner's name), with SECURITY_RESTRICTED_OPERATION and the
+ *	  captured search_path, never as a superuser: the statement can do
+ *	  no more here than its table's owner can.  An apply worker's own
+ *	  statements are not captured (and would carry its replication origin,
+ *	  which the output plugin filters anyway).
+ *
+ *	  cosmosrep.ddl_column and cosmosrep.ddl_table remember every name
+ *	  each column and each table had before and after each replicated
+ *	  statement, here and where it is replayed: apply's relation map
+ *	  (apply_relation.c) reads them to map a peer's row of the old shape
+ *	  that arrives after the change (a table renamed here is found by its
+ *	  old name, a column renamed here matches its old name there, a
+ *	  column dropped here is ignored, a column added here takes the value
+ *	  the rows that existed when it was added have).
+ *
+ * IDENTIFICATION
+ *	  src/ddl.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/relation.h"
+#include "access/xlog.h"
+#include "access/htup_details.h"
+#include "catalog/index.h"
+#include "catalog/pg_class.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "commands/extension.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "nodes/makefuncs.h"
+#include "parser/parser.h"
+#include "tcop/utility.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/syscache.h"
+
+#include "catalog.h"
+#include "ddl.h"
+#include "names.h"
+#include "protocol.h"
+#include "run_as.h"
+#include "shmem.h"
+#include "signing.h"
+
+PG_FUNCTION_INFO_V1(cosmosrep_replicate_ddl);
+
+typedef enum CrDdlReplication
+{
+	CR_DDL_REPLICATE,
+	CR_DDL_WARN,
+	CR_DDL_REFUSE
+} CrDdlReplication;
+
+static const struct config_enum_entry ddl_replication_options[] = {
+	{"replicate", CR_DDL_REPLICATE, false},
+	{"warn", CR_DDL_WARN, false},
+	{"refuse", CR_DDL_REFUSE, false},
+	{NULL, 0, false}
+};
+
+static int	cr_ddl_replication = CR_DDL_REPLICATE;
+
+/* what a statement captured before it runs sends after it ran */
+typedef struct CrCapture
+{
+	Oid			relid;
+	char	   *nspname;
+	char	   *relname;
+	char	   *owner;
+	char	   *role;
+	char	   *search_path;
+	char	   *text;
+	int			natts;			/* attributes before the statement */
+} CrCapture;
+
+static ProcessUtility_hook_type prev_process_utility = NULL;
+static int	capture_depth = 0;	/* captured statements running */
+static bool replaying = false;	/* apply runs a peer's statement */
+static bool forced = false;		/* cosmosrep.replicate_ddl runs one */
+
+static SPIPlanPtr record_plan = NULL;
+static SPIPlanPtr record_table_plan = NULL;
+
+static void ddl_process_utility(PlannedStmt *pstmt, const char *queryString,
+								bool readOnlyTree, ProcessUtilityContext context,
+								ParamListInfo params, QueryEnvironment *queryEnv,
+								DestReceiver *dest, QueryCompletion *qc);
+/* what statement_table says besides the table */
+#define STMT_CONCURRENTLY	0x01	/* CREATE or DROP INDEX CONCURRENTLY */
+#define STMT_OTHER_TABLES	0x02	/* a DROP INDEX of several tables */
+#define STMT_OWNER			0x04	/* an ALTER TABLE that also changes the owner */
+
+static Oid	statement_table(Node *stmt, const char **what, int *flags);
+static bool is_multi_region(Oid relid);
+static bool capture_start(PlannedStmt *pstmt, const char *queryString,
+						  CrCapture *capture);
+static void capture_end(CrCapture *capture);
+static void check_added_columns(CrCapture *capture);
+static void record_columns(Oid relid);
+static void replay_error_context(void *arg);
+
+void
+cr_ddl_define_settings(void)
+{
+	DefineCustomEnumVariable("cosmosrep.ddl_replication",
+							 "What a schema change of a multi-region table made outside cosmosrep.replicate_ddl does.",
+							 "replicate (send it to every region at its place in the stream), warn (run it here only, with a warning), or refuse.",
+							 &cr_ddl_replication,
+							 CR_DDL_REPLICATE, ddl_replication_options,
+							 PGC_SUSET, 0, NULL, NULL, NULL);
+}
+
+/* called from _PG_init when the library is preloaded */
+void
+cr_ddl_install_hooks(void)
+{
+	prev_process_utility = ProcessUtility_hook;
+	ProcessUtility_hook = ddl_process_utility;
+}
+
+/* ----------------------------------------------------------------
+ * Capture
+ * ----------------------------------------------------------------
+ */
+
+/* the table of index indexid, or InvalidOid */
+static Oid
+index_table(Oid indexid)
+{
+	if (!OidIsValid(indexid) || get_rel_relkind(indexid) != RELKIND_INDEX)
+		return InvalidOid;
+	return IndexGetRelation(indexid, true);
+}
+
+static Oid
+range_table(RangeVar *rv)
+{
+	return rv ? RangeVarGetRelid(rv, NoLock, true) : InvalidOid;
+}
+
+/*
+ * The table whose definition stmt changes, resolved (without a lock) as
+ * the statement will resolve it, or InvalidOid when stmt is not one of
+ * the statements cosmosrep replicates.  *what names the statement for
+ * messages; *flags says what cannot be replicated (STMT_*).  An ALTER
+ * TABLE that only changes the owner is not a change of shape: it is left
+ * to each region (owners must have the same name everywhere).
+ */
+static Oid
+statement_table(Node *stmt, const char **what, int *flags)
+{
+	Oid			relid = InvalidOid;
+	ListCell   *lc;
+
+	*flags = 0;
+	*what = "";
+	switch (nodeTag(stmt))
+	{
+		case T_AlterTableStmt:
+			{
+				AlterTableStmt *s = (AlterTableStmt *) stmt;
+
+				int			owner_cmds = 0;
+
+				foreach(lc, s->cmds)
+					if (((AlterTableCmd *) lfirst(lc))->subtype == AT_ChangeOwner)
+						owner_cmds++;
+				if (owner_cmds == list_length(s->cmds))
+					return InvalidOid;
+				if (owner_cmds > 0)
+					*flags |= STMT_OWNER;
+				*what = s->objtype == OBJECT_INDEX ? "ALTER INDEX" : "ALTER TABLE";
+				if (s->objtype == OBJECT_TABLE)
+					relid = range_table(s->relation);
+				else if (s->objtype == OBJECT_INDEX)
+					relid = index_table(range_table(s->relation));
+				break;
+			}
+		case T_RenameStmt:
+			{
+				RenameStmt *s = (RenameStmt *) stmt;
+
+				*what = "RENAME";
+				if (s->renameType == OBJECT_TABLE || s->renameType == OBJECT_TABCONSTRAINT ||
+					(s->renameType == OBJECT_COLUMN && s->relationType == OBJECT_TABLE))
+					relid = range_table(s->relation);
+				else if (s->renameType == OBJECT_INDEX)
+					relid = index_table(range_table(s->relation));
+				break;
+			}
+		case T_AlterObjectSchemaStmt:
+			{
+				AlterObjectSchemaStmt *s = (AlterObjectSchemaStmt *) stmt;
+
+				*what = "SET SCHEMA";
+				if (s->objectType == OBJECT_TABLE)
+					relid = range_table(s->relation);
+				break;
+			}
+		case T_IndexStmt:
+			{
+				IndexStmt  *s = (IndexStmt *) stmt;
+
+				*what = "CREATE INDEX";
+				if (s->concurrent)
+					*flags |= STMT_CONCURRENTLY;
+				relid = range_table(s->relation);
+				break;
+			}
+		case T_DropStmt:
+			{
+				DropStmt   *s = (DropStmt *) stmt;
+
+				if (s->removeType != OBJECT_INDEX)
+					return InvalidOid;
+				*what = "DROP INDEX";
+				if (s->concurrent)
+					*flags |= STMT_CONCURRENTLY;
+				foreach(lc, s->objects)
+				{
+					Oid			table = index_table(range_table(makeRangeVarFromNameList(lfirst(lc))));
+
+					if (!OidIsValid(relid))
+						relid = table;
+					else if (table != relid)
+						*flags |= STMT_OTHER_TABLES;
+				}
+				break;
+			}
+		default:
+			break;
+	}
+	return relid;
+}
+
+/*
+ * The number of attributes and the owner of relid, read from the catalog
+ * cache: before the statement runs, the table is not locked yet.
+ */
+static void
+relation_natts_owner(Oid relid, int *natts, Oid *owner)
+{
+	HeapTuple	tuple = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+
+	if (!HeapTupleIsValid(tuple))
+		elog(ERROR, "cache lookup failed for relation %u", relid);
+	*natts = ((Form_pg_class) GETSTRUCT(tuple))->relnatts;
+	*owner = ((Form_pg_class) GETSTRUCT(tuple))->relowner;
+	ReleaseSysCache(tuple);
+}
+
+/* whether relid is a multi-region table of this database's group */
+static bool
+is_multi_region(Oid relid)
+{
+	Oid			nspid;
+
+	/* not while an extension script runs, nor before cosmosrep is created */
+	if (!OidIsValid(relid) || creating_extension)
+		return false;
+	nspid = get_namespace_oid(COSMOSREP_SCHEMA, true);
+	if (!OidIsValid(nspid) || !OidIsValid(get_relname_relid("replicated_table", nspid)))
+		return false;
+	return cr_get_table_config(relid) != NULL;
+}
+
+/*
+ * Every utility statement: a change of a multi-region table's definition
+ * is captured (capture_start before it runs, capture_end after it ran);
+ * statements it runs in turn (a default's function, an index expression)
+ * are part of it and not captured again.
+ */
+static void
+ddl_process_utility(PlannedStmt *pstmt, const char *queryString,
+					bool readOnlyTree, ProcessUtilityContext context,
+					ParamListInfo params, QueryEnvironment *queryEnv,
+					DestReceiver *dest, QueryCompletion *qc)
+{
+	CrCapture	capture;
+	bool		captured = false;
+
+	if (!replaying && capture_depth == 0 && context != PROCESS_UTILITY_SUBCOMMAND &&
+		IsTransactionState())
+		captured = capture_start(pstmt, queryString, &capture);
+
+	if (captured)
+		capture_depth++;
+	PG_TRY();
+	{
+		if (prev_process_utility)
+			prev_process_utility(pstmt, queryString, readOnlyTree, context,
+								 params, queryEnv, dest, qc);
+		else
+			standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
+									params, queryEnv, dest, qc);
+	}
+	PG_FINALLY();
+	{
+		if (captured)
+			capture_depth--;
+	}
+	PG_END_TRY();
+
+	if (captured)
+		capture_end(&capture);
+}
+
+/*
+ * Before a statement runs: if it changes a multi-region table, apply
+ * cosmosrep.ddl_replication (refuse, warn, or go on) and remember what
+ * its message needs; returns whether it is to be sent.
+ */
+static bool
+capture_start(PlannedStmt *pstmt, const char *queryString, CrCapture *capture)
+{
+	Node	   *stmt = pstmt->utilityStmt;
+	const char *what;
+	int			flags;
+	Oid			relid = statement_table(stmt, &what, &flags);
+	Oid			owner;
+	int			mode = forced ? CR_DDL_REPLICATE : cr_ddl_replication;
+	int			location = pstmt->stmt_location;
+	int			length = pstmt->stmt_len;
+	List	   *parsed;
+
+	if (!is_multi_region(relid))
+		return false;
+	if (mode == CR_DDL_REFUSE)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("%s of multi-region table \"%s\" must go through cosmosrep.replicate_ddl",
+						what, get_rel_name(relid)),
+				 errdetail("cosmosrep.ddl_replication is \"refuse\"."),
+				 errhint("Run the statement with SELECT cosmosrep.replicate_ddl('...'), which applies it in every region.")));
+	if (mode == CR_DDL_WARN)
+	{
+		ereport(WARNING,
+				(errmsg("%s of multi-region table \"%s\" is not replicated",
+						what, get_rel_name(relid)),
+				 errdetail("cosmosrep.ddl_replication is \"warn\"."),
+				 errhint("Make the same change in every region before rows of the new shape reach them, or use cosmosrep.replicate_ddl.")));
+		return false;
+	}
+	if (flags & STMT_OWNER)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("OWNER TO cannot be combined with other changes of multi-region table \"%s\"",
+						get_rel_name(relid)),
+				 errhint("Change the owner in a statement of its own, in every region.")));
+	if (flags & STMT_OTHER_TABLES)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("%s changes multi-region table \"%s\" and another table",
+						what, get_rel_name(relid)),
+				 errhint("Change each table in a statement of its own.")));
+	if (flags & STMT_CONCURRENTLY)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("%s CONCURRENTLY of multi-region table \"%s\" cannot be replicated",
+						what, get_rel_name(relid)),
+				 errhint("Leave out CONCURRENTLY.")));
+
+	/* the statement's own text, which must parse again as this statement */
+	if (queryString == NULL)
+		location = length = -1;
+	else
+	{
+		if (location < 0)
+			location = 0;
+		if (length <= 0)
+			length = strlen(queryString + location);
+	}
+	capture->text = location < 0 ? NULL : pnstrdup(queryString + location, length);
+	parsed = capture->text ? raw_parser(capture->text, RAW_PARSE_DEFAULT) : NIL;
+	if (list_length(parsed) != 1 ||
+		nodeTag(((RawStmt *) linitial(parsed))->stmt) != nodeTag(stmt))
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("%s of multi-region table \"%s\" cannot be replicated: its text is not known",
+						what, get_rel_name(relid)),
+				 errhint("Run it with cosmosrep.replicate_ddl.")));
+
+	capture->relid = relid;
+	capture->nspname = get_namespace_name(get_rel_namespace(relid));
+	capture->relname = get_rel_name(relid);
+	relation_natts_owner(relid, &capture->natts, &owner);
+	capture->owner = GetUserNameFromId(owner, false);
+	capture->role = GetUserNameFromId(GetUserId(), false);
+	capture->search_path = pstrdup(namespace_search_path);
+	record_columns(relid);
+	return true;
+}
+
+/*
+ * A column the statement added whose rows would get a value per region:
+ * a volatile default or an identity is evaluated for each existing row
+ * by each region's own ALTER TABLE (PostgreSQL stores no single value
+ * for such rows, as it does for a non-volatile default), and a row of
+ * the old shape arriving later would get NULL.  Refused, with the way
+ * that converges.
+ */
+static void
+check_added_columns(CrCapture *capture)
+{
+	Relation	rel = relation_open(capture->relid, NoLock);
+	TupleDesc	desc = RelationGetDescr(rel);
+
+	for (int i = capture->natts; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		if (att->attisdropped || att->attgenerated)
+			continue;
+		if (att->attidentity || (att->atthasdef && !att->atthasmissing))
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("column \"%s\" added to multi-region table \"%s\" would have different values in each region",
+							NameStr(att->attname), RelationGetRelationName(rel)),
+					 errdetail("Its default is volatile or an identity, evaluated for the existing rows in each region."),
+					 errhint("Add the column without a default, then set the default and fill the existing rows with UPDATE.")));
+	}
+	relation_close(rel, NoLock);
+}
+
+/*
+ * After the statement ran: remember the columns' new names and write the
+ * message that repeats the statement in the other regions.
+ */
+static void
+capture_end(CrCapture *capture)
+{
+	StringInfoData buf;
+	const char *fields[6];
+
+	check_added_columns(capture);
+	record_columns(capture->relid);
+	if (!XLogLogicalInfoActive())
+		return;
+	fields[0] = capture->nspname;
+	fields[1] = capture->relname;
+	fields[2] = capture->owner;
+	fields[3] = capture->role;
+	fields[4] = capture->search_path;
+	fields[5] = capture->text;
+	initStringInfo(&buf);
+	cr_append_fields(&buf, fields, lengthof(fields));
+	cr_log_message(CR_STATEMENT_MESSAGE_PREFIX, buf.data, buf.len, true);
+	pfree(buf.data);
+}
+
+/*
+ * cosmosrep.replicate_ddl(statement): run exactly one statement that
+ * changes a multi-region table, as the caller, and replicate it whatever
+ * cosmosrep.ddl_replication says.
+ */
+Datum
+cosmosrep_replicate_ddl(PG_FUNCTION_ARGS)
+{
+	char	   *sql = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	List	   *parsed = raw_parser(sql, RAW_PARSE_DEFAULT);
+	const char *what;
+	int			flags;
+	int			rc;
+
+	/* without the hook, nothing would be captured */
+	cr_require_preload();
+	if (list_length(parsed) != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("cosmosrep.replicate_ddl runs exactly one statement"),
+				 errdetail("The string holds %d statements.", list_length(parsed))));
+	if (!is_multi_region(statement_table(((RawStmt *) linitial(parsed))->stmt,
+										 &what, &flags)))
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("cosmosrep.replicate_ddl replicates only a statement that changes a multi-region table"),
+				 errhint("It takes ALTER TABLE, ALTER INDEX, RENAME, SET SCHEMA, CREATE INDEX and DROP INDEX of a multi-region table.")));
+
+	forced = true;
+	PG_TRY();
+	{
+		SPI_connect();
+		rc = SPI_execute(sql, false, 0);
+		if (rc < 0)
+			elog(ERROR, "could not run \"%s\": %s", sql, SPI_result_code_string(rc));
+		SPI_finish();
+	}
+	PG_FINALLY();
+	{
+		forced = false;
+	}
+	PG_END_TRY();
+	PG_RETURN_VOID();
+}
+
+/* ----------------------------------------------------------------
+ * The columns' names over time (cosmosrep.ddl_column)
+ * ----------------------------------------------------------------
+ */
+
+/* remember the names relid and its columns have now */
+static void
+record_columns(Oid relid)
+{
+	Oid			argtypes[1] = {OIDOID};
+	Datum		values[1] = {ObjectIdGetDatum(relid)};
+
+	(void) cr_catalog_write(&record_table_plan,
+							"INSERT INTO cosmosrep.ddl_table (relid, nspname, relname)"
+							" SELECT c.oid, n.nspname, c.relname"
+							" FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n"
+							" ON n.oid OPERATOR(pg_catalog.=) c.relnamespace"
+							" WHERE c.oid OPERATOR(pg_catalog.=) $1"
+							" ON CONFLICT DO NOTHING",
+							1, argtypes, values, NULL, SPI_OK_INSERT);
+
+	(void) cr_catalog_write(&record_plan,
+							"INSERT INTO cosmosrep.ddl_column (relid, attnum, attname)"
+							" SELECT attrelid, attnum, attname FROM pg_catalog.pg_attribute"
+							" WHERE attrelid OPERATOR(pg_catalog.=) $1"
+							" AND attnum OPERATOR(pg_catalog.>) 0 AND NOT attisdropped"
+							" ON CONFLICT DO NOTHING",
+							1, argtypes, values, NULL, SPI_OK_INSERT);
+}
+
+/*
+ * The multi-region table that was named nspname.relname before a
+ * replicated rename or SET SCHEMA, or InvalidOid.
+ */
+Oid
+cr_ddl_former_table(const char *nspname, const char *relname)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			argtypes[2] = {TEXTOID, TEXTOID};
+	Datum		values[2] = {CStringGetTextDatum(nspname), CStringGetTextDatum(relname)};
+	Oid			relid = InvalidOid;
+
+	SPI_connect();
+	(void) cr_catalog_query(&plan, "SELECT t.relid FROM cosmosrep.ddl_table t"
+							" JOIN cosmosrep.replicated_table r ON r.relid::pg_catalog.oid OPERATOR(pg_catalog.=) t.relid"
+							" WHERE t.nspname::pg_catalog.text OPERATOR(pg_catalog.=) $1"
+							" AND t.relname::pg_catalog.text OPERATOR(pg_catalog.=) $2",
+							2, argtypes, values, NULL, true);
+	if (SPI_processed == 1)
+	{
+		bool		isnull;
+
+		relid = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
+											   SPI_tuptable->tupdesc, 1, &isnull));
+	}
+	SPI_finish();
+	return relid;
+}
+
+/* whether attribute attnum of relid had a name in a replicated change */
+bool
+cr_ddl_attnum_known(Oid relid, AttrNumber attnum)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			argtypes[2] = {OIDOID, INT2OID};
+	Datum		values[2] = {ObjectIdGetDatum(relid), Int16GetDatum(attnum)};
+	bool		known;
+
+	SPI_connect();
+	(void) cr_catalog_query(&plan, "SELECT 1 FROM cosmosrep.ddl_column"
+							" WHERE relid OPERATOR(pg_catalog.=) $1"
+							" AND attnum OPERATOR(pg_catalog.=) $2",
+							2, argtypes, values, NULL, true);
+	known = SPI_processed > 0;
+	SPI_finish();
+	return known;
+}
+
+/* whether a column of relid was named attname in a replicated change */
+bool
+cr_ddl_name_known(Oid relid, const char *attname)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			argtypes[2] = {OIDOID, TEXTOID};
+	Datum		values[2] = {ObjectIdGetDatum(relid), CStringGetTextDatum(attname)};
+	bool		known;
+
+	SPI_connect();
+	(void) cr_catalog_query(&plan, "SELECT 1 FROM cosmosrep.ddl_column"
+							" WHERE relid OPERATOR(pg_catalog.=) $1"
+							" AND attname::pg_catalog.text OPERATOR(pg_catalog.=) $2",
+							2, argtypes, values, NULL, true);
+	known = SPI_processed > 0;
+	SPI_finish();
+	return known;
+}
+
+/*
+ * Of the peer's column names, the index of one that attribute attnum of
+ * relid had before a rename, and that no column of desc has now; -1 if
+ * none.
+ */
+int
+cr_ddl_former_column(Oid relid, AttrNumber attnum, char **names, int nnames,
+					 TupleDesc desc)
+{
+	for (int r = 0; r < nnames; r++)
+	{
+		static SPIPlanPtr plan = NULL;
+		Oid			argtypes[3] = {OIDOID, INT2OID, TEXTOID};
+		Datum		values[3] = {ObjectIdGetDatum(relid), Int16GetDatum(attnum),
+		CStringGetTextDatum(names[r])};
+		bool		found;
+
+		if (SPI_fnumber(desc, names[r]) > 0)
+			continue;
+		SPI_connect();
+		(void) cr_catalog_query(&plan, "SELECT 1 FROM cosmosrep.ddl_column"
+								" WHERE relid OPERATOR(pg_catalog.=) $1"
+								" AND attnum OPERATOR(pg_catalog.=) $2"
+								" AND attname::pg_catalog.text OPERATOR(pg_catalog.=) $3",
+								3, argtypes, values, NULL, true);
+		found = SPI_processed > 0;
+		SPI_finish();
+		if (found)
+			return r;
+	}
+	return -1;
+}
+
+/* ----------------------------------------------------------------
+ * Replay
+ * ----------------------------------------------------------------
+ */
+
+typedef struct ReplayContext
+{
+	const char *text;
+	const char *role;
+	const char *origin_region;
+} ReplayContext;
+
+static void
+replay_error_context(void *arg)
+{
+	ReplayContext *r = arg;
+
+	errcontext("statement of role \"%s\" replicated from region \"%s\": %s",
+			   r->role, r->origin_region, r->text);
+}
+
+/*
+ * A statement that changed a multi-region table in another region, run
+ * here at its place in the stream (inside the apply transaction, with a
+ * snapshot, the tables of apply closed).  The content comes from a peer
+ * and is checked first: one statement of the replicated kinds, naming
+ * the table the message names, which must be multi-region here and owned
+ * by a role of the same name.  It runs as that owner, restricted, with
+ * the captured search_path, and is not captured again.
+ */
+void
+cr_ddl_apply_statement(const char *content, Size size, const char *origin_region)
+{
+	const char *end = content + size;
+	const char *cursor = content;
+	const char *nspname = cr_message_name_field(&cursor, end, "cosmosrep statement");
+	const char *relname = cr_message_name_field(&cursor, end, "cosmosrep statement");
+	const char *owner = cr_message_name_field(&cursor, end, "cosmosrep statement");
+	const char *role = cr_message_name_field(&cursor, end, "cosmosrep statement");
+	const char *search_path = cr_message_field(&cursor, end, "cosmosrep statement");
+	const char *text = cr_message_field(&cursor, end, "cosmosrep statement");
+	List	   *parsed;
+	Node	   *stmt;
+	const char *what;
+	int			flags;
+	Oid			relid;
+	Oid			local_owner_id;
+	char	   *local_owner;
+	CrUserContext user;
+	ReplayContext rcontext = {text, role, origin_region};
+	ErrorContextCallback errcallback;
+	int			rc;
+
+	cr_message_end(cursor, end, "cosmosrep statement");
+	parsed = raw_parser(text, RAW_PARSE_DEFAULT);
+	if (list_length(parsed) != 1)
+		cr_message_malformed("cosmosrep statement", "It does not hold exactly one statement.");
+	stmt = ((RawStmt *) linitial(parsed))->stmt;
+
+	relid = RangeVarGetRelid(makeRangeVar(pstrdup(nspname), pstrdup(relname), -1),
+							 AccessExclusiveLock, true);
+	if (!is_multi_region(relid))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("table \"%s.%s\" changed in region \"%s\" is not multi-region in this region",
+						nspname, relname, origin_region),
+				 errhint("Create the table and enable it in every region; replication from \"%s\" resumes then.",
+						 origin_region)));
+	local_owner_id = cr_relation_owner(relid);
+	local_owner = GetUserNameFromId(local_owner_id, false);
+	if (strcmp(owner, local_owner) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("table \"%s.%s\" is owned by \"%s\" in region \"%s\" but by \"%s\" in this region",
+						nspname, relname, owner, origin_region, local_owner),
+				 errdetail("A multi-region table must have owners of the same name in every region."),
+				 errhint("Change the owner of the table in one of the regions; replication from \"%s\" resumes then.",
+						 origin_region)));
+
+	record_columns(relid);
+	errcallback.callback = replay_error_context;
+	errcallback.arg = &rcontext;
+	errcallback.previous = error_context_stack;
+	error_context_stack = &errcallback;
+
+	cr_switch_to_owner(local_owner_id, &user);
+	(void) set_config_option("search_path", search_path, PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	/* the statement must name the same table, with this search_path */
+	if (statement_table(stmt, &what, &flags) != relid || flags != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("statement replicated from region \"%s\" does not change table \"%s.%s\" in this region",
+						origin_region, nspname, relname),
+				 errhint("Give the table and the schemas of search_path \"%s\" the same names in every region.",
+						 search_path)));
+	replaying = true;
+	PG_TRY();
+	{
+		SPI_connect();
+		rc = SPI_execute(text, false, 0);
+		if (rc < 0)
+			elog(ERROR, "could not run the statement: %s", SPI_result_code_string(rc));
+		SPI_finish();
+	}
+	PG_FINALLY();
+	{
+		replaying = false;
+	}
+	PG_END_TRY();
+	cr_restore_user(&user);
+	error_context_stack = errcallback.previous;
+	record_columns(relid);
+}
