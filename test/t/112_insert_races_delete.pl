@@ -11,11 +11,16 @@
 # The race is forced: the application's BEFORE INSERT trigger
 # (zz_app_slow, which fires after cosmosrep's cosmosrep_stamp: triggers
 # fire in name order) sleeps 0.5 s, only in the racing session; the test
-# waits until the insert sleeps, deletes the key in another session of
-# the same region and keeps that transaction open, waits until the insert
-# waits for the delete's transaction (a lock wait), then commits the
-# delete.  An attempt where the insert did not reach that wait (it failed
-# on the key still present) is counted as missed, not judged.
+# waits until the insert sleeps, then deletes the key in another session
+# of the same region, in one of two ways (alternately):
+#
+#   waits      the delete's transaction stays open until the insert waits
+#              for it (a lock wait), then commits;
+#   committed  the delete commits while the insert still sleeps.
+#
+# An attempt where the insert did not reach that point (it failed on the
+# key still present, or woke before the delete committed) is counted as
+# missed, not judged.
 #
 # First with two regions (a, b), each racing in turn, then with c joined,
 # racing in each of the three.
@@ -73,13 +78,11 @@ sub fast_poll
 	return 0;
 }
 
-# race($node, $key): one attempt in region $node; returns "inserted",
-# "refused then inserted", "missed" or "failed: <error>"
+# race($node, $key, $mode): one attempt in region $node; returns
+# "inserted", "refused then inserted", "missed" or "failed: <error>"
 sub race
 {
-	my ($node, $key) = @_;
-	my $name = $node->name;
-	my @nodes = @_[ 2 .. $#_ ];
+	my ($node, $key, $mode, @nodes) = @_;
 
 	$node->safe_psql('postgres', "INSERT INTO items VALUES ($key, 'old')");
 	for my $n (@nodes)
@@ -102,14 +105,23 @@ sub race
 	fast_poll($node, $activity, 'PgSleep', 30)
 	  or die "the racing insert of key $key did not reach its trigger's sleep";
 
-	my $deleter = $node->background_psql('postgres');
-	$deleter->query_safe("BEGIN");
-	$deleter->query_safe("DELETE FROM items WHERE id = $key");
-	my $waited = fast_poll($node,
-		"SELECT coalesce((SELECT wait_event_type FROM pg_stat_activity"
-		  . " WHERE application_name = 'racer_$key'), 'gone')", 'Lock', 10);
-	$deleter->query_safe("COMMIT");
-	$deleter->quit;
+	my $waited;
+	if ($mode eq 'waits')
+	{
+		my $deleter = $node->background_psql('postgres');
+		$deleter->query_safe("BEGIN");
+		$deleter->query_safe("DELETE FROM items WHERE id = $key");
+		$waited = fast_poll($node,
+			"SELECT coalesce((SELECT wait_event_type FROM pg_stat_activity"
+			  . " WHERE application_name = 'racer_$key'), 'gone')", 'Lock', 10);
+		$deleter->query_safe("COMMIT");
+		$deleter->quit;
+	}
+	else
+	{
+		$node->safe_psql('postgres', "DELETE FROM items WHERE id = $key");
+		$waited = query_or_error($node, $activity) eq 'PgSleep';
+	}
 	$h->finish;
 
 	return 'missed' unless $waited;
@@ -132,18 +144,21 @@ sub phase
 	my %hits;
 	for my $node (@nodes)
 	{
-		for (1 .. $ATTEMPTS)
+		for my $i (1 .. $ATTEMPTS)
 		{
 			my $k = ++$key;
-			$outcome{$k} = race($node, $k, @nodes);
-			diag("$what: key $k raced in " . $node->name . ": $outcome{$k}");
-			$hits{ $node->name }++ if $outcome{$k} ne 'missed';
+			my $mode = $i % 2 ? 'waits' : 'committed';
+			$outcome{$k} = race($node, $k, $mode, @nodes);
+			diag("$what: key $k raced in " . $node->name . " ($mode): $outcome{$k}");
+			$hits{ $node->name . " $mode" }++ if $outcome{$k} ne 'missed';
 		}
 	}
 	for my $node (@nodes)
 	{
-		cmp_ok($hits{ $node->name } // 0, '>=', 1,
+		cmp_ok($hits{ $node->name . ' waits' } // 0, '>=', 1,
 			"$what: in " . $node->name . ', an insert stamped before a delete of its key waited for it');
+		cmp_ok($hits{ $node->name . ' committed' } // 0, '>=', 1,
+			"$what: in " . $node->name . ', a delete of its key committed while an insert stamped before it slept');
 	}
 	my @failed = grep { $outcome{$_} =~ /^failed/ } sort { $a <=> $b } keys %outcome;
 	is(scalar(@failed), 0,
