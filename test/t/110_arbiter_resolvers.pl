@@ -26,6 +26,9 @@
 #      that reads random(); all three regions update the same keys while
 #      partitioned, then heal: identical everywhere, conflicts in the
 #      arbiter only.
+#   E  while the arbiter is unreachable, r1 and r2 write the same payments:
+#      they hold the newer write, tentatively, and record nothing; once
+#      the arbiter is back it resolves each conflict, once.
 #   D  how the arbiter moves: failover priorities, a single write region,
 #      remove_region.
 use strict;
@@ -301,6 +304,51 @@ for my $table (qw(notes_append notes_random))
 is(sql($r1, q{SELECT count(*) FROM notes_append, unnest(tags) t
                WHERE t NOT IN ('r1', 'r2', 'r3', 'r1-again')}), '0',
 	'C: notes_append: every tag of the merged rows is one a region wrote');
+
+##########
+# E. While the arbiter is unreachable, conflicts stay tentative
+##########
+
+sql($r1, q{INSERT INTO payments SELECT g, 'authorized', g, '{}', 'r1' FROM generate_series(201, 210) g});
+for my $node (@all)
+{
+	poll_until($node, 'SELECT count(*) FROM payments WHERE id BETWEEN 201 AND 210', '10')
+	  or die $node->name . ' did not get the payments of E';
+}
+partition_regions(\@all);
+my %e1 = split /[|\n]/, sql($r1, q{
+	WITH u AS (UPDATE payments SET tags = tags || 'e-r1'::text, last_touched_by = 'r1'
+	            WHERE id BETWEEN 201 AND 210 RETURNING id, _cr_version)
+	SELECT id, _cr_version FROM u});
+my %e2 = split /[|\n]/, sql($r2, q{
+	WITH u AS (UPDATE payments SET status = 'captured', tags = tags || 'e-r2'::text, last_touched_by = 'r2'
+	            WHERE id BETWEEN 201 AND 210 RETURNING id, _cr_version)
+	SELECT id, _cr_version FROM u});
+resume_link($r1, $r2);
+resume_link($r2, $r1);
+ok(quiesce([ $r1, $r2 ]), 'E: r1 and r2 applied each other\'s writes while the arbiter r3 is cut off');
+my $tentative = join(' ', map {
+	my $id = $_;
+	$e1{$id} > $e2{$id} ? "$id:r1\@$e1{$id}" : "$id:r2\@$e2{$id}"
+} 201 .. 210);
+for my $node ($r1, $r2)
+{
+	is(sql($node, q{SELECT string_agg(id || ':' || last_touched_by || '@' || _cr_version, ' ' ORDER BY id)
+	                  FROM payments WHERE id BETWEEN 201 AND 210}),
+		$tentative,
+		'E: ' . $node->name . ' holds the newer of the two conflicting writes, tentatively, while the arbiter is unreachable');
+	is(conflicts($node, 'payments', q{(key->>'id')::int BETWEEN 201 AND 210}), '0',
+		'E: ' . $node->name . ', not the arbiter, records none of the conflicts');
+}
+heal_regions(\@all);
+ok(quiesce(\@all), 'E: every region applied every other region\'s writes once the arbiter is back');
+ok_same_everywhere(\@all, 'payments', 'E: the payments are identical in every region once the arbiter is back');
+is(sql($r1, q{SELECT string_agg(DISTINCT _cr_region || ' ' || status || ' ' || tags::text, ', ')
+                FROM payments WHERE id BETWEEN 201 AND 210}),
+	"$id{r3} captured {e-r1,e-r2}",
+	'E: once back, the arbiter r3 resolved every conflict: its write, the higher status, the union of the tags');
+is(conflicts($r3, 'payments', q{(key->>'id')::int BETWEEN 201 AND 210}), '10',
+	'E: the arbiter r3 records each conflict once, after it is back');
 
 ##########
 # D. How the arbiter moves
