@@ -16,6 +16,12 @@
 # writing transaction: ordinary triggers fire for local writes only).
 # Conflicts are recorded in the arbiter only.
 #
+# A second table, journal, runs under the same load with a resolver that
+# is neither commutative nor deterministic: it appends incoming's tags
+# that existing lacks to existing's, in the order of arrival, and sets a
+# note to random().  It too must end identical, every tag one that was
+# written for its key.
+#
 # Then a change of arbiter during a partition: a, the arbiter, is cut off;
 # b is given failover priority 1 on the other side, so b and c take b as
 # the arbiter while a still takes itself; every region writes the same
@@ -91,13 +97,40 @@ BEGIN
 END $$;
 CREATE TRIGGER log_ledger AFTER INSERT OR UPDATE ON ledger
     FOR EACH ROW EXECUTE FUNCTION log_ledger('%s');
+
+CREATE TABLE journal (id int PRIMARY KEY, tags text[] NOT NULL, note text NOT NULL);
+CREATE FUNCTION resolve_journal(incoming journal, existing journal, is_tombstone boolean,
+                                conflicting journal[])
+RETURNS journal LANGUAGE plpgsql AS $$
+BEGIN
+    IF incoming.id IS NULL THEN
+        RETURN existing;
+    ELSIF existing.id IS NULL THEN
+        RETURN incoming;
+    END IF;
+    existing.tags := existing.tags OPERATOR(pg_catalog.||)
+        ARRAY(SELECT t FROM pg_catalog.unnest(incoming.tags) WITH ORDINALITY u(t, n)
+               WHERE NOT t OPERATOR(pg_catalog.=) ANY (existing.tags) ORDER BY n);
+    existing.note := pg_catalog.random()::text;
+    RETURN existing;
+END
+$$;
+CREATE TABLE journal_log (id int, tags text[]);
+CREATE FUNCTION log_journal() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO public.journal_log VALUES (NEW.id, NEW.tags);
+    RETURN NULL;
+END $$;
+CREATE TRIGGER log_journal AFTER INSERT OR UPDATE ON journal
+    FOR EACH ROW EXECUTE FUNCTION log_journal();
 SQL
 }
-sql('a', q{SELECT cosmosrep.enable_table('ledger', policy => 'custom', resolver => 'public.resolve_ledger')});
+sql('a', q{SELECT cosmosrep.enable_table('ledger', policy => 'custom', resolver => 'public.resolve_ledger');
+           SELECT cosmosrep.enable_table('journal', policy => 'custom', resolver => 'public.resolve_journal')});
 for my $r (@NAMES)
 {
-	poll_until($node{$r}, q{SELECT policy FROM cosmosrep.tables WHERE table_name = 'ledger'::regclass}, 'custom')
-	  or die "$r did not get ledger";
+	poll_until($node{$r}, q{SELECT count(*) FROM cosmosrep.tables WHERE policy = 'custom'}, '2')
+	  or die "$r did not get ledger and journal";
 }
 is(query_or_error($node{a}, 'SELECT cosmosrep.arbiter()'), 'a',
 	'a, the region of the lowest id with no failover priority, is the arbiter');
@@ -114,6 +147,19 @@ sub start_load
 {
 	my ($r, $seconds) = @_;
 	my $script = "$tmp/ledger_$r.sql";
+	my $journal = "$tmp/journal_$r.sql";
+	PostgreSQL::Test::Utils::append_to_file($journal, <<"SQL") unless -e $journal;
+\\set id random(1, $KEYS)
+\\set op random(1, 100)
+\\set n random(1, 1000000000)
+\\if :op <= 20
+INSERT INTO journal VALUES (:id, ARRAY['$r' || :n], '$r') ON CONFLICT (id) DO NOTHING;
+\\elif :op <= 90
+UPDATE journal SET tags = tags || ('$r' || :n), note = '$r' WHERE id = :id;
+\\else
+DELETE FROM journal WHERE id = :id;
+\\endif
+SQL
 	PostgreSQL::Test::Utils::append_to_file($script, <<"SQL") unless -e $script;
 \\set id random(1, $KEYS)
 \\set op random(1, 100)
@@ -132,7 +178,7 @@ SQL
 	$load{$r} = IPC::Run::start(
 		[
 			'pgbench', '-n', '-c', '2', '-j', '2', '-T', $seconds, '-R', $RATE,
-			'--max-tries', '10', '-f', $script, "--random-seed=$pgseed",
+			'--max-tries', '10', '-f', "$script\@2", '-f', "$journal\@1", "--random-seed=$pgseed",
 			'-h', $node{$r}->host, '-p', $node{$r}->port, 'postgres'
 		],
 		'>', \$load_out{$r}, '2>', \$load_err{$r});
@@ -235,6 +281,37 @@ sub check_reachable
 	}
 }
 check_reachable('after the chaos');
+
+ok_same_everywhere(\@all, 'journal',
+	'the journal (append in arrival order, random()) is identical in every region, versions included');
+{
+	my %written;
+	for my $r (@NAMES)
+	{
+		for my $row (split /\n/, sql($r, q{SELECT id, array_to_string(tags, ',') FROM journal_log}))
+		{
+			my ($id, $tags) = split /\|/, $row;
+			$written{$id}{$_} = 1 for split /,/, $tags // '';
+		}
+	}
+	for my $r (@NAMES)
+	{
+		my @bad;
+		for my $row (split /\n/, sql($r, q{SELECT id, array_to_string(tags, ',') FROM journal}))
+		{
+			my ($id, $tags) = split /\|/, $row;
+			push @bad, "$id: $_" for grep { !$written{$id}{$_} } split /,/, $tags // '';
+		}
+		is(scalar(@bad), 0, "the journal in $r: every tag was written for its key by some region")
+		  or diag('  ' . join("\n  ", @bad[ 0 .. ($#bad < 5 ? $#bad : 5) ]));
+	}
+	my %journal_conflicts = map {
+		($_ => sql($_, q{SELECT count(*) FROM cosmosrep.conflicts WHERE table_name = 'journal'::regclass}))
+	} @NAMES;
+	diag('journal conflicts recorded: ' . join(', ', map { "$_: $journal_conflicts{$_}" } @NAMES));
+	cmp_ok($journal_conflicts{a}, '>', 0, 'the journal: the arbiter a resolved conflicts');
+	is($journal_conflicts{$_}, '0', "the journal: $_, not the arbiter, records no conflict") for qw(b c);
+}
 
 my %conflicts = map {
 	($_ => sql($_, q{SELECT count(*) FROM cosmosrep.conflicts WHERE table_name = 'ledger'::regclass}))
