@@ -66,6 +66,7 @@ DECLARE
     states CONSTANT text[] := '{pending,authorized,captured,refunded}';
     tags text[];
 BEGIN
+    RAISE LOG 'resolver called: payment %', coalesce(incoming.id, existing.id);
     IF incoming.id IS NULL THEN
         RETURN existing;
     ELSIF existing.id IS NULL THEN
@@ -90,6 +91,7 @@ CREATE FUNCTION resolve_append(incoming notes_append, existing notes_append,
                                is_tombstone boolean, conflicting notes_append[])
 RETURNS notes_append LANGUAGE plpgsql AS $$
 BEGIN
+    RAISE LOG 'resolver called: notes_append %', coalesce(incoming.id, existing.id);
     IF incoming.id IS NULL THEN
         RETURN existing;
     ELSIF existing.id IS NULL THEN
@@ -109,6 +111,7 @@ RETURNS notes_random LANGUAGE plpgsql AS $$
 DECLARE
     kept public.notes_random;
 BEGIN
+    RAISE LOG 'resolver called: notes_random %', coalesce(incoming.id, existing.id);
     IF incoming.id IS NULL OR existing.id IS NULL THEN
         RETURN coalesce(incoming, existing);
     END IF;
@@ -135,6 +138,23 @@ for my $node (@all)
 	  or die $node->name . ' did not get the custom policies';
 }
 
+# The resolvers log each call (RAISE LOG, which a rolled-back
+# subtransaction does not take back): calls_since($node, $offset, $what)
+# counts the calls logged in $node's server log past byte $offset whose
+# message starts with $what; log_offsets() is where each log ends now.
+sub log_offsets
+{
+	return { map { ($_->name => -s $_->logfile) } grep { -e $_->logfile } @all };
+}
+
+sub calls_since
+{
+	my ($node, $offsets, $what) = @_;
+	my $log = PostgreSQL::Test::Utils::slurp_file($node->logfile, $offsets->{ $node->name });
+	my @calls = $log =~ /LOG:  resolver called: \Q$what\E \d+/g;
+	return scalar(@calls);
+}
+
 # the conflicts of a table (and key range) recorded in each region
 sub conflicts
 {
@@ -158,6 +178,7 @@ for my $node (@all)
 	  or die $node->name . ' did not get the payments';
 }
 
+my $offsets = log_offsets();
 pause_link($r2, $r3);
 sql($r3, q{UPDATE payments SET tags = tags || 'z-r3'::text, last_touched_by = 'r3' WHERE id <= 50});
 ok(poll_until($r1, q{SELECT count(*) FROM payments WHERE id <= 50 AND last_touched_by = 'r3'}, '50'),
@@ -185,6 +206,7 @@ for my $node (@all)
 	  or diag('  first ones: ' . join(' ', @wrong[ 0 .. ($#wrong < 3 ? $#wrong : 3) ]));
 	is(conflicts($node, 'payments'), '0',
 		'A: ' . $node->name . ' records no conflict: an update made after seeing another is not concurrent with it');
+	is(calls_since($node, $offsets, 'payment'), 0, 'A: ' . $node->name . ' never calls the resolver');
 }
 
 ##########
@@ -207,6 +229,7 @@ for my $node (@all)
 	poll_until($node, 'SELECT count(*) FROM payments WHERE id > 100', '50')
 	  or die $node->name . ' did not get the payments';
 }
+$offsets = log_offsets();
 pause_link($r1, $r2);
 pause_link($r3, $r2);
 pause_link($r2, $r1);
@@ -269,6 +292,10 @@ is(conflicts($r3, 'payments', q{(key->>'id')::int > 100}), '50',
 is(conflicts($_, 'payments', q{(key->>'id')::int > 100}), '0',
 	'B: ' . $_->name . ', not the arbiter, records none of the conflicts')
   for ($r1, $r2);
+is(calls_since($r3, $offsets, 'payment'), 50,
+	'B: the arbiter r3 calls the resolver once per conflict (50 calls)');
+is(calls_since($_, $offsets, 'payment'), 0, 'B: ' . $_->name . ', not the arbiter, never calls the resolver')
+  for ($r1, $r2);
 
 ##########
 # C. Resolvers neither commutative nor deterministic
@@ -282,6 +309,7 @@ for my $table (qw(notes_append notes_random))
 		poll_until($node, "SELECT count(*) FROM $table", '30')
 		  or die $node->name . " did not get $table";
 	}
+	my $offsets = log_offsets();
 	partition_regions(\@all);
 	for my $node (@all)
 	{
@@ -298,6 +326,10 @@ for my $table (qw(notes_append notes_random))
 		"C: $table: every key holds a write of the arbiter r3");
 	cmp_ok(conflicts($r3, $table), '>=', 30, "C: $table: the arbiter r3 records the conflicts");
 	is(conflicts($_, $table), '0', "C: $table: " . $_->name . ', not the arbiter, records none')
+	  for ($r1, $r2);
+	is(calls_since($r3, $offsets, $table), conflicts($r3, $table),
+		"C: $table: the arbiter r3 calls the resolver once per conflict it records");
+	is(calls_since($_, $offsets, $table), 0, "C: $table: " . $_->name . ', not the arbiter, never calls the resolver')
 	  for ($r1, $r2);
 }
 # every tag of the append resolver's rows was written by some region
