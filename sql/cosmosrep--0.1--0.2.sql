@@ -187,3 +187,68 @@ BEGIN
     END LOOP;
 END
 $$;
+
+-- The arbiter records the conflicts under a resolver; the other regions
+-- keep theirs apart until its resolution arrives.
+CREATE OR REPLACE VIEW cosmosrep.conflicts WITH (security_barrier) AS
+    SELECT c.conflict_id,
+           c.detected_at,
+           c.relid::regclass AS table_name,
+           (SELECT pg_catalog.jsonb_object_agg(a.attname,
+                       coalesce(r.remote_row, r.local_row) OPERATOR(pg_catalog.->) a.attname::text)
+              FROM pg_catalog.pg_index i
+              JOIN pg_catalog.pg_attribute a
+                ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
+             WHERE i.indrelid = c.relid AND i.indisprimary
+               AND coalesce(r.remote_row, r.local_row) IS NOT NULL) AS key,
+           c.kind,
+           lr.region_name AS local_region,
+           rr.region_name AS remote_region,
+           c.local_version,
+           c.remote_version,
+           r.local_row,
+           r.remote_row,
+           c.policy,
+           c.resolution,
+           coalesce(r.winner_row,
+                    CASE c.resolution WHEN 'remote_applied' THEN r.remote_row
+                                      WHEN 'local_kept' THEN r.local_row
+                                      -- manual: the row held until resolved
+                                      WHEN 'pending' THEN
+                                          CASE WHEN c.remote_version OPERATOR(pg_catalog.>) c.local_version
+                                               THEN r.remote_row ELSE r.local_row END
+                    END) AS winner_row,
+           -- an error may quote the row (a trigger's message)
+           CASE WHEN NOT pg_catalog.row_security_active(c.relid) THEN c.error END AS error,
+           c.resolved_at,
+           c.resolved_by
+      FROM cosmosrep.conflict c
+      -- OFFSET 0: each row read once, not again wherever the view uses it
+      CROSS JOIN LATERAL (SELECT cosmosrep.conflict_row(c.ctid, 'local') AS local_row,
+                                 cosmosrep.conflict_row(c.ctid, 'remote') AS remote_row,
+                                 cosmosrep.conflict_row(c.ctid, 'winner') AS winner_row
+                          OFFSET 0) r
+      LEFT JOIN cosmosrep.region lr ON lr.region_id = c.local_region
+      LEFT JOIN cosmosrep.region rr ON rr.region_id = c.remote_region
+     WHERE pg_catalog.has_table_privilege(c.relid, 'SELECT')
+       -- decided by version until the arbiter resolves it: tentative_conflicts
+       AND c.resolution OPERATOR(pg_catalog.<>) 'tentative';
+
+-- The conflicts under a resolver that this region decided by version, as
+-- every region but the arbiter does, and that no arbiter's resolution has
+-- reached yet (a region that becomes the arbiter resolves them).
+CREATE VIEW cosmosrep.tentative_conflicts WITH (security_barrier) AS
+    SELECT c.conflict_id,
+           c.detected_at,
+           c.relid::regclass AS table_name,
+           cosmosrep.tombstone_key_text(c.relid, c.key) AS key,
+           c.kind,
+           c.local_version,
+           c.remote_version,
+           pg_catalog.int8larger(c.local_version, c.remote_version) AS held_version
+      FROM cosmosrep.conflict c
+     WHERE c.resolution OPERATOR(pg_catalog.=) 'tentative' AND c.resolved_at IS NULL
+       AND pg_catalog.has_table_privilege(c.relid, 'SELECT');
+COMMENT ON VIEW cosmosrep.tentative_conflicts IS
+    'conflicts under a resolver held by version here until the arbiter resolves them';
+GRANT SELECT ON cosmosrep.tentative_conflicts TO PUBLIC;

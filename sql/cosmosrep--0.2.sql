@@ -711,10 +711,31 @@ CREATE VIEW cosmosrep.conflicts WITH (security_barrier) AS
                           OFFSET 0) r
       LEFT JOIN cosmosrep.region lr ON lr.region_id = c.local_region
       LEFT JOIN cosmosrep.region rr ON rr.region_id = c.remote_region
-     WHERE pg_catalog.has_table_privilege(c.relid, 'SELECT');
+     WHERE pg_catalog.has_table_privilege(c.relid, 'SELECT')
+       -- decided by version until the arbiter resolves it: tentative_conflicts
+       AND c.resolution OPERATOR(pg_catalog.<>) 'tentative';
 COMMENT ON VIEW cosmosrep.conflicts IS
     'conflicts detected in this region, for the tables the current user may read';
 GRANT SELECT ON cosmosrep.conflicts TO PUBLIC;
+
+-- The conflicts under a resolver that this region decided by version, as
+-- every region but the arbiter does, and that no arbiter's resolution has
+-- reached yet (a region that becomes the arbiter resolves them).
+CREATE VIEW cosmosrep.tentative_conflicts WITH (security_barrier) AS
+    SELECT c.conflict_id,
+           c.detected_at,
+           c.relid::regclass AS table_name,
+           cosmosrep.tombstone_key_text(c.relid, c.key) AS key,
+           c.kind,
+           c.local_version,
+           c.remote_version,
+           pg_catalog.int8larger(c.local_version, c.remote_version) AS held_version
+      FROM cosmosrep.conflict c
+     WHERE c.resolution OPERATOR(pg_catalog.=) 'tentative' AND c.resolved_at IS NULL
+       AND pg_catalog.has_table_privilege(c.relid, 'SELECT');
+COMMENT ON VIEW cosmosrep.tentative_conflicts IS
+    'conflicts under a resolver held by version here until the arbiter resolves them';
+GRANT SELECT ON cosmosrep.tentative_conflicts TO PUBLIC;
 
 CREATE VIEW cosmosrep.conflict_summary WITH (security_barrier) AS
     SELECT table_name, kind, resolution,

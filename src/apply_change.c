@@ -58,6 +58,7 @@
 #include "apply_internal.h"
 #include "catalog.h"
 #include "conflict.h"
+#include "feed.h"
 #include "hlc.h"
 #include "names.h"
 #include "protocol.h"
@@ -290,8 +291,10 @@ local_state(ApplyExec *ex, ApplyRel *ar, TupleTableSlot *key,
  * conflict and a unique collision): every conflict while
  * cosmosrep.record_resolved_conflicts is on, and always the feed's
  * entries (pending, error).  A tentative decision (a conflict under a
- * resolver, outside the arbiter) is counted, and recorded by the
- * arbiter alone.
+ * resolver, outside the arbiter) is kept too, apart from the conflicts
+ * (cosmosrep.tentative_conflicts), until an arbiter's resolution marks it:
+ * a region that becomes the arbiter resolves those no arbiter resolved
+ * (feed.c).
  */
 static void
 record_decision(ApplyExec *ex, const CrPolicy *policy, const CrIncoming *incoming,
@@ -300,10 +303,8 @@ record_decision(ApplyExec *ex, const CrPolicy *policy, const CrIncoming *incomin
 				TupleTableSlot *merged)
 {
 	cr_conflicts_in_transaction++;
-	if (d->resolution == CR_RESOLUTION_TENTATIVE)
-		return;
 	if (cr_record_resolved_conflicts || d->resolution == CR_RESOLUTION_PENDING ||
-		d->resolution == CR_RESOLUTION_ERROR)
+		d->resolution == CR_RESOLUTION_ERROR || d->resolution == CR_RESOLUTION_TENTATIVE)
 		cr_record_conflict(ex->rel,
 						   d->by_configuration ? CR_POLICY_NEWER_CONFIGURATION : policy->name,
 						   incoming, local, d, local_row, remote_row, merged);
@@ -316,7 +317,8 @@ record_decision(ApplyExec *ex, const CrPolicy *policy, const CrIncoming *incomin
  * changes without one), and the worker commits the transaction without
  * one too (apply_worker.c), since decoding skips a transaction whose
  * commit names an origin.  A resolution that deletes the key sends its
- * version as the row trigger does for a local delete.
+ * version as the row trigger does for a local delete.  A resolved message
+ * marks the tentative entries of the other regions (feed.c).
  */
 static void
 write_resolution(ApplyExec *ex, ApplyRel *ar, const CrIncoming *incoming,
@@ -355,6 +357,10 @@ write_resolution(ApplyExec *ex, ApplyRel *ar, const CrIncoming *incoming,
 			cr_tombstone_record(payload.relid, d->key, d->merged_version,
 								d->merged_base, d->merged_config, d->merged_seen);
 		}
+		/* the regions that decided the conflict by version mark their entries */
+		cr_feed_resolve_key(ex->rel, d->key, Max(incoming->version, local->version),
+							cr_resolution_names[CR_RESOLUTION_MERGED], (Datum) 0,
+							cr_get_region_by_id(cr_local_region_id(false))->name);
 	}
 	PG_FINALLY();
 	{

@@ -79,7 +79,7 @@ typedef enum CrResolution
 	CR_RESOLUTION_PENDING,
 	CR_RESOLUTION_ERROR,
 	CR_RESOLUTION_TENTATIVE		/* by version until the arbiter's write
-								 * arrives; not recorded */
+								 * arrives; recorded apart (feed.c) */
 } CrResolution;
 
 typedef enum CrPolicyKind

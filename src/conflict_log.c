@@ -571,8 +571,10 @@ cr_flush_conflicts(void)
 	foreach(lc, pending_conflicts)
 	{
 		PendingConflict *c = lfirst(lc);
+		/* a tentative entry waits for the arbiter's resolution (feed.c) */
 		bool		resolved = c->resolution != CR_RESOLUTION_PENDING &&
-			c->resolution != CR_RESOLUTION_ERROR;
+			c->resolution != CR_RESOLUTION_ERROR &&
+			c->resolution != CR_RESOLUTION_TENTATIVE;
 
 		if (kinds[c->kind] == (Datum) 0)
 			kinds[c->kind] = CStringGetTextDatum(cr_conflict_kind_names[c->kind]);
@@ -1035,6 +1037,7 @@ cr_feed_rows(Oid relid, bytea *key, Oid rowtype)
 						 " WHERE relid OPERATOR(pg_catalog.=) $1"
 						 " AND key OPERATOR(pg_catalog.=) $2"
 						 " AND resolved_at IS NULL AND remote_row IS NOT NULL"
+						 " AND resolution OPERATOR(pg_catalog.<>) 'tentative'"
 						 " AND shape OPERATOR(pg_catalog.=) $3"
 						 " ORDER BY conflict_id",
 						 3, argtypes, values, NULL, true) != SPI_OK_SELECT)

@@ -195,9 +195,21 @@ statement_table(Node *stmt, const char **what, int *flags)
 
 				int			owner_cmds = 0;
 
+				/*
+				 * Partitions are each region's own layout (a region may
+				 * keep a partitioned table's rows in other partitions):
+				 * attaching or detaching one stays local, as OWNER TO.
+				 */
 				foreach(lc, s->cmds)
-					if (((AlterTableCmd *) lfirst(lc))->subtype == AT_ChangeOwner)
+				{
+					AlterTableType subtype = ((AlterTableCmd *) lfirst(lc))->subtype;
+
+					if (subtype == AT_AttachPartition || subtype == AT_DetachPartition ||
+						subtype == AT_DetachPartitionFinalize)
+						return InvalidOid;
+					if (subtype == AT_ChangeOwner)
 						owner_cmds++;
+				}
 				if (owner_cmds == list_length(s->cmds))
 					return InvalidOid;
 				if (owner_cmds > 0)

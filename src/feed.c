@@ -82,6 +82,8 @@ PG_FUNCTION_INFO_V1(cosmosrep_resolve_conflict_with_row);
 PG_FUNCTION_INFO_V1(cosmosrep_reapply_conflict);
 PG_FUNCTION_INFO_V1(cosmosrep_discard_conflict);
 
+static const char *reapply_entry(Relation rel, FeedEntry *e);
+
 /*
  * Read and lock the feed entry conflict_id for the current user, who must
  * be able to read its table (as for cosmosrep.conflicts) and to change
@@ -330,7 +332,10 @@ write_local(Relation rel, Datum row, Datum keyrow)
 /*
  * Mark every entry of relid's key that is not newer than version as
  * resolved, with resolution and winner (a composite datum, or 0), by
- * whom; the entries of this region's feed only.
+ * whom; the entries of this region's feed only.  A tentative entry (a
+ * conflict under a resolver that this region decided by version while it
+ * was not the arbiter) keeps its resolution: the arbiter records the
+ * conflict.
  */
 static void
 mark_resolved(Oid relid, bytea *key, int64 version, const char *resolution,
@@ -344,7 +349,8 @@ mark_resolved(Oid relid, bytea *key, int64 version, const char *resolution,
 
 	(void) cr_catalog_write(NULL,
 							"UPDATE cosmosrep.conflict"
-							" SET resolution = $4, winner_row = $5,"
+							" SET resolution = CASE resolution WHEN 'tentative' THEN resolution ELSE $4 END,"
+							"     winner_row = $5,"
 							"     resolved_at = pg_catalog.now(), resolved_by = $6"
 							" WHERE relid OPERATOR(pg_catalog.=) $1"
 							" AND key OPERATOR(pg_catalog.=) $2 AND resolved_at IS NULL"
@@ -357,17 +363,30 @@ mark_resolved(Oid relid, bytea *key, int64 version, const char *resolution,
  * Resolve entry e: mark it, and the entries of its key that are not newer,
  * resolved here, and tell the other regions in a transactional message:
  * the table's name, the newest version of the entry, the resolution and
- * who resolved it, NUL-terminated, then the key.
+ * who resolved it, NUL-terminated, then the key.  Done by the current
+ * user.
  */
 static void
 feed_resolve(Relation rel, FeedEntry *e, const char *resolution, Datum winner)
 {
-	int64		version = Max(e->local_version, e->remote_version);
-	const char *by = GetUserNameFromId(GetUserId(), false);
+	cr_feed_resolve_key(rel, e->key, Max(e->local_version, e->remote_version),
+						resolution, winner, GetUserNameFromId(GetUserId(), false));
+}
+
+/*
+ * Mark the entries of rel's key not newer than version resolved here, and
+ * send the same to the other regions (see feed_resolve): also for the
+ * arbiter's resolutions (apply_change.c), which the other regions decided
+ * tentatively.
+ */
+void
+cr_feed_resolve_key(Relation rel, bytea *key, int64 version, const char *resolution,
+					Datum winner, const char *by)
+{
 	const char *fields[5];
 	StringInfoData msg;
 
-	mark_resolved(e->relid, e->key, version, resolution, winner, by);
+	mark_resolved(RelationGetRelid(rel), key, version, resolution, winner, by);
 
 	fields[0] = get_namespace_name(RelationGetNamespace(rel));
 	fields[1] = RelationGetRelationName(rel);
@@ -378,7 +397,7 @@ feed_resolve(Relation rel, FeedEntry *e, const char *resolution, Datum winner)
 	cr_append_fields(&msg, fields, lengthof(fields));
 	/* the key is binary: it takes the rest of the message (none for an entry
 	 * whose row could not be read, see record_rejected_change) */
-	appendBinaryStringInfo(&msg, VARDATA_ANY(e->key), VARSIZE_ANY_EXHDR(e->key));
+	appendBinaryStringInfo(&msg, VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key));
 	(void) cr_log_message(CR_RESOLVED_MESSAGE_PREFIX, msg.data, msg.len, true);
 }
 
@@ -540,6 +559,19 @@ cosmosrep_reapply_conflict(PG_FUNCTION_ARGS)
 {
 	FeedEntry  *e = feed_entry_lock(PG_GETARG_INT64(0));
 	Relation	rel = feed_open(e);
+	const char *resolution = reapply_entry(rel, e);
+
+	table_close(rel, NoLock);
+	PG_RETURN_TEXT_P(cstring_to_text(resolution));
+}
+
+/*
+ * Apply entry e of rel again (see cosmosrep.reapply_conflict); returns the
+ * resolution.
+ */
+static const char *
+reapply_entry(Relation rel, FeedEntry *e)
+{
 	CrTableConfig *config = cr_get_table_config(e->relid);
 	const char *resolution = cr_resolution_names[CR_RESOLUTION_REMOTE_APPLIED];
 	Datum		row = e->remote_row;
@@ -576,8 +608,7 @@ cosmosrep_reapply_conflict(PG_FUNCTION_ARGS)
 	}
 	written = write_local(rel, row, e->local_row ? e->local_row : e->remote_row);
 	feed_resolve(rel, e, resolution, written);
-	table_close(rel, NoLock);
-	PG_RETURN_TEXT_P(cstring_to_text(resolution));
+	return resolution;
 }
 
 /*
@@ -597,4 +628,137 @@ cosmosrep_discard_conflict(PG_FUNCTION_ARGS)
 				 (Datum) 0);
 	table_close(rel, NoLock);
 	PG_RETURN_VOID();
+}
+
+/* ----------------------------------------------------------------
+ * A new arbiter
+ * ----------------------------------------------------------------
+ */
+
+/*
+ * The version of the row of rel that has the key of the composite datum
+ * keyrow, or 0 without one; read as the table's owner (the key's equality
+ * operators are the owner's types').
+ */
+static int64
+current_version(Relation rel, Datum keyrow)
+{
+	StringInfoData sql;
+	ListCell   *lc;
+	CrUserContext user;
+	Datum		version;
+
+	initStringInfo(&sql);
+	appendStringInfo(&sql, "SELECT t.%s::pg_catalog.text FROM %s%s t WHERE true",
+					 CR_VERSION_COLUMN,
+					 rel->rd_rel->relkind == RELKIND_PARTITIONED_TABLE ? "" : "ONLY ",
+					 quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
+												RelationGetRelationName(rel)));
+	foreach(lc, key_columns(rel))
+		appendStringInfo(&sql, " AND t.%s OPERATOR(pg_catalog.=) ($1).%s",
+						 quote_identifier(lfirst(lc)), quote_identifier(lfirst(lc)));
+	cr_switch_to_owner(rel->rd_rel->relowner, &user);
+	version = spi_single_value(sql.data, rel->rd_rel->reltype, keyrow, true);
+	cr_restore_user(&user);
+	return version == (Datum) 0 ? 0 : pg_strtoint64(TextDatumGetCString(version));
+}
+
+/*
+ * Take over tentative entry conflict_id: if its key still holds the write
+ * that won by version (no arbiter's write and no later write replaced
+ * it), run the resolver on the two writes now and write its row, as the
+ * arbiter does (reapply_entry); the entry then shows as this arbiter's
+ * record of the conflict.  Otherwise the conflict was settled by a later
+ * write: the entry is marked so.
+ */
+static void
+take_over_entry(int64 conflict_id)
+{
+	FeedEntry  *e = feed_entry_lock(conflict_id);
+	Relation	rel = feed_open(e);
+	int64		held = Max(e->local_version, e->remote_version);
+	const char *region = cr_get_region_by_id(cr_local_region_id(false))->name;
+	Oid			argtypes[2] = {INT8OID, TEXTOID};
+	Datum		values[2] = {Int64GetDatum(conflict_id), CStringGetTextDatum(region)};
+
+	if (current_version(rel, e->remote_row ? e->remote_row : e->local_row) == held)
+		(void) reapply_entry(rel, e);
+	/* this region's record of the conflict, resolved by it or superseded */
+	(void) cr_catalog_write(NULL,
+							"UPDATE cosmosrep.conflict"
+							" SET resolution = CASE WHEN resolved_at IS NULL"
+							"                  THEN resolution ELSE 'merged' END,"
+							"     resolved_at = pg_catalog.now(), resolved_by = $2"
+							" WHERE conflict_id OPERATOR(pg_catalog.=) $1",
+							2, argtypes, values, NULL, SPI_OK_UPDATE);
+	table_close(rel, NoLock);
+}
+
+/*
+ * This region has become the arbiter (launcher.c).  The conflicts under a
+ * resolver that it decided by version meanwhile, as every region but the
+ * arbiter does, wait in its tentative entries; an arbiter that resolved
+ * them sent a resolved message that marked them.  Those the former
+ * arbiter never resolved (it was unreachable, then removed, or lost its
+ * role first) are resolved now, each in a subtransaction: one that fails
+ * (a resolver's error, a table that changed shape) stays tentative, with
+ * a WARNING, and is tried again at the next change of arbiter.
+ */
+void
+cr_feed_take_over(void)
+{
+	MemoryContext callerctx = CurrentMemoryContext;
+	ResourceOwner callerowner = CurrentResourceOwner;
+	List	   *ids = NIL;
+	ListCell   *lc;
+
+	SPI_connect();
+	if (cr_catalog_query(NULL,
+						 "SELECT conflict_id FROM cosmosrep.conflict"
+						 " WHERE resolved_at IS NULL AND resolution OPERATOR(pg_catalog.=) 'tentative'"
+						 " ORDER BY conflict_id",
+						 0, NULL, NULL, NULL, true) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the tentative conflicts");
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		MemoryContext spictx = MemoryContextSwitchTo(callerctx);
+
+		ids = lappend(ids, palloc(sizeof(int64)));
+		*(int64 *) llast(ids) = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
+															 SPI_tuptable->tupdesc, 1,
+															 &isnull));
+		MemoryContextSwitchTo(spictx);
+	}
+	SPI_finish();
+
+	foreach(lc, ids)
+	{
+		int64		id = *(int64 *) lfirst(lc);
+
+		BeginInternalSubTransaction(NULL);
+		MemoryContextSwitchTo(callerctx);
+		PG_TRY();
+		{
+			take_over_entry(id);
+			ReleaseCurrentSubTransaction();
+		}
+		PG_CATCH();
+		{
+			ErrorData  *edata;
+
+			MemoryContextSwitchTo(callerctx);
+			edata = CopyErrorData();
+			FlushErrorState();
+			RollbackAndReleaseCurrentSubTransaction();
+			if (cr_error_is_transient(edata->sqlerrcode))
+				ReThrowError(edata);
+			ereport(WARNING,
+					(errmsg("could not resolve tentative conflict " INT64_FORMAT ": %s",
+							id, edata->message)));
+		}
+		PG_END_TRY();
+		MemoryContextSwitchTo(callerctx);
+		CurrentResourceOwner = callerowner;
+	}
 }

@@ -67,6 +67,7 @@
 
 #include "catalog.h"
 #include "conflict.h"
+#include "feed.h"
 #include "launcher.h"
 #include "names.h"
 #include "peers.h"
@@ -351,9 +352,11 @@ launcher_exit(int code, Datum arg)
 static void
 launcher_cycle(void)
 {
+	static bool was_arbiter = false;
 	List	   *regions;
 	ListCell   *lc;
 	bool		have_local = false;
+	bool		is_arbiter = false;
 	MemoryContext cyclectx = AllocSetContextCreate(TopMemoryContext,
 												   "cosmosrep launcher cycle",
 												   ALLOCSET_DEFAULT_SIZES);
@@ -371,9 +374,22 @@ launcher_cycle(void)
 		regions = cr_get_regions();
 		foreach(lc, regions)
 			have_local |= ((CrRegion *) lfirst(lc))->is_local;
+		is_arbiter = have_local && cr_arbiter_region_id() == cr_local_region_id(true);
 	}
 	PopActiveSnapshot();
 	CommitTransactionCommand();
+
+	/* a new arbiter resolves what no arbiter resolved (feed.c) */
+	if (is_arbiter && !was_arbiter)
+	{
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		cr_feed_take_over();
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+	}
+	was_arbiter = is_arbiter;
 
 	if (!have_local)
 	{

@@ -11,7 +11,7 @@
 
 BEGIN;
 CREATE EXTENSION cosmosrep;
-SELECT plan(31);
+SELECT plan(32);
 
 SELECT lives_ok($$SELECT cosmosrep.create_region('pgtap', 'host=localhost dbname=postgres')$$,
                 'create_region');
@@ -20,8 +20,8 @@ SELECT lives_ok($$SELECT cosmosrep.enable_table('et_orders')$$,
                 'enable_table on a table with a primary key');
 
 SELECT columns_are('public', 'et_orders',
-                   ARRAY['id', 'qty', '_cr_version', '_cr_base', '_cr_region', '_cr_config'],
-                   'enable_table adds _cr_version, _cr_base, _cr_region and _cr_config');
+                   ARRAY['id', 'qty', '_cr_version', '_cr_base', '_cr_region', '_cr_config', '_cr_seen'],
+                   'enable_table adds _cr_version, _cr_base, _cr_region, _cr_config and _cr_seen');
 SELECT col_type_is('public', 'et_orders', '_cr_version', 'bigint', '_cr_version is bigint');
 SELECT col_type_is('public', 'et_orders', '_cr_base', 'bigint', '_cr_base is bigint');
 SELECT col_type_is('public', 'et_orders', '_cr_region', 'smallint', '_cr_region is smallint');
@@ -30,6 +30,7 @@ SELECT col_not_null('public', 'et_orders', '_cr_base', '_cr_base is not null');
 SELECT col_not_null('public', 'et_orders', '_cr_region', '_cr_region is not null');
 SELECT col_type_is('public', 'et_orders', '_cr_config', 'bigint', '_cr_config is bigint');
 SELECT col_not_null('public', 'et_orders', '_cr_config', '_cr_config is not null');
+SELECT col_type_is('public', 'et_orders', '_cr_seen', 'bytea', '_cr_seen is bytea');
 SELECT is((SELECT attgenerated FROM pg_attribute
             WHERE attrelid = 'et_orders'::regclass AND attname = '_cr_region'),
           ''::"char", '_cr_region is a plain column, stamped by the trigger');
