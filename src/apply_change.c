@@ -570,7 +570,9 @@ handle_insert(StringInfo s)
 	incoming.kind = CR_CHANGE_INSERT;
 	incoming.version = observed_version(ex->remoteslot, ar);
 	incoming_stamps(ar, ex->remoteslot, &incoming);
-	apply_row(ex, ar, ex->remoteslot, &incoming);
+	/* a plain new row may join the table's batch (apply_batch.c) */
+	if (!cr_batch_add(ex, ar, ex->remoteslot, &incoming))
+		apply_row(ex, ar, ex->remoteslot, &incoming);
 	change_end(ex);
 }
 
@@ -729,6 +731,22 @@ handle_delete(StringInfo s)
 							incoming.version, incoming.base, incoming.config);
 
 	change_end(ex);
+}
+
+/*
+ * An insert that apply_batch.c took into a batch and then found may not go
+ * in as it is (a row here holds its key or a unique value, or its key has
+ * a newer tombstone): applied the usual way, as if it had come alone, by
+ * the same decision.  It was counted as a change when it was read.
+ */
+void
+cr_apply_insert_again(ApplyRel *ar, TupleTableSlot *row, const CrIncoming *incoming)
+{
+	ApplyExec  *ex = change_begin(ar);
+
+	apply_row(ex, ar, row, incoming);
+	change_end(ex);
+	cr_changes_in_transaction--;
 }
 
 /* ----------------------------------------------------------------

@@ -10,7 +10,9 @@
  *	  peer's relations onto local tables, their conflict policies and the
  *	  executor state of each table in the open transaction),
  *	  apply_change.c (what each kind of row change does to a table) and
- *	  apply_message.c (what each MESSAGE of the stream does).  The worker
+ *	  apply_message.c (what each MESSAGE of the stream does), with
+ *	  apply_batch.c (consecutive inserts of a table written together,
+ *	  under apply_change.c's insert handler).  The worker
  *	  calls down into the other three; they call back only for the
  *	  transaction check, the connection to the peer, the stable version
  *	  and, for the rows of an enabled table, cr_apply_dispatch.  The public
@@ -89,6 +91,7 @@ typedef struct ApplyExec
 	Oid			owner;			/* changes are applied as this role */
 	CrTombstone horizon;		/* the table's truncate horizon: it cannot
 								 * change while the table is open here */
+	struct ApplyBatch *batch;	/* its buffered inserts (apply_batch.c) */
 } ApplyExec;
 
 /* apply_worker.c: the worker's state */
@@ -121,5 +124,15 @@ extern void cr_exec_close_all(void);
 extern void cr_apply_change(LogicalRepMsgType action, StringInfo s);
 extern void cr_apply_change_carefully(LogicalRepMsgType action, StringInfo s);
 extern void cr_handle_message(StringInfo s);
+extern void cr_apply_insert_again(ApplyRel *ar, TupleTableSlot *row,
+								  const CrIncoming *incoming);
+
+/* apply_batch.c: consecutive inserts of a table written together */
+extern bool cr_batch_allowed;
+extern uint64 cr_batched_rows;
+extern uint64 cr_batch_reruns;
+extern bool cr_batch_add(ApplyExec *ex, ApplyRel *ar, TupleTableSlot *row,
+						 const CrIncoming *incoming);
+extern void cr_batch_flush(void);
 
 #endif							/* CR_APPLY_INTERNAL_H */

@@ -332,6 +332,10 @@ cr_apply_dispatch(StringInfo s)
 {
 	LogicalRepMsgType action = pq_getmsgbyte(s);
 
+	/* only inserts join a batch; anything else sees its rows written */
+	if (action != LOGICAL_REP_MSG_INSERT && action != LOGICAL_REP_MSG_BEGIN &&
+		action != LOGICAL_REP_MSG_COMMIT)
+		cr_batch_flush();
 	switch (action)
 	{
 		case LOGICAL_REP_MSG_BEGIN:
@@ -356,13 +360,17 @@ cr_apply_dispatch(StringInfo s)
 			else
 			{
 				in_change = true;
+				cr_batch_allowed = action == LOGICAL_REP_MSG_INSERT;
 				cr_apply_change(action, s);
+				cr_batch_allowed = false;
 				in_change = false;
 				cr_flush_some_conflicts();
 			}
 			break;
 		case LOGICAL_REP_MSG_MESSAGE:
 			cr_handle_message(s);
+			/* the rows of an enabled table it held */
+			cr_batch_flush();
 			break;
 		default:
 			ereport(ERROR,

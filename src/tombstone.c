@@ -42,9 +42,11 @@
 #include "access/htup_details.h"
 #include "access/stratnum.h"
 #include "access/table.h"
+#include "access/tableam.h"
 #include "catalog/pg_authid.h"
 #include "catalog/pg_index.h"
 #include "catalog/pg_type.h"
+#include "executor/tuptable.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "libpq/pqformat.h"
@@ -401,6 +403,54 @@ cr_tombstone_lookup(Oid relid, bytea *key)
 	table_close(rel, AccessShareLock);
 	UnregisterSnapshot(snapshot);
 	return result;
+}
+
+/*
+ * The versions of the newest deletes of the n keys of relid, into
+ * versions (0 where a key has none), as cr_tombstone_lookup would find
+ * them one by one: with one fresh snapshot, taken now, and one scan of
+ * the primary key index of cosmosrep.tombstone, rescanned per key.  For a
+ * batch of rows the apply worker has just written (apply_batch.c).
+ */
+void
+cr_tombstone_lookup_many(Oid relid, bytea **keys, int n, int64 *versions)
+{
+	Snapshot	snapshot;
+	Relation	rel;
+	Relation	index;
+	IndexScanDesc scan;
+	TupleTableSlot *slot;
+	ScanKeyData skey[2];
+
+	tombstone_cache_init();
+	snapshot = RegisterSnapshot(GetLatestSnapshot());
+	rel = table_open(tombstone_relid, AccessShareLock);
+	index = index_open(tombstone_index_relid, AccessShareLock);
+	slot = table_slot_create(rel, NULL);
+	scan = index_beginscan(rel, index, snapshot, 2, 0);
+	for (int i = 0; i < n; i++)
+	{
+		/* index columns 1 and 2: relid and key */
+		ScanKeyInit(&skey[0], 1, BTEqualStrategyNumber, F_OIDEQ,
+					ObjectIdGetDatum(relid));
+		ScanKeyInit(&skey[1], 2, BTEqualStrategyNumber, F_BYTEAEQ,
+					PointerGetDatum(keys[i]));
+		index_rescan(scan, skey, 2, NULL, 0);
+		versions[i] = 0;
+		if (index_getnext_slot(scan, ForwardScanDirection, slot))
+		{
+			bool		isnull;
+			Datum		version = slot_getattr(slot, 3, &isnull);
+
+			if (!isnull)
+				versions[i] = DatumGetInt64(version);
+		}
+	}
+	index_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	index_close(index, AccessShareLock);
+	table_close(rel, AccessShareLock);
+	UnregisterSnapshot(snapshot);
 }
 
 /*
