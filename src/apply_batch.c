@@ -5,7 +5,9 @@
  *	  COPY writes them.
  *
  * NOTES
- *	  This file owns the insert batch of the apply worker.  An insert that
+ *	  This file owns the insert batch of the apply worker, and the rule
+ *	  by which a write that keeps a row's unique values probes no unique
+ *	  index for them (cr_unique_values_kept).  An insert that
  *	  apply_change.c has read and found a candidate (the table has no row
  *	  trigger that fires in the worker, no deferred or exclusion index, no
  *	  stored generated column, is no partition, and the row is newer than
@@ -61,6 +63,7 @@
 #include "catalog/pg_trigger.h"
 #include "commands/trigger.h"
 #include "executor/executor.h"
+#include "utils/datum.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
@@ -308,3 +311,39 @@ cr_batch_flush(void)
 	b->bytes = 0;
 }
 
+
+/*
+ * Whether row, about to replace self (the local row of its key), holds
+ * the same values as self in the columns of ex's secondary unique index
+ * number unique (ex->unique_indexes): then no other row can hold them,
+ * since self does, and settle_collisions need not probe that index.  An
+ * update that leaves a unique column alone thus probes nothing for it.
+ */
+bool
+cr_unique_values_kept(ApplyExec *ex, int unique, TupleTableSlot *row,
+					  TupleTableSlot *self)
+{
+	TupleDesc	desc = RelationGetDescr(ex->rel);
+	IndexInfo  *info = NULL;
+
+	for (int i = 0; i < ex->rri->ri_NumIndices && info == NULL; i++)
+		if (RelationGetRelid(ex->rri->ri_IndexRelationDescs[i]) == ex->unique_indexes[unique])
+			info = ex->rri->ri_IndexRelationInfo[i];
+	if (info == NULL)
+		return false;
+	slot_getallattrs(row);
+	slot_getallattrs(self);
+	for (int k = 0; k < info->ii_NumIndexKeyAttrs; k++)
+	{
+		int			att = info->ii_IndexAttrNumbers[k] - 1;
+		Form_pg_attribute attr = TupleDescAttr(desc, att);
+
+		if (row->tts_isnull[att] != self->tts_isnull[att])
+			return false;
+		if (!row->tts_isnull[att] &&
+			!datum_image_eq(row->tts_values[att], self->tts_values[att],
+							attr->attbyval, attr->attlen))
+			return false;
+	}
+	return true;
+}

@@ -372,8 +372,10 @@ settle_collisions(ApplyExec *ex, ApplyRel *ar, TupleTableSlot *row,
 	{
 		TupleTableSlot *other = ex->colliders[i];
 
-		found[i] = RelationFindReplTupleByIndex(ex->rel, ex->unique_indexes[i],
-												LockTupleExclusive, row, other);
+		/* keeping the values of the row it replaces, it cannot collide */
+		found[i] = (self == NULL || !cr_unique_values_kept(ex, i, row, self)) &&
+			RelationFindReplTupleByIndex(ex->rel, ex->unique_indexes[i],
+										 LockTupleExclusive, row, other);
 		/* not the row this write replaces, nor one another index found */
 		if (found[i] && self != NULL && ItemPointerEquals(&other->tts_tid, &self->tts_tid))
 			found[i] = false;

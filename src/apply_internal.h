@@ -134,5 +134,7 @@ extern uint64 cr_batch_reruns;
 extern bool cr_batch_add(ApplyExec *ex, ApplyRel *ar, TupleTableSlot *row,
 						 const CrIncoming *incoming);
 extern void cr_batch_flush(void);
+extern bool cr_unique_values_kept(ApplyExec *ex, int unique, TupleTableSlot *row,
+								  TupleTableSlot *self);
 
 #endif							/* CR_APPLY_INTERNAL_H */
