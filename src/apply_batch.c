@@ -84,10 +84,11 @@ typedef struct ApplyBatch
 	int			nrows;			/* rows buffered */
 	int			nslots;			/* buffer slots made so far */
 	Size		bytes;			/* their tuples' size */
-	TupleTableSlot *slots[BATCH_MAX_ROWS];
-	CrIncoming	incoming[BATCH_MAX_ROWS];
-	bytea	   *keys[BATCH_MAX_ROWS];
-	int64		tombstones[BATCH_MAX_ROWS];
+	/* made only for a table that can batch: */
+	TupleTableSlot **slots;		/* [BATCH_MAX_ROWS] */
+	CrIncoming *incoming;		/* [BATCH_MAX_ROWS] */
+	bytea	  **keys;			/* [BATCH_MAX_ROWS] */
+	int64	   *tombstones;		/* [BATCH_MAX_ROWS] */
 	MemoryContext cxt;			/* the keys, reset after each write */
 } ApplyBatch;
 
@@ -139,7 +140,10 @@ batch_eligible(ApplyExec *ex)
 	return true;
 }
 
-/* ex's batch, made at the table's first candidate insert */
+/*
+ * ex's batch, made at the table's first insert in the local transaction:
+ * for a table that cannot batch, only the answer.
+ */
 static ApplyBatch *
 batch_of(ApplyExec *ex, ApplyRel *ar)
 {
@@ -150,9 +154,16 @@ batch_of(ApplyExec *ex, ApplyRel *ar)
 
 		b->ar = ar;
 		b->eligible = batch_eligible(ex);
-		b->cxt = AllocSetContextCreate(CrApplyTransactionContext,
-									   "cosmosrep apply batch",
-									   ALLOCSET_DEFAULT_SIZES);
+		if (b->eligible)
+		{
+			b->slots = palloc(sizeof(TupleTableSlot *) * BATCH_MAX_ROWS);
+			b->incoming = palloc(sizeof(CrIncoming) * BATCH_MAX_ROWS);
+			b->keys = palloc(sizeof(bytea *) * BATCH_MAX_ROWS);
+			b->tombstones = palloc(sizeof(int64) * BATCH_MAX_ROWS);
+			b->cxt = AllocSetContextCreate(CrApplyTransactionContext,
+										   "cosmosrep apply batch",
+										   ALLOCSET_DEFAULT_SIZES);
+		}
 		ex->batch = b;
 		MemoryContextSwitchTo(oldctx);
 	}
