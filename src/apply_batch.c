@@ -25,7 +25,8 @@
  *	  partial mode, which report a row whose key or secondary unique value
  *	  another row here holds (or may hold: a writer in progress) instead of
  *	  raising an error; then the tombstones of all the rows are read with
- *	  one fresh snapshot and one index scan.  The first row that had such a
+ *	  one fresh snapshot and one index scan (none per row if the table has
+ *	  no tombstone at all).  The first row that had such a
  *	  report, or whose key has a tombstone at least as new as the row, and
  *	  every row after it are taken out again (deleted in this transaction,
  *	  before anyone can see them), that row is applied the usual way
@@ -87,9 +88,8 @@ typedef struct ApplyBatch
 	/* made only for a table that can batch: */
 	TupleTableSlot **slots;		/* [BATCH_MAX_ROWS] */
 	CrIncoming *incoming;		/* [BATCH_MAX_ROWS] */
-	bytea	  **keys;			/* [BATCH_MAX_ROWS] */
 	int64	   *tombstones;		/* [BATCH_MAX_ROWS] */
-	MemoryContext cxt;			/* the keys, reset after each write */
+	MemoryContext cxt;			/* the keys read, reset after each write */
 } ApplyBatch;
 
 /* set by the stream loop around an insert that may be batched */
@@ -158,7 +158,6 @@ batch_of(ApplyExec *ex, ApplyRel *ar)
 		{
 			b->slots = palloc(sizeof(TupleTableSlot *) * BATCH_MAX_ROWS);
 			b->incoming = palloc(sizeof(CrIncoming) * BATCH_MAX_ROWS);
-			b->keys = palloc(sizeof(bytea *) * BATCH_MAX_ROWS);
 			b->tombstones = palloc(sizeof(int64) * BATCH_MAX_ROWS);
 			b->cxt = AllocSetContextCreate(CrApplyTransactionContext,
 										   "cosmosrep apply batch",
@@ -250,10 +249,7 @@ write_run(ApplyExec *ex, ApplyBatch *b, int first)
 	{
 		MemoryContext oldctx = MemoryContextSwitchTo(b->cxt);
 
-		for (int i = 0; i < checked; i++)
-			b->keys[i] = cr_tombstone_key(ex->rel, b->slots[first + i]);
-		cr_tombstone_lookup_many(RelationGetRelid(ex->rel), b->keys, checked,
-								 b->tombstones);
+		cr_tombstone_lookup_rows(ex->rel, &b->slots[first], checked, b->tombstones);
 		for (int i = 0; i < checked; i++)
 			if (b->tombstones[i] >= b->incoming[first + i].version)
 			{
