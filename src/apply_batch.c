@@ -218,21 +218,21 @@ cr_batch_add(ApplyExec *ex, ApplyRel *ar, TupleTableSlot *row,
 }
 
 /*
- * Write the rows of b from first on: into the heap together, then their
- * index entries one by one in order, then check their tombstones.  Returns
- * the first row not yet applied: nrows if all went in, else the row after
- * the first one that could not go in as it is, which has been taken out
- * with the rows after it and applied the usual way.
+ * Write the rows first .. end - 1 of b, a run: into the heap together,
+ * then their index entries one by one in order, then check their
+ * tombstones.  Returns end if all went in; else the first row that could
+ * not go in as it is has been taken out with the rows of the run after
+ * it, applied the usual way, and the row after it is returned.
  */
 static int
-write_run(ApplyExec *ex, ApplyBatch *b, int first)
+write_run(ApplyExec *ex, ApplyBatch *b, int first, int end)
 {
 	int			stop = -1;
 	int			checked;
 
-	table_multi_insert(ex->rel, &b->slots[first], b->nrows - first,
+	table_multi_insert(ex->rel, &b->slots[first], end - first,
 					   GetCurrentCommandId(true), 0, NULL);
-	for (int i = first; i < b->nrows && stop < 0; i++)
+	for (int i = first; i < end && stop < 0; i++)
 	{
 		List	   *collisions = ExecInsertIndexTuples(ex->rri, b->slots[i], ex->estate,
 													   false, true, NULL, NIL);
@@ -243,8 +243,8 @@ write_run(ApplyExec *ex, ApplyBatch *b, int first)
 		ResetPerTupleExprContext(ex->estate);
 	}
 
-	/* the tombstones of the rows whose index entries went in */
-	checked = (stop < 0 ? b->nrows : stop) - first;
+	/* the tombstones of the rows before it, whose index entries went in */
+	checked = (stop < 0 ? end : stop) - first;
 	if (checked > 0)
 	{
 		MemoryContext oldctx = MemoryContextSwitchTo(b->cxt);
@@ -260,11 +260,11 @@ write_run(ApplyExec *ex, ApplyBatch *b, int first)
 		MemoryContextReset(b->cxt);
 	}
 	if (stop < 0)
-		return b->nrows;
+		return end;
 
-	/* take out that row and the rest, then apply it the usual way */
+	/* take out that row and the rest of the run, then apply it the usual way */
 	CommandCounterIncrement();
-	for (int i = stop; i < b->nrows; i++)
+	for (int i = stop; i < end; i++)
 		simple_table_tuple_delete(ex->rel, &b->slots[i]->tts_tid, GetActiveSnapshot());
 	CommandCounterIncrement();
 	ExecCopySlot(ex->keyslot, b->slots[stop]);
@@ -289,6 +289,7 @@ cr_batch_flush(void)
 	CrUserContext user;
 	bool		in_remote = cr_in_remote_transaction;
 	int			next = 0;
+	int			run = BATCH_MAX_ROWS;
 
 	if (ex == NULL)
 		return;
@@ -301,8 +302,21 @@ cr_batch_flush(void)
 	cr_switch_to_owner(ex->owner, &user);
 	/* a row applied the usual way is a change of its remote transaction */
 	cr_in_remote_transaction = true;
+	/*
+	 * The whole batch is one run.  After a row that had to go the usual
+	 * way, the next run is one row, and each run that goes in whole doubles
+	 * the next: a batch in which every row meets a local row costs each row
+	 * one insertion and removal more than the usual way, never a removal of
+	 * the rest of the batch per row.
+	 */
 	while (next < b->nrows)
-		next = write_run(ex, b, next);
+	{
+		int			end = Min(next + run, b->nrows);
+		int			done = write_run(ex, b, next, end);
+
+		run = done == end ? run * 2 : 1;
+		next = done;
+	}
 	cr_in_remote_transaction = in_remote;
 	cr_restore_user(&user);
 	PopActiveSnapshot();

@@ -332,9 +332,13 @@ cr_apply_dispatch(StringInfo s)
 {
 	LogicalRepMsgType action = pq_getmsgbyte(s);
 
-	/* only inserts join a batch; anything else sees its rows written */
-	if (action != LOGICAL_REP_MSG_INSERT && action != LOGICAL_REP_MSG_BEGIN &&
-		action != LOGICAL_REP_MSG_COMMIT)
+	/*
+	 * Only inserts join a batch; anything else sees its rows written, and
+	 * so does the change-by-change mode, whose subtransactions must not
+	 * hold the rows of earlier transactions of the group.
+	 */
+	if ((action != LOGICAL_REP_MSG_INSERT || careful) &&
+		action != LOGICAL_REP_MSG_BEGIN && action != LOGICAL_REP_MSG_COMMIT)
 		cr_batch_flush();
 	switch (action)
 	{
