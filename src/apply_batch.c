@@ -26,14 +26,15 @@
  *	  another row here holds (or may hold: a writer in progress) instead of
  *	  raising an error; then the tombstones of all the rows are read with
  *	  one fresh snapshot and one index scan (none per row if the table has
- *	  no tombstone at all).  The first row that had such a
- *	  report, or whose key has a tombstone at least as new as the row, and
- *	  every row after it are taken out again (deleted in this transaction,
- *	  before anyone can see them), that row is applied the usual way
- *	  (cr_apply_insert_again: primary key lookup, decision, collisions),
- *	  and the rows after it form the next run.  A row with no report and
- *	  no newer tombstone is exactly the case in which the usual way finds
- *	  no local row, no collision, decides no conflict and inserts it.
+ *	  no tombstone at all).  The first row that had such a report, or
+ *	  whose key has a tombstone at least as new as the row, is taken out
+ *	  again with the rest of its run (deleted in this transaction, before
+ *	  anyone can see them), applied the usual way (cr_apply_insert_again:
+ *	  primary key lookup, decision, collisions), and the rows after it form
+ *	  the next run: of one row, doubling with every run that goes in
+ *	  whole.  A row with no report and no newer tombstone is exactly the
+ *	  case in which the usual way finds no local row, no collision, decides
+ *	  no conflict and inserts it.
  *
  *	  The tombstones are read after the index entries are in: a local
  *	  delete of the same key that committed before then is seen by the
