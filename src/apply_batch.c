@@ -15,8 +15,10 @@
  *	  copied into a buffer slot of the table's batch, and the batch is
  *	  written when it holds 1,000 rows or 64 kB (COPY's limits), when a row
  *	  of another table or a change that is not such an insert comes, when
- *	  a MESSAGE or RELATION arrives, and before the local transaction
- *	  commits (cr_exec_close_all).
+ *	  a MESSAGE or RELATION arrives, and at the end of its remote
+ *	  transaction, never later: an error while writing it counts against
+ *	  that transaction (apply_worker.c), which after repeated failures is
+ *	  applied change by change, without batches.
  *
  *	  Writing a batch decides each of its rows exactly as the row-at-a-time
  *	  path would, in the order they came: the rows go into the heap with
@@ -276,9 +278,9 @@ write_run(ApplyExec *ex, ApplyBatch *b, int first, int end)
 
 /*
  * Write the open batch, if one holds rows.  Called before any change or
- * message that is not a batched insert of the same table, and before the
- * local transaction commits (cr_exec_close_all), also between remote
- * transactions of a group.  Runs as the table's owner (index expressions
+ * message that is not a batched insert of the same table, at the end of
+ * each remote transaction, and before the tables close
+ * (cr_exec_close_all).  Runs as the table's owner (index expressions
  * and predicates, the constraints a row applied the usual way checks)
  * with a snapshot of its own, and makes the rows visible to what follows.
  */

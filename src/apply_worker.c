@@ -160,6 +160,7 @@ static bool ping_sent = false;
 static void apply_worker_exit(int code, Datum arg);
 static void send_feedback(bool force, bool request_reply);
 static void commit_group(void);
+static void batch_flush(void);
 static void publish_stable_version(void);
 
 /* at exit: close the connections, and the worker no longer runs */
@@ -227,6 +228,12 @@ handle_commit(StringInfo s)
 	if (!cr_in_remote_transaction)
 		elog(ERROR, "COMMIT without BEGIN from region \"%s\"", CrPeerName);
 
+	/*
+	 * The transaction's inserts still in a batch are written before it
+	 * ends: a failure there counts against this transaction, which the
+	 * change-by-change mode then applies.
+	 */
+	batch_flush();
 	cr_in_remote_transaction = false;
 	group_end_lsn = commit.end_lsn;
 	group_commit_times[group_transactions++] = commit.committime;
@@ -326,6 +333,20 @@ cr_apply_check_in_transaction(void)
 		elog(ERROR, "change outside a transaction from region \"%s\"", CrPeerName);
 }
 
+/*
+ * Write the inserts of the open remote transaction still in a batch, as
+ * its changes: a failure counts against the transaction.
+ */
+static void
+batch_flush(void)
+{
+	bool		was_in_change = in_change;
+
+	in_change = true;
+	cr_batch_flush();
+	in_change = was_in_change;
+}
+
 /* one protocol message of the stream */
 void
 cr_apply_dispatch(StringInfo s)
@@ -339,7 +360,7 @@ cr_apply_dispatch(StringInfo s)
 	 */
 	if ((action != LOGICAL_REP_MSG_INSERT || careful) &&
 		action != LOGICAL_REP_MSG_BEGIN && action != LOGICAL_REP_MSG_COMMIT)
-		cr_batch_flush();
+		batch_flush();
 	switch (action)
 	{
 		case LOGICAL_REP_MSG_BEGIN:
@@ -374,7 +395,7 @@ cr_apply_dispatch(StringInfo s)
 		case LOGICAL_REP_MSG_MESSAGE:
 			cr_handle_message(s);
 			/* the rows of an enabled table it held */
-			cr_batch_flush();
+			batch_flush();
 			break;
 		default:
 			ereport(ERROR,

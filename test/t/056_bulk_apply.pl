@@ -133,6 +133,56 @@ is($rb->safe_psql('postgres', q{
   or diag($rb->safe_psql('postgres', 'SELECT kind, resolution, key FROM cosmosrep.conflicts'));
 
 ##########
+# A batched row that user code rejects: a unique index on an expression,
+# at b only, which apply does not probe (a collision there is an error of
+# the change).  The error comes while the batch is written; it counts
+# against the row's transaction, not the one after it, so that after
+# three attempts that transaction is applied change by change and the row
+# waits in the feed, as without batches.
+##########
+
+for my $node (@nodes)
+{
+	$node->safe_psql('postgres', 'CREATE TABLE emails (id int PRIMARY KEY, email text NOT NULL)');
+}
+$ra->safe_psql('postgres', "SELECT cosmosrep.enable_table('emails')");
+$rb->poll_query_until('postgres', 'SELECT count(*) = 3 FROM cosmosrep.tables')
+  or die 'enable_table did not reach b';
+$rb->safe_psql('postgres', q{
+	CREATE UNIQUE INDEX emails_lower ON emails (lower(email));
+	SELECT cosmosrep.pause_region('a');
+});
+$rb->poll_query_until('postgres', q{
+	SELECT state = 'paused' AND worker_pid IS NULL FROM cosmosrep.replication_status
+	 WHERE source_region = 'a'})
+  or die 'b did not pause';
+$rb->safe_psql('postgres', "INSERT INTO emails VALUES (9000, 'dup\@example.com')");
+# the rejected row is in the last, partial batch of its transaction; the
+# next transaction begins with an update
+$ra->safe_psql('postgres', q{
+	INSERT INTO emails
+	SELECT g, CASE WHEN g = 1200 THEN 'Dup@Example.com' ELSE 'e' || g || '@example.com' END
+	  FROM generate_series(1, 1500) g;
+});
+$ra->safe_psql('postgres', "UPDATE emails SET email = 'first\@example.com' WHERE id = 1");
+$rb->safe_psql('postgres', "SELECT cosmosrep.resume_region('a')");
+ok($rb->poll_query_until('postgres', q{
+		SELECT count(*) FROM cosmosrep.conflict_feed
+		 WHERE kind = 'apply_error' AND remote_row->>'id' = '1200'}, '1'),
+	'a batched row that a unique expression index rejects goes to the feed after three attempts');
+ok($rb->poll_query_until('postgres',
+		"SELECT email FROM emails WHERE id = 1", 'first@example.com'),
+	'and the transactions after it are applied');
+is($rb->safe_psql('postgres', q{
+		SELECT count(*) || ' ' || count(*) FILTER (WHERE id BETWEEN 1 AND 1500)
+		  FROM emails}),
+	'1500 1499', 'b holds every row of a but the rejected one, and its own');
+is($rb->safe_psql('postgres', q{
+		SELECT state || coalesce(' ' || last_error, '') FROM cosmosrep.replication_status
+		 WHERE source_region = 'a'}),
+	'streaming', 'the link from a streams with no error once the row waits in the feed');
+
+##########
 # kill -9 of b in the middle of a large batched transaction
 ##########
 
