@@ -15,10 +15,12 @@
  *	  copied into a buffer slot of the table's batch, and the batch is
  *	  written when it holds 1,000 rows or 64 kB (COPY's limits), when a row
  *	  of another table or a change that is not such an insert comes, when
- *	  a MESSAGE or RELATION arrives, and at the end of its remote
- *	  transaction, never later: an error while writing it counts against
- *	  that transaction (apply_worker.c), which after repeated failures is
- *	  applied change by change, without batches.
+ *	  a MESSAGE or RELATION arrives, and before the local transaction of
+ *	  the group commits: a batch may hold the rows of several remote
+ *	  transactions of a group.  Each row keeps the remote transaction it
+ *	  belongs to, and an error while a row is written counts against that
+ *	  transaction (cr_batch_failing, read by apply_worker.c), which after
+ *	  repeated failures is applied change by change, without batches.
  *
  *	  Writing a batch decides each of its rows exactly as the row-at-a-time
  *	  path would, in the order they came: the rows go into the heap with
@@ -63,6 +65,7 @@
 
 #include "access/tableam.h"
 #include "access/xact.h"
+#include "access/xlogdefs.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_trigger.h"
 #include "commands/trigger.h"
@@ -91,12 +94,22 @@ typedef struct ApplyBatch
 	/* made only for a table that can batch: */
 	TupleTableSlot **slots;		/* [BATCH_MAX_ROWS] */
 	CrIncoming *incoming;		/* [BATCH_MAX_ROWS] */
+	XLogRecPtr *transactions;	/* [BATCH_MAX_ROWS]: of each row */
 	int64	   *tombstones;		/* [BATCH_MAX_ROWS] */
 	MemoryContext cxt;			/* the keys read, reset after each write */
 } ApplyBatch;
 
 /* set by the stream loop around an insert that may be batched */
 bool		cr_batch_allowed = false;
+
+/*
+ * The remote transaction (its final LSN) that the rows taken now belong
+ * to, set by the stream loop at BEGIN; and, while a batch is written, the
+ * transaction of the row being written, which a failure counts against
+ * (InvalidXLogRecPtr otherwise).
+ */
+XLogRecPtr	cr_batch_transaction = InvalidXLogRecPtr;
+XLogRecPtr	cr_batch_failing = InvalidXLogRecPtr;
 
 /* rows written through batches by this worker, and of them rerun */
 uint64		cr_batched_rows = 0;
@@ -161,6 +174,7 @@ batch_of(ApplyExec *ex, ApplyRel *ar)
 		{
 			b->slots = palloc(sizeof(TupleTableSlot *) * BATCH_MAX_ROWS);
 			b->incoming = palloc(sizeof(CrIncoming) * BATCH_MAX_ROWS);
+			b->transactions = palloc(sizeof(XLogRecPtr) * BATCH_MAX_ROWS);
 			b->tombstones = palloc(sizeof(int64) * BATCH_MAX_ROWS);
 			b->cxt = AllocSetContextCreate(CrApplyTransactionContext,
 										   "cosmosrep apply batch",
@@ -213,6 +227,7 @@ cr_batch_add(ApplyExec *ex, ApplyRel *ar, TupleTableSlot *row,
 	slot = b->slots[b->nrows];
 	ExecCopySlot(slot, row);
 	b->bytes += ExecFetchSlotHeapTuple(slot, false, NULL)->t_len;
+	b->transactions[b->nrows] = cr_batch_transaction;
 	b->incoming[b->nrows++] = *incoming;
 	pending = ex;
 	if (b->nrows == BATCH_MAX_ROWS || b->bytes >= BATCH_MAX_BYTES)
@@ -233,12 +248,17 @@ write_run(ApplyExec *ex, ApplyBatch *b, int first, int end)
 	int			stop = -1;
 	int			checked;
 
+	cr_batch_failing = b->transactions[first];
 	table_multi_insert(ex->rel, &b->slots[first], end - first,
 					   GetCurrentCommandId(true), 0, NULL);
 	for (int i = first; i < end && stop < 0; i++)
 	{
-		List	   *collisions = ExecInsertIndexTuples(ex->rri, b->slots[i], ex->estate,
-													   false, true, NULL, NIL);
+		List	   *collisions;
+
+		/* an index expression's error is the row's */
+		cr_batch_failing = b->transactions[i];
+		collisions = ExecInsertIndexTuples(ex->rri, b->slots[i], ex->estate,
+										   false, true, NULL, NIL);
 
 		if (collisions != NIL)
 			stop = i;
@@ -264,6 +284,7 @@ write_run(ApplyExec *ex, ApplyBatch *b, int first, int end)
 	}
 	if (stop < 0)
 		return end;
+	cr_batch_failing = b->transactions[stop];
 
 	/* take out that row and the rest of the run, then apply it the usual way */
 	CommandCounterIncrement();
@@ -278,9 +299,8 @@ write_run(ApplyExec *ex, ApplyBatch *b, int first, int end)
 
 /*
  * Write the open batch, if one holds rows.  Called before any change or
- * message that is not a batched insert of the same table, at the end of
- * each remote transaction, and before the tables close
- * (cr_exec_close_all).  Runs as the table's owner (index expressions
+ * message that is not a batched insert of the same table, before the
+ * group commits, and before the tables close (cr_exec_close_all).  Runs as the table's owner (index expressions
  * and predicates, the constraints a row applied the usual way checks)
  * with a snapshot of its own, and makes the rows visible to what follows.
  */
@@ -320,6 +340,7 @@ cr_batch_flush(void)
 		run = done == end ? run * 2 : 1;
 		next = done;
 	}
+	cr_batch_failing = InvalidXLogRecPtr;
 	cr_in_remote_transaction = in_remote;
 	cr_restore_user(&user);
 	PopActiveSnapshot();

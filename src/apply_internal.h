@@ -129,6 +129,8 @@ extern void cr_apply_insert_again(ApplyRel *ar, TupleTableSlot *row,
 
 /* apply_batch.c: consecutive inserts of a table written together */
 extern bool cr_batch_allowed;
+extern XLogRecPtr cr_batch_transaction;
+extern XLogRecPtr cr_batch_failing;
 extern uint64 cr_batched_rows;
 extern uint64 cr_batch_reruns;
 extern bool cr_batch_add(ApplyExec *ex, ApplyRel *ar, TupleTableSlot *row,

@@ -194,6 +194,7 @@ handle_begin(StringInfo s)
 	if (cr_in_remote_transaction)
 		elog(ERROR, "BEGIN inside a transaction from region \"%s\"", CrPeerName);
 	remote_final_lsn = begin.final_lsn;
+	cr_batch_transaction = remote_final_lsn;
 	if (remote_final_lsn == careful_lsn)
 		careful = true;
 	/* the next transaction of a group shares the open local transaction */
@@ -228,12 +229,6 @@ handle_commit(StringInfo s)
 	if (!cr_in_remote_transaction)
 		elog(ERROR, "COMMIT without BEGIN from region \"%s\"", CrPeerName);
 
-	/*
-	 * The transaction's inserts still in a batch are written before it
-	 * ends: a failure there counts against this transaction, which the
-	 * change-by-change mode then applies.
-	 */
-	batch_flush();
 	cr_in_remote_transaction = false;
 	group_end_lsn = commit.end_lsn;
 	group_commit_times[group_transactions++] = commit.committime;
@@ -259,6 +254,7 @@ commit_group(void)
 		return;
 
 	last_commit_time = group_commit_times[group_transactions - 1];
+	batch_flush();
 	cr_exec_close_all();
 	replorigin_session_origin_lsn = group_end_lsn;
 	replorigin_session_origin_timestamp = last_commit_time;
@@ -334,8 +330,10 @@ cr_apply_check_in_transaction(void)
 }
 
 /*
- * Write the inserts of the open remote transaction still in a batch, as
- * its changes: a failure counts against the transaction.
+ * Write the inserts still in a batch, as changes: a failure counts against
+ * the remote transaction of the row being written (cr_batch_failing),
+ * which may be an earlier one of the group, so that the change-by-change
+ * mode is used for the transaction that holds the row.
  */
 static void
 batch_flush(void)
@@ -867,7 +865,9 @@ apply_worker_failed(void)
 	edata = CopyErrorData();
 	cr_peer_status_set_error(MyPeer, edata->message);
 	if (in_change)
-		cr_peer_status_record_failure(MyPeer, remote_final_lsn);
+		cr_peer_status_record_failure(MyPeer,
+									  XLogRecPtrIsInvalid(cr_batch_failing) ?
+									  remote_final_lsn : cr_batch_failing);
 	FreeErrorData(edata);
 }
 
