@@ -4,6 +4,7 @@ EXTVERSION = 0.2
 
 MODULE_big = cosmosrep
 OBJS = \
+	src/apply_batch.o \
 	src/apply_change.o \
 	src/apply_message.o \
 	src/apply_relation.o \

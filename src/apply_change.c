@@ -475,8 +475,10 @@ settle_collisions(ApplyExec *ex, ApplyRel *ar, TupleTableSlot *row,
 	{
 		TupleTableSlot *other = ex->colliders[i];
 
-		found[i] = RelationFindReplTupleByIndex(ex->rri->ri_RelationDesc, ex->unique_indexes[i],
-												LockTupleExclusive, row, other);
+		/* keeping the values of the row it replaces, it cannot collide */
+		found[i] = (self == NULL || !cr_unique_values_kept(ex, i, row, self)) &&
+			RelationFindReplTupleByIndex(ex->rri->ri_RelationDesc, ex->unique_indexes[i],
+										 LockTupleExclusive, row, other);
 		/* not the row this write replaces, nor one another index found */
 		if (found[i] && self != NULL && ItemPointerEquals(&other->tts_tid, &self->tts_tid))
 			found[i] = false;
@@ -675,7 +677,9 @@ handle_insert(StringInfo s)
 	incoming.kind = CR_CHANGE_INSERT;
 	incoming.version = observed_version(ex->remoteslot, ar);
 	incoming_stamps(ar, ex->remoteslot, &incoming);
-	apply_row(ex, ar, ex->remoteslot, &incoming);
+	/* a plain new row may join the table's batch (apply_batch.c) */
+	if (!cr_batch_add(ex, ar, ex->remoteslot, &incoming))
+		apply_row(ex, ar, ex->remoteslot, &incoming);
 	change_end(ex);
 }
 
@@ -844,6 +848,22 @@ handle_delete(StringInfo s)
 							incoming.seen);
 
 	change_end(ex);
+}
+
+/*
+ * An insert that apply_batch.c took into a batch and then found may not go
+ * in as it is (a row here holds its key or a unique value, or its key has
+ * a newer tombstone): applied the usual way, as if it had come alone, by
+ * the same decision.  It was counted as a change when it was read.
+ */
+void
+cr_apply_insert_again(ApplyRel *ar, TupleTableSlot *row, const CrIncoming *incoming)
+{
+	ApplyExec  *ex = change_begin(ar);
+
+	apply_row(ex, ar, row, incoming);
+	change_end(ex);
+	cr_changes_in_transaction--;
 }
 
 /* ----------------------------------------------------------------

@@ -10,7 +10,9 @@
  *	  peer's relations onto local tables, their conflict policies and the
  *	  executor state of each table in the open transaction),
  *	  apply_change.c (what each kind of row change does to a table) and
- *	  apply_message.c (what each MESSAGE of the stream does).  The worker
+ *	  apply_message.c (what each MESSAGE of the stream does), with
+ *	  apply_batch.c (consecutive inserts of a table written together,
+ *	  under apply_change.c's insert handler).  The worker
  *	  calls down into the other three; they call back only for the
  *	  transaction check, the connection to the peer, the stable version
  *	  and, for the rows of an enabled table, cr_apply_dispatch.  The public
@@ -104,6 +106,7 @@ typedef struct ApplyExec
 	ResultRelInfo *root_rri;
 	ResourceOwner resowner;		/* owns the leaves, whatever opens them */
 	List	   *leaves;			/* of ApplyLeaf */
+	struct ApplyBatch *batch;	/* its buffered inserts (apply_batch.c) */
 } ApplyExec;
 
 /* apply_worker.c: the worker's state */
@@ -144,5 +147,19 @@ extern void cr_exec_close_all(void);
 extern void cr_apply_change(LogicalRepMsgType action, StringInfo s);
 extern void cr_apply_change_carefully(LogicalRepMsgType action, StringInfo s);
 extern void cr_handle_message(StringInfo s);
+extern void cr_apply_insert_again(ApplyRel *ar, TupleTableSlot *row,
+								  const CrIncoming *incoming);
+
+/* apply_batch.c: consecutive inserts of a table written together */
+extern bool cr_batch_allowed;
+extern XLogRecPtr cr_batch_transaction;
+extern XLogRecPtr cr_batch_failing;
+extern uint64 cr_batched_rows;
+extern uint64 cr_batch_reruns;
+extern bool cr_batch_add(ApplyExec *ex, ApplyRel *ar, TupleTableSlot *row,
+						 const CrIncoming *incoming);
+extern void cr_batch_flush(void);
+extern bool cr_unique_values_kept(ApplyExec *ex, int unique, TupleTableSlot *row,
+								  TupleTableSlot *self);
 
 #endif							/* CR_APPLY_INTERNAL_H */

@@ -582,7 +582,8 @@ cr_exec_close_all(void)
 {
 	ListCell   *lc;
 
-	/* the conflicts of what was applied, before the tables close */
+	/* the inserts still in a batch, then the conflicts of what was applied */
+	cr_batch_flush();
 	cr_flush_conflicts();
 
 	foreach(lc, open_rels)

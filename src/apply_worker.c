@@ -162,6 +162,7 @@ static void apply_worker_exit(int code, Datum arg);
 static void send_feedback(bool force, bool request_reply);
 static void commit_group(void);
 static void commit_with_local_writes(void);
+static void batch_flush(void);
 static void publish_stable_version(void);
 
 /* at exit: close the connections, and the worker no longer runs */
@@ -195,6 +196,7 @@ handle_begin(StringInfo s)
 	if (cr_in_remote_transaction)
 		elog(ERROR, "BEGIN inside a transaction from region \"%s\"", CrPeerName);
 	remote_final_lsn = begin.final_lsn;
+	cr_batch_transaction = remote_final_lsn;
 	if (remote_final_lsn == careful_lsn)
 		careful = true;
 	/* the next transaction of a group shares the open local transaction */
@@ -254,6 +256,7 @@ commit_group(void)
 		return;
 
 	last_commit_time = group_commit_times[group_transactions - 1];
+	batch_flush();
 	cr_exec_close_all();
 	replorigin_session_origin_lsn = group_end_lsn;
 	replorigin_session_origin_timestamp = last_commit_time;
@@ -354,12 +357,36 @@ cr_apply_check_in_transaction(void)
 		elog(ERROR, "change outside a transaction from region \"%s\"", CrPeerName);
 }
 
+/*
+ * Write the inserts still in a batch, as changes: a failure counts against
+ * the remote transaction of the row being written (cr_batch_failing),
+ * which may be an earlier one of the group, so that the change-by-change
+ * mode is used for the transaction that holds the row.
+ */
+static void
+batch_flush(void)
+{
+	bool		was_in_change = in_change;
+
+	in_change = true;
+	cr_batch_flush();
+	in_change = was_in_change;
+}
+
 /* one protocol message of the stream */
 void
 cr_apply_dispatch(StringInfo s)
 {
 	LogicalRepMsgType action = pq_getmsgbyte(s);
 
+	/*
+	 * Only inserts join a batch; anything else sees its rows written, and
+	 * so does the change-by-change mode, whose subtransactions must not
+	 * hold the rows of earlier transactions of the group.
+	 */
+	if ((action != LOGICAL_REP_MSG_INSERT || careful) &&
+		action != LOGICAL_REP_MSG_BEGIN && action != LOGICAL_REP_MSG_COMMIT)
+		batch_flush();
 	switch (action)
 	{
 		case LOGICAL_REP_MSG_BEGIN:
@@ -384,13 +411,17 @@ cr_apply_dispatch(StringInfo s)
 			else
 			{
 				in_change = true;
+				cr_batch_allowed = action == LOGICAL_REP_MSG_INSERT;
 				cr_apply_change(action, s);
+				cr_batch_allowed = false;
 				in_change = false;
 				cr_flush_some_conflicts();
 			}
 			break;
 		case LOGICAL_REP_MSG_MESSAGE:
 			cr_handle_message(s);
+			/* the rows of an enabled table it held */
+			batch_flush();
 			break;
 		default:
 			ereport(ERROR,
@@ -911,7 +942,9 @@ apply_worker_failed(void)
 	edata = CopyErrorData();
 	cr_peer_status_set_error(MyPeer, edata->message);
 	if (in_change)
-		cr_peer_status_record_failure(MyPeer, remote_final_lsn);
+		cr_peer_status_record_failure(MyPeer,
+									  XLogRecPtrIsInvalid(cr_batch_failing) ?
+									  remote_final_lsn : cr_batch_failing);
 	FreeErrorData(edata);
 }
 

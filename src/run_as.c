@@ -45,8 +45,10 @@ cr_switch_to_owner(Oid owner, CrUserContext *context)
 {
 	GetUserIdAndSecContext(&context->save_userid, &context->save_sec_context);
 	context->save_nestlevel = NewGUCNestLevel();
-	(void) set_config_option("search_path", "", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
+	/* already empty (the apply worker's), it needs no setting per change */
+	if (namespace_search_path[0] != '\0')
+		(void) set_config_option("search_path", "", PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
 	SetUserIdAndSecContext(owner,
 						   context->save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
 						   SECURITY_RESTRICTED_OPERATION);

@@ -42,9 +42,11 @@
 #include "access/htup_details.h"
 #include "access/stratnum.h"
 #include "access/table.h"
+#include "access/tableam.h"
 #include "catalog/pg_authid.h"
 #include "catalog/pg_index.h"
 #include "catalog/pg_type.h"
+#include "executor/tuptable.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "libpq/pqformat.h"
@@ -534,6 +536,70 @@ cr_tombstone_any(Oid relid)
 	table_close(rel, AccessShareLock);
 	UnregisterSnapshot(snapshot);
 	return found;
+}
+
+/*
+ * The versions of the newest deletes of the keys of the n rows in slots,
+ * rows of rel, into versions (0 where a key has none), as
+ * cr_tombstone_lookup would find them one by one: with one fresh
+ * snapshot, taken now, and one scan of the primary key index of
+ * cosmosrep.tombstone.  It first looks for any tombstone of the table (a
+ * table never deleted from nor truncated has none), and only then forms
+ * the keys, in the current memory context, and rescans per key.  For a
+ * batch of rows the apply worker has just written (apply_batch.c).
+ */
+void
+cr_tombstone_lookup_rows(Relation rel, TupleTableSlot **slots, int n,
+						 int64 *versions)
+{
+	Oid			relid = RelationGetRelid(rel);
+	Snapshot	snapshot;
+	Relation	tombstones;
+	Relation	index;
+	IndexScanDesc scan;
+	TupleTableSlot *slot;
+	ScanKeyData skey[2];
+
+	tombstone_cache_init();
+	memset(versions, 0, sizeof(int64) * n);
+	snapshot = RegisterSnapshot(GetLatestSnapshot());
+	tombstones = table_open(tombstone_relid, AccessShareLock);
+	index = index_open(tombstone_index_relid, AccessShareLock);
+	slot = table_slot_create(tombstones, NULL);
+
+	/* index column 1: relid; any tombstone of the table at all? */
+	scan = index_beginscan(tombstones, index, snapshot, 1, 0);
+	ScanKeyInit(&skey[0], 1, BTEqualStrategyNumber, F_OIDEQ,
+				ObjectIdGetDatum(relid));
+	index_rescan(scan, skey, 1, NULL, 0);
+	if (index_getnext_slot(scan, ForwardScanDirection, slot))
+	{
+		/* a scan's number of keys is fixed when it begins */
+		index_endscan(scan);
+		scan = index_beginscan(tombstones, index, snapshot, 2, 0);
+		for (int i = 0; i < n; i++)
+		{
+			/* index columns 1 and 2: relid and key */
+			ScanKeyInit(&skey[0], 1, BTEqualStrategyNumber, F_OIDEQ,
+						ObjectIdGetDatum(relid));
+			ScanKeyInit(&skey[1], 2, BTEqualStrategyNumber, F_BYTEAEQ,
+						PointerGetDatum(cr_tombstone_key(rel, slots[i])));
+			index_rescan(scan, skey, 2, NULL, 0);
+			if (index_getnext_slot(scan, ForwardScanDirection, slot))
+			{
+				bool		isnull;
+				Datum		version = slot_getattr(slot, 3, &isnull);
+
+				if (!isnull)
+					versions[i] = DatumGetInt64(version);
+			}
+		}
+	}
+	index_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	index_close(index, AccessShareLock);
+	table_close(tombstones, AccessShareLock);
+	UnregisterSnapshot(snapshot);
 }
 
 /*

@@ -28,6 +28,8 @@ extern bool cr_tombstone_key_equal(const bytea *a, const bytea *b);
 extern void cr_tombstone_record(Oid relid, bytea *key, int64 version,
 								int64 base, int64 config, bytea *seen);
 extern CrTombstone cr_tombstone_lookup(Oid relid, bytea *key);
+extern void cr_tombstone_lookup_rows(Relation rel, TupleTableSlot **slots, int n,
+									 int64 *versions);
 extern void cr_tombstone_truncate(Oid relid, int64 version);
 extern void cr_tombstone_forget_table(Oid relid);
 extern Size cr_tombstone_shmem_size(void);
