@@ -853,15 +853,18 @@ handle_delete(StringInfo s)
 /*
  * An insert that apply_batch.c took into a batch and then found may not go
  * in as it is (a row here holds its key or a unique value, or its key has
- * a newer tombstone): applied the usual way, as if it had come alone, by
+ * a tombstone): applied the usual way, as if it had come alone, by
  * the same decision.  It was counted as a change when it was read.
  */
 void
 cr_apply_insert_again(ApplyRel *ar, TupleTableSlot *row, const CrIncoming *incoming)
 {
 	ApplyExec  *ex = change_begin(ar);
+	CrIncoming	again = *incoming;
 
-	apply_row(ex, ar, row, incoming);
+	/* what it had seen, from the row (the batch kept no pointer into it) */
+	again.seen = slot_seen(ar, row);
+	apply_row(ex, ar, row, &again);
 	change_end(ex);
 	cr_changes_in_transaction--;
 }

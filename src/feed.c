@@ -682,7 +682,14 @@ take_over_entry(int64 conflict_id)
 	Datum		values[2] = {Int64GetDatum(conflict_id), CStringGetTextDatum(region)};
 
 	if (current_version(rel, e->remote_row ? e->remote_row : e->local_row) == held)
+	{
+		/*
+		 * The resolver's row holds this region's write that the held one
+		 * replaced: the new write has seen it (seen.c).
+		 */
+		(void) cr_lost_take(e->relid, e->key);
 		(void) reapply_entry(rel, e);
+	}
 	/* this region's record of the conflict, resolved by it or superseded */
 	(void) cr_catalog_write(NULL,
 							"UPDATE cosmosrep.conflict"
