@@ -65,16 +65,42 @@ region_of(int64 version)
 	return (int) (version & CR_MAX_REGION_ID);
 }
 
+/*
+ * Add the exclusion (lo, hi], unless one already holds it.  A vector holds
+ * MAX_EXCLUSIONS at most: past that (a key whose writes here were replaced
+ * unseen that many times while no arbiter resolved them), the new range
+ * widens an exclusion of its region to cover both.  That only ever counts
+ * fewer writes as seen: a write made after some of them may then be taken
+ * for a conflict, which the policy decides.  Only when the vector holds as
+ * many exclusions of other regions is the range not kept, and the writes
+ * in it count as seen (a conflict with them is not detected).  Neither
+ * changes what the regions converge to: that is the order of versions
+ * and the arbiter's writes.
+ */
 static void
 add_exclusion(Seen *s, int64 lo, int64 hi)
 {
+	int			widen = -1;
+
 	if (hi <= lo)
 		return;
+	for (int i = 0; i < s->nexcl; i++)
+	{
+		if (region_of(s->hi[i]) != region_of(hi))
+			continue;
+		if (s->lo[i] <= lo && hi <= s->hi[i])
+			return;
+		widen = i;
+	}
+	if (s->nexcl == MAX_EXCLUSIONS && widen >= 0)
+	{
+		s->lo[widen] = Min(s->lo[widen], lo);
+		s->hi[widen] = Max(s->hi[widen], hi);
+		return;
+	}
+	/* full of other regions' (64 regions at once): this one is not kept */
 	if (s->nexcl == MAX_EXCLUSIONS)
-		ereport(ERROR,
-				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-				 errmsg("a row's version vector holds more than %d exclusions",
-						MAX_EXCLUSIONS)));
+		return;
 	s->lo[s->nexcl] = lo;
 	s->hi[s->nexcl] = hi;
 	s->nexcl++;
