@@ -188,6 +188,29 @@ cr_relation_owner(Oid relid)
 }
 
 /*
+ * The owner of relid, which must have the name owner, the table's owner
+ * in origin_region where a change of the table (nspname.relname) was
+ * made: the change is repeated here as that owner.  An error otherwise.
+ */
+Oid
+cr_relation_owner_named(Oid relid, const char *owner, const char *nspname,
+						const char *relname, const char *origin_region)
+{
+	Oid			local_owner_id = cr_relation_owner(relid);
+	char	   *local_owner = GetUserNameFromId(local_owner_id, false);
+
+	if (strcmp(owner, local_owner) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("table \"%s.%s\" is owned by \"%s\" in region \"%s\" but by \"%s\" in this region",
+						nspname, relname, owner, origin_region, local_owner),
+				 errdetail("A multi-region table must have owners of the same name in every region."),
+				 errhint("Change the owner of the table in one of the regions; replication from \"%s\" resumes then.",
+						 origin_region)));
+	return local_owner_id;
+}
+
+/*
  * The table whose configuration governs relid's rows: relid itself, or,
  * for a partition, the partitioned table at the top of its tree, which
  * is what enable_table makes multi-region (README, "Partitioned tables").

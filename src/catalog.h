@@ -37,6 +37,8 @@ typedef struct CrTableConfig
 
 extern Oid	cr_schema_oid(void);
 extern Oid	cr_relation_owner(Oid relid);
+extern Oid	cr_relation_owner_named(Oid relid, const char *owner, const char *nspname,
+									const char *relname, const char *origin_region);
 extern Oid	cr_partition_root(Oid relid);
 extern int	cr_catalog_query(SPIPlanPtr *plan, const char *sql, int nargs,
 							 Oid *argtypes, Datum *values, const char *nulls,

@@ -715,7 +715,6 @@ cr_ddl_apply_statement(const char *content, Size size, const char *origin_region
 	int			flags;
 	Oid			relid;
 	Oid			local_owner_id;
-	char	   *local_owner;
 	CrUserContext user;
 	ReplayContext rcontext = {text, role, origin_region};
 	ErrorContextCallback errcallback;
@@ -736,16 +735,7 @@ cr_ddl_apply_statement(const char *content, Size size, const char *origin_region
 						nspname, relname, origin_region),
 				 errhint("Create the table and enable it in every region; replication from \"%s\" resumes then.",
 						 origin_region)));
-	local_owner_id = cr_relation_owner(relid);
-	local_owner = GetUserNameFromId(local_owner_id, false);
-	if (strcmp(owner, local_owner) != 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("table \"%s.%s\" is owned by \"%s\" in region \"%s\" but by \"%s\" in this region",
-						nspname, relname, owner, origin_region, local_owner),
-				 errdetail("A multi-region table must have owners of the same name in every region."),
-				 errhint("Change the owner of the table in one of the regions; replication from \"%s\" resumes then.",
-						 origin_region)));
+	local_owner_id = cr_relation_owner_named(relid, owner, nspname, relname, origin_region);
 
 	record_columns(relid);
 	errcallback.callback = replay_error_context;

@@ -1037,7 +1037,6 @@ cr_table_apply_ddl(const char *content, Size size, const char *origin_region)
 	const char *path;
 	const char *resolver;
 	int64		config_version;
-	char	   *local_owner;
 	Oid			relid;
 	Oid			local_owner_id;
 	CrUserContext user;
@@ -1081,16 +1080,7 @@ cr_table_apply_ddl(const char *content, Size size, const char *origin_region)
 						nspname, relname, origin_region),
 				 errhint("Create the table with the same columns in every region; replication from \"%s\" resumes once it exists.",
 						 origin_region)));
-	local_owner_id = cr_relation_owner(relid);
-	local_owner = GetUserNameFromId(local_owner_id, false);
-	if (strcmp(owner, local_owner) != 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("table \"%s.%s\" is owned by \"%s\" in region \"%s\" but by \"%s\" in this region",
-						nspname, relname, owner, origin_region, local_owner),
-				 errdetail("A multi-region table must have owners of the same name in every region."),
-				 errhint("Change the owner of the table in one of the regions; replication from \"%s\" resumes then.",
-						 origin_region)));
+	local_owner_id = cr_relation_owner_named(relid, owner, nspname, relname, origin_region);
 
 	/* a policy change made here later must be newer than this one */
 	cr_hlc_observe(config_version);
