@@ -84,6 +84,9 @@ PG_FUNCTION_INFO_V1(cosmosrep_discard_conflict);
 
 static const char *reapply_entry(Relation rel, FeedEntry *e);
 
+/* prepared once per backend: the arbiter and the regions it tells run it per resolution */
+static SPIPlanPtr mark_resolved_plan = NULL;
+
 /*
  * Read and lock the feed entry conflict_id for the current user, who must
  * be able to read its table (as for cosmosrep.conflicts) and to change
@@ -347,7 +350,7 @@ mark_resolved(Oid relid, bytea *key, int64 version, const char *resolution,
 	CStringGetTextDatum(by)};
 	char		nulls[6] = {' ', ' ', ' ', ' ', winner == (Datum) 0 ? 'n' : ' ', ' '};
 
-	(void) cr_catalog_write(NULL,
+	(void) cr_catalog_write(&mark_resolved_plan,
 							"UPDATE cosmosrep.conflict"
 							" SET resolution = CASE resolution WHEN 'tentative' THEN resolution ELSE $4 END,"
 							"     winner_row = $5,"
