@@ -360,7 +360,7 @@ write_resolution(ApplyExec *ex, ApplyRel *ar, const CrIncoming *incoming,
 		/* the regions that decided the conflict by version mark their entries */
 		cr_feed_resolve_key(ex->rel, d->key, Max(incoming->version, local->version),
 							cr_resolution_names[CR_RESOLUTION_MERGED], (Datum) 0,
-							cr_get_region_by_id(cr_local_region_id(false))->name);
+							cr_local_region_name());
 	}
 	PG_FINALLY();
 	{

@@ -88,6 +88,25 @@ cr_region_cache_callback(Datum arg, Oid relid)
 }
 
 /*
+ * This region's name, from the cached regions (no query when they did not
+ * change); NULL before the region exists.
+ */
+const char *
+cr_local_region_name(void)
+{
+	ListCell   *lc;
+
+	foreach(lc, cr_get_regions_cached())
+	{
+		CrRegion   *r = lfirst(lc);
+
+		if (r->is_local)
+			return r->name;
+	}
+	return NULL;
+}
+
+/*
  * The arbiter: the region that resolves the conflicts of tables under a
  * resolver for the whole group (conflict.c).  It is the first region that
  * accepts writes in failover priority order (1, 2, ...; 0, no priority,

@@ -49,6 +49,7 @@ extern uint64 cr_catalog_write(SPIPlanPtr *plan, const char *sql, int nargs,
 extern int	cr_local_region_id(bool missing_ok);
 extern bool cr_local_region_accepts_writes(void);
 extern int	cr_arbiter_region_id(void);
+extern const char *cr_local_region_name(void);
 extern List *cr_get_regions_cached(void);
 
 extern uint64 cr_regions_generation;
