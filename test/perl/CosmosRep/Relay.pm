@@ -6,7 +6,8 @@
 # with optional jitter that never reorders bytes within a connection (a
 # chunk is never due before the one read before it).  One forked process
 # per relay, with one select loop over all its connections; it stops when
-# the test ends (stop_relays, or the END block).
+# the test ends (stop_relays, or the END block).  set_relay_delay changes
+# a running relay's delay: a link that slows down or recovers.
 
 package CosmosRep::Relay;
 
@@ -20,9 +21,10 @@ use IO::Socket::UNIX;
 use POSIX ();
 use Time::HiRes qw(time);
 
-our @EXPORT = qw(start_relay stop_relays);
+our @EXPORT = qw(start_relay set_relay_delay stop_relays);
 
 my @relays;
+my %control;    # port -> [ pipe to the relay, pipe of its answers ]
 
 # start_relay($unix_socket_path, $delay_ms, $jitter_ms): the loopback port
 # of a new relay to the socket
@@ -36,16 +38,39 @@ sub start_relay
 		Listen => 64,
 		ReuseAddr => 1) or die "relay: cannot listen: $!";
 	my $port = $listen->sockport;
+	pipe(my $ctl_in, my $ctl_out) or die "relay: cannot make a pipe: $!";
+	pipe(my $ack_in, my $ack_out) or die "relay: cannot make a pipe: $!";
 	my $pid = fork();
 	die "relay: cannot fork: $!" unless defined $pid;
 	if ($pid == 0)
 	{
-		relay_loop($listen, $target, $delay_ms / 1000, $jitter_ms / 1000);
+		close $ctl_out;
+		close $ack_in;
+		relay_loop($listen, $target, $delay_ms / 1000, $jitter_ms / 1000,
+			$ctl_in, $ack_out);
 		POSIX::_exit(0);
 	}
 	close $listen;
+	close $ctl_in;
+	close $ack_out;
+	$ctl_out->autoflush(1);
+	$control{$port} = [ $ctl_out, $ack_in ];
 	push @relays, $pid;
 	return $port;
+}
+
+# set_relay_delay($port, $delay_ms, $jitter_ms): the relay on $port holds
+# what it reads from now on that long; returns once the relay has taken
+# it.  Bytes it already holds keep their time, and none overtakes them.
+sub set_relay_delay
+{
+	my ($port, $delay_ms, $jitter_ms) = @_;
+	my $ctl = $control{$port} or die "relay: no relay of this process on port $port";
+	$jitter_ms //= 0;
+	print { $ctl->[0] } "$delay_ms $jitter_ms\n" or die "relay: cannot reach the relay: $!";
+	my $ack = readline($ctl->[1]);
+	die "relay: the relay on port $port did not answer" unless defined $ack;
+	return;
 }
 
 sub stop_relays
@@ -55,6 +80,7 @@ sub stop_relays
 	kill 'KILL', @relays;
 	waitpid($_, 0) for @relays;
 	@relays = ();
+	%control = ();
 	return;
 }
 
@@ -67,10 +93,14 @@ sub new_flow
 	return { from => $from, to => $to, queue => [], last_due => 0, eof => 0 };
 }
 
+# the relay's process: forward the connections of $listen to $target, and
+# take new delays from $ctl (one "delay_ms jitter_ms" line each, answered
+# on $ack)
 sub relay_loop
 {
-	my ($listen, $target, $delay, $jitter) = @_;
-	my $select = IO::Select->new($listen);
+	my ($listen, $target, $delay, $jitter, $ctl, $ack) = @_;
+	my $select = IO::Select->new($listen, $ctl);
+	my $ctl_buf = '';
 
 	# a peer that went away is an end of its connection, not of the relay
 	local $SIG{PIPE} = 'IGNORE';
@@ -107,6 +137,18 @@ sub relay_loop
 				push @pairs, [ $up, $down ];
 				push @flows, $up, $down;
 				$select->add($client, $server);
+				next;
+			}
+			if ($sock == $ctl)
+			{
+				my $n = sysread($ctl, $ctl_buf, 4096, length $ctl_buf);
+				# the test is gone: stop_relays ends this process
+				$select->remove($ctl) unless $n;
+				while ($ctl_buf =~ s/^(\d+(?:\.\d+)?) (\d+(?:\.\d+)?)\n//)
+				{
+					($delay, $jitter) = ($1 / 1000, $2 / 1000);
+					syswrite($ack, "ok\n");
+				}
 				next;
 			}
 			my $f = $flow_of{$sock} or next;

@@ -19,6 +19,7 @@ use Test::More;
 our @EXPORT = qw(
   new_region
   region_dsn
+  set_link_delay
   create_link_role
   crash_region
   make_group
@@ -188,6 +189,19 @@ sub region_dsn
 	}
 	return sprintf('host=%s port=%d dbname=%s%s',
 		$host, $port, $dbname, $user eq '' ? '' : " user=$user");
+}
+
+# set_link_delay($node, $delay_ms): every link into $node (its relay, which
+# LINK_DELAY_MS put there) holds each direction's bytes $delay_ms from
+# now on: the link slows down or recovers.  Bytes already on their way
+# keep their time.
+sub set_link_delay
+{
+	my ($node, $delay_ms) = @_;
+	my $port = $relay_port{ $node->name }
+	  or die 'no relay in front of ' . $node->name . ' (set LINK_DELAY_MS before the group is made)';
+	CosmosRep::Relay::set_relay_delay($port, $delay_ms);
+	return;
 }
 
 # An ordered checksum of a whole table: equal on two regions if and only
