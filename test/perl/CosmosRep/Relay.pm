@@ -19,6 +19,7 @@ use IO::Select;
 use IO::Socket::INET;
 use IO::Socket::UNIX;
 use POSIX ();
+use Socket qw(IPPROTO_TCP TCP_NODELAY);
 use Time::HiRes qw(time);
 
 our @EXPORT = qw(start_relay set_relay_delay stop_relays);
@@ -124,6 +125,12 @@ sub relay_loop
 			if ($sock == $listen)
 			{
 				my $client = $listen->accept or next;
+
+				# each chunk goes out when due, as libpq and the server
+				# send theirs: Nagle's algorithm would hold a small one
+				# until the client acknowledges the last, which a delayed
+				# ACK puts off by up to 40 ms
+				setsockopt($client, IPPROTO_TCP, TCP_NODELAY, 1);
 				my $server = IO::Socket::UNIX->new(Peer => $target, Type => SOCK_STREAM);
 				unless ($server)
 				{
