@@ -118,9 +118,7 @@ typedef enum CrSequenceKeys
 
 static int	cr_sequence_keys = CR_SEQUENCE_KEYS_WARN;
 static void grant_to_link_roles(Oid relid, const char *qualname);
-static bool table_has_rows(Relation rel);
 static List *partitions_with_rows(Relation rel);
-static void check_partition_layouts(Relation rel);
 static void check_trigger(Relation rel, const char *name);
 static void log_table_ddl(char action, Relation rel, const CrTableConfig *config);
 static void log_table_rows(Relation rel);
@@ -491,9 +489,12 @@ grant_to_link_roles(Oid relid, const char *qualname)
 	}
 }
 
-/* whether rel, a table with storage, holds any row */
-static bool
-table_has_rows(Relation rel)
+/*
+ * Whether rel, a table or a partitioned table the caller has locked, holds
+ * any row (ddl.c asks it of a partition attached or detached).
+ */
+bool
+cr_table_has_rows(Relation rel)
 {
 	Snapshot	snapshot;
 	TableScanDesc scan;
@@ -529,7 +530,7 @@ partitions_with_rows(Relation rel)
 		if (get_rel_relkind(lfirst_oid(lc)) != RELKIND_RELATION)
 			continue;
 		part = table_open(lfirst_oid(lc), NoLock);
-		if (table_has_rows(part))
+		if (cr_table_has_rows(part))
 			leaves = lappend_oid(leaves, lfirst_oid(lc));
 		table_close(part, NoLock);
 	}
@@ -541,10 +542,11 @@ partitions_with_rows(Relation rel)
  * partitioned table's own column layout (apply_relation.c): every leaf
  * must have the columns of the table at the same positions, dropped ones
  * included, which CREATE TABLE ... PARTITION OF gives, and be an ordinary
- * table.  The caller has locked rel.
+ * table.  The caller has locked rel.  Also checked after a partition is
+ * attached (ddl.c).
  */
-static void
-check_partition_layouts(Relation rel)
+void
+cr_check_partition_layouts(Relation rel)
 {
 	ListCell   *lc;
 
@@ -634,7 +636,7 @@ cr_table_enable(Oid relid, const char *policy, const char *path,
 	}
 
 	if (rel->rd_rel->relkind == RELKIND_PARTITIONED_TABLE)
-		check_partition_layouts(rel);
+		cr_check_partition_layouts(rel);
 
 	config = build_table_config(rel, policy, path, resolver);
 	if (config_version == 0)
@@ -643,7 +645,7 @@ cr_table_enable(Oid relid, const char *policy, const char *path,
 		cr_hlc_next_version(cr_local_region_id(false));
 	qualname = quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
 										  relname);
-	has_rows = table_has_rows(rel);
+	has_rows = cr_table_has_rows(rel);
 	log_table_ddl(CR_DDL_ENABLE, rel, config);
 	/* ALTER TABLE refuses a table this session still has open */
 	relation_close(rel, NoLock);
@@ -905,7 +907,7 @@ log_table_ddl(char action, Relation rel, const CrTableConfig *config)
  * SECURITY_RESTRICTED_OPERATION and an empty search_path, whoever enables
  * the table.  A partitioned table's rows are read from each leaf
  * partition and sent as rows of the partitioned table (the leaves have
- * its layout: check_partition_layouts).
+ * its layout: cr_check_partition_layouts).
  */
 static void
 log_table_rows(Relation rel)
@@ -1111,7 +1113,7 @@ apply_remote_ddl(char action, Oid relid, const char *policy, const char *path,
 				if (action == CR_DDL_ENABLE)
 				{
 					Relation	rel = table_open(relid, NoLock);
-					bool		has_rows = table_has_rows(rel);
+					bool		has_rows = cr_table_has_rows(rel);
 
 					table_close(rel, NoLock);
 					if (has_rows)
