@@ -85,7 +85,6 @@
 #include "run_as.h"
 #include "shmem.h"
 #include "signing.h"
-#include "tables.h"
 
 PG_FUNCTION_INFO_V1(cosmosrep_replicate_ddl);
 

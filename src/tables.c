@@ -118,7 +118,6 @@ typedef enum CrSequenceKeys
 
 static int	cr_sequence_keys = CR_SEQUENCE_KEYS_WARN;
 static void grant_to_link_roles(Oid relid, const char *qualname);
-static List *partitions_with_rows(Relation rel);
 static void check_trigger(Relation rel, const char *name);
 static void log_table_ddl(char action, Relation rel, const CrTableConfig *config);
 static void log_table_rows(Relation rel);
@@ -490,93 +489,6 @@ grant_to_link_roles(Oid relid, const char *qualname)
 }
 
 /*
- * Whether rel, a table or a partitioned table the caller has locked, holds
- * any row (ddl.c asks it of a partition attached or detached).
- */
-bool
-cr_table_has_rows(Relation rel)
-{
-	Snapshot	snapshot;
-	TableScanDesc scan;
-	TupleTableSlot *slot;
-	bool		found;
-
-	if (rel->rd_rel->relkind == RELKIND_PARTITIONED_TABLE)
-		return partitions_with_rows(rel) != NIL;
-	snapshot = RegisterSnapshot(GetLatestSnapshot());
-	scan = table_beginscan(rel, snapshot, 0, NULL);
-	slot = table_slot_create(rel, NULL);
-	found = table_scan_getnextslot(scan, ForwardScanDirection, slot);
-	ExecDropSingleTupleTableSlot(slot);
-	table_endscan(scan);
-	UnregisterSnapshot(snapshot);
-	return found;
-}
-
-/*
- * The OIDs of the leaf partitions of rel, a partitioned table the caller
- * has locked, that hold rows (locked AccessShareLock until commit).
- */
-static List *
-partitions_with_rows(Relation rel)
-{
-	List	   *leaves = NIL;
-	ListCell   *lc;
-
-	foreach(lc, find_all_inheritors(RelationGetRelid(rel), AccessShareLock, NULL))
-	{
-		Relation	part;
-
-		if (get_rel_relkind(lfirst_oid(lc)) != RELKIND_RELATION)
-			continue;
-		part = table_open(lfirst_oid(lc), NoLock);
-		if (cr_table_has_rows(part))
-			leaves = lappend_oid(leaves, lfirst_oid(lc));
-		table_close(part, NoLock);
-	}
-	return leaves;
-}
-
-/*
- * Apply writes a partitioned table's rows into its leaf partitions in the
- * partitioned table's own column layout (apply_relation.c): every leaf
- * must have the columns of the table at the same positions, dropped ones
- * included, which CREATE TABLE ... PARTITION OF gives, and be an ordinary
- * table.  The caller has locked rel.  Also checked after a partition is
- * attached (ddl.c).
- */
-void
-cr_check_partition_layouts(Relation rel)
-{
-	ListCell   *lc;
-
-	foreach(lc, find_all_inheritors(RelationGetRelid(rel), AccessShareLock, NULL))
-	{
-		Oid			partid = lfirst_oid(lc);
-		char		relkind = get_rel_relkind(partid);
-		Relation	part;
-
-		if (relkind == RELKIND_PARTITIONED_TABLE)
-			continue;
-		if (relkind != RELKIND_RELATION)
-			ereport(ERROR,
-					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-					 errmsg("partition \"%s\" of table \"%s\" is not an ordinary table",
-							get_rel_name(partid), RelationGetRelationName(rel)),
-					 errdetail("Rows of a multi-region table are applied in every region, which only ordinary partitions allow.")));
-		part = table_open(partid, NoLock);
-		if (!cr_same_column_layout(RelationGetDescr(rel), RelationGetDescr(part)))
-			ereport(ERROR,
-					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-					 errmsg("partition \"%s\" of table \"%s\" has its columns at other positions than the table",
-							RelationGetRelationName(part), RelationGetRelationName(rel)),
-					 errdetail("cosmosrep writes a partitioned table's rows into its partitions in the table's column layout, dropped columns included."),
-					 errhint("Recreate the partition with CREATE TABLE ... PARTITION OF, then call cosmosrep.enable_table again.")));
-		table_close(part, NoLock);
-	}
-}
-
-/*
  * Make a table multi-region: validate, add the columns (existing rows get
  * a version each), install the triggers, record the policy, and tell the
  * other regions through the stream, with the rows the table holds.
@@ -933,7 +845,7 @@ log_table_rows(Relation rel)
 	{
 		ListCell   *lc;
 
-		foreach(lc, partitions_with_rows(rel))
+		foreach(lc, cr_partitions_with_rows(rel))
 		{
 			Relation	part = table_open(lfirst_oid(lc), NoLock);
 

@@ -30,8 +30,6 @@ extern void cr_table_remember_config(Oid relid, const char *policy,
 									 const char *path, const char *resolver,
 									 int64 config_version);
 extern void cr_table_disable(Oid relid);
-extern bool cr_table_has_rows(Relation rel);
-extern void cr_check_partition_layouts(Relation rel);
 extern void cr_build_ddl_message(StringInfo buf, char action, Relation rel,
 								 const CrTableConfig *config);
 extern void cr_table_apply_ddl(const char *content, Size size,
