@@ -310,10 +310,10 @@ cr_partitions_with_rows(Relation rel)
  * must have the columns of the table at the same positions, dropped ones
  * included, which CREATE TABLE ... PARTITION OF gives, and be an ordinary
  * table.  The caller has locked rel.  Also checked after a partition is
- * attached (ddl.c).
+ * attached (ddl.c, attaching: the hint says so).
  */
 void
-cr_check_partition_layouts(Relation rel)
+cr_check_partition_layouts(Relation rel, bool attaching)
 {
 	ListCell   *lc;
 
@@ -338,6 +338,8 @@ cr_check_partition_layouts(Relation rel)
 					 errmsg("partition \"%s\" of table \"%s\" has its columns at other positions than the table",
 							RelationGetRelationName(part), RelationGetRelationName(rel)),
 					 errdetail("cosmosrep writes a partitioned table's rows into its partitions in the table's column layout, dropped columns included."),
+					 attaching ?
+					 errhint("Create the partition with CREATE TABLE ... PARTITION OF instead.") :
 					 errhint("Recreate the partition with CREATE TABLE ... PARTITION OF, then call cosmosrep.enable_table again.")));
 		table_close(part, NoLock);
 	}

@@ -643,7 +643,7 @@ check_partition_rows(Node *stmt, const char *origin_region)
 	{
 		Relation	rootrel = table_open(root, NoLock);
 
-		cr_check_partition_layouts(rootrel);
+		cr_check_partition_layouts(rootrel, true);
 		table_close(rootrel, NoLock);
 		if (cr_table_has_rows(part) && origin_region == NULL)
 			ereport(ERROR,

@@ -548,7 +548,7 @@ cr_table_enable(Oid relid, const char *policy, const char *path,
 	}
 
 	if (rel->rd_rel->relkind == RELKIND_PARTITIONED_TABLE)
-		cr_check_partition_layouts(rel);
+		cr_check_partition_layouts(rel, false);
 
 	config = build_table_config(rel, policy, path, resolver);
 	if (config_version == 0)
