@@ -64,6 +64,7 @@
 #include "catalog/index.h"
 #include "catalog/pg_class.h"
 #include "catalog/namespace.h"
+#include "catalog/partition.h"
 #include "catalog/pg_type.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
@@ -682,7 +683,23 @@ capture_end(CrCapture *capture)
 	const char *fields[6];
 
 	if (capture->partition)
+	{
 		check_partition_rows(capture->stmt, NULL);
+
+		/*
+		 * CREATE TABLE IF NOT EXISTS that found a table of that name which
+		 * is no partition of the parent changed nothing: it sends nothing,
+		 * or other regions would make a partition this one does not have.
+		 */
+		if (IsA(capture->stmt, CreateStmt) && ((CreateStmt *) capture->stmt)->if_not_exists)
+		{
+			Oid			made = range_table(((CreateStmt *) capture->stmt)->relation);
+
+			if (!OidIsValid(made) || !get_rel_relispartition(made) ||
+				get_partition_parent(made, true) != capture->relid)
+				return;
+		}
+	}
 	else
 	{
 		check_added_columns(capture);

@@ -115,6 +115,21 @@ for my $node (@nodes)
 		'0', $node->name . ': no row waited for a partition');
 }
 
+# CREATE TABLE IF NOT EXISTS ... PARTITION OF that finds a local table of
+# that name changes nothing here, and nothing elsewhere
+$ra->safe_psql('postgres', q{
+	SET ROLE mallory;
+	CREATE TABLE app.orders_local (LIKE app.orders);
+	CREATE TABLE IF NOT EXISTS app.orders_local PARTITION OF app.orders FOR VALUES IN ('local');
+	INSERT INTO app.orders VALUES ('us', 3, 1);
+});
+wait_for_same_table(\@nodes, 'app.orders');
+for my $node ($rb, $rc)
+{
+	is($node->safe_psql('postgres', "SELECT to_regclass('app.orders_local') IS NULL"),
+		't', $node->name . ': a CREATE TABLE IF NOT EXISTS that made no partition is not replayed');
+}
+
 # 2. ATTACH PARTITION of an empty table made in every region; c attaches
 # it while a writes, then writes a row of it.
 for my $node (@nodes)
