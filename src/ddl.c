@@ -214,7 +214,6 @@ statement_table(Node *stmt, const char **what, int *flags)
 		case T_AlterTableStmt:
 			{
 				AlterTableStmt *s = (AlterTableStmt *) stmt;
-
 				AlterTableCmd *partcmd = partition_command(stmt);
 				int			owner_cmds = 0;
 
