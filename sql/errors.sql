@@ -400,6 +400,53 @@ RESET ROLE;
 SELECT pg_temp.columns_of('ddl_target');
 DROP TABLE ddl_target, ddl_plain;
 
+--
+-- Partitions of a multi-region table (src/ddl.c)
+--
+CREATE TABLE part_target (k text, id int, PRIMARY KEY (k, id)) PARTITION BY LIST (k);
+CREATE TABLE part_target_a PARTITION OF part_target FOR VALUES IN ('a');
+SELECT cosmosrep.enable_table('part_target');
+-- a new partition is a replicated change
+CREATE TABLE part_target_b PARTITION OF part_target FOR VALUES IN ('b');
+INSERT INTO part_target VALUES ('a', 1);
+
+-- Bad input: TRUNCATE of a partition alone
+TRUNCATE part_target_a;
+
+-- Bad input: DROP TABLE of a partition
+DROP TABLE part_target_a;
+
+-- Bad input: DETACH PARTITION of a partition that holds rows
+ALTER TABLE part_target DETACH PARTITION part_target_a;
+
+-- Bad input: DETACH PARTITION CONCURRENTLY
+ALTER TABLE part_target DETACH PARTITION part_target_b CONCURRENTLY;
+
+-- Bad input: ATTACH PARTITION of a table that holds rows
+CREATE TABLE part_target_c (LIKE part_target);
+INSERT INTO part_target_c (k, id, _cr_version, _cr_base, _cr_region, _cr_config)
+VALUES ('c', 1, 1, 0, 1, 1);
+ALTER TABLE part_target ATTACH PARTITION part_target_c FOR VALUES IN ('c');
+
+-- Bad input: ATTACH PARTITION of a table with its columns at other positions
+CREATE TABLE part_target_d (id int NOT NULL, k text NOT NULL,
+    _cr_version bigint NOT NULL, _cr_base bigint NOT NULL, _cr_region smallint NOT NULL,
+    _cr_config bigint NOT NULL, _cr_seen bytea);
+ALTER TABLE part_target ATTACH PARTITION part_target_d FOR VALUES IN ('d');
+
+-- an empty partition detaches, and a detached table drops
+DELETE FROM part_target WHERE k = 'a';
+ALTER TABLE part_target DETACH PARTITION part_target_a;
+DROP TABLE part_target_a;
+
+-- warn: a partition with rows is truncated here only, with a warning
+INSERT INTO part_target VALUES ('b', 1);
+SET cosmosrep.ddl_replication = warn;
+TRUNCATE part_target_b;
+RESET cosmosrep.ddl_replication;
+SELECT count(*) AS rows_left FROM part_target;
+DROP TABLE part_target, part_target_c, part_target_d;
+
 DROP VIEW items_view;
 DROP MATERIALIZED VIEW items_matview;
 DROP TABLE items, no_pk, unique_only, measurements, readings, scratch, cache,

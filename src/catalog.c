@@ -19,6 +19,11 @@
  *	  restore) reaches every backend, and wakes the launcher.  This file
  *	  calls nothing above it: it only says what changed.
  *
+ *	  It also says what a multi-region table's partitions are (the table
+ *	  at the top of a partition's tree, which partitions hold rows,
+ *	  whether every leaf has the table's layout), for enable_table
+ *	  (tables.c) and for the partition statements of ddl.c.
+ *
  *	  Callers must be inside a transaction.  Reads are not read-only SPI
  *	  calls, so they see what the caller's transaction wrote before them
  *	  (join_region writes the regions and then enables tables).  Returned
@@ -34,8 +39,10 @@
 #include "access/genam.h"
 #include "access/htup_details.h"
 #include "access/table.h"
+#include "access/tableam.h"
 #include "catalog/namespace.h"
 #include "catalog/partition.h"
+#include "catalog/pg_inherits.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
@@ -247,6 +254,95 @@ cr_partition_root(Oid relid)
 	root = llast_oid(ancestors);
 	list_free(ancestors);
 	return root;
+}
+
+/*
+ * Whether rel, a table or a partitioned table the caller has locked, holds
+ * any row (ddl.c asks it of a partition attached or detached).
+ */
+bool
+cr_table_has_rows(Relation rel)
+{
+	Snapshot	snapshot;
+	TableScanDesc scan;
+	TupleTableSlot *slot;
+	bool		found;
+
+	if (rel->rd_rel->relkind == RELKIND_PARTITIONED_TABLE)
+		return cr_partitions_with_rows(rel) != NIL;
+	snapshot = RegisterSnapshot(GetLatestSnapshot());
+	scan = table_beginscan(rel, snapshot, 0, NULL);
+	slot = table_slot_create(rel, NULL);
+	found = table_scan_getnextslot(scan, ForwardScanDirection, slot);
+	ExecDropSingleTupleTableSlot(slot);
+	table_endscan(scan);
+	UnregisterSnapshot(snapshot);
+	return found;
+}
+
+/*
+ * The OIDs of the leaf partitions of rel, a partitioned table the caller
+ * has locked, that hold rows (locked AccessShareLock until commit).
+ */
+List *
+cr_partitions_with_rows(Relation rel)
+{
+	List	   *leaves = NIL;
+	ListCell   *lc;
+
+	foreach(lc, find_all_inheritors(RelationGetRelid(rel), AccessShareLock, NULL))
+	{
+		Relation	part;
+
+		if (get_rel_relkind(lfirst_oid(lc)) != RELKIND_RELATION)
+			continue;
+		part = table_open(lfirst_oid(lc), NoLock);
+		if (cr_table_has_rows(part))
+			leaves = lappend_oid(leaves, lfirst_oid(lc));
+		table_close(part, NoLock);
+	}
+	return leaves;
+}
+
+/*
+ * Apply writes a partitioned table's rows into its leaf partitions in the
+ * partitioned table's own column layout (apply_relation.c): every leaf
+ * must have the columns of the table at the same positions, dropped ones
+ * included, which CREATE TABLE ... PARTITION OF gives, and be an ordinary
+ * table.  The caller has locked rel.  Also checked after a partition is
+ * attached (ddl.c, attaching: the hint says so).
+ */
+void
+cr_check_partition_layouts(Relation rel, bool attaching)
+{
+	ListCell   *lc;
+
+	foreach(lc, find_all_inheritors(RelationGetRelid(rel), AccessShareLock, NULL))
+	{
+		Oid			partid = lfirst_oid(lc);
+		char		relkind = get_rel_relkind(partid);
+		Relation	part;
+
+		if (relkind == RELKIND_PARTITIONED_TABLE)
+			continue;
+		if (relkind != RELKIND_RELATION)
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("partition \"%s\" of table \"%s\" is not an ordinary table",
+							get_rel_name(partid), RelationGetRelationName(rel)),
+					 errdetail("Rows of a multi-region table are applied in every region, which only ordinary partitions allow.")));
+		part = table_open(partid, NoLock);
+		if (!cr_same_column_layout(RelationGetDescr(rel), RelationGetDescr(part)))
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("partition \"%s\" of table \"%s\" has its columns at other positions than the table",
+							RelationGetRelationName(part), RelationGetRelationName(rel)),
+					 errdetail("cosmosrep writes a partitioned table's rows into its partitions in the table's column layout, dropped columns included."),
+					 attaching ?
+					 errhint("Create the partition with CREATE TABLE ... PARTITION OF instead.") :
+					 errhint("Recreate the partition with CREATE TABLE ... PARTITION OF, then call cosmosrep.enable_table again.")));
+		table_close(part, NoLock);
+	}
 }
 
 /*

@@ -40,6 +40,9 @@ extern Oid	cr_relation_owner(Oid relid);
 extern Oid	cr_relation_owner_named(Oid relid, const char *owner, const char *nspname,
 									const char *relname, const char *origin_region);
 extern Oid	cr_partition_root(Oid relid);
+extern bool cr_table_has_rows(Relation rel);
+extern List *cr_partitions_with_rows(Relation rel);
+extern void cr_check_partition_layouts(Relation rel, bool attaching);
 extern int	cr_catalog_query(SPIPlanPtr *plan, const char *sql, int nargs,
 							 Oid *argtypes, Datum *values, const char *nulls,
 							 bool read_only);

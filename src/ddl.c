@@ -22,6 +22,16 @@
  *	  written in the statement's transaction after the statement, so it
  *	  travels between the rows written before and after it.
  *
+ *	  CREATE TABLE ... PARTITION OF, ATTACH and DETACH PARTITION are
+ *	  captured as changes of the parent they name (the table at the top
+ *	  of its tree decides whether it is multi-region).  They change where
+ *	  a region keeps rows, never which rows the table holds: attaching a
+ *	  table with rows and detaching a partition with rows are refused, a
+ *	  replayed detach sends the rows still in the partition here through
+ *	  the parent into its other partitions, and TRUNCATE or DROP TABLE of
+ *	  a partition alone is refused (docs/design.md, "Partitioned
+ *	  tables").
+ *
  *	  Replay (cr_ddl_apply_statement) parses the text again and accepts
  *	  exactly one statement of the kinds above that names the same table;
  *	  it runs as the local table's owner (who must have the sending
@@ -48,11 +58,13 @@
 #include "postgres.h"
 
 #include "access/relation.h"
+#include "access/table.h"
 #include "access/xlog.h"
 #include "access/htup_details.h"
 #include "catalog/index.h"
 #include "catalog/pg_class.h"
 #include "catalog/namespace.h"
+#include "catalog/partition.h"
 #include "catalog/pg_type.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
@@ -104,6 +116,8 @@ typedef struct CrCapture
 	char	   *search_path;
 	char	   *text;
 	int			natts;			/* attributes before the statement */
+	Node	   *stmt;			/* the statement, as it ran */
+	bool		partition;		/* it adds, attaches or detaches a partition */
 } CrCapture;
 
 static ProcessUtility_hook_type prev_process_utility = NULL;
@@ -122,9 +136,17 @@ static void ddl_process_utility(PlannedStmt *pstmt, const char *queryString,
 #define STMT_CONCURRENTLY	0x01	/* CREATE or DROP INDEX CONCURRENTLY */
 #define STMT_OTHER_TABLES	0x02	/* a DROP INDEX of several tables */
 #define STMT_OWNER			0x04	/* an ALTER TABLE that also changes the owner */
+#define STMT_PARTITION		0x08	/* CREATE TABLE ... PARTITION OF, ATTACH or
+									 * DETACH PARTITION: the table returned is
+									 * the parent, maybe a partition itself */
 
 static Oid	statement_table(Node *stmt, const char **what, int *flags);
 static bool is_multi_region(Oid relid);
+static Oid	multi_region_table(Oid relid, int flags);
+static AlterTableCmd *partition_command(Node *stmt);
+static void check_partition_removal(Node *stmt);
+static void check_partition_rows(Node *stmt, const char *origin_region);
+static void reroute_detached_rows(Node *stmt, Oid parent);
 static bool capture_start(PlannedStmt *pstmt, const char *queryString,
 						  CrCapture *capture);
 static void capture_end(CrCapture *capture);
@@ -192,22 +214,36 @@ statement_table(Node *stmt, const char **what, int *flags)
 		case T_AlterTableStmt:
 			{
 				AlterTableStmt *s = (AlterTableStmt *) stmt;
-
+				AlterTableCmd *partcmd = partition_command(stmt);
 				int			owner_cmds = 0;
 
 				/*
-				 * Partitions are each region's own layout (a region may
-				 * keep a partitioned table's rows in other partitions):
-				 * attaching or detaching one stays local, as OWNER TO.
+				 * ATTACH and DETACH PARTITION travel like the rest, as a
+				 * change of the parent (the table at the top of the tree
+				 * decides whether it is multi-region): README,
+				 * "Partitioned tables".  The grammar gives them a
+				 * statement of their own.  ALTER INDEX ... ATTACH
+				 * PARTITION stays local, as before.
 				 */
+				if (partcmd != NULL)
+				{
+					if (s->objtype != OBJECT_TABLE)
+						return InvalidOid;
+					*flags |= STMT_PARTITION;
+					if (partcmd->subtype == AT_AttachPartition)
+						*what = "ATTACH PARTITION";
+					else
+					{
+						*what = "DETACH PARTITION";
+						if (partcmd->subtype == AT_DetachPartitionFinalize ||
+							((PartitionCmd *) partcmd->def)->concurrent)
+							*flags |= STMT_CONCURRENTLY;
+					}
+					return range_table(s->relation);
+				}
 				foreach(lc, s->cmds)
 				{
-					AlterTableType subtype = ((AlterTableCmd *) lfirst(lc))->subtype;
-
-					if (subtype == AT_AttachPartition || subtype == AT_DetachPartition ||
-						subtype == AT_DetachPartitionFinalize)
-						return InvalidOid;
-					if (subtype == AT_ChangeOwner)
+					if (((AlterTableCmd *) lfirst(lc))->subtype == AT_ChangeOwner)
 						owner_cmds++;
 				}
 				if (owner_cmds == list_length(s->cmds))
@@ -219,6 +255,18 @@ statement_table(Node *stmt, const char **what, int *flags)
 					relid = range_table(s->relation);
 				else if (s->objtype == OBJECT_INDEX)
 					relid = index_table(range_table(s->relation));
+				break;
+			}
+		case T_CreateStmt:
+			{
+				CreateStmt *s = (CreateStmt *) stmt;
+
+				/* a new partition of a table; other tables stay local */
+				if (s->partbound == NULL || list_length(s->inhRelations) != 1)
+					return InvalidOid;
+				*what = "CREATE TABLE PARTITION";
+				*flags |= STMT_PARTITION;
+				relid = range_table(linitial(s->inhRelations));
 				break;
 			}
 		case T_RenameStmt:
@@ -310,6 +358,39 @@ is_multi_region(Oid relid)
 }
 
 /*
+ * The multi-region table whose definition a statement of statement_table
+ * with flags changes, relid being the table it returned, or InvalidOid:
+ * a partition statement changes the table at the top of the parent's
+ * tree (relid may be a sub-partitioned partition).
+ */
+static Oid
+multi_region_table(Oid relid, int flags)
+{
+	if (OidIsValid(relid) && (flags & STMT_PARTITION))
+		relid = cr_partition_root(relid);
+	return is_multi_region(relid) ? relid : InvalidOid;
+}
+
+/* the ATTACH or DETACH PARTITION subcommand of stmt, or NULL */
+static AlterTableCmd *
+partition_command(Node *stmt)
+{
+	ListCell   *lc;
+
+	if (!IsA(stmt, AlterTableStmt))
+		return NULL;
+	foreach(lc, ((AlterTableStmt *) stmt)->cmds)
+	{
+		AlterTableCmd *cmd = lfirst(lc);
+
+		if (cmd->subtype == AT_AttachPartition || cmd->subtype == AT_DetachPartition ||
+			cmd->subtype == AT_DetachPartitionFinalize)
+			return cmd;
+	}
+	return NULL;
+}
+
+/*
  * Every utility statement: a change of a multi-region table's definition
  * is captured (capture_start before it runs, capture_end after it ran);
  * statements it runs in turn (a default's function, an index expression)
@@ -326,7 +407,10 @@ ddl_process_utility(PlannedStmt *pstmt, const char *queryString,
 
 	if (!replaying && capture_depth == 0 && context != PROCESS_UTILITY_SUBCOMMAND &&
 		IsTransactionState())
+	{
+		check_partition_removal(pstmt->utilityStmt);
 		captured = capture_start(pstmt, queryString, &capture);
+	}
 
 	if (captured)
 		capture_depth++;
@@ -362,26 +446,27 @@ capture_start(PlannedStmt *pstmt, const char *queryString, CrCapture *capture)
 	const char *what;
 	int			flags;
 	Oid			relid = statement_table(stmt, &what, &flags);
+	Oid			table = multi_region_table(relid, flags);
 	Oid			owner;
 	int			mode = forced ? CR_DDL_REPLICATE : cr_ddl_replication;
 	int			location = pstmt->stmt_location;
 	int			length = pstmt->stmt_len;
 	List	   *parsed;
 
-	if (!is_multi_region(relid))
+	if (!OidIsValid(table))
 		return false;
 	if (mode == CR_DDL_REFUSE)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("%s of multi-region table \"%s\" must go through cosmosrep.replicate_ddl",
-						what, get_rel_name(relid)),
+						what, get_rel_name(table)),
 				 errdetail("cosmosrep.ddl_replication is \"refuse\"."),
 				 errhint("Run the statement with SELECT cosmosrep.replicate_ddl('...'), which applies it in every region.")));
 	if (mode == CR_DDL_WARN)
 	{
 		ereport(WARNING,
 				(errmsg("%s of multi-region table \"%s\" is not replicated",
-						what, get_rel_name(relid)),
+						what, get_rel_name(table)),
 				 errdetail("cosmosrep.ddl_replication is \"warn\"."),
 				 errhint("Make the same change in every region before rows of the new shape reach them, or use cosmosrep.replicate_ddl.")));
 		return false;
@@ -396,13 +481,13 @@ capture_start(PlannedStmt *pstmt, const char *queryString, CrCapture *capture)
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 				 errmsg("%s changes multi-region table \"%s\" and another table",
-						what, get_rel_name(relid)),
+						what, get_rel_name(table)),
 				 errhint("Change each table in a statement of its own.")));
 	if (flags & STMT_CONCURRENTLY)
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 				 errmsg("%s CONCURRENTLY of multi-region table \"%s\" cannot be replicated",
-						what, get_rel_name(relid)),
+						what, get_rel_name(table)),
 				 errhint("Leave out CONCURRENTLY.")));
 
 	/* the statement's own text, which must parse again as this statement */
@@ -422,7 +507,7 @@ capture_start(PlannedStmt *pstmt, const char *queryString, CrCapture *capture)
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 				 errmsg("%s of multi-region table \"%s\" cannot be replicated: its text is not known",
-						what, get_rel_name(relid)),
+						what, get_rel_name(table)),
 				 errhint("Run it with cosmosrep.replicate_ddl.")));
 
 	capture->relid = relid;
@@ -432,7 +517,10 @@ capture_start(PlannedStmt *pstmt, const char *queryString, CrCapture *capture)
 	capture->owner = GetUserNameFromId(owner, false);
 	capture->role = GetUserNameFromId(GetUserId(), false);
 	capture->search_path = pstrdup(namespace_search_path);
-	record_columns(relid);
+	capture->stmt = stmt;
+	capture->partition = (flags & STMT_PARTITION) != 0;
+	if (!capture->partition)
+		record_columns(relid);
 	return true;
 }
 
@@ -468,6 +556,122 @@ check_added_columns(CrCapture *capture)
 }
 
 /*
+ * A TRUNCATE or DROP TABLE naming a partition of a multi-region table (at
+ * any depth, not the table itself) would remove rows from the table in
+ * this region only: no trigger of cosmosrep fires for it, and nothing
+ * would tell the other regions.  It is refused, unless
+ * cosmosrep.ddl_replication is warn, which runs it here with a warning as
+ * it runs other changes here only.  The ways that keep every region alike
+ * are a truncate of the partitioned table (replicated), DELETE (rows) and
+ * DETACH PARTITION (the partition), which every region applies.
+ */
+static void
+check_partition_removal(Node *stmt)
+{
+	List	   *rangevars = NIL;
+	bool		truncate = IsA(stmt, TruncateStmt);
+	ListCell   *lc;
+
+	if (truncate)
+		rangevars = ((TruncateStmt *) stmt)->relations;
+	else if (IsA(stmt, DropStmt) && ((DropStmt *) stmt)->removeType == OBJECT_TABLE)
+	{
+		foreach(lc, ((DropStmt *) stmt)->objects)
+			rangevars = lappend(rangevars, makeRangeVarFromNameList(lfirst(lc)));
+	}
+	foreach(lc, rangevars)
+	{
+		Oid			relid = range_table(lfirst(lc));
+		Oid			root;
+
+		if (!OidIsValid(relid) || !get_rel_relispartition(relid))
+			continue;
+		root = cr_partition_root(relid);
+		if (!is_multi_region(root))
+			continue;
+		if (cr_ddl_replication == CR_DDL_WARN)
+		{
+			ereport(WARNING,
+					(errmsg("%s of partition \"%s\" of multi-region table \"%s\" is not replicated",
+							truncate ? "TRUNCATE" : "DROP TABLE",
+							get_rel_name(relid), get_rel_name(root)),
+					 errdetail("cosmosrep.ddl_replication is \"warn\": its rows are removed in this region only.")));
+			continue;
+		}
+		if (truncate)
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("partition \"%s\" of multi-region table \"%s\" cannot be truncated alone",
+							get_rel_name(relid), get_rel_name(root)),
+					 errdetail("Its rows would be removed in this region only: only a truncate of the partitioned table is replicated."),
+					 errhint("Truncate the partitioned table, or delete the partition's rows with DELETE, which every region applies.")));
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("partition \"%s\" of multi-region table \"%s\" cannot be dropped",
+						get_rel_name(relid), get_rel_name(root)),
+				 errdetail("Its rows would be removed in this region only."),
+				 errhint("Detach the partition first (ALTER TABLE ... DETACH PARTITION, which every region applies), then drop it.")));
+	}
+}
+
+/*
+ * After an ATTACH or DETACH PARTITION ran, here (origin_region NULL) or
+ * replayed from origin_region, with the statement's locks held: a
+ * partition statement changes where rows are kept, never which rows the
+ * multi-region table holds, so that every region that applies it keeps
+ * the same rows whatever its layout.  An attached table holding rows is
+ * refused (its rows would enter the table in one region only; here and
+ * where it is replayed), and so is a table whose columns are not at the
+ * table's positions; a partition detached here must hold no rows (they
+ * would leave the table in this region only).  Where a detach is
+ * replayed, rows its partition still holds stay in the table
+ * (reroute_detached_rows).  CREATE TABLE ... PARTITION OF makes an empty
+ * partition with the table's layout: nothing to check.
+ */
+static void
+check_partition_rows(Node *stmt, const char *origin_region)
+{
+	AlterTableCmd *cmd = partition_command(stmt);
+	Relation	part;
+	Oid			root;
+
+	if (cmd == NULL)
+		return;
+	part = table_openrv(((PartitionCmd *) cmd->def)->name, NoLock);
+	root = cr_partition_root(range_table(((AlterTableStmt *) stmt)->relation));
+	if (cmd->subtype == AT_AttachPartition)
+	{
+		Relation	rootrel = table_open(root, NoLock);
+
+		cr_check_partition_layouts(rootrel, true);
+		table_close(rootrel, NoLock);
+		if (cr_table_has_rows(part) && origin_region == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("table \"%s\" attached to multi-region table \"%s\" holds rows",
+							RelationGetRelationName(part), get_rel_name(root)),
+					 errdetail("Its rows would enter the multi-region table in this region only."),
+					 errhint("Attach an empty table, then insert the rows through the partitioned table, which sends them to every region.")));
+		if (cr_table_has_rows(part))
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("table \"%s\" attached to multi-region table \"%s\" in region \"%s\" holds rows in this region",
+							RelationGetRelationName(part), get_rel_name(root), origin_region),
+					 errdetail("Its rows would enter the multi-region table in this region only."),
+					 errhint("Empty the table here; replication from \"%s\" resumes then.",
+							 origin_region)));
+	}
+	else if (origin_region == NULL && cr_table_has_rows(part))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("partition \"%s\" of multi-region table \"%s\" holds rows",
+						RelationGetRelationName(part), get_rel_name(root)),
+				 errdetail("Detaching it would remove its rows from the multi-region table in this region only."),
+				 errhint("Delete its rows with DELETE, which every region applies, then detach it.")));
+	table_close(part, NoLock);
+}
+
+/*
  * After the statement ran: remember the columns' new names and write the
  * message that repeats the statement in the other regions.
  */
@@ -477,8 +681,29 @@ capture_end(CrCapture *capture)
 	StringInfoData buf;
 	const char *fields[6];
 
-	check_added_columns(capture);
-	record_columns(capture->relid);
+	if (capture->partition)
+	{
+		check_partition_rows(capture->stmt, NULL);
+
+		/*
+		 * CREATE TABLE IF NOT EXISTS that found a table of that name which
+		 * is no partition of the parent changed nothing: it sends nothing,
+		 * or other regions would make a partition this one does not have.
+		 */
+		if (IsA(capture->stmt, CreateStmt) && ((CreateStmt *) capture->stmt)->if_not_exists)
+		{
+			Oid			made = range_table(((CreateStmt *) capture->stmt)->relation);
+
+			if (!OidIsValid(made) || !get_rel_relispartition(made) ||
+				get_partition_parent(made, true) != capture->relid)
+				return;
+		}
+	}
+	else
+	{
+		check_added_columns(capture);
+		record_columns(capture->relid);
+	}
 	if (!XLogLogicalInfoActive())
 		return;
 	fields[0] = capture->nspname;
@@ -505,6 +730,7 @@ cosmosrep_replicate_ddl(PG_FUNCTION_ARGS)
 	List	   *parsed = raw_parser(sql, RAW_PARSE_DEFAULT);
 	const char *what;
 	int			flags;
+	Oid			relid;
 	int			rc;
 
 	/* without the hook, nothing would be captured */
@@ -514,12 +740,12 @@ cosmosrep_replicate_ddl(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("cosmosrep.replicate_ddl runs exactly one statement"),
 				 errdetail("The string holds %d statements.", list_length(parsed))));
-	if (!is_multi_region(statement_table(((RawStmt *) linitial(parsed))->stmt,
-										 &what, &flags)))
+	relid = statement_table(((RawStmt *) linitial(parsed))->stmt, &what, &flags);
+	if (!OidIsValid(multi_region_table(relid, flags)))
 		ereport(ERROR,
 				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
 				 errmsg("cosmosrep.replicate_ddl replicates only a statement that changes a multi-region table"),
-				 errhint("It takes ALTER TABLE, ALTER INDEX, RENAME, SET SCHEMA, CREATE INDEX and DROP INDEX of a multi-region table.")));
+				 errhint("It takes ALTER TABLE, ALTER INDEX, RENAME, SET SCHEMA, CREATE INDEX, DROP INDEX, CREATE TABLE ... PARTITION OF, ATTACH PARTITION and DETACH PARTITION of a multi-region table.")));
 
 	forced = true;
 	PG_TRY();
@@ -690,6 +916,69 @@ replay_error_context(void *arg)
 }
 
 /*
+ * After a DETACH PARTITION replayed from another region, as the table's
+ * owner: the rows the detached table still holds here are rows the
+ * origin did not hold when it detached (it detaches only an empty
+ * partition): written here or in a third region concurrently.  At the
+ * origin they arrive after the detach and go into what its layout has
+ * left; here they go the same way, through parent (the table the
+ * statement detached from) into its remaining partitions, with their
+ * stamps (the row trigger does not fire in apply), and leave the detached
+ * table.  If no partition takes one, the statement fails with
+ * PostgreSQL's "no partition of relation ... found for row" and
+ * replication from the origin waits until one does.
+ */
+static void
+reroute_detached_rows(Node *stmt, Oid parent)
+{
+	AlterTableCmd *cmd = partition_command(stmt);
+	Relation	part = table_openrv(((PartitionCmd *) cmd->def)->name, NoLock);
+	Relation	parentrel;
+	TupleDesc	desc;
+	StringInfoData columns;
+	char	   *partname;
+	char	   *parentname;
+	int			rc;
+
+	if (!cr_table_has_rows(part))
+	{
+		table_close(part, NoLock);
+		return;
+	}
+	parentrel = table_open(parent, NoLock);
+	desc = RelationGetDescr(parentrel);
+	initStringInfo(&columns);
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		if (att->attisdropped || att->attgenerated)
+			continue;
+		appendStringInfo(&columns, "%s%s", columns.len > 0 ? ", " : "",
+						 quote_identifier(NameStr(att->attname)));
+	}
+	partname = quote_qualified_identifier(get_namespace_name(RelationGetNamespace(part)),
+										  RelationGetRelationName(part));
+	parentname = quote_qualified_identifier(get_namespace_name(RelationGetNamespace(parentrel)),
+											RelationGetRelationName(parentrel));
+	table_close(parentrel, NoLock);
+	table_close(part, NoLock);
+
+	SPI_connect();
+	rc = SPI_execute(psprintf("INSERT INTO %s (%s) SELECT %s FROM %s",
+							  parentname, columns.data, columns.data, partname),
+					 false, 0);
+	if (rc != SPI_OK_INSERT)
+		elog(ERROR, "could not move the rows of \"%s\": %s", partname,
+			 SPI_result_code_string(rc));
+	rc = SPI_execute(psprintf("DELETE FROM %s", partname), false, 0);
+	if (rc != SPI_OK_DELETE)
+		elog(ERROR, "could not move the rows of \"%s\": %s", partname,
+			 SPI_result_code_string(rc));
+	SPI_finish();
+}
+
+/*
  * A statement that changed a multi-region table in another region, run
  * here at its place in the stream (inside the apply transaction, with a
  * snapshot, the tables of apply closed).  The content comes from a peer
@@ -714,6 +1003,7 @@ cr_ddl_apply_statement(const char *content, Size size, const char *origin_region
 	const char *what;
 	int			flags;
 	Oid			relid;
+	bool		partition;
 	Oid			local_owner_id;
 	CrUserContext user;
 	ReplayContext rcontext = {text, role, origin_region};
@@ -725,10 +1015,13 @@ cr_ddl_apply_statement(const char *content, Size size, const char *origin_region
 	if (list_length(parsed) != 1)
 		cr_message_malformed("cosmosrep statement", "It does not hold exactly one statement.");
 	stmt = ((RawStmt *) linitial(parsed))->stmt;
+	partition = partition_command(stmt) != NULL ||
+		(IsA(stmt, CreateStmt) && ((CreateStmt *) stmt)->partbound != NULL);
 
 	relid = RangeVarGetRelid(makeRangeVar(pstrdup(nspname), pstrdup(relname), -1),
 							 AccessExclusiveLock, true);
-	if (!is_multi_region(relid))
+	/* a partition statement names the parent, maybe a partition itself */
+	if (!is_multi_region(partition ? cr_partition_root(relid) : relid))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("table \"%s.%s\" changed in region \"%s\" is not multi-region in this region",
@@ -737,7 +1030,8 @@ cr_ddl_apply_statement(const char *content, Size size, const char *origin_region
 						 origin_region)));
 	local_owner_id = cr_relation_owner_named(relid, owner, nspname, relname, origin_region);
 
-	record_columns(relid);
+	if (!partition)
+		record_columns(relid);
 	errcallback.callback = replay_error_context;
 	errcallback.arg = &rcontext;
 	errcallback.previous = error_context_stack;
@@ -747,7 +1041,8 @@ cr_ddl_apply_statement(const char *content, Size size, const char *origin_region
 	(void) set_config_option("search_path", search_path, PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
 	/* the statement must name the same table, with this search_path */
-	if (statement_table(stmt, &what, &flags) != relid || flags != 0)
+	if (statement_table(stmt, &what, &flags) != relid ||
+		(flags & ~STMT_PARTITION) != 0 || partition != ((flags & STMT_PARTITION) != 0))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("statement replicated from region \"%s\" does not change table \"%s.%s\" in this region",
@@ -762,6 +1057,14 @@ cr_ddl_apply_statement(const char *content, Size size, const char *origin_region
 		if (rc < 0)
 			elog(ERROR, "could not run the statement: %s", SPI_result_code_string(rc));
 		SPI_finish();
+		if (partition)
+		{
+			AlterTableCmd *cmd = partition_command(stmt);
+
+			check_partition_rows(stmt, origin_region);
+			if (cmd != NULL && cmd->subtype == AT_DetachPartition)
+				reroute_detached_rows(stmt, relid);
+		}
 	}
 	PG_FINALLY();
 	{
@@ -770,5 +1073,6 @@ cr_ddl_apply_statement(const char *content, Size size, const char *origin_region
 	PG_END_TRY();
 	cr_restore_user(&user);
 	error_context_stack = errcallback.previous;
-	record_columns(relid);
+	if (!partition)
+		record_columns(relid);
 }

@@ -118,9 +118,6 @@ typedef enum CrSequenceKeys
 
 static int	cr_sequence_keys = CR_SEQUENCE_KEYS_WARN;
 static void grant_to_link_roles(Oid relid, const char *qualname);
-static bool table_has_rows(Relation rel);
-static List *partitions_with_rows(Relation rel);
-static void check_partition_layouts(Relation rel);
 static void check_trigger(Relation rel, const char *name);
 static void log_table_ddl(char action, Relation rel, const CrTableConfig *config);
 static void log_table_rows(Relation rel);
@@ -491,89 +488,6 @@ grant_to_link_roles(Oid relid, const char *qualname)
 	}
 }
 
-/* whether rel, a table with storage, holds any row */
-static bool
-table_has_rows(Relation rel)
-{
-	Snapshot	snapshot;
-	TableScanDesc scan;
-	TupleTableSlot *slot;
-	bool		found;
-
-	if (rel->rd_rel->relkind == RELKIND_PARTITIONED_TABLE)
-		return partitions_with_rows(rel) != NIL;
-	snapshot = RegisterSnapshot(GetLatestSnapshot());
-	scan = table_beginscan(rel, snapshot, 0, NULL);
-	slot = table_slot_create(rel, NULL);
-	found = table_scan_getnextslot(scan, ForwardScanDirection, slot);
-	ExecDropSingleTupleTableSlot(slot);
-	table_endscan(scan);
-	UnregisterSnapshot(snapshot);
-	return found;
-}
-
-/*
- * The OIDs of the leaf partitions of rel, a partitioned table the caller
- * has locked, that hold rows (locked AccessShareLock until commit).
- */
-static List *
-partitions_with_rows(Relation rel)
-{
-	List	   *leaves = NIL;
-	ListCell   *lc;
-
-	foreach(lc, find_all_inheritors(RelationGetRelid(rel), AccessShareLock, NULL))
-	{
-		Relation	part;
-
-		if (get_rel_relkind(lfirst_oid(lc)) != RELKIND_RELATION)
-			continue;
-		part = table_open(lfirst_oid(lc), NoLock);
-		if (table_has_rows(part))
-			leaves = lappend_oid(leaves, lfirst_oid(lc));
-		table_close(part, NoLock);
-	}
-	return leaves;
-}
-
-/*
- * Apply writes a partitioned table's rows into its leaf partitions in the
- * partitioned table's own column layout (apply_relation.c): every leaf
- * must have the columns of the table at the same positions, dropped ones
- * included, which CREATE TABLE ... PARTITION OF gives, and be an ordinary
- * table.  The caller has locked rel.
- */
-static void
-check_partition_layouts(Relation rel)
-{
-	ListCell   *lc;
-
-	foreach(lc, find_all_inheritors(RelationGetRelid(rel), AccessShareLock, NULL))
-	{
-		Oid			partid = lfirst_oid(lc);
-		char		relkind = get_rel_relkind(partid);
-		Relation	part;
-
-		if (relkind == RELKIND_PARTITIONED_TABLE)
-			continue;
-		if (relkind != RELKIND_RELATION)
-			ereport(ERROR,
-					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-					 errmsg("partition \"%s\" of table \"%s\" is not an ordinary table",
-							get_rel_name(partid), RelationGetRelationName(rel)),
-					 errdetail("Rows of a multi-region table are applied in every region, which only ordinary partitions allow.")));
-		part = table_open(partid, NoLock);
-		if (!cr_same_column_layout(RelationGetDescr(rel), RelationGetDescr(part)))
-			ereport(ERROR,
-					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-					 errmsg("partition \"%s\" of table \"%s\" has its columns at other positions than the table",
-							RelationGetRelationName(part), RelationGetRelationName(rel)),
-					 errdetail("cosmosrep writes a partitioned table's rows into its partitions in the table's column layout, dropped columns included."),
-					 errhint("Recreate the partition with CREATE TABLE ... PARTITION OF, then call cosmosrep.enable_table again.")));
-		table_close(part, NoLock);
-	}
-}
-
 /*
  * Make a table multi-region: validate, add the columns (existing rows get
  * a version each), install the triggers, record the policy, and tell the
@@ -634,7 +548,7 @@ cr_table_enable(Oid relid, const char *policy, const char *path,
 	}
 
 	if (rel->rd_rel->relkind == RELKIND_PARTITIONED_TABLE)
-		check_partition_layouts(rel);
+		cr_check_partition_layouts(rel, false);
 
 	config = build_table_config(rel, policy, path, resolver);
 	if (config_version == 0)
@@ -643,7 +557,7 @@ cr_table_enable(Oid relid, const char *policy, const char *path,
 		cr_hlc_next_version(cr_local_region_id(false));
 	qualname = quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
 										  relname);
-	has_rows = table_has_rows(rel);
+	has_rows = cr_table_has_rows(rel);
 	log_table_ddl(CR_DDL_ENABLE, rel, config);
 	/* ALTER TABLE refuses a table this session still has open */
 	relation_close(rel, NoLock);
@@ -905,7 +819,7 @@ log_table_ddl(char action, Relation rel, const CrTableConfig *config)
  * SECURITY_RESTRICTED_OPERATION and an empty search_path, whoever enables
  * the table.  A partitioned table's rows are read from each leaf
  * partition and sent as rows of the partitioned table (the leaves have
- * its layout: check_partition_layouts).
+ * its layout: cr_check_partition_layouts).
  */
 static void
 log_table_rows(Relation rel)
@@ -931,7 +845,7 @@ log_table_rows(Relation rel)
 	{
 		ListCell   *lc;
 
-		foreach(lc, partitions_with_rows(rel))
+		foreach(lc, cr_partitions_with_rows(rel))
 		{
 			Relation	part = table_open(lfirst_oid(lc), NoLock);
 
@@ -1111,7 +1025,7 @@ apply_remote_ddl(char action, Oid relid, const char *policy, const char *path,
 				if (action == CR_DDL_ENABLE)
 				{
 					Relation	rel = table_open(relid, NoLock);
-					bool		has_rows = table_has_rows(rel);
+					bool		has_rows = cr_table_has_rows(rel);
 
 					table_close(rel, NoLock);
 					if (has_rows)

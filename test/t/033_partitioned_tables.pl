@@ -214,9 +214,13 @@ for my $node (@nodes)
 # a partition made later in every region gets the row trigger and the
 # columns: made with CREATE TABLE ... PARTITION OF in a, attached in b
 # (a copy of the table's columns), taken by the default partition in c.
-# A row that arrives before its region has a partition for it is an
-# error of the change, which goes to the feed; reapplied, it travels on.
+# Partition statements travel to every region (test 051); here each
+# region's administrator keeps its own layout with
+# cosmosrep.ddl_replication = warn.  A row that arrives before its region
+# has a partition for it is an error of the change, which goes to the
+# feed; reapplied, it travels on.
 $ra->safe_psql('postgres', q{
+	SET cosmosrep.ddl_replication = warn;
 	CREATE TABLE orders_sa PARTITION OF orders FOR VALUES IN ('sa');
 	INSERT INTO orders VALUES ('sa', 1, 1, 'before b has a partition')});
 ok($rb->poll_query_until('postgres', q{
@@ -226,6 +230,7 @@ ok($rb->poll_query_until('postgres', q{
 	'a row no partition of the region accepts waits in the feed as an apply error')
   or diag($rb->safe_psql('postgres', 'SELECT * FROM cosmosrep.replication_status'));
 $rb->safe_psql('postgres', q{
+	SET cosmosrep.ddl_replication = warn;
 	CREATE TABLE orders_sa (LIKE orders);
 	ALTER TABLE orders ATTACH PARTITION orders_sa FOR VALUES IN ('sa');
 	SELECT cosmosrep.reapply_conflict(conflict_id) FROM cosmosrep.conflict_feed

@@ -301,7 +301,7 @@ like($stderr, qr/ERROR:  cosmosrep.replicate_ddl runs exactly one statement\nDET
 	'replicate_ddl refuses a string of two statements');
 ($ret, $stdout, $stderr) = $east->psql('postgres',
 	"SELECT cosmosrep.replicate_ddl('CREATE TABLE plain (i int)')");
-like($stderr, qr/ERROR:  cosmosrep.replicate_ddl replicates only a statement that changes a multi-region table\nHINT:  It takes ALTER TABLE, ALTER INDEX, RENAME, SET SCHEMA, CREATE INDEX and DROP INDEX of a multi-region table./,
+like($stderr, qr/ERROR:  cosmosrep.replicate_ddl replicates only a statement that changes a multi-region table\nHINT:  It takes ALTER TABLE, ALTER INDEX, RENAME, SET SCHEMA, CREATE INDEX, DROP INDEX, CREATE TABLE ... PARTITION OF, ATTACH PARTITION and DETACH PARTITION of a multi-region table./,
 	'replicate_ddl refuses a statement on no multi-region table');
 ($ret, $stdout, $stderr) = $east->psql('postgres', 'CREATE INDEX CONCURRENTLY goods_qty ON goods (qty)');
 like($stderr, qr/ERROR:  CREATE INDEX CONCURRENTLY of multi-region table "goods" cannot be replicated\nHINT:  Leave out CONCURRENTLY./,
