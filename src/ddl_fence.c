@@ -222,6 +222,28 @@ fence_add(Oid relid, int region_id, int pid, bool stops_writes)
 	return holder;
 }
 
+/*
+ * Whether this backend's transaction fenced relid already: -1 no, 0 yes,
+ * 1 yes and the other regions' writes of it are stopped.
+ */
+static int
+own_fence(Oid relid, int local_id)
+{
+	int			result = -1;
+
+	SpinLockAcquire(&fence_shared->mutex);
+	for (int i = 0; i < CR_MAX_FENCES; i++)
+	{
+		FenceSlot  *f = &fence_shared->fences[i];
+
+		if (OidIsValid(f->relid) && f->dbid == MyDatabaseId && f->relid == relid &&
+			f->region_id == local_id && f->pid == MyProcPid)
+			result = f->stops_writes ? 1 : 0;
+	}
+	SpinLockRelease(&fence_shared->mutex);
+	return result;
+}
+
 /* remove the fences of relid that match region_id (and pid, if not 0) */
 static void
 fence_remove(Oid relid, int region_id, int pid)
@@ -273,8 +295,10 @@ cr_fence_check_write(Oid root)
 	{
 		FenceSlot  *f = &fence_shared->fences[i];
 
-		if (OidIsValid(f->relid) && f->dbid == MyDatabaseId && f->relid == root &&
-			f->stops_writes && f->region_id != local_id && f->expires > now)
+		if (OidIsValid(f->relid) && f->expires <= now)
+			fence_free(f);
+		else if (OidIsValid(f->relid) && f->dbid == MyDatabaseId && f->relid == root &&
+				 f->stops_writes && f->region_id != local_id)
 			holder = f->region_id;
 	}
 	SpinLockRelease(&fence_shared->mutex);
@@ -488,12 +512,30 @@ cr_fence_peers(Oid relid, const char *nspname, const char *relname, bool stop_wr
 {
 	int			local_id = cr_local_region_id(false);
 	int			holder;
+	int			own;
 	CrFence    *state;
 	ListCell   *lc;
 	TimestampTz deadline;
 
 	if (fence_shared == NULL)
 		return NULL;
+
+	/*
+	 * An earlier change of the table in this transaction fenced it already.
+	 * If that fence did not stop writes and this change needs it to, the
+	 * wait for the other regions' writes cannot end: applying them needs
+	 * the lock that the earlier change holds.
+	 */
+	own = own_fence(relid, local_id);
+	if (own > 0 || (own == 0 && !stop_writes))
+		return NULL;
+	if (own == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("a change of multi-region table \"%s\" that checks its rows must come first in its transaction",
+						relname),
+				 errdetail("It waits until this region has applied the other regions' writes of the table, which this transaction's earlier change of the table holds up."),
+				 errhint("Run it in a transaction of its own, or before the other changes of the table.")));
 	holder = fence_add(relid, local_id, MyProcPid, false);
 	changed_in_xact = true;
 	if (holder != 0)
@@ -525,6 +567,8 @@ cr_fence_peers(Oid relid, const char *nspname, const char *relname, bool stop_wr
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
+	/* later changes of the table in this transaction need no fence */
+	(void) fence_add(relid, local_id, MyProcPid, stop_writes);
 	return state;
 }
 

@@ -159,6 +159,30 @@ no_stream_errors('every stream goes on after the region came back');
 wait_for_same_table(\@regions, 'items');
 
 ##########
+# Several changes of the table in one transaction: one that checks rows
+# comes first (its fence then covers the others); after another change it
+# is refused, as the wait for the other regions' writes could not end
+##########
+
+($ret, $stdout, $stderr) = $east->psql('postgres',
+	'BEGIN; ALTER TABLE items ADD COLUMN note text; ALTER TABLE items ALTER COLUMN quantity TYPE bigint; COMMIT');
+like($stderr, qr/ERROR:  a change of multi-region table "items" that checks its rows must come first in its transaction\nDETAIL:  It waits until this region has applied the other regions' writes of the table, which this transaction's earlier change of the table holds up\.\nHINT:  Run it in a transaction of its own, or before the other changes of the table\./,
+	'a change that checks rows after another change of the table in its transaction is refused');
+is($east->safe_psql('postgres', "SELECT count(*) FROM pg_attribute WHERE attrelid = 'items'::regclass AND attname = 'note'"),
+	'0', 'and its transaction changed nothing');
+$east->safe_psql('postgres',
+	'BEGIN; ALTER TABLE items ALTER COLUMN quantity TYPE bigint; ALTER TABLE items ADD COLUMN note text;'
+	  . ' ALTER TABLE items ADD CONSTRAINT note_short CHECK (length(note) < 100); COMMIT');
+for my $node (@regions)
+{
+	ok(wait_for_value($node, "SELECT count(*) FROM pg_constraint WHERE conname = 'note_short'", '1'),
+		$node->name . ': a transaction whose first change checks rows, then others, reaches it');
+	is(column_type($node, 'quantity'), 'bigint', $node->name . ': with every change');
+}
+no_stream_errors('every stream goes on after a transaction of several changes');
+wait_for_same_table(\@regions, 'items');
+
+##########
 # Only link roles fence a table
 ##########
 
