@@ -15,6 +15,7 @@ OBJS = \
 	src/consistency.o \
 	src/cosmosrep.o \
 	src/ddl.o \
+	src/ddl_fence.o \
 	src/failover.o \
 	src/feed.o \
 	src/hlc.o \

@@ -26,6 +26,28 @@ SELECT cosmosrep.session_token() ~ '^1:[0-9A-F]+/[0-9A-F]+$' AS token_names_this
 -- this region has applied its own writes: reading with the token is immediate
 SELECT body FROM notes;
 
+-- commits inside a procedure: the token shows each (current_setting and
+-- session_token() inside it), and the client gets the last one's
+CREATE TEMP TABLE tokens_seen (step int, token text);
+CREATE PROCEDURE two_writes() LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO notes VALUES (2, 'in a procedure');
+    COMMIT;
+    INSERT INTO tokens_seen VALUES (1, current_setting('cosmosrep.session_token'));
+    INSERT INTO notes VALUES (3, 'again');
+    COMMIT;
+    INSERT INTO tokens_seen VALUES (2, cosmosrep.session_token());
+END $$;
+INSERT INTO tokens_seen VALUES (0, current_setting('cosmosrep.session_token'));
+CALL two_writes();
+INSERT INTO tokens_seen VALUES (3, current_setting('cosmosrep.session_token'));
+SELECT step, split_part(token, ':', 1) AS region,
+       split_part(token, ':', 2)::pg_lsn > lag(split_part(token, ':', 2)::pg_lsn)
+           OVER (ORDER BY step) AS advanced,
+       token = lag(token) OVER (ORDER BY step) AS same_as_before
+FROM tokens_seen ORDER BY step;
+DROP PROCEDURE two_writes();
+
 -- Bad input: a malformed token
 SET cosmosrep.session_token = 'yesterday';
 SET cosmosrep.session_token = '1:0/10,';

@@ -252,3 +252,74 @@ CREATE VIEW cosmosrep.tentative_conflicts WITH (security_barrier) AS
 COMMENT ON VIEW cosmosrep.tentative_conflicts IS
     'conflicts under a resolver held by version here until the arbiter resolves them';
 GRANT SELECT ON cosmosrep.tentative_conflicts TO PUBLIC;
+
+-- A schema change fences the table in every other region first
+-- (ddl_fence.c): the link roles call these.
+CREATE FUNCTION cosmosrep.fence_table(schema_name text, table_name text, region_id smallint,
+                                     stop_writes boolean)
+RETURNS pg_lsn
+AS 'MODULE_PATHNAME', 'cosmosrep_fence_table'
+LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION cosmosrep.fence_table(text, text, smallint, boolean) IS
+    'called by a region about to change a multi-region table: refuses local changes of it (and with stop_writes local writes) until the change arrives, and returns how far that region must apply this one''s changes first';
+-- Only link roles (grant_link_role): it stops the writes of a table.
+REVOKE ALL ON FUNCTION cosmosrep.fence_table(text, text, smallint, boolean) FROM PUBLIC;
+
+CREATE FUNCTION cosmosrep.unfence_table(schema_name text, table_name text, region_id smallint)
+RETURNS void
+AS 'MODULE_PATHNAME', 'cosmosrep_unfence_table'
+LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION cosmosrep.unfence_table(text, text, smallint) IS
+    'called by a region whose change of a multi-region table failed: lifts its fence';
+REVOKE ALL ON FUNCTION cosmosrep.unfence_table(text, text, smallint) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION cosmosrep.grant_link_role(role regrole)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = ''
+AS $$
+DECLARE
+    t record;
+BEGIN
+    IF (SELECT r.rolsuper FROM pg_catalog.pg_roles r
+         WHERE r.oid OPERATOR(pg_catalog.=) role::pg_catalog.oid) THEN
+        RAISE EXCEPTION 'link role "%" is a superuser', role
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Regions connect as a role with LOGIN and REPLICATION only; create one (README, "Security").';
+    END IF;
+    EXECUTE pg_catalog.format('GRANT SELECT ON cosmosrep.region, cosmosrep.replicated_table,'
+                              ' cosmosrep.tombstone, cosmosrep.policy_history TO %s', role);
+    EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION cosmosrep.add_region(smallint, text, text),'
+                              ' cosmosrep.forget_region(text), cosmosrep.output_plugin_allowed(),'
+                              ' cosmosrep.fence_table(text, text, smallint, boolean),'
+                              ' cosmosrep.unfence_table(text, text, smallint)'
+                              ' TO %s', role);
+    FOR t IN SELECT c.oid::pg_catalog.regclass AS rel, n.nspname
+               FROM cosmosrep.replicated_table rt
+               JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) rt.relid::pg_catalog.oid
+               JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace LOOP
+        EXECUTE pg_catalog.format('GRANT USAGE ON SCHEMA %I TO %s', t.nspname, role);
+        EXECUTE pg_catalog.format('GRANT SELECT ON %s TO %s', t.rel, role);
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION cosmosrep.grant_link_role(regrole) IS
+    'grants a role what other regions need when they connect as it (the link role)';
+
+-- The roles grant_link_role was called for (they may execute add_region)
+-- get the new functions too.
+DO $$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT DISTINCT a.grantee::pg_catalog.regrole AS role
+               FROM pg_catalog.pg_proc p, pg_catalog.aclexplode(p.proacl) a
+              WHERE p.oid OPERATOR(pg_catalog.=) 'cosmosrep.add_region(smallint, text, text)'::pg_catalog.regprocedure
+                AND a.privilege_type OPERATOR(pg_catalog.=) 'EXECUTE'
+                AND a.grantee OPERATOR(pg_catalog.<>) p.proowner
+                AND a.grantee OPERATOR(pg_catalog.<>) 0 LOOP
+        EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION cosmosrep.fence_table(text, text, smallint, boolean),'
+                                  ' cosmosrep.unfence_table(text, text, smallint) TO %s', r.role);
+    END LOOP;
+END
+$$;

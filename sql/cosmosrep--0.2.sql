@@ -487,7 +487,9 @@ BEGIN
     EXECUTE pg_catalog.format('GRANT SELECT ON cosmosrep.region, cosmosrep.replicated_table,'
                               ' cosmosrep.tombstone, cosmosrep.policy_history TO %s', role);
     EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION cosmosrep.add_region(smallint, text, text),'
-                              ' cosmosrep.forget_region(text), cosmosrep.output_plugin_allowed()'
+                              ' cosmosrep.forget_region(text), cosmosrep.output_plugin_allowed(),'
+                              ' cosmosrep.fence_table(text, text, smallint, boolean),'
+                              ' cosmosrep.unfence_table(text, text, smallint)'
                               ' TO %s', role);
     FOR t IN SELECT c.oid::pg_catalog.regclass AS rel, n.nspname
                FROM cosmosrep.replicated_table rt
@@ -538,6 +540,24 @@ COMMENT ON FUNCTION cosmosrep.last_write_position() IS
 -- pg_catalog.pg_current_wal_lsn() (executable by PUBLIC) tells anyone, and
 -- session tokens carry such positions to clients anyway.
 GRANT EXECUTE ON FUNCTION cosmosrep.last_write_position() TO PUBLIC;
+
+CREATE FUNCTION cosmosrep.fence_table(schema_name text, table_name text, region_id smallint,
+                                     stop_writes boolean)
+RETURNS pg_lsn
+AS 'MODULE_PATHNAME', 'cosmosrep_fence_table'
+LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION cosmosrep.fence_table(text, text, smallint, boolean) IS
+    'called by a region about to change a multi-region table: refuses local changes of it (and with stop_writes local writes) until the change arrives, and returns how far that region must apply this one''s changes first';
+-- Only link roles (grant_link_role): it stops the writes of a table.
+REVOKE ALL ON FUNCTION cosmosrep.fence_table(text, text, smallint, boolean) FROM PUBLIC;
+
+CREATE FUNCTION cosmosrep.unfence_table(schema_name text, table_name text, region_id smallint)
+RETURNS void
+AS 'MODULE_PATHNAME', 'cosmosrep_unfence_table'
+LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION cosmosrep.unfence_table(text, text, smallint) IS
+    'called by a region whose change of a multi-region table failed: lifts its fence';
+REVOKE ALL ON FUNCTION cosmosrep.unfence_table(text, text, smallint) FROM PUBLIC;
 
 CREATE FUNCTION cosmosrep.connection_string(preferred_region text DEFAULT NULL)
 RETURNS text

@@ -47,6 +47,7 @@
 #include "catalog/namespace.h"
 #include "libpq-fe.h"
 #include "executor/executor.h"
+#include "executor/spi.h"
 #include "miscadmin.h"
 #include "names.h"
 #include "pgstat.h"
@@ -132,6 +133,7 @@ static int	level_of(const char *name);
 static int	parse_token(const char *token, TokenEntry *entries, int max);
 static bool check_consistency(char **newval, void **extra, GucSource source);
 static bool check_session_token(char **newval, void **extra, GucSource source);
+static const char *show_session_token(void);
 static bool check_default_consistency(int *newval, void **extra, GucSource source);
 static bool touches_multi_region(PlannedStmt *stmt);
 static void consistency_executor_start(QueryDesc *queryDesc, int eflags);
@@ -301,7 +303,7 @@ cr_consistency_define_settings(void)
 							   "Set it to a token from another region to read your writes here.",
 							   &session_token,
 							   "", PGC_USERSET, GUC_REPORT,
-							   check_session_token, NULL, NULL);
+							   check_session_token, NULL, show_session_token);
 	DefineCustomIntVariable("cosmosrep.session_wait_timeout",
 							"How long a statement waits for this region to apply the session token.",
 							NULL,
@@ -681,20 +683,102 @@ merge_position(TokenEntry *entries, int *n, int region_id, XLogRecPtr lsn)
 }
 
 /*
+ * The session's token as entries, kept between commits so that a commit
+ * does not parse it again: token_text is the text they were parsed from,
+ * or formatted to (compared with the setting's value, which a SET or a
+ * rolled back SET changes).  token_pending: the entries hold positions
+ * the setting does not show yet (commits inside a procedure; see
+ * publish_token).
+ */
+static TokenEntry token_entries[CR_MAX_REGION_ID];
+static int	n_token_entries = 0;
+static char *token_text = NULL;
+static bool token_pending = false;
+
+/* the token's entries, parsed again only if the setting changed */
+static void
+load_token(void)
+{
+	const char *current = session_token ? session_token : "";
+
+	if (token_text != NULL && strcmp(token_text, current) == 0)
+		return;
+	n_token_entries = parse_token(current, token_entries, CR_MAX_REGION_ID);
+	if (n_token_entries < 0)	/* the check hook refused such a value */
+		n_token_entries = 0;
+	if (token_text)
+		pfree(token_text);
+	token_text = MemoryContextStrdup(TopMemoryContext, current);
+	token_pending = false;
+}
+
+/* the token's entries as text, in CurrentMemoryContext */
+static char *
+format_token(void)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	for (int i = 0; i < n_token_entries; i++)
+		appendStringInfo(&buf, "%s%d:%X/%X", i ? "," : "", token_entries[i].region_id,
+						 LSN_FORMAT_ARGS(token_entries[i].lsn));
+	return buf.data;
+}
+
+/*
+ * Make the setting show the entries, which reports them to the client.
+ * Setting a GUC costs more than the rest of a commit's token work (in
+ * PostgreSQL 15 the end of a transaction that set one visits every
+ * setting), and the client sees a new value only when its statement
+ * ends: a commit inside a procedure (a nonatomic SPI context) leaves it
+ * pending for the commit that ends the CALL, and the show hook and
+ * cosmosrep.session_token() show pending entries meanwhile.
+ */
+static void
+publish_token(void)
+{
+	char	   *text = format_token();
+
+	(void) set_config_option("cosmosrep.session_token", text, PGC_USERSET,
+							 PGC_S_SESSION, GUC_ACTION_SET, true, 0, false);
+	if (applied_token)
+		pfree(applied_token);
+	applied_token = MemoryContextStrdup(TopMemoryContext, text);
+	if (token_text)
+		pfree(token_text);
+	token_text = MemoryContextStrdup(TopMemoryContext, text);
+	token_pending = false;
+	pfree(text);
+}
+
+/* what SHOW, current_setting() and the client's report see */
+static const char *
+show_session_token(void)
+{
+	static char *shown = NULL;
+	MemoryContext old;
+
+	if (!token_pending)
+		return session_token ? session_token : "";
+	if (shown)
+		pfree(shown);
+	old = MemoryContextSwitchTo(TopMemoryContext);
+	shown = format_token();
+	MemoryContextSwitchTo(old);
+	return shown;
+}
+
+/*
  * After a commit, merge into the session token what the session has seen:
  * this region's commit position if it wrote rows of multi-region tables,
  * and, once the session holds a token, every region's position applied
  * here (reads advance the token too: monotonic reads).  A changed token
- * is reported to the client.
+ * is reported to the client (publish_token).
  */
 void
 cr_consistency_xact_event(XactEvent event)
 {
-	TokenEntry	entries[CR_MAX_REGION_ID];
-	int			n;
 	bool		wrote;
-	bool		changed = false;
-	StringInfoData buf;
 
 	if (event == XACT_EVENT_PRE_COMMIT)
 	{
@@ -733,37 +817,29 @@ cr_consistency_xact_event(XactEvent event)
 	 * before the clock's (the open version is still there): cosmosrep.c.
 	 */
 	wrote = cr_hlc_open_version() != 0 && XactLastCommitEnd != InvalidXLogRecPtr;
-	if (!wrote && !(advances_token() && n_token_regions > 0))
-		return;
-
-	n = parse_token(session_token ? session_token : "", entries, CR_MAX_REGION_ID);
-	if (wrote)
-		changed |= merge_position(entries, &n, cr_version_region(cr_hlc_open_version()),
-								  XactLastCommitEnd);
-	if (advances_token())
+	if (wrote || (advances_token() && n_token_regions > 0))
 	{
-		for (int i = 0; i < n_token_regions; i++)
+		load_token();
+		if (wrote)
+			token_pending |= merge_position(token_entries, &n_token_entries,
+											cr_version_region(cr_hlc_open_version()),
+											XactLastCommitEnd);
+		if (advances_token())
 		{
-			TokenRegion *t = &token_regions[i];
+			for (int i = 0; i < n_token_regions; i++)
+			{
+				TokenRegion *t = &token_regions[i];
 
-			changed |= merge_position(entries, &n, t->region_id,
-									  t->is_local ? cr_staleness_last_write_commit() :
-									  t->origin == InvalidRepOriginId ? InvalidXLogRecPtr :
-									  replorigin_get_progress(t->origin, false));
+				token_pending |=
+					merge_position(token_entries, &n_token_entries, t->region_id,
+								   t->is_local ? cr_staleness_last_write_commit() :
+								   t->origin == InvalidRepOriginId ? InvalidXLogRecPtr :
+								   replorigin_get_progress(t->origin, false));
+			}
 		}
 	}
-	if (!changed)
-		return;
-	initStringInfo(&buf);
-	for (int i = 0; i < n; i++)
-		appendStringInfo(&buf, "%s%d:%X/%X", i ? "," : "", entries[i].region_id,
-						 LSN_FORMAT_ARGS(entries[i].lsn));
-	(void) set_config_option("cosmosrep.session_token", buf.data, PGC_USERSET,
-							 PGC_S_SESSION, GUC_ACTION_SET, true, 0, false);
-	if (applied_token)
-		pfree(applied_token);
-	applied_token = MemoryContextStrdup(TopMemoryContext, buf.data);
-	pfree(buf.data);
+	if (token_pending && !SPI_inside_nonatomic_context())
+		publish_token();
 }
 
 /* cosmosrep.last_write_position(): what a strong read elsewhere waits for */
@@ -778,5 +854,5 @@ cosmosrep_last_write_position(PG_FUNCTION_ARGS)
 Datum
 cosmosrep_session_token(PG_FUNCTION_ARGS)
 {
-	PG_RETURN_TEXT_P(cstring_to_text(session_token ? session_token : ""));
+	PG_RETURN_TEXT_P(cstring_to_text(show_session_token()));
 }

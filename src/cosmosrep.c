@@ -34,6 +34,7 @@
 #include "apply.h"
 #include "consistency.h"
 #include "ddl.h"
+#include "ddl_fence.h"
 #include "hlc.h"
 #include "launcher.h"
 #include "membership.h"
@@ -66,6 +67,7 @@ _PG_init(void)
 	cr_conflict_log_define_settings();
 	cr_tables_define_settings();
 	cr_ddl_define_settings();
+	cr_fence_define_settings();
 	cr_consistency_define_settings();
 	cr_staleness_define_settings();
 	cr_membership_define_settings();
@@ -98,8 +100,9 @@ cr_shmem_request(void)
 															   cr_launcher_shmem_size()),
 													  cr_peers_shmem_size()),
 											 cr_staleness_shmem_size()),
-									add_size(cr_signing_shmem_size(),
-											 cr_tombstone_shmem_size())));
+									add_size(add_size(cr_signing_shmem_size(),
+													  cr_tombstone_shmem_size()),
+											 cr_fence_shmem_size())));
 	RequestNamedLWLockTranche("cosmosrep", CR_NUM_LWLOCKS);
 }
 
@@ -117,6 +120,7 @@ cr_shmem_startup(void)
 	cr_staleness_shmem_init();
 	cr_signing_shmem_init();
 	cr_tombstone_shmem_init();
+	cr_fence_shmem_init();
 	LWLockRelease(AddinShmemInitLock);
 }
 
@@ -124,8 +128,9 @@ cr_shmem_startup(void)
  * The end of every transaction, in one callback so that the order is
  * written down: staleness.c records a commit that wrote multi-region rows
  * in its ring, consistency.c then reads that ring and the clock's open
- * version to advance the session token, and the clock last forgets the
- * versions the transaction issued.
+ * version to advance the session token, the clock forgets the versions
+ * the transaction issued, and the schema change fences it lifted or held
+ * end.
  */
 static void
 cr_xact_callback(XactEvent event, void *arg)
@@ -133,4 +138,5 @@ cr_xact_callback(XactEvent event, void *arg)
 	cr_staleness_xact_event(event);
 	cr_consistency_xact_event(event);
 	cr_hlc_xact_event(event);
+	cr_fence_xact_event(event);
 }

@@ -73,6 +73,7 @@
 #include "nodes/makefuncs.h"
 #include "parser/parser.h"
 #include "tcop/utility.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
@@ -81,6 +82,7 @@
 
 #include "catalog.h"
 #include "ddl.h"
+#include "ddl_fence.h"
 #include "names.h"
 #include "protocol.h"
 #include "run_as.h"
@@ -118,6 +120,7 @@ typedef struct CrCapture
 	int			natts;			/* attributes before the statement */
 	Node	   *stmt;			/* the statement, as it ran */
 	bool		partition;		/* it adds, attaches or detaches a partition */
+	CrFence    *fence;			/* the other regions stopped writing it */
 } CrCapture;
 
 static ProcessUtility_hook_type prev_process_utility = NULL;
@@ -327,6 +330,62 @@ statement_table(Node *stmt, const char **what, int *flags)
 }
 
 /*
+ * Whether a captured statement checks or converts values (a type, a
+ * constraint, a unique index, NOT NULL, a column added with a constraint):
+ * it could then fail on rows another region wrote meanwhile, or make
+ * them fail where they arrive, so it stops the other regions' writes
+ * while it travels (ddl_fence.c).  Adding, dropping and renaming columns,
+ * dropping constraints, defaults and indexes, other indexes and storage
+ * settings commute with concurrent writes: rows of the old shape are
+ * mapped by name where they arrive.
+ */
+static bool
+statement_stops_writes(Node *stmt)
+{
+	ListCell   *lc;
+
+	/* a new partition's bound is checked against the default partition's rows */
+	if (IsA(stmt, CreateStmt))
+		return ((CreateStmt *) stmt)->partbound != NULL;
+	if (IsA(stmt, IndexStmt))
+		return ((IndexStmt *) stmt)->unique || ((IndexStmt *) stmt)->excludeOpNames != NIL;
+	if (!IsA(stmt, AlterTableStmt))
+		return false;
+	foreach(lc, ((AlterTableStmt *) stmt)->cmds)
+	{
+		AlterTableCmd *cmd = lfirst(lc);
+		ListCell   *c;
+
+		switch (cmd->subtype)
+		{
+			case AT_AddColumn:
+				foreach(c, ((ColumnDef *) cmd->def)->constraints)
+				{
+					ConstrType	type = ((Constraint *) lfirst(c))->contype;
+
+					if (type != CONSTR_NULL && type != CONSTR_DEFAULT)
+						return true;
+				}
+				break;
+			case AT_DropColumn:
+			case AT_DropConstraint:
+			case AT_DropNotNull:
+			case AT_ColumnDefault:
+			case AT_SetStatistics:
+			case AT_SetStorage:
+			case AT_SetRelOptions:
+			case AT_ResetRelOptions:
+			case AT_ClusterOn:
+			case AT_DropCluster:
+				break;
+			default:
+				return true;
+		}
+	}
+	return false;
+}
+
+/*
  * The number of attributes and the owner of relid, read from the catalog
  * cache: before the statement runs, the table is not locked yet.
  */
@@ -340,6 +399,17 @@ relation_natts_owner(Oid relid, int *natts, Oid *owner)
 	*natts = ((Form_pg_class) GETSTRUCT(tuple))->relnatts;
 	*owner = ((Form_pg_class) GETSTRUCT(tuple))->relowner;
 	ReleaseSysCache(tuple);
+}
+
+/* whether the current user owns relid (or is a superuser) */
+static bool
+is_table_owner(Oid relid)
+{
+#if PG_VERSION_NUM >= 160000
+	return object_ownercheck(RelationRelationId, relid, GetUserId());
+#else
+	return pg_class_ownercheck(relid, GetUserId());
+#endif
 }
 
 /* whether relid is a multi-region table of this database's group */
@@ -423,15 +493,31 @@ ddl_process_utility(PlannedStmt *pstmt, const char *queryString,
 			standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
 									params, queryEnv, dest, qc);
 	}
-	PG_FINALLY();
+	PG_CATCH();
 	{
 		if (captured)
+		{
 			capture_depth--;
+			cr_fence_end(capture.fence, true);
+		}
+		PG_RE_THROW();
 	}
 	PG_END_TRY();
 
-	if (captured)
+	if (!captured)
+		return;
+	capture_depth--;
+	PG_TRY();
+	{
 		capture_end(&capture);
+	}
+	PG_CATCH();
+	{
+		cr_fence_end(capture.fence, true);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	cr_fence_end(capture.fence, false);
 }
 
 /*
@@ -521,6 +607,16 @@ capture_start(PlannedStmt *pstmt, const char *queryString, CrCapture *capture)
 	capture->partition = (flags & STMT_PARTITION) != 0;
 	if (!capture->partition)
 		record_columns(relid);
+
+	/*
+	 * Stop the other regions' writes of the table and apply what they
+	 * wrote (ddl_fence.c).  Only for its owner: anyone else's statement
+	 * fails on its privileges before it changes anything, and must not
+	 * stop the writes of a table in every region first.
+	 */
+	capture->fence = is_table_owner(relid) ?
+		cr_fence_peers(relid, capture->nspname, capture->relname,
+					   statement_stops_writes(stmt)) : NULL;
 	return true;
 }
 
@@ -1007,6 +1103,7 @@ cr_ddl_apply_statement(const char *content, Size size, const char *origin_region
 	Oid			local_owner_id;
 	CrUserContext user;
 	ReplayContext rcontext = {text, role, origin_region};
+	CrRegion   *region;
 	ErrorContextCallback errcallback;
 	int			rc;
 
@@ -1075,4 +1172,9 @@ cr_ddl_apply_statement(const char *content, Size size, const char *origin_region
 	error_context_stack = errcallback.previous;
 	if (!partition)
 		record_columns(relid);
+
+	/* the origin fenced the table here for this change */
+	region = cr_get_region_by_name(origin_region);
+	if (region != NULL)
+		cr_fence_lift_at_commit(relid, region->id);
 }

@@ -65,6 +65,7 @@
 
 #include "catalog.h"
 #include "consistency.h"
+#include "ddl_fence.h"
 #include "hlc.h"
 #include "names.h"
 #include "protocol.h"
@@ -405,6 +406,7 @@ cosmosrep_stamp_row(PG_FUNCTION_ARGS)
 	desc = RelationGetDescr(rel);
 	info = stamp_info(rel, "cosmosrep.stamp_row()");
 	check_region_writes(rel);
+	cr_fence_check_write(info.root);
 
 	/* configurations only grow along the writes of a row */
 	config = info.config_version;
@@ -582,7 +584,7 @@ cosmosrep_stamp_truncate(PG_FUNCTION_ARGS)
 				 errmsg("cosmosrep.stamp_truncate() must be called as a BEFORE TRUNCATE trigger")));
 
 	rel = trigdata->tg_relation;
-	(void) stamp_info(rel, "cosmosrep.stamp_truncate()");
+	cr_fence_check_write(stamp_info(rel, "cosmosrep.stamp_truncate()").root);
 	check_region_writes(rel);
 	version = cr_hlc_next_version(cr_local_region_id(false));
 	cr_tombstone_truncate(RelationGetRelid(rel), version);

@@ -180,14 +180,66 @@ seen_covers(const Seen *s, int64 version)
 	return true;
 }
 
-/* seen (NULL: nothing) with one more write at version, a later one */
+/* the n-th 8-byte integer of a vector's bytes */
+static inline int64
+get(const char *p, int n)
+{
+	uint64		big;
+
+	memcpy(&big, p + n * sizeof(int64), sizeof(int64));
+	return (int64) pg_ntoh64(big);
+}
+
+/*
+ * seen (NULL: nothing) with one more write at version, a later one.  Every
+ * local write does this, so it works on the bytes: a vector as seen_write
+ * writes it (one version per region, in region order, then exclusion
+ * pairs) gains or raises its region's version in place, and comes out as
+ * seen_write would write it.  Anything else goes the long way.
+ */
 bytea *
 cr_seen_add(const bytea *seen, int64 version)
 {
+	int			region = region_of(version);
+	int			n = seen ? VARSIZE_ANY_EXHDR(seen) / sizeof(int64) : 0;
+	const char *in = seen ? VARDATA_ANY(seen) : NULL;
+	bytea	   *result;
+	char	   *p;
+	int			i = 0;
+	int			prev = -1;
+	bool		placed = false;
 	Seen		s;
 
+	result = palloc(VARHDRSZ + (n + 1) * sizeof(int64));
+	p = VARDATA(result);
+	for (; i < n && get(in, i) > 0; i++)
+	{
+		int64		v = get(in, i);
+
+		if (region_of(v) <= prev)
+			break;				/* not in region order: the long way */
+		prev = region_of(v);
+		if (!placed && region_of(v) >= region)
+		{
+			put(&p, region_of(v) == region ? Max(v, version) : version);
+			placed = true;
+			if (region_of(v) == region)
+				continue;
+		}
+		put(&p, v);
+	}
+	if ((n - i) % 2 == 0 && (i == n || get(in, i) <= 0))
+	{
+		if (!placed)
+			put(&p, version);
+		memcpy(p, in + i * sizeof(int64), (n - i) * sizeof(int64));
+		p += (n - i) * sizeof(int64);
+		SET_VARSIZE(result, p - (char *) result);
+		return result;
+	}
+	pfree(result);
 	seen_read(seen, &s);
-	s.top[region_of(version)] = Max(s.top[region_of(version)], version);
+	s.top[region] = Max(s.top[region], version);
 	return seen_write(&s);
 }
 

@@ -68,6 +68,57 @@ sub in_flight
 
 my %id = (west => 200, north => 300);
 
+# retry_until_ok($node, $sql): run $sql until it succeeds (a fence is
+# lifted when the change that set it commits, a moment after its rows
+# are visible), for at most the default timeout; whether it did
+sub retry_until_ok
+{
+	my ($node, $sql) = @_;
+	my $deadline = time + $PostgreSQL::Test::Utils::timeout_default;
+
+	while (time < $deadline)
+	{
+		my ($ret) = $node->psql('postgres', $sql);
+		return 1 if $ret == 0;
+		$node->poll_query_until('postgres', 'SELECT true FROM pg_sleep(0.1)');
+	}
+	return 0;
+}
+
+# fenced($what, $table, $ddl, $east_before, $east_after, $others): a
+# change that checks or converts values (ddl_fence.c).  With every link
+# paused, east writes $east_before and west and north write the old shape
+# ($others); east's $ddl is then refused, since east has not applied
+# their writes, and leaves the table and their writes as they were.  Once
+# the links resume, $ddl waits for those writes, runs against them, and
+# $east_after follows.
+sub fenced
+{
+	my ($what, $table, $ddl, $east_before, $east_after, $others) = @_;
+
+	partition_regions(\@regions);
+	$east->safe_psql('postgres', $east_before) if $east_before;
+	$others->($_) for ($west, $north);
+	my $cols = columns($east, $table);
+	my ($rc, $out, $err) = $east->psql('postgres',
+		"SET cosmosrep.ddl_fence_timeout = '1s'; $ddl");
+	like($err, qr/ERROR:  schema change of multi-region table "$table" timed out waiting for region "west"\n.*DETAIL:  This region has applied the changes of region "west" up to [0-9A-F\/]+, not up to [0-9A-F\/]+, where its writes of the table end\./s,
+		"$what: refused while east has not applied the other regions' writes");
+	is(columns($east, $table), $cols, "$what: the refused change left the table as it was");
+	my $i = ++$id{west};
+	is($west->safe_psql('postgres', "INSERT INTO $table (id, qty) VALUES ($i, $i) RETURNING id"),
+		$i, "$what: the refused change lifted its fence in west");
+	heal_regions(\@regions);
+	$east->safe_psql('postgres', $ddl);
+	$east->safe_psql('postgres', $east_after) if $east_after;
+	ok_all_streaming(\@regions, "streams again after $what");
+	wait_for_same_table(\@regions, $table);
+	$cols = columns($east, $table);
+	is(columns($_, $table), $cols, $_->name . ": $what: same columns as east ($cols)")
+	  for ($west, $north);
+	return;
+}
+
 ##########
 # ADD COLUMN with a default: rows of the old shape get the default
 ##########
@@ -139,7 +190,7 @@ is($north->safe_psql('postgres', q{SELECT string_agg(id || ':' || qty, ',' ORDER
 # ALTER COLUMN TYPE
 ##########
 
-in_flight('change a column type', 'items',
+fenced('change a column type', 'items',
 	'ALTER TABLE items ALTER COLUMN c TYPE bigint',
 	"UPDATE items SET c = 11 WHERE id = 7",
 	"INSERT INTO items (id, qty, c, d) VALUES (107, 107, 5000000000, 'big')",
@@ -160,7 +211,7 @@ in_flight('add an index', 'items',
 	undef, "INSERT INTO items (id, qty, d) VALUES (108, 108, 'indexed')",
 	sub { my $node = shift; my $i = ++$id{ $node->name };
 		$node->safe_psql('postgres', "INSERT INTO items (id, qty, d) VALUES ($i, 1, 'i')"); });
-in_flight('add a constraint', 'items',
+fenced('add a constraint', 'items',
 	'ALTER TABLE items ADD CONSTRAINT items_qty_check CHECK (qty >= 0)',
 	undef, undef,
 	sub { my $node = shift; my $i = ++$id{ $node->name };
@@ -387,17 +438,27 @@ like($stderr, qr/ERROR:  permission denied to set parameter "cosmosrep.ddl_repli
 	'a tenant cannot turn replication of its DDL off');
 
 ##########
-# DDL racing DDL: changes that commute end alike
+# DDL racing DDL: while east's change has not reached west, west's change
+# of the same table is refused; once it has, west's runs after it
 ##########
 
 partition_regions(\@regions);
 $east->safe_psql('postgres', 'ALTER TABLE goods ADD COLUMN p int DEFAULT 1');
 $east->safe_psql('postgres', 'INSERT INTO goods (id, qty, p) VALUES (120, 1, 10)');
-$west->safe_psql('postgres', 'ALTER TABLE goods ADD COLUMN q int DEFAULT 2');
-$west->safe_psql('postgres', 'INSERT INTO goods (id, qty, q) VALUES (220, 1, 20)');
+($ret, $stdout, $stderr) = $west->psql('postgres', 'ALTER TABLE goods ADD COLUMN q int DEFAULT 2');
+like($stderr, qr/ERROR:  multi-region table "goods" is being changed by region "east"\nDETAIL:  A schema change stops the other regions' writes of the table until it reaches them\.\nHINT:  Retry the schema change when that one is done\./,
+	'a change of a table that another region changed and that has not arrived is refused');
+is($west->safe_psql('postgres', "SELECT count(*) FROM pg_attribute WHERE attrelid = 'goods'::regclass AND attname = 'q'"),
+	'0', 'the refused change left the table as it was');
+$west->safe_psql('postgres', 'INSERT INTO goods (id, qty) VALUES (220, 1)');
 $north->safe_psql('postgres', 'INSERT INTO goods (id, qty) VALUES (320, 1)');
 heal_regions(\@regions);
-ok_all_streaming(\@regions, 'streams again after two regions added different columns at once');
+ok(wait_for_value($west, "SELECT count(*) FROM pg_attribute WHERE attrelid = 'goods'::regclass AND attname = 'p'", '1'),
+	'east\'s change reaches west');
+ok(retry_until_ok($west, 'ALTER TABLE goods ADD COLUMN q int DEFAULT 2'),
+	'west\'s change runs once east\'s has arrived');
+$west->safe_psql('postgres', 'UPDATE goods SET q = 20 WHERE id = 220');
+ok_all_streaming(\@regions, 'streams again after two regions added different columns one after the other');
 my $both = q{SELECT string_agg(concat_ws(':', id, qty, coalesce(c::text, '-'), coalesce(d, '-'), z, p, q), ',' ORDER BY id) FROM goods};
 my $expected_both = '';
 for my $node (@regions)
@@ -406,28 +467,35 @@ for my $node (@regions)
 		$node->name . ': rows of every region have both added columns');
 }
 $expected_both = $east->safe_psql('postgres', $both);
-is($east->safe_psql('postgres', q{SELECT string_agg(concat_ws(':', id, p, q), ',' ORDER BY id) FROM goods WHERE id IN (120, 220, 320)}),
-	'120:10:2,220:1:20,320:1:2',
-	'each region\'s row has the other region\'s default in the column it did not know');
+ok(wait_for_value($east, q{SELECT string_agg(concat_ws(':', id, p, q), ',' ORDER BY id) FROM goods WHERE id IN (120, 220, 320)},
+		'120:10:2,220:1:20,320:1:2'),
+	'rows written before a column was added have its default everywhere');
 is($_->safe_psql('postgres', $both), $expected_both,
 	$_->name . ': the same rows as east, whatever the order of the columns')
   for ($west, $north);
 
 ##########
-# DDL racing DDL on the same table stops with a clear error
+# Two regions changing one table at the same moment: at least one is
+# refused, and the group ends alike
 ##########
 
-partition_regions(\@regions);
-$east->safe_psql('postgres', 'ALTER TABLE goods ADD COLUMN raced int');
-$west->safe_psql('postgres', 'ALTER TABLE goods ADD COLUMN raced text');
-heal_regions(\@regions);
-for my $node ($east, $west)
+my $open = $east->background_psql('postgres');
+$open->query_safe('BEGIN');
+$open->query_safe('ALTER TABLE goods ADD COLUMN raced int');
+($ret, $stdout, $stderr) = $west->psql('postgres', 'ALTER TABLE goods ADD COLUMN raced text');
+like($stderr, qr/ERROR:  multi-region table "goods" is being changed by region "east"/,
+	'while east\'s change of the table is not committed, west\'s is refused');
+$open->query_safe('COMMIT');
+$open->quit;
+ok_all_streaming(\@regions, 'streams again after two regions changed one table at once');
+for my $node (@regions)
 {
-	ok(wait_for_value($node,
-			q{SELECT count(*) FROM cosmosrep.replication_status
-			   WHERE last_error = 'column "raced" of relation "goods" already exists'}, '1'),
-		$node->name . ': the other region\'s conflicting ADD COLUMN stops its stream with a clear error');
+	ok(wait_for_value($node, "SELECT count(*) FROM pg_attribute WHERE attrelid = 'goods'::regclass AND attname = 'raced'",
+			$east->safe_psql('postgres', "SELECT count(*) FROM pg_attribute WHERE attrelid = 'goods'::regclass AND attname = 'raced'")),
+		$node->name . ': the column raced for is where east has it');
 }
+is($_->safe_psql('postgres', q{SELECT count(*) FROM cosmosrep.replication_status WHERE last_error IS NOT NULL}),
+	'0', $_->name . ': no stream stopped on the race') for @regions;
 
 $_->stop for @regions;
 done_testing();
