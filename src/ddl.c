@@ -329,6 +329,16 @@ statement_table(Node *stmt, const char **what, int *flags)
 	return relid;
 }
 
+/* whether the partitioned table rv names has a default partition */
+static bool
+has_default_partition(RangeVar *rv)
+{
+	Oid			relid = RangeVarGetRelid(rv, NoLock, true);
+
+	return OidIsValid(relid) && get_rel_relkind(relid) == RELKIND_PARTITIONED_TABLE &&
+		OidIsValid(get_default_partition_oid(relid));
+}
+
 /*
  * Whether a captured statement checks or converts values (a type, a
  * constraint, a unique index, NOT NULL, a column added with a constraint):
@@ -344,9 +354,15 @@ statement_stops_writes(Node *stmt)
 {
 	ListCell   *lc;
 
-	/* a new partition's bound is checked against the default partition's rows */
+	/*
+	 * A partition created or attached takes rows of its bound that the
+	 * parent's default partition must not hold; a partition detached with
+	 * no default partition beside it leaves rows that another region wrote
+	 * into it meanwhile nowhere to go (ddl.c's reroute).
+	 */
 	if (IsA(stmt, CreateStmt))
-		return ((CreateStmt *) stmt)->partbound != NULL;
+		return ((CreateStmt *) stmt)->partbound != NULL &&
+			has_default_partition(linitial(((CreateStmt *) stmt)->inhRelations));
 	if (IsA(stmt, IndexStmt))
 		return ((IndexStmt *) stmt)->unique || ((IndexStmt *) stmt)->excludeOpNames != NIL;
 	if (!IsA(stmt, AlterTableStmt))
@@ -358,6 +374,14 @@ statement_stops_writes(Node *stmt)
 
 		switch (cmd->subtype)
 		{
+			case AT_AttachPartition:
+				if (has_default_partition(((AlterTableStmt *) stmt)->relation))
+					return true;
+				break;
+			case AT_DetachPartition:
+				if (!has_default_partition(((AlterTableStmt *) stmt)->relation))
+					return true;
+				break;
 			case AT_AddColumn:
 				foreach(c, ((ColumnDef *) cmd->def)->constraints)
 				{
@@ -614,9 +638,15 @@ capture_start(PlannedStmt *pstmt, const char *queryString, CrCapture *capture)
 	 * fails on its privileges before it changes anything, and must not
 	 * stop the writes of a table in every region first.
 	 */
-	capture->fence = is_table_owner(relid) ?
-		cr_fence_peers(relid, capture->nspname, capture->relname,
-					   statement_stops_writes(stmt)) : NULL;
+	if (!is_table_owner(relid))
+		capture->fence = NULL;
+	else
+	{
+		Oid			root = cr_partition_root(relid);
+
+		capture->fence = cr_fence_peers(root, get_namespace_name(get_rel_namespace(root)),
+										get_rel_name(root), statement_stops_writes(stmt));
+	}
 	return true;
 }
 
@@ -1173,8 +1203,8 @@ cr_ddl_apply_statement(const char *content, Size size, const char *origin_region
 	if (!partition)
 		record_columns(relid);
 
-	/* the origin fenced the table here for this change */
+	/* the origin fenced the table (the top of its tree) for this change */
 	region = cr_get_region_by_name(origin_region);
 	if (region != NULL)
-		cr_fence_lift_at_commit(relid, region->id);
+		cr_fence_lift_at_commit(cr_partition_root(relid), region->id);
 }

@@ -536,14 +536,18 @@ cr_fence_peers(Oid relid, const char *nspname, const char *relname, bool stop_wr
 						relname),
 				 errdetail("It waits until this region has applied the other regions' writes of the table, which this transaction's earlier change of the table holds up."),
 				 errhint("Run it in a transaction of its own, or before the other changes of the table.")));
-	holder = fence_add(relid, local_id, MyProcPid, false);
+	/* another region's change on its way here: wait for it, as for a lock */
+	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), cr_ddl_fence_timeout_ms);
+	while ((holder = fence_add(relid, local_id, MyProcPid, false)) != 0)
+	{
+		if (GetCurrentTimestamp() >= deadline)
+			report_changing(relid, holder, "Retry the schema change when that one is done.");
+		cr_sleep_ms(10);
+	}
 	changed_in_xact = true;
-	if (holder != 0)
-		report_changing(relid, holder, "Retry the schema change when that one is done.");
 
 	state = palloc0(sizeof(CrFence));
 	state->unfence = fence_call("unfence_table", nspname, relname, "");
-	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), cr_ddl_fence_timeout_ms);
 	foreach(lc, cr_get_regions_cached())
 	{
 		CrRegion   *r = lfirst(lc);

@@ -86,13 +86,21 @@ $ra->safe_psql('postgres', q{
 	INSERT INTO app.orders VALUES ('asia', 1, 1);
 	COMMIT;
 });
+# b's change of the same table waits until a's has arrived (ddl_fence.c)
+my ($ret, $out, $err) = $rb->psql('postgres', q{
+	SET cosmosrep.ddl_fence_timeout = '1s';
+	SET ROLE mallory;
+	CREATE TABLE app.orders_eu_high PARTITION OF app.orders_eu FOR VALUES FROM (100) TO (MAXVALUE)});
+like($err, qr/ERROR:  multi-region table "orders" is being changed by region "a"/,
+	'b cannot add a partition while a\'s has not arrived (it waits for it up to cosmosrep.ddl_fence_timeout)');
+$rc->safe_psql('postgres', "INSERT INTO app.orders VALUES ('us', 2, 1), ('eu', 2, 1)");
+heal_regions(\@nodes);
+# once the links resume, b's change waits for a's to arrive, then runs
 $rb->safe_psql('postgres', q{
 	SET ROLE mallory;
 	CREATE TABLE app.orders_eu_high PARTITION OF app.orders_eu FOR VALUES FROM (100) TO (MAXVALUE);
 	INSERT INTO app.orders VALUES ('eu', 150, 1);
 });
-$rc->safe_psql('postgres', "INSERT INTO app.orders VALUES ('us', 2, 1), ('eu', 2, 1)");
-heal_regions(\@nodes);
 wait_for_same_table(\@nodes, 'app.orders');
 ok_all_streaming(\@nodes, 'streams after partitions were created in two regions');
 my $expected_layout = join("\n",
@@ -165,7 +173,7 @@ for my $node (@nodes)
 $ra->safe_psql('postgres', q{
 	INSERT INTO app.orders_af (region, id, qty, _cr_version, _cr_base, _cr_region, _cr_config)
 	VALUES ('af', 1, 1, 1, 0, 1, 1)});
-my ($ret, $out, $err) = $ra->psql('postgres', q{
+($ret, $out, $err) = $ra->psql('postgres', q{
 	SET ROLE mallory;
 	ALTER TABLE app.orders ATTACH PARTITION app.orders_af FOR VALUES IN ('af')});
 like($err, qr/ERROR:  table "orders_af" attached to multi-region table "orders" holds rows
