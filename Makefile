@@ -16,6 +16,7 @@ OBJS = \
 	src/cosmosrep.o \
 	src/ddl.o \
 	src/ddl_fence.o \
+	src/ddl_names.o \
 	src/failover.o \
 	src/feed.o \
 	src/hlc.o \

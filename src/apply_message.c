@@ -39,6 +39,7 @@
 #include "catalog.h"
 #include "conflict.h"
 #include "ddl.h"
+#include "ddl_names.h"
 #include "failover.h"
 #include "feed.h"
 #include "hlc.h"

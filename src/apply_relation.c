@@ -59,7 +59,7 @@
 #include "apply_internal.h"
 #include "catalog.h"
 #include "conflict.h"
-#include "ddl.h"
+#include "ddl_names.h"
 #include "names.h"
 #include "tombstone.h"
 

@@ -41,9 +41,13 @@
  *	  statements are not captured (and would carry its replication origin,
  *	  which the output plugin filters anyway).
  *
- *	  cosmosrep.ddl_column and cosmosrep.ddl_table remember every name
- *	  each column and each table had before and after each replicated
- *	  statement, here and where it is replayed: apply's relation map
+ *	  Before a captured statement runs, the table is fenced in every
+ *	  other region (ddl_fence.c; statement_stops_writes says whether its
+ *	  writes stop too).
+ *
+ *	  cosmosrep.ddl_column and cosmosrep.ddl_table (ddl_names.c) remember
+ *	  every name each column and each table had before and after each
+ *	  replicated statement, here and where it is replayed: apply's relation map
  *	  (apply_relation.c) reads them to map a peer's row of the old shape
  *	  that arrives after the change (a table renamed here is found by its
  *	  old name, a column renamed here matches its old name there, a
@@ -82,6 +86,7 @@
 
 #include "catalog.h"
 #include "ddl.h"
+#include "ddl_names.h"
 #include "ddl_fence.h"
 #include "names.h"
 #include "protocol.h"
@@ -128,8 +133,6 @@ static int	capture_depth = 0;	/* captured statements running */
 static bool replaying = false;	/* apply runs a peer's statement */
 static bool forced = false;		/* cosmosrep.replicate_ddl runs one */
 
-static SPIPlanPtr record_plan = NULL;
-static SPIPlanPtr record_table_plan = NULL;
 
 static void ddl_process_utility(PlannedStmt *pstmt, const char *queryString,
 								bool readOnlyTree, ProcessUtilityContext context,
@@ -154,7 +157,6 @@ static bool capture_start(PlannedStmt *pstmt, const char *queryString,
 						  CrCapture *capture);
 static void capture_end(CrCapture *capture);
 static void check_added_columns(CrCapture *capture);
-static void record_columns(Oid relid);
 static void replay_error_context(void *arg);
 
 void
@@ -630,7 +632,7 @@ capture_start(PlannedStmt *pstmt, const char *queryString, CrCapture *capture)
 	capture->stmt = stmt;
 	capture->partition = (flags & STMT_PARTITION) != 0;
 	if (!capture->partition)
-		record_columns(relid);
+		cr_ddl_record_names(relid);
 
 	/*
 	 * Stop the other regions' writes of the table and apply what they
@@ -828,7 +830,7 @@ capture_end(CrCapture *capture)
 	else
 	{
 		check_added_columns(capture);
-		record_columns(capture->relid);
+		cr_ddl_record_names(capture->relid);
 	}
 	if (!XLogLogicalInfoActive())
 		return;
@@ -888,136 +890,6 @@ cosmosrep_replicate_ddl(PG_FUNCTION_ARGS)
 	}
 	PG_END_TRY();
 	PG_RETURN_VOID();
-}
-
-/* ----------------------------------------------------------------
- * The columns' names over time (cosmosrep.ddl_column)
- * ----------------------------------------------------------------
- */
-
-/* remember the names relid and its columns have now */
-static void
-record_columns(Oid relid)
-{
-	Oid			argtypes[1] = {OIDOID};
-	Datum		values[1] = {ObjectIdGetDatum(relid)};
-
-	(void) cr_catalog_write(&record_table_plan,
-							"INSERT INTO cosmosrep.ddl_table (relid, nspname, relname)"
-							" SELECT c.oid, n.nspname, c.relname"
-							" FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n"
-							" ON n.oid OPERATOR(pg_catalog.=) c.relnamespace"
-							" WHERE c.oid OPERATOR(pg_catalog.=) $1"
-							" ON CONFLICT DO NOTHING",
-							1, argtypes, values, NULL, SPI_OK_INSERT);
-
-	(void) cr_catalog_write(&record_plan,
-							"INSERT INTO cosmosrep.ddl_column (relid, attnum, attname)"
-							" SELECT attrelid, attnum, attname FROM pg_catalog.pg_attribute"
-							" WHERE attrelid OPERATOR(pg_catalog.=) $1"
-							" AND attnum OPERATOR(pg_catalog.>) 0 AND NOT attisdropped"
-							" ON CONFLICT DO NOTHING",
-							1, argtypes, values, NULL, SPI_OK_INSERT);
-}
-
-/*
- * The multi-region table that was named nspname.relname before a
- * replicated rename or SET SCHEMA, or InvalidOid.
- */
-Oid
-cr_ddl_former_table(const char *nspname, const char *relname)
-{
-	static SPIPlanPtr plan = NULL;
-	Oid			argtypes[2] = {TEXTOID, TEXTOID};
-	Datum		values[2] = {CStringGetTextDatum(nspname), CStringGetTextDatum(relname)};
-	Oid			relid = InvalidOid;
-
-	SPI_connect();
-	(void) cr_catalog_query(&plan, "SELECT t.relid FROM cosmosrep.ddl_table t"
-							" JOIN cosmosrep.replicated_table r ON r.relid::pg_catalog.oid OPERATOR(pg_catalog.=) t.relid"
-							" WHERE t.nspname::pg_catalog.text OPERATOR(pg_catalog.=) $1"
-							" AND t.relname::pg_catalog.text OPERATOR(pg_catalog.=) $2",
-							2, argtypes, values, NULL, true);
-	if (SPI_processed == 1)
-	{
-		bool		isnull;
-
-		relid = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
-											   SPI_tuptable->tupdesc, 1, &isnull));
-	}
-	SPI_finish();
-	return relid;
-}
-
-/* whether attribute attnum of relid had a name in a replicated change */
-bool
-cr_ddl_attnum_known(Oid relid, AttrNumber attnum)
-{
-	static SPIPlanPtr plan = NULL;
-	Oid			argtypes[2] = {OIDOID, INT2OID};
-	Datum		values[2] = {ObjectIdGetDatum(relid), Int16GetDatum(attnum)};
-	bool		known;
-
-	SPI_connect();
-	(void) cr_catalog_query(&plan, "SELECT 1 FROM cosmosrep.ddl_column"
-							" WHERE relid OPERATOR(pg_catalog.=) $1"
-							" AND attnum OPERATOR(pg_catalog.=) $2",
-							2, argtypes, values, NULL, true);
-	known = SPI_processed > 0;
-	SPI_finish();
-	return known;
-}
-
-/* whether a column of relid was named attname in a replicated change */
-bool
-cr_ddl_name_known(Oid relid, const char *attname)
-{
-	static SPIPlanPtr plan = NULL;
-	Oid			argtypes[2] = {OIDOID, TEXTOID};
-	Datum		values[2] = {ObjectIdGetDatum(relid), CStringGetTextDatum(attname)};
-	bool		known;
-
-	SPI_connect();
-	(void) cr_catalog_query(&plan, "SELECT 1 FROM cosmosrep.ddl_column"
-							" WHERE relid OPERATOR(pg_catalog.=) $1"
-							" AND attname::pg_catalog.text OPERATOR(pg_catalog.=) $2",
-							2, argtypes, values, NULL, true);
-	known = SPI_processed > 0;
-	SPI_finish();
-	return known;
-}
-
-/*
- * Of the peer's column names, the index of one that attribute attnum of
- * relid had before a rename, and that no column of desc has now; -1 if
- * none.
- */
-int
-cr_ddl_former_column(Oid relid, AttrNumber attnum, char **names, int nnames,
-					 TupleDesc desc)
-{
-	for (int r = 0; r < nnames; r++)
-	{
-		static SPIPlanPtr plan = NULL;
-		Oid			argtypes[3] = {OIDOID, INT2OID, TEXTOID};
-		Datum		values[3] = {ObjectIdGetDatum(relid), Int16GetDatum(attnum),
-		CStringGetTextDatum(names[r])};
-		bool		found;
-
-		if (SPI_fnumber(desc, names[r]) > 0)
-			continue;
-		SPI_connect();
-		(void) cr_catalog_query(&plan, "SELECT 1 FROM cosmosrep.ddl_column"
-								" WHERE relid OPERATOR(pg_catalog.=) $1"
-								" AND attnum OPERATOR(pg_catalog.=) $2"
-								" AND attname::pg_catalog.text OPERATOR(pg_catalog.=) $3",
-								3, argtypes, values, NULL, true);
-		found = SPI_processed > 0;
-		SPI_finish();
-		if (found)
-			return r;
-	}
-	return -1;
 }
 
 /* ----------------------------------------------------------------
@@ -1158,7 +1030,7 @@ cr_ddl_apply_statement(const char *content, Size size, const char *origin_region
 	local_owner_id = cr_relation_owner_named(relid, owner, nspname, relname, origin_region);
 
 	if (!partition)
-		record_columns(relid);
+		cr_ddl_record_names(relid);
 	errcallback.callback = replay_error_context;
 	errcallback.arg = &rcontext;
 	errcallback.previous = error_context_stack;
@@ -1201,7 +1073,7 @@ cr_ddl_apply_statement(const char *content, Size size, const char *origin_region
 	cr_restore_user(&user);
 	error_context_stack = errcallback.previous;
 	if (!partition)
-		record_columns(relid);
+		cr_ddl_record_names(relid);
 
 	/* the origin fenced the table (the top of its tree) for this change */
 	region = cr_get_region_by_name(origin_region);

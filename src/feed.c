@@ -53,7 +53,7 @@
 
 #include "catalog.h"
 #include "conflict.h"
-#include "ddl.h"
+#include "ddl_names.h"
 #include "feed.h"
 #include "names.h"
 #include "protocol.h"

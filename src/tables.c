@@ -81,7 +81,7 @@
 
 #include "catalog.h"
 #include "conflict.h"
-#include "ddl.h"
+#include "ddl_names.h"
 #include "hlc.h"
 #include "names.h"
 #include "protocol.h"
