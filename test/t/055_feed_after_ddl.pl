@@ -7,8 +7,9 @@
 # DEFAULT, RENAME TABLE), and regions b and c, which replayed the changes,
 # resolve every entry in each of the ways the feed offers: keeping the
 # existing or the incoming version, supplying a row in the new shape or in
-# the old one, applying it again.  The rows of the old shape are written
-# as rows of the new one: a value goes to its column by attribute
+# the old one, applying it again (under the manual policy, then through a
+# resolver written for the new shape).  The rows of the old shape are
+# written as rows of the new one: a value goes to its column by attribute
 # (renamed, or read as the new type from its text), the dropped column's
 # value is ignored, a column added since gets what the rows of that time
 # got (the ADD COLUMN's default while PostgreSQL keeps it, the default
@@ -38,7 +39,7 @@ $_->poll_query_until('postgres', 'SELECT count(*) = 1 FROM cosmosrep.tables')
   or die $_->name . ' did not enable items'
   for ($rb, $rc);
 $ra->safe_psql('postgres',
-	"INSERT INTO items SELECT g, 0, 'start', 'start' FROM generate_series(1, 6) g");
+	"INSERT INTO items SELECT g, 0, 'start', 'start' FROM generate_series(1, 7) g");
 wait_for_same_table(\@nodes, 'items');
 
 # Conflicts: a and b update every row while apart (b's writes are the
@@ -57,7 +58,7 @@ wait_for_same_table(\@nodes, 'items');
 my $pending = q{
 	SELECT string_agg(key->>'id', ',' ORDER BY (key->>'id')::int)
 	  FROM cosmosrep.conflict_feed WHERE resolution = 'pending'};
-is($_->safe_psql('postgres', $pending), '1,2,3,4,5,6',
+is($_->safe_psql('postgres', $pending), '1,2,3,4,5,6,7',
 	$_->name . ': every conflict waits in the feed, pending')
   for ($ra, $rb);
 
@@ -88,7 +89,7 @@ wait_for_same_table(\@nodes, 'goods');
 # the enum's values stored in the feed can no longer be read once it is gone
 $_->safe_psql('postgres', 'DROP TYPE mood') for @nodes;
 
-is($_->safe_psql('postgres', $pending), '1,2,3,4,5,6',
+is($_->safe_psql('postgres', $pending), '1,2,3,4,5,6,7',
 	$_->name . ': the entries still wait in the feed after the changes')
   for ($ra, $rb);
 is($rb->safe_psql('postgres', q{
@@ -144,6 +145,25 @@ is($rb->safe_psql('postgres', "SELECT count(*) FROM cosmosrep.conflict_feed WHER
 $rb->safe_psql('postgres', qq{SELECT cosmosrep.resolve_conflict_with_row($id6,
 	'{"id": 6, "qty": 66, "memo": "supplied", "mood": "calm"}')});
 
+# key 7, in b, under a resolver written for the new shape: applied again,
+# the entry's two rows reach it as rows of the new shape
+$_->safe_psql('postgres', q{
+	CREATE FUNCTION add_up(incoming goods, existing goods, is_tombstone boolean,
+	                       conflicting goods[])
+	RETURNS goods LANGUAGE plpgsql AS $$
+	BEGIN
+	    incoming.qty := incoming.qty + existing.qty;
+	    incoming.memo := incoming.memo || '+' || existing.memo;
+	    RETURN incoming;
+	END
+	$$}) for @nodes;
+$ra->safe_psql('postgres',
+	"SELECT cosmosrep.alter_table_policy('goods', 'custom', resolver => 'add_up')");
+wait_for_policies($rb, 'goods|custom||add_up(goods,goods,boolean,goods[])');
+my ($id7) = entry($rb, 7);
+is($rb->safe_psql('postgres', "SELECT cosmosrep.reapply_conflict($id7)"),
+	'merged', 'a resolver applies an entry of the old shape again');
+
 for my $node (@nodes)
 {
 	ok(wait_for_value($node, 'SELECT count(*) FROM cosmosrep.conflict_feed', '0'),
@@ -157,12 +177,13 @@ for my $node (@nodes)
 		SELECT string_agg(concat_ws(':', id, qty, memo, coalesce(mood, '-'), extra, tag), ' ' ORDER BY id)
 		  FROM goods}),
 		'1:21:b1:-:7:at add 2:12:a2:-:7:at add 3:5000000000:new shape:glad:9:given '
-		  . '4:44:old shape:-:7:at add 5:15:a5:-:7:at add 6:66:supplied:calm:7:at add',
+		  . '4:44:old shape:-:7:at add 5:15:a5:-:7:at add 6:66:supplied:calm:7:at add '
+		  . '7:44:a7+b7:-:7:at add',
 		$node->name . ': every key holds what was chosen, in the new shape');
 }
 is(join(',', map { $rb->safe_psql('postgres',
-			"SELECT resolution FROM cosmosrep.conflicts WHERE conflict_id = $_") } ($id1, $id2, $id3, $id5, $id6)),
-	'local_kept,remote_applied,merged,remote_applied,merged',
+			"SELECT resolution FROM cosmosrep.conflicts WHERE conflict_id = $_") } ($id1, $id2, $id3, $id5, $id6, $id7)),
+	'local_kept,remote_applied,merged,remote_applied,merged,merged',
 	'each entry is resolved the way it was chosen');
 is($resolver4->safe_psql('postgres', "SELECT resolution FROM cosmosrep.conflicts WHERE conflict_id = $id4"),
 	'merged', 'the entry resolved with a row of the old shape is resolved with it');
@@ -170,6 +191,6 @@ is($rb->safe_psql('postgres', q{
 	SELECT count(*) FROM goods
 	 WHERE _cr_version > (SELECT max(greatest(local_version, remote_version))
 	                        FROM cosmosrep.conflicts)}),
-	'6', 'each resolution is a new write, newer than the conflict it resolves');
+	'7', 'each resolution is a new write, newer than the conflict it resolves');
 
 done_testing();
