@@ -173,6 +173,9 @@ extern void cr_conflicts_forget(void);
 extern void cr_conflict_purge_history(void);
 extern Datum cr_feed_rows(Oid relid, bytea *key, Oid rowtype);
 extern int64 cr_conflict_shape(TupleDesc desc);
+extern TupleDesc cr_conflict_stored_shape(Oid relid, int64 shape);
+extern void cr_conflict_deform_stored(Datum row, TupleDesc desc, Datum *values,
+									  bool *nulls);
 
 /* in conflict_log.c: settings */
 extern int	cr_conflict_retention_s;

@@ -934,6 +934,34 @@ row_of_stored_shape(HeapTupleHeader row, StoredShape *ss)
 }
 
 /*
+ * The attributes of relid's rows of the stored shape shape, numbered as
+ * the table's attributes were when the rows were recorded (a dropped one
+ * is attisdropped and has no name; a type may no longer exist), in the
+ * current memory context; NULL if the shape is not stored.  For the feed,
+ * which writes such rows as rows of the table (feed.c).
+ */
+TupleDesc
+cr_conflict_stored_shape(Oid relid, int64 shape)
+{
+	return load_stored_shape(relid, shape, CurrentMemoryContext)->deform;
+}
+
+/*
+ * The values of row, a composite datum recorded with the attributes of
+ * desc (cr_conflict_stored_shape), into values and nulls; they point into
+ * row.
+ */
+void
+cr_conflict_deform_stored(Datum row, TupleDesc desc, Datum *values, bool *nulls)
+{
+	HeapTupleHeader tuple = DatumGetHeapTupleHeader(row);
+
+	if (HeapTupleHeaderGetNatts(tuple) > desc->natts)
+		elog(ERROR, "a conflict's row has more attributes than its stored shape");
+	deform_stored_row(tuple, desc, values, nulls);
+}
+
+/*
  * cosmosrep.conflict_row(entry, which): the local, remote or winner row
  * of the conflict entry at ctid entry of cosmosrep.conflict, as jsonb,
  * decoded from the composite datum stored when it was detected, or NULL.

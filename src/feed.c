@@ -29,6 +29,11 @@
  *	  and says so to the other regions in a transactional message, after
  *	  which they mark the same entries of their own feeds.
  *
+ *	  An entry recorded before its table's columns changed is resolved the
+ *	  same ways: its rows are written as rows of the table as it is now
+ *	  (entry_row_now), and a supplied row may have either shape
+ *	  (entry_supplied_row).
+ *
  * IDENTIFICATION
  *	  src/feed.c
  *
@@ -42,14 +47,19 @@
 #include "catalog/pg_type.h"
 #include "executor/executor.h"
 #include "executor/spi.h"
+#include "funcapi.h"
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
+#include "rewrite/rewriteHandler.h"
 #include "utils/acl.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/datum.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/rls.h"
 #include "utils/snapmgr.h"
+#include "utils/syscache.h"
 
 #include "catalog.h"
 #include "conflict.h"
@@ -233,19 +243,20 @@ append_columns(StringInfo sql, List *columns, const char *prefix)
 }
 
 /*
- * Run sql as the current user and return the first column of its one
- * row (a varlena), copied into the caller's context; 0 without a row or
- * for NULL.
+ * Run sql with its nargs arguments as the current user and return the
+ * first column of its one row (a varlena), copied into the caller's
+ * context; 0 without a row or for NULL.
  */
 static Datum
-spi_single_value(const char *sql, Oid argtype, Datum arg, bool read_only)
+spi_single_value_args(const char *sql, int nargs, Oid *argtypes, Datum *args,
+					  bool read_only)
 {
 	MemoryContext callerctx = CurrentMemoryContext;
 	Datum		value = (Datum) 0;
 	int			rc;
 
 	SPI_connect();
-	rc = SPI_execute_with_args(sql, 1, &argtype, &arg, NULL, read_only, 0);
+	rc = SPI_execute_with_args(sql, nargs, argtypes, args, NULL, read_only, 0);
 	if (rc < 0)
 		elog(ERROR, "could not execute \"%s\": %s", sql, SPI_result_code_string(rc));
 	if (SPI_processed == 1 && SPI_tuptable != NULL)
@@ -260,6 +271,13 @@ spi_single_value(const char *sql, Oid argtype, Datum arg, bool read_only)
 	}
 	SPI_finish();
 	return value;
+}
+
+/* spi_single_value_args with one argument */
+static Datum
+spi_single_value(const char *sql, Oid argtype, Datum arg, bool read_only)
+{
+	return spi_single_value_args(sql, 1, &argtype, &arg, read_only);
 }
 
 /*
@@ -449,20 +467,217 @@ feed_open(FeedEntry *e)
 	return table_open(e->relid, RowExclusiveLock);
 }
 
+/* ----------------------------------------------------------------
+ * Entries recorded before their table changed shape
+ *
+ * An entry's rows are composite datums formed with the table's
+ * attributes as they were when it was recorded (its stored shape,
+ * conflict_log.c).  After a change of the table's columns they are
+ * written as rows of the table as it is now, by attribute number:
+ * PostgreSQL keeps a column's number through RENAME and ALTER COLUMN
+ * TYPE and never gives a dropped column's number to another, and the
+ * rows were formed with this region's table, so the number says exactly
+ * which column a value belongs to (apply maps a peer's rows by name
+ * because numbers differ between regions; here they cannot).  A value
+ * goes to its column under the column's name now, read as the column's
+ * type now from its text where the type changed, as apply reads a row of
+ * the old shape in flight; the value of a dropped column is left out; a
+ * column added since takes its default (added_column_value).
+ * ----------------------------------------------------------------
+ */
+
+/* the stored attributes of entry e's rows */
+static TupleDesc
+entry_stored_shape(FeedEntry *e)
+{
+	TupleDesc	stored = cr_conflict_stored_shape(e->relid, e->shape);
+
+	if (stored == NULL)
+		elog(ERROR, "the shape of the rows of conflict " INT64_FORMAT " is not stored",
+			 e->conflict_id);
+	return stored;
+}
+
 /*
- * Refuse to act on the rows of entry e if they were recorded before the
- * columns of its table (rel) changed: they are not rows of its row type.
+ * The value of column i (0-based) of rel, added since an entry was
+ * recorded, in a row of that entry: what the rows that existed when it
+ * was added have (its non-volatile default at ADD COLUMN) while
+ * PostgreSQL keeps that value, else (a rewrite of the table stored it in
+ * every row) the column's default now, else NULL.  The default is the
+ * owner's code: the caller runs as the table's owner.
+ */
+static Datum
+added_column_value(Relation rel, int i, bool *isnull)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+	Form_pg_attribute att = TupleDescAttr(desc, i);
+	Datum		value = getmissingattr(desc, i + 1, isnull);
+	Node	   *expr;
+	EState	   *estate;
+	ExprState  *state;
+
+	if (!*isnull || att->attgenerated)
+		return *isnull ? (Datum) 0 : datumCopy(value, att->attbyval, att->attlen);
+	expr = build_column_default(rel, i + 1);
+	if (expr == NULL)
+		return (Datum) 0;
+	estate = CreateExecutorState();
+	state = ExecPrepareExpr((Expr *) expr, estate);
+	value = ExecEvalExprSwitchContext(state, GetPerTupleExprContext(estate), isnull);
+	value = *isnull ? (Datum) 0 : datumCopy(value, att->attbyval, att->attlen);
+	FreeExecutorState(estate);
+	return value;
+}
+
+/*
+ * Row, one of entry e's rows formed with the attributes of stored, as a
+ * composite datum of rel's row type now (see above), in the current
+ * context; for a row of 0, a row whose every value is NULL but those of
+ * the columns added since.  Runs the types' output and input functions:
+ * the caller runs it as the table's owner.  A value of a type that no
+ * longer exists (the column's type was changed, then the type dropped)
+ * cannot be read: an error.
+ */
+static Datum
+entry_row_now(Relation rel, FeedEntry *e, TupleDesc stored, Datum row)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+	Datum	   *old_values = palloc0(sizeof(Datum) * Max(stored->natts, 1));
+	bool	   *old_nulls = palloc(sizeof(bool) * Max(stored->natts, 1));
+	Datum	   *values = palloc0(sizeof(Datum) * desc->natts);
+	bool	   *nulls = palloc(sizeof(bool) * desc->natts);
+
+	if (row != (Datum) 0)
+		cr_conflict_deform_stored(row, stored, old_values, old_nulls);
+	else
+		memset(old_nulls, true, sizeof(bool) * Max(stored->natts, 1));
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+		Form_pg_attribute old;
+		Oid			outfunc;
+		Oid			infunc;
+		Oid			ioparam;
+		bool		isvarlena;
+
+		nulls[i] = true;
+		if (att->attisdropped)
+			continue;
+		if (i >= stored->natts || TupleDescAttr(stored, i)->attisdropped)
+		{
+			/* added since the entry was recorded */
+			values[i] = added_column_value(rel, i, &nulls[i]);
+			continue;
+		}
+		old = TupleDescAttr(stored, i);
+		if (old_nulls[i])
+			continue;
+		nulls[i] = false;
+		if (old->atttypid == att->atttypid && old->atttypmod == att->atttypmod)
+		{
+			values[i] = old_values[i];
+			continue;
+		}
+		if (!SearchSysCacheExists1(TYPEOID, ObjectIdGetDatum(old->atttypid)))
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("conflict " INT64_FORMAT " holds a value of column \"%s\" of a type that no longer exists",
+							e->conflict_id, NameStr(att->attname)),
+					 errhint("Supply the row with cosmosrep.resolve_conflict_with_row, or accept what the regions hold with cosmosrep.discard_conflict.")));
+		getTypeOutputInfo(old->atttypid, &outfunc, &isvarlena);
+		getTypeInputInfo(att->atttypid, &infunc, &ioparam);
+		values[i] = OidInputFunctionCall(infunc,
+										 OidOutputFunctionCall(outfunc, old_values[i]),
+										 ioparam, att->atttypmod);
+	}
+	return HeapTupleGetDatum(heap_form_tuple(desc, values, nulls));
+}
+
+/*
+ * Make entry e's rows rows of rel's row type now, if they were recorded
+ * before its columns changed (see above): as the table's owner, since
+ * the types' functions are the owner's code.
  */
 static void
-feed_check_shape(Relation rel, FeedEntry *e)
+entry_rows_now(Relation rel, FeedEntry *e)
 {
-	if (cr_conflict_shape(RelationGetDescr(rel)) != e->shape)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("conflict " INT64_FORMAT " was recorded before the columns of table \"%s\" changed",
-						e->conflict_id, RelationGetRelationName(rel)),
-				 errdetail("Its rows have the columns the table had then, and cannot be written as rows of the table."),
-				 errhint("Accept what the regions hold with cosmosrep.discard_conflict, then write the row you want.")));
+	int64		shape = cr_conflict_shape(RelationGetDescr(rel));
+	TupleDesc	stored;
+	CrUserContext user;
+
+	if (e->shape == shape)
+		return;
+	stored = entry_stored_shape(e);
+	cr_switch_to_owner(rel->rd_rel->relowner, &user);
+	if (e->local_row != (Datum) 0)
+		e->local_row = entry_row_now(rel, e, stored, e->local_row);
+	if (e->remote_row != (Datum) 0)
+		e->remote_row = entry_row_now(rel, e, stored, e->remote_row);
+	cr_restore_user(&user);
+	e->shape = shape;
+}
+
+/*
+ * The columns that entry e's rows name differently from rel now, renamed
+ * since the entry was recorded and whose name no column has now: their
+ * former names and their names now, as two text arrays.
+ */
+static void
+entry_renamed_columns(Relation rel, TupleDesc stored, Datum *former, Datum *current)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+	int			n = 0;
+	Datum	   *formers = palloc(sizeof(Datum) * Max(stored->natts, 1));
+	Datum	   *currents = palloc(sizeof(Datum) * Max(stored->natts, 1));
+
+	for (int i = 0; i < Min(stored->natts, desc->natts); i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+		Form_pg_attribute old = TupleDescAttr(stored, i);
+
+		if (att->attisdropped || old->attisdropped ||
+			strcmp(NameStr(att->attname), NameStr(old->attname)) == 0 ||
+			SPI_fnumber(desc, NameStr(old->attname)) > 0)
+			continue;
+		formers[n] = CStringGetTextDatum(NameStr(old->attname));
+		currents[n++] = CStringGetTextDatum(NameStr(att->attname));
+	}
+	*former = PointerGetDatum(construct_array(formers, n, TEXTOID, -1, false, TYPALIGN_INT));
+	*current = PointerGetDatum(construct_array(currents, n, TEXTOID, -1, false, TYPALIGN_INT));
+}
+
+/*
+ * The row resolved_row (jsonb) supplies for entry e, as a composite datum
+ * of rel's row type, read like jsonb_populate_record as the current user
+ * (the caller runs it as the table's owner), or 0.  A column the row does
+ * not name is NULL.  For an entry recorded before the table's columns
+ * changed (stored is its shape, else NULL), the row may have the entry's
+ * shape as well as the table's: a value under a column's former name goes
+ * to the column (unless the row names the column too), the value of a
+ * dropped column is ignored, and a column added since that the row does
+ * not name takes its default (added_column_value).
+ */
+static Datum
+entry_supplied_row(Relation rel, FeedEntry *e, TupleDesc stored, Datum resolved_row)
+{
+	Oid			argtypes[4] = {JSONBOID, rel->rd_rel->reltype, TEXTARRAYOID, TEXTARRAYOID};
+	Datum		args[4] = {resolved_row, 0, 0, 0};
+
+	if (stored == NULL)
+		return spi_single_value(psprintf("SELECT pg_catalog.jsonb_populate_record(NULL::%s, $1)",
+										 format_type_be_qualified(rel->rd_rel->reltype)),
+								JSONBOID, resolved_row, true);
+	args[1] = entry_row_now(rel, e, stored, (Datum) 0);
+	entry_renamed_columns(rel, stored, &args[2], &args[3]);
+	return spi_single_value_args("SELECT pg_catalog.jsonb_populate_record($2,"
+								 " (SELECT pg_catalog.jsonb_object_agg("
+								 "COALESCE(m.new_name, j.key), j.value)"
+								 " FROM pg_catalog.jsonb_each($1) j"
+								 " LEFT JOIN ROWS FROM (pg_catalog.unnest($3), pg_catalog.unnest($4))"
+								 " m(old_name, new_name)"
+								 " ON m.old_name OPERATOR(pg_catalog.=) j.key"
+								 " AND NOT $1 OPERATOR(pg_catalog.?) m.new_name))",
+								 4, argtypes, args, true);
 }
 
 /*
@@ -486,9 +701,9 @@ cosmosrep_resolve_conflict(PG_FUNCTION_ARGS)
 						keep, e->conflict_id),
 				 errhint("Keep version " INT64_FORMAT " or " INT64_FORMAT ".",
 						 e->local_version, e->remote_version)));
-	row = keep == e->local_version ? e->local_row : e->remote_row;
 	rel = feed_open(e);
-	feed_check_shape(rel, e);
+	entry_rows_now(rel, e);
+	row = keep == e->local_version ? e->local_row : e->remote_row;
 	written = write_local(rel, row, e->local_row ? e->local_row : e->remote_row);
 	feed_resolve(rel, e, cr_resolution_names[keep == e->local_version ? CR_RESOLUTION_LOCAL_KEPT : CR_RESOLUTION_REMOTE_APPLIED],
 				 written);
@@ -506,14 +721,16 @@ cosmosrep_resolve_conflict_with_row(PG_FUNCTION_ARGS)
 {
 	FeedEntry  *e = feed_entry_lock(PG_GETARG_INT64(0));
 	Relation	rel = feed_open(e);
+	TupleDesc	stored = NULL;
 	TupleTableSlot *slot;
 	Datum		row;
 	Datum		written;
 	HeapTupleData tuple;
 	CrUserContext user;
-	bool		same_key;
+	bool		same_key = false;
 
-	feed_check_shape(rel, e);
+	if (cr_conflict_shape(RelationGetDescr(rel)) != e->shape)
+		stored = entry_stored_shape(e);
 
 	/*
 	 * Reading the row runs the input functions and domain constraints of
@@ -521,17 +738,18 @@ cosmosrep_resolve_conflict_with_row(PG_FUNCTION_ARGS)
 	 * owner's code, run as the owner (see write_local).
 	 */
 	cr_switch_to_owner(rel->rd_rel->relowner, &user);
-	row = spi_single_value(psprintf("SELECT pg_catalog.jsonb_populate_record(NULL::%s, $1)",
-									format_type_be_qualified(rel->rd_rel->reltype)),
-						   JSONBOID, PG_GETARG_DATUM(1), true);
+	row = entry_supplied_row(rel, e, stored, PG_GETARG_DATUM(1));
 
 	slot = MakeSingleTupleTableSlot(RelationGetDescr(rel), &TTSOpsHeapTuple);
-	tuple.t_len = HeapTupleHeaderGetDatumLength(DatumGetHeapTupleHeader(row));
-	ItemPointerSetInvalid(&tuple.t_self);
-	tuple.t_tableOid = e->relid;
-	tuple.t_data = DatumGetHeapTupleHeader(row);
-	ExecStoreHeapTuple(&tuple, slot, false);
-	same_key = cr_tombstone_key_equal(cr_tombstone_key(rel, slot), e->key);
+	if (row != (Datum) 0)
+	{
+		tuple.t_len = HeapTupleHeaderGetDatumLength(DatumGetHeapTupleHeader(row));
+		ItemPointerSetInvalid(&tuple.t_self);
+		tuple.t_tableOid = e->relid;
+		tuple.t_data = DatumGetHeapTupleHeader(row);
+		ExecStoreHeapTuple(&tuple, slot, false);
+		same_key = cr_tombstone_key_equal(cr_tombstone_key(rel, slot), e->key);
+	}
 	cr_restore_user(&user);
 	if (!same_key)
 		ereport(ERROR,
@@ -577,10 +795,11 @@ reapply_entry(Relation rel, FeedEntry *e)
 {
 	CrTableConfig *config = cr_get_table_config(e->relid);
 	const char *resolution = cr_resolution_names[CR_RESOLUTION_REMOTE_APPLIED];
-	Datum		row = e->remote_row;
+	Datum		row;
 	Datum		written;
 
-	feed_check_shape(rel, e);
+	entry_rows_now(rel, e);
+	row = e->remote_row;
 	if (config == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -684,6 +903,7 @@ take_over_entry(int64 conflict_id)
 	Oid			argtypes[2] = {INT8OID, TEXTOID};
 	Datum		values[2] = {Int64GetDatum(conflict_id), CStringGetTextDatum(region)};
 
+	entry_rows_now(rel, e);
 	if (current_version(rel, e->remote_row ? e->remote_row : e->local_row) == held)
 	{
 		/*

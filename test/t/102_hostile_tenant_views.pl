@@ -322,18 +322,18 @@ is(query_or_error($r1, $moods), 'null true,null true',
 	'a value whose type was dropped since reads as null, and the rest of the row as it was');
 is(query_or_error($r1, $old_rows), $before{r1}, 'the old rows read as they were after the type was dropped');
 
-# an entry recorded with the old columns cannot be written as a row of the
-# table; it can be discarded
-my $old_id = $r1->safe_psql('postgres', q{
-	SELECT min(conflict_id) FROM cosmosrep.conflict_feed WHERE table_name = 'shapes'::regclass});
-my $old_version = $r1->safe_psql('postgres',
-	"SELECT remote_version FROM cosmosrep.conflict_feed WHERE conflict_id = $old_id");
-my ($ret, $stdout, $stderr) = $r1->psql('postgres',
-	"SELECT cosmosrep.resolve_conflict($old_id, $old_version)");
-like($stderr,
-	qr/ERROR:  conflict $old_id was recorded before the columns of table "shapes" changed/,
-	'resolve_conflict refuses an entry recorded before the columns changed');
-$r1->safe_psql('postgres', "SELECT cosmosrep.discard_conflict($old_id)");
+# an entry recorded with the old columns is written as a row of the
+# columns now: v read as text, w and m (whose type is gone) left out, n
+# with its default
+my ($old_id, $old_version, $old_key, $old_v) = split /\|/, $r1->safe_psql('postgres', q{
+	SELECT conflict_id, remote_version, key->>'id', remote_row->>'v'
+	  FROM cosmosrep.conflict_feed
+	 WHERE conflict_id = (SELECT min(conflict_id) FROM cosmosrep.conflict_feed
+	                       WHERE table_name = 'shapes'::regclass)});
+$r1->safe_psql('postgres', "SELECT cosmosrep.resolve_conflict($old_id, $old_version)");
+is($r1->safe_psql('postgres', "SELECT v || ' ' || n FROM shapes WHERE id = $old_key"),
+	"$old_v 5",
+	'resolve_conflict writes an entry recorded before the columns changed as a row of the columns now');
 
 # conflicts recorded after the DDL read with the new columns
 partition_regions(\@nodes);
