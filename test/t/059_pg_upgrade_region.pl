@@ -92,9 +92,18 @@ SQL
 		  $node->connstr('postgres') ],
 		'>', "$tmp/pgbench_$name.log", '2>&1');
 }
+# one row per statement: a local update of several rows could deadlock
+# with apply's
+sub update_counters
+{
+	my ($node, $ids, $by) = @_;
+	$node->safe_psql('postgres',
+		join('', map { "UPDATE counters SET n = n + $by WHERE id = $_;\n" } @$ids));
+	return;
+}
 $pb->safe_psql('postgres', q{
-	INSERT INTO tally SELECT nextval('tally_id'), 'pb' FROM generate_series(1, 20);
-	UPDATE counters SET n = n + 100 WHERE id <= 5});
+	INSERT INTO tally SELECT nextval('tally_id'), 'pb' FROM generate_series(1, 20)});
+update_counters($pb, [ 1 .. 5 ], 100);
 
 # pb's clock 20 s ahead of the wall clock (versions: ms << 21)
 $pb->safe_psql('postgres',
@@ -141,6 +150,11 @@ like(error_of($pb, 'CALL cosmosrep.prepare_upgrade()'),
 	qr/^ERROR:  region "pb" is already prepared for an upgrade\nHINT:  Stop the server and run pg_upgrade, then call cosmosrep.finish_upgrade\(\) in the new cluster; or call it here to resume without upgrading\./,
 	'prepare_upgrade refuses a region that is prepared');
 my $saved_clock = $pb->safe_psql('postgres', 'SELECT clock FROM cosmosrep.upgrade');
+my $saved_origins = $pb->safe_psql('postgres', q{
+	SELECT string_agg('cosmosrep_' || r.region_name || '=' || u.remote_lsn, ',' ORDER BY r.region_name)
+	  FROM cosmosrep.upgrade_origin u JOIN cosmosrep.regions r USING (region_id)});
+like($saved_origins, qr{^cosmosrep_pa=[0-9A-F]+/[0-9A-F]+,cosmosrep_pc=[0-9A-F]+/[0-9A-F]+$},
+	'prepare_upgrade saved how far pb applied pa and pc');
 cmp_ok($saved_clock >> 8, '>=', $old_max >> 8, 'prepare_upgrade saved a clock at least pb\'s last version');
 $pb->stop('fast');
 
@@ -168,16 +182,23 @@ $pb->start;
 like(error_of($pb, q{INSERT INTO tally VALUES (nextval('tally_id'), 'pb')}),
 	qr/^ERROR:  region "pb" does not accept writes to multi-region table "tally"\nDETAIL:  The region is prepared for an upgrade\./,
 	'the upgraded region refuses local writes until finish_upgrade');
-$pb->safe_psql('postgres', 'SELECT cosmosrep.finish_upgrade()');
-cmp_ok($pb->safe_psql('postgres', 'SELECT cosmosrep.current_version()'), '>=', $saved_clock,
-	'after finish_upgrade the clock is not behind the old cluster\'s');
+# the clock and the origins read in finish_upgrade's transaction: before
+# apply resumes (at its commit), and with it the peers' versions, which
+# are ahead too
+my ($clock, $origins) = split /\|/, $pb->safe_psql('postgres', q{
+	SELECT cosmosrep.current_version(),
+	       (SELECT string_agg(external_id || '=' || remote_lsn, ',' ORDER BY external_id)
+	          FROM pg_replication_origin_status)
+	  FROM (SELECT cosmosrep.finish_upgrade()) f});
+cmp_ok($clock, '>=', $saved_clock, 'after finish_upgrade the clock is not behind the old cluster\'s');
+is($origins, $saved_origins, 'finish_upgrade restored how far pb had applied pa and pc');
 is($pb->safe_psql('postgres', q{SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'cr\_pb\_%'}),
 	'2', 'finish_upgrade created the slot of every peer');
 
 # pb writes again, above every version it issued before
 $pb->safe_psql('postgres', q{
-	INSERT INTO tally SELECT nextval('tally_id'), 'pb' FROM generate_series(1, 20);
-	UPDATE counters SET n = n + 1000 WHERE id > 15});
+	INSERT INTO tally SELECT nextval('tally_id'), 'pb' FROM generate_series(1, 20)});
+update_counters($pb, [ 16 .. 20 ], 1000);
 cmp_ok($pb->safe_psql('postgres',
 		"SELECT min(_cr_version) FROM tally WHERE region = 'pb' AND id > (SELECT min(id) + 20 FROM tally WHERE region = 'pb')"),
 	'>', $old_max, 'pb\'s versions after the upgrade are above every version before it');
