@@ -79,7 +79,8 @@ PG_FUNCTION_INFO_V1(cosmosrep_finish_upgrade);
 static void upgrade_spi(const char *sql, int nargs, Oid *argtypes, Datum *values,
 						int expected);
 static void invalidate_local_region(void);
-static void drain_timeout(TimestampTz deadline, const char *detail);
+static void drain_timeout(TimestampTz deadline, const char *peer, const char *slot,
+						  XLogRecPtr lsn);
 static bool slot_confirmed(const char *slot, XLogRecPtr lsn);
 
 /* run sql on cosmosrep's upgrade tables, expecting SPI result expected */
@@ -117,8 +118,8 @@ cosmosrep_upgrade_stop_writes(PG_FUNCTION_ARGS)
 	(void) cr_local_region_id(false);
 	name = cr_local_region_name();
 	SPI_connect();
-	if (cr_catalog_query(NULL, "SELECT wal_end IS NOT NULL FROM cosmosrep.upgrade", 0, NULL, NULL, NULL, true) != SPI_OK_SELECT)
-		elog(ERROR, "could not read cosmosrep.upgrade");
+	(void) cr_catalog_query(NULL, "SELECT wal_end IS NOT NULL FROM cosmosrep.upgrade",
+							0, NULL, NULL, NULL, true);
 	if (SPI_processed > 0)
 	{
 		bool		drained = strcmp(SPI_getvalue(SPI_tuptable->vals[0],
@@ -138,9 +139,13 @@ cosmosrep_upgrade_stop_writes(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
-/* the error of a wait of upgrade_drain that ran out of time, if it did */
+/*
+ * The error of a wait of upgrade_drain that ran out of time, if it did:
+ * for the apply worker of peer's stream, or with slot, for peer's
+ * confirmation of this region's WAL up to lsn.
+ */
 static void
-drain_timeout(TimestampTz deadline, const char *detail)
+drain_timeout(TimestampTz deadline, const char *peer, const char *slot, XLogRecPtr lsn)
 {
 	if (GetCurrentTimestamp() <= deadline)
 		return;
@@ -148,8 +153,13 @@ drain_timeout(TimestampTz deadline, const char *detail)
 			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 			 errmsg("region \"%s\" could not be prepared for an upgrade in time",
 					cr_local_region_name()),
-			 errdetail_internal("%s", detail),
-			 errhint("The region refuses writes to multi-region tables until cosmosrep.finish_upgrade() is called.  Check cosmosrep.replication_status in every region, then call cosmosrep.prepare_upgrade() again.")));
+			 slot == NULL ?
+			 errdetail("The apply worker of the stream from region \"%s\" is still running.",
+					   peer) :
+			 errdetail("Region \"%s\" has not confirmed the writes of this region up to %X/%X (replication slot \"%s\").",
+					   peer, LSN_FORMAT_ARGS(lsn), slot),
+			 errhint("The region refuses writes to multi-region tables until cosmosrep.finish_upgrade() is called.  "
+					 "Check cosmosrep.replication_status in every region, then call cosmosrep.prepare_upgrade() again.")));
 }
 
 /* whether slot exists and its peer confirmed everything before lsn */
@@ -209,17 +219,15 @@ cosmosrep_upgrade_drain(PG_FUNCTION_ARGS)
 			continue;
 		while (cr_peer_worker_pid(MyDatabaseId, r->id) != 0)
 		{
-			drain_timeout(deadline,
-						  psprintf("The apply worker of the stream from region \"%s\" is still running.",
-								   r->name));
+			drain_timeout(deadline, r->name, NULL, InvalidXLogRecPtr);
 			cr_sleep_ms(UPGRADE_POLL_MS);
 		}
 	}
 
 	/* the writers that started before the writes stopped */
 	SPI_connect();
-	if (cr_catalog_query(NULL, "SELECT relid::pg_catalog.oid FROM cosmosrep.replicated_table", 0, NULL, NULL, NULL, true) != SPI_OK_SELECT)
-		elog(ERROR, "could not read cosmosrep.replicated_table");
+	(void) cr_catalog_query(NULL, "SELECT relid::pg_catalog.oid FROM cosmosrep.replicated_table",
+							0, NULL, NULL, NULL, true);
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		bool		isnull;
@@ -244,9 +252,7 @@ cosmosrep_upgrade_drain(PG_FUNCTION_ARGS)
 		slot = cr_slot_name(local, r->name);
 		while (!slot_confirmed(slot, wal_end))
 		{
-			drain_timeout(deadline,
-						  psprintf("Region \"%s\" has not confirmed the writes of this region up to %X/%X (replication slot \"%s\").",
-								   r->name, LSN_FORMAT_ARGS(wal_end), slot));
+			drain_timeout(deadline, r->name, slot, wal_end);
 			cr_sleep_ms(UPGRADE_POLL_MS);
 		}
 	}
@@ -267,14 +273,16 @@ cosmosrep_upgrade_drain(PG_FUNCTION_ARGS)
 			continue;
 		values[0] = Int16GetDatum(r->id);
 		values[1] = LSNGetDatum(replorigin_get_progress(origin, true));
-		upgrade_spi("INSERT INTO cosmosrep.upgrade_origin (region_id, remote_lsn) VALUES ($1, $2)",
+		upgrade_spi("INSERT INTO cosmosrep.upgrade_origin (region_id, remote_lsn)"
+					" VALUES ($1, $2)",
 					2, argtypes, values, SPI_OK_INSERT);
 	}
 	{
 		Oid			argtypes[2] = {LSNOID, INT8OID};
 		Datum		values[2] = {LSNGetDatum(wal_end), Int64GetDatum(cr_hlc_current())};
 
-		upgrade_spi("UPDATE cosmosrep.upgrade SET wal_end = $1, clock = $2, drained_at = pg_catalog.now()",
+		upgrade_spi("UPDATE cosmosrep.upgrade"
+					" SET wal_end = $1, clock = $2, drained_at = pg_catalog.now()",
 					2, argtypes, values, SPI_OK_UPDATE);
 	}
 	PG_RETURN_LSN(wal_end);
@@ -312,14 +320,15 @@ cosmosrep_finish_upgrade(PG_FUNCTION_ARGS)
 	cr_require_preload();
 	self = cr_get_region_by_id(cr_local_region_id(false));
 	SPI_connect();
-	if (cr_catalog_query(NULL, "SELECT clock FROM cosmosrep.upgrade", 0, NULL, NULL, NULL, true) != SPI_OK_SELECT)
-		elog(ERROR, "could not read cosmosrep.upgrade");
+	(void) cr_catalog_query(NULL, "SELECT clock FROM cosmosrep.upgrade",
+							0, NULL, NULL, NULL, true);
 	if (SPI_processed == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("region \"%s\" is not prepared for an upgrade", self->name),
 				 errhint("Call cosmosrep.prepare_upgrade() in the region before it stops for pg_upgrade.")));
-	clock = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	clock = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1,
+										&isnull));
 	if (isnull)
 		clock = 0;
 	SPI_finish();
@@ -357,8 +366,8 @@ cosmosrep_finish_upgrade(PG_FUNCTION_ARGS)
 	/* how far each peer's stream was applied */
 	LockRelationOid(ReplicationOriginRelationId, RowExclusiveLock);
 	SPI_connect();
-	if (cr_catalog_query(NULL, "SELECT region_id, remote_lsn FROM cosmosrep.upgrade_origin", 0, NULL, NULL, NULL, true) != SPI_OK_SELECT)
-		elog(ERROR, "could not read cosmosrep.upgrade_origin");
+	(void) cr_catalog_query(NULL, "SELECT region_id, remote_lsn FROM cosmosrep.upgrade_origin",
+							0, NULL, NULL, NULL, true);
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[i];
