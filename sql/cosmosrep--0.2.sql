@@ -1038,6 +1038,37 @@ CREATE EVENT TRIGGER cosmosrep_ddl_command_end ON ddl_command_end
     WHEN TAG IN ('ALTER TABLE', 'DROP INDEX', 'ALTER INDEX')
     EXECUTE FUNCTION cosmosrep.on_ddl_command_end();
 
+-- The catalog keeps a resolver by its name: renaming it, moving it to
+-- another schema or renaming its schema would lose it, and is refused
+-- as its drop is (on_sql_drop).
+CREATE FUNCTION cosmosrep.on_resolver_renamed()
+RETURNS event_trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t record;
+BEGIN
+    FOR t IN SELECT r.resolver FROM cosmosrep.replicated_table r
+              WHERE r.resolver IS NOT NULL
+                AND cosmosrep.resolver_procedure(r.relid, r.resolver) IS NULL LOOP
+        RAISE EXCEPTION 'cannot rename function % because it resolves conflicts of a multi-region table',
+            t.resolver
+            USING ERRCODE = 'dependent_objects_still_exist',
+                  HINT = 'Change the policy with cosmosrep.alter_table_policy first.';
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION cosmosrep.on_resolver_renamed() IS
+    'event trigger: refuses to rename or move a resolver in use, which the catalog keeps by name';
+-- PUBLIC may call it: an event trigger function (SECURITY DEFINER, pinned
+-- search_path) that every role's ALTER FUNCTION and ALTER SCHEMA fire.
+GRANT EXECUTE ON FUNCTION cosmosrep.on_resolver_renamed() TO PUBLIC;
+CREATE EVENT TRIGGER cosmosrep_resolver_renamed ON ddl_command_end
+    WHEN TAG IN ('ALTER FUNCTION', 'ALTER SCHEMA')
+    EXECUTE FUNCTION cosmosrep.on_resolver_renamed();
+
 --
 -- pg_upgrade of a region (src/upgrade.c)
 --
