@@ -46,6 +46,7 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "access/xlog.h"
 #include "catalog/pg_replication_origin.h"
 #include "executor/spi.h"
@@ -318,6 +319,8 @@ cosmosrep_finish_upgrade(PG_FUNCTION_ARGS)
 	int64		clock;
 
 	cr_require_preload();
+	/* the slot creation below would wait for this transaction's xid */
+	PreventInTransactionBlock(true, "cosmosrep.finish_upgrade()");
 	self = cr_get_region_by_id(cr_local_region_id(false));
 	SPI_connect();
 	(void) cr_catalog_query(NULL, "SELECT clock FROM cosmosrep.upgrade",

@@ -109,7 +109,6 @@ update_counters($pb, [ 1 .. 5 ], 100);
 $pb->safe_psql('postgres',
 	'SELECT cosmosrep.observe_version(cosmosrep.current_version() + (20000::bigint << 21))');
 $pb->safe_psql('postgres', q{INSERT INTO tally VALUES (nextval('tally_id'), 'pb')});
-my $old_max = $pb->safe_psql('postgres', "SELECT max(_cr_version) FROM tally WHERE region = 'pb'");
 
 # runs $sql in $node, returns its error (empty if none)
 sub error_of
@@ -129,6 +128,10 @@ like(error_of($pb, 'SELECT cosmosrep.finish_upgrade()'),
 	qr/^ERROR:  region "pb" is not prepared for an upgrade\nHINT:  Call cosmosrep.prepare_upgrade\(\) in the region before it stops for pg_upgrade\./,
 	'finish_upgrade refuses a region that is not prepared');
 
+like(error_of($pb, 'BEGIN; SELECT cosmosrep.finish_upgrade(); COMMIT;'),
+	qr/^ERROR:  cosmosrep.finish_upgrade\(\) cannot run inside a transaction block/,
+	'finish_upgrade refuses to run in a transaction block (its slots would wait for it)');
+
 # pa stops applying pb: pb cannot drain
 $pa->safe_psql('postgres', "SELECT cosmosrep.pause_region('pb')");
 $pa->poll_query_until('postgres', q{
@@ -140,6 +143,11 @@ like(error_of($pb, "CALL cosmosrep.prepare_upgrade(timeout => '1s')"),
 like(error_of($pb, q{INSERT INTO tally VALUES (nextval('tally_id'), 'pb')}),
 	qr/^ERROR:  region "pb" does not accept writes to multi-region table "tally"\nDETAIL:  The region is prepared for an upgrade\.\nHINT:  Write in another region until cosmosrep.finish_upgrade\(\) has run in this one\./,
 	'a region being prepared for an upgrade refuses local writes');
+
+# finish_upgrade in the old cluster gives up the upgrade: writes resume
+$pb->safe_psql('postgres', 'SELECT cosmosrep.finish_upgrade()');
+is(error_of($pb, q{INSERT INTO tally VALUES (nextval('tally_id'), 'pb')}), '',
+	'finish_upgrade in the region that did not stop resumes its writes');
 $pa->safe_psql('postgres', "SELECT cosmosrep.resume_region('pb')");
 
 ##########
@@ -149,6 +157,7 @@ $pb->safe_psql('postgres', 'CALL cosmosrep.prepare_upgrade()');
 like(error_of($pb, 'CALL cosmosrep.prepare_upgrade()'),
 	qr/^ERROR:  region "pb" is already prepared for an upgrade\nHINT:  Stop the server and run pg_upgrade, then call cosmosrep.finish_upgrade\(\) in the new cluster; or call it here to resume without upgrading\./,
 	'prepare_upgrade refuses a region that is prepared');
+my $old_max = $pb->safe_psql('postgres', "SELECT max(_cr_version) FROM tally WHERE region = 'pb'");
 my $saved_clock = $pb->safe_psql('postgres', 'SELECT clock FROM cosmosrep.upgrade');
 my $saved_origins = $pb->safe_psql('postgres', q{
 	SELECT string_agg('cosmosrep_' || r.region_name || '=' || u.remote_lsn, ',' ORDER BY r.region_name)
@@ -196,11 +205,12 @@ is($pb->safe_psql('postgres', q{SELECT count(*) FROM pg_replication_slots WHERE 
 	'2', 'finish_upgrade created the slot of every peer');
 
 # pb writes again, above every version it issued before
+my $last_id = $pb->safe_psql('postgres', "SELECT max(id) FROM tally WHERE region = 'pb'");
 $pb->safe_psql('postgres', q{
 	INSERT INTO tally SELECT nextval('tally_id'), 'pb' FROM generate_series(1, 20)});
 update_counters($pb, [ 16 .. 20 ], 1000);
 cmp_ok($pb->safe_psql('postgres',
-		"SELECT min(_cr_version) FROM tally WHERE region = 'pb' AND id > (SELECT min(id) + 20 FROM tally WHERE region = 'pb')"),
+		"SELECT min(_cr_version) FROM tally WHERE region = 'pb' AND id > $last_id"),
 	'>', $old_max, 'pb\'s versions after the upgrade are above every version before it');
 ok_all_streaming(\@nodes, 'every link streams after the upgrade');
 
