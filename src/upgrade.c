@@ -19,11 +19,15 @@
  *	  tables and the launcher stops the apply workers of the region, as if
  *	  every peer were paused.  Then upgrade_drain waits for the workers to
  *	  exit, for the local writers still running (a SHARE lock on every
- *	  multi-region table), and for every peer to confirm this region's
- *	  stream up to the end of its WAL (the peer's slot here); and saves
- *	  the progress of every origin (cosmosrep.upgrade_origin) and the
- *	  clock.  Nothing this region wrote is then missing anywhere, and no
- *	  peer's change it applied is forgotten.
+ *	  multi-region table and partition), and for every peer to confirm
+ *	  this region's stream up to the end of its WAL (the peer's slot
+ *	  here); and saves the progress of every origin
+ *	  (cosmosrep.upgrade_origin) and the clock.  Nothing this region
+ *	  wrote is then missing anywhere, and no peer's change it applied is
+ *	  forgotten.
+ *
+ *	  Memory: everything is allocated in the caller's (the function
+ *	  call's) context; no state outlives a call.
  *
  *	  finish_upgrade, in the new cluster: pushes the clock past the saved
  *	  one, creates the slot of every peer that has none at the current
@@ -48,6 +52,7 @@
 
 #include "access/xact.h"
 #include "access/xlog.h"
+#include "catalog/pg_inherits.h"
 #include "catalog/pg_replication_origin.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -233,10 +238,11 @@ cosmosrep_upgrade_drain(PG_FUNCTION_ARGS)
 	{
 		bool		isnull;
 
-		LockRelationOid(DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i],
-													   SPI_tuptable->tupdesc, 1,
-													   &isnull)),
-						ShareLock);
+		/* a partitioned table with its partitions, which take writes */
+		(void) find_all_inheritors(DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i],
+																  SPI_tuptable->tupdesc, 1,
+																  &isnull)),
+								   ShareLock, NULL);
 	}
 	SPI_finish();
 
