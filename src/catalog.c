@@ -329,7 +329,8 @@ cr_local_region_accepts_writes(void)
  * Whether the region is prepared for an upgrade: cosmosrep.upgrade has a
  * row.  False in a catalog without the table (0.1, served by this
  * library until ALTER EXTENSION cosmosrep UPDATE).  Runs a query: the
- * callers cache it (catalog.c) or ask once per cycle (launcher.c).
+ * write check caches it (cr_local_region_upgrading), the launcher asks
+ * once per cycle.
  */
 bool
 cr_upgrade_prepared(void)
@@ -530,7 +531,6 @@ config_from_tuple(HeapTuple tup, TupleDesc desc, Oid relid, int64 config_version
 {
 	MemoryContext oldctx = MemoryContextSwitchTo(ctx);
 	CrTableConfig *config = palloc0(sizeof(CrTableConfig));
-
 	bool		isnull;
 	Datum		resolver;
 

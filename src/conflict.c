@@ -169,6 +169,18 @@ cr_policy_kind(const char *name, bool has_path)
 }
 
 /*
+ * The function names that takes the arguments of a resolver of a table
+ * of row type rowtype, or InvalidOid.
+ */
+static Oid
+resolver_candidate(Oid rowtype, List *names)
+{
+	Oid			argtypes[4] = {rowtype, rowtype, BOOLOID, get_array_type(rowtype)};
+
+	return LookupFuncName(names, 4, argtypes, true);
+}
+
+/*
  * Find the resolver function for rel: (incoming rel, existing rel,
  * is_tombstone boolean, conflicting rel[]) RETURNS rel, not STRICT (it
  * is called with a NULL row where a write deleted the key).  name is what
@@ -184,9 +196,8 @@ Oid
 cr_lookup_resolver(Relation rel, const char *name)
 {
 	Oid			rowtype = rel->rd_rel->reltype;
-	Oid			argtypes[4] = {rowtype, rowtype, BOOLOID, get_array_type(rowtype)};
 	List	   *names = stringToQualifiedNameList(name);
-	Oid			funcid = LookupFuncName(names, 4, argtypes, true);
+	Oid			funcid = resolver_candidate(rowtype, names);
 	char	   *rowtypename = format_type_be(rowtype);
 
 	if (!OidIsValid(funcid) || get_func_rettype(funcid) != rowtype)
@@ -220,18 +231,12 @@ Datum
 cosmosrep_resolver_procedure(PG_FUNCTION_ARGS)
 {
 	Oid			rowtype = get_rel_type_id(PG_GETARG_OID(0));
-	List	   *names;
-	Oid			argtypes[4];
 	Oid			funcid;
 
 	if (!OidIsValid(rowtype))
 		PG_RETURN_NULL();
-	names = stringToQualifiedNameList(text_to_cstring(PG_GETARG_TEXT_PP(1)));
-	argtypes[0] = rowtype;
-	argtypes[1] = rowtype;
-	argtypes[2] = BOOLOID;
-	argtypes[3] = get_array_type(rowtype);
-	funcid = LookupFuncName(names, 4, argtypes, true);
+	funcid = resolver_candidate(rowtype,
+								stringToQualifiedNameList(text_to_cstring(PG_GETARG_TEXT_PP(1))));
 	if (!OidIsValid(funcid) || get_func_rettype(funcid) != rowtype)
 		PG_RETURN_NULL();
 	PG_RETURN_OID(funcid);
