@@ -39,7 +39,8 @@ OBJS = \
 	src/staleness.o \
 	src/status.o \
 	src/tables.o \
-	src/tombstone.o
+	src/tombstone.o \
+	src/upgrade.o
 
 # the install script of this version, the update scripts from older ones,
 # and the install scripts of released versions as they shipped

@@ -37,7 +37,9 @@ CREATE TABLE cosmosrep.replicated_table (
     policy     text        NOT NULL
                CHECK (policy IN ('last_writer_wins', 'custom', 'manual')),
     path       name,
-    resolver   regprocedure,
+    -- the resolver's schema-qualified name (not its OID, which pg_upgrade
+    -- does not keep): looked up with the table's row type at use
+    resolver   text,
     enabled_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
     -- version of the enable or policy change that set this configuration;
     -- concurrent changes in several regions keep the newest everywhere
@@ -79,9 +81,15 @@ CREATE TABLE cosmosrep.policy_history (
     config_version bigint       NOT NULL,
     policy         text         NOT NULL,
     path           name,
-    resolver       regprocedure,
+    resolver_0_1   oid,         -- dropped below
     PRIMARY KEY (relid, config_version)
 ) WITH (user_catalog_table = true);
+-- The resolver as in replicated_table, in the column an update from 0.1
+-- adds (the update cannot change the type of 0.1's regprocedure column:
+-- PostgreSQL does not rewrite a user catalog table), after the one it
+-- drops: a new database has the same columns at the same positions.
+ALTER TABLE cosmosrep.policy_history DROP COLUMN resolver_0_1;
+ALTER TABLE cosmosrep.policy_history ADD COLUMN resolver text;
 SELECT pg_catalog.pg_extension_config_dump('cosmosrep.policy_history', '');
 REVOKE ALL ON cosmosrep.policy_history FROM PUBLIC;
 COMMENT ON TABLE cosmosrep.policy_history IS
@@ -408,11 +416,21 @@ COMMENT ON FUNCTION cosmosrep.disable_table(regclass) IS
 -- else.
 GRANT EXECUTE ON FUNCTION cosmosrep.disable_table(regclass) TO PUBLIC;
 
+-- The resolver a configuration names, as cosmosrep.tables shows it.
+CREATE FUNCTION cosmosrep.resolver_procedure(relation regclass, resolver text)
+RETURNS regprocedure
+AS 'MODULE_PATHNAME', 'cosmosrep_resolver_procedure'
+LANGUAGE C STABLE STRICT;
+COMMENT ON FUNCTION cosmosrep.resolver_procedure(regclass, text) IS
+    'the function a multi-region table''s configuration names as its resolver, NULL if there is none';
+-- PUBLIC may call it: behind cosmosrep.tables; it looks up a function.
+GRANT EXECUTE ON FUNCTION cosmosrep.resolver_procedure(regclass, text) TO PUBLIC;
+
 CREATE VIEW cosmosrep.tables WITH (security_barrier) AS
     SELECT t.relid AS table_name,
            t.policy,
            t.path,
-           t.resolver,
+           cosmosrep.resolver_procedure(t.relid, t.resolver) AS resolver,
            t.enabled_at
       FROM cosmosrep.replicated_table t
      WHERE pg_catalog.has_table_privilege(t.relid, 'SELECT');
@@ -983,8 +1001,12 @@ BEGIN
                 USING ERRCODE = 'dependent_objects_still_exist',
                       HINT = 'Call cosmosrep.disable_table first.';
         ELSIF obj.object_type = 'function'
-              AND EXISTS (SELECT 1 FROM cosmosrep.replicated_table
-                           WHERE resolver::oid = obj.objid) THEN
+              AND EXISTS (SELECT 1 FROM cosmosrep.replicated_table t, pg_class c
+                           WHERE c.oid = t.relid
+                             AND t.resolver = quote_ident(obj.address_names[1])
+                                              || '.' || quote_ident(obj.address_names[2])
+                             AND obj.address_args[1] IS NOT NULL
+                             AND to_regtype(obj.address_args[1]) = c.reltype) THEN
             RAISE EXCEPTION 'cannot drop function % because it resolves conflicts of a multi-region table',
                 obj.object_identity
                 USING ERRCODE = 'dependent_objects_still_exist',
@@ -1035,3 +1057,109 @@ GRANT EXECUTE ON FUNCTION cosmosrep.on_ddl_command_end() TO PUBLIC;
 CREATE EVENT TRIGGER cosmosrep_ddl_command_end ON ddl_command_end
     WHEN TAG IN ('ALTER TABLE', 'DROP INDEX', 'ALTER INDEX')
     EXECUTE FUNCTION cosmosrep.on_ddl_command_end();
+
+-- The catalog keeps a resolver by its name: renaming it, moving it to
+-- another schema or renaming its schema would lose it, and is refused
+-- as its drop is (on_sql_drop).
+CREATE FUNCTION cosmosrep.on_resolver_renamed()
+RETURNS event_trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t record;
+BEGIN
+    FOR t IN SELECT r.resolver FROM cosmosrep.replicated_table r
+              WHERE r.resolver IS NOT NULL
+                AND cosmosrep.resolver_procedure(r.relid, r.resolver) IS NULL LOOP
+        RAISE EXCEPTION 'cannot rename function % because it resolves conflicts of a multi-region table',
+            t.resolver
+            USING ERRCODE = 'dependent_objects_still_exist',
+                  HINT = 'Change the policy with cosmosrep.alter_table_policy first.';
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION cosmosrep.on_resolver_renamed() IS
+    'event trigger: refuses to rename or move a resolver in use, which the catalog keeps by name';
+-- PUBLIC may call it: an event trigger function (SECURITY DEFINER, pinned
+-- search_path) that every role's ALTER FUNCTION and ALTER SCHEMA fire.
+GRANT EXECUTE ON FUNCTION cosmosrep.on_resolver_renamed() TO PUBLIC;
+CREATE EVENT TRIGGER cosmosrep_resolver_renamed ON ddl_command_end
+    WHEN TAG IN ('ALTER FUNCTION', 'ALTER SCHEMA')
+    EXECUTE FUNCTION cosmosrep.on_resolver_renamed();
+
+--
+-- pg_upgrade of a region (src/upgrade.c)
+--
+
+-- The upgrade this region is prepared for: at most one row, from
+-- cosmosrep.prepare_upgrade to cosmosrep.finish_upgrade.  While it
+-- exists the region refuses local writes to multi-region tables and
+-- applies nothing.  State, not configuration: not dumped (pg_upgrade
+-- keeps it: it keeps every table's data).
+CREATE TABLE cosmosrep.upgrade (
+    prepared_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    drained_at  timestamptz,  -- when every peer had everything written here
+    wal_end     pg_lsn,       -- the end of the WAL every peer confirmed
+    clock       bigint        -- the clock then (cosmosrep.current_version())
+);
+CREATE UNIQUE INDEX upgrade_one ON cosmosrep.upgrade ((true));
+REVOKE ALL ON cosmosrep.upgrade FROM PUBLIC;
+COMMENT ON TABLE cosmosrep.upgrade IS
+    'the pg_upgrade this region is prepared for, if any: it stops local writes and apply';
+CREATE TRIGGER config_changed
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON cosmosrep.upgrade
+    FOR EACH STATEMENT EXECUTE FUNCTION cosmosrep.config_changed();
+
+-- How far this region had applied each peer's stream when it was
+-- prepared for an upgrade (its replication origins, which pg_upgrade of
+-- PostgreSQL 15 does not keep).  State: not dumped.
+CREATE TABLE cosmosrep.upgrade_origin (
+    region_id  smallint PRIMARY KEY,
+    remote_lsn pg_lsn   NOT NULL
+);
+REVOKE ALL ON cosmosrep.upgrade_origin FROM PUBLIC;
+COMMENT ON TABLE cosmosrep.upgrade_origin IS
+    'how far this region applied each peer, saved for pg_upgrade by cosmosrep.prepare_upgrade';
+
+CREATE FUNCTION cosmosrep.upgrade_stop_writes()
+RETURNS void
+AS 'MODULE_PATHNAME', 'cosmosrep_upgrade_stop_writes'
+LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION cosmosrep.upgrade_stop_writes() IS
+    'step 1 of cosmosrep.prepare_upgrade: records the upgrade, which stops local writes and apply at commit';
+REVOKE ALL ON FUNCTION cosmosrep.upgrade_stop_writes() FROM PUBLIC;
+
+CREATE FUNCTION cosmosrep.upgrade_drain(timeout interval)
+RETURNS pg_lsn
+AS 'MODULE_PATHNAME', 'cosmosrep_upgrade_drain'
+LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION cosmosrep.upgrade_drain(interval) IS
+    'step 2 of cosmosrep.prepare_upgrade: waits until every peer has this region''s writes, saves origins and clock';
+REVOKE ALL ON FUNCTION cosmosrep.upgrade_drain(interval) FROM PUBLIC;
+
+-- A procedure: each step commits (the writes stop for every session at
+-- the first commit).  No SET clause: a procedure that has one cannot
+-- commit; every name is qualified.
+CREATE PROCEDURE cosmosrep.prepare_upgrade(timeout interval DEFAULT '1 min')
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    PERFORM cosmosrep.upgrade_stop_writes();
+    COMMIT;
+    PERFORM cosmosrep.upgrade_drain(timeout);
+    COMMIT;
+END
+$$;
+COMMENT ON PROCEDURE cosmosrep.prepare_upgrade(interval) IS
+    'before pg_upgrade: stops local writes and apply, waits until every peer has this region''s writes, saves origins and clock';
+REVOKE ALL ON PROCEDURE cosmosrep.prepare_upgrade(interval) FROM PUBLIC;
+
+CREATE FUNCTION cosmosrep.finish_upgrade()
+RETURNS void
+AS 'MODULE_PATHNAME', 'cosmosrep_finish_upgrade'
+LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION cosmosrep.finish_upgrade() IS
+    'after pg_upgrade: restores the clock, the peers'' slots and the origins, and resumes writes and apply';
+REVOKE ALL ON FUNCTION cosmosrep.finish_upgrade() FROM PUBLIC;

@@ -223,9 +223,18 @@ SELECT cosmosrep.alter_table_policy('accounts', 'last_writer_wins', path => '_cr
 -- Bad input: dropping a resolver that a table uses
 DROP FUNCTION resolve_ledger(ledger, ledger, boolean, ledger[]);
 
+-- Bad input: renaming a resolver that a table uses, or moving it
+ALTER FUNCTION resolve_ledger(ledger, ledger, boolean, ledger[]) RENAME TO resolve_ledger2;
+CREATE SCHEMA elsewhere;
+ALTER FUNCTION resolve_ledger(ledger, ledger, boolean, ledger[]) SET SCHEMA elsewhere;
+DROP SCHEMA elsewhere;
+
 -- the policies are unchanged, and the resolver still exists
 SELECT table_name, policy, path, resolver FROM cosmosrep.tables ORDER BY table_name::text;
 SELECT count(*) FROM pg_proc WHERE proname = 'resolve_ledger';
+-- another function may be renamed
+ALTER FUNCTION two_arguments(accounts, accounts) RENAME TO two_args;
+ALTER FUNCTION two_args(accounts, accounts) RENAME TO two_arguments;
 
 -- a resolver no table uses any more can be dropped
 SELECT cosmosrep.alter_table_policy('ledger', 'manual');

@@ -65,6 +65,7 @@
 /* per-backend cache of the local region id; -1 when not known */
 static int	cached_local_region_id = -1;
 static bool cached_accepts_writes = true;
+static bool cached_upgrading = false;
 
 /* changes whenever cosmosrep.region may have changed (for caches elsewhere) */
 uint64		cr_regions_generation = 1;
@@ -399,6 +400,7 @@ cr_local_region_id(bool missing_ok)
 										   SPI_tuptable->tupdesc, 2, &isnull));
 		}
 		SPI_finish();
+		cached_upgrading = cached_local_region_id >= 0 && cr_upgrade_prepared();
 	}
 
 	if (cached_local_region_id < 0 && !missing_ok)
@@ -417,6 +419,48 @@ bool
 cr_local_region_accepts_writes(void)
 {
 	return cr_local_region_id(true) < 0 || cached_accepts_writes;
+}
+
+/*
+ * Whether the region is prepared for an upgrade: cosmosrep.upgrade has a
+ * row.  False in a catalog without the table (0.1, served by this
+ * library until ALTER EXTENSION cosmosrep UPDATE).  Runs a query: the
+ * write check caches it (cr_local_region_upgrading), the launcher asks
+ * once per cycle.
+ */
+bool
+cr_upgrade_prepared(void)
+{
+	bool		prepared;
+
+	if (!OidIsValid(get_relname_relid("upgrade", cr_schema_oid())))
+		return false;
+	SPI_connect();
+	(void) cr_catalog_query(NULL, "SELECT FROM cosmosrep.upgrade", 0, NULL, NULL, NULL, true);
+	prepared = SPI_processed > 0;
+	SPI_finish();
+	return prepared;
+}
+
+/*
+ * The name under which the configuration keeps the resolver funcid:
+ * schema-qualified and quoted, for cr_lookup_resolver.
+ */
+char *
+cr_resolver_name(Oid funcid)
+{
+	return quote_qualified_identifier(get_namespace_name(get_func_namespace(funcid)),
+									  get_func_name(funcid));
+}
+
+/*
+ * Whether this region is prepared for an upgrade (upgrade.c), which stops
+ * its local writes to multi-region tables.  Cached with the region id.
+ */
+bool
+cr_local_region_upgrading(void)
+{
+	return cr_local_region_id(true) >= 0 && cached_upgrading;
 }
 
 /*
@@ -561,6 +605,19 @@ cr_insert_region(const CrRegion *region)
 }
 
 /*
+ * The resolver's name from a resolver column of type typid: text in 0.2,
+ * regprocedure in the catalog of 0.1, which this library reads between
+ * its start and ALTER EXTENSION cosmosrep UPDATE.
+ */
+static char *
+resolver_name(Datum value, Oid typid)
+{
+	if (typid == TEXTOID)
+		return TextDatumGetCString(value);
+	return cr_resolver_name(DatumGetObjectId(value));
+}
+
+/*
  * A configuration from the policy, path and resolver of an SPI result
  * row, in ctx.
  */
@@ -577,7 +634,7 @@ config_from_tuple(HeapTuple tup, TupleDesc desc, Oid relid, int64 config_version
 	config->policy = SPI_getvalue(tup, desc, 1);
 	config->path = SPI_getvalue(tup, desc, 2);
 	resolver = SPI_getbinval(tup, desc, 3, &isnull);
-	config->resolver = isnull ? InvalidOid : DatumGetObjectId(resolver);
+	config->resolver = isnull ? NULL : resolver_name(resolver, SPI_gettypeid(desc, 3));
 	config->config_version = config_version;
 	MemoryContextSwitchTo(oldctx);
 	return config;
@@ -595,7 +652,7 @@ cr_get_table_config(Oid relid)
 	MemoryContext callerctx = CurrentMemoryContext;
 
 	SPI_connect();
-	cr_spi_exec("SELECT policy, path, resolver::oid, config_version"
+	cr_spi_exec("SELECT policy, path, resolver, config_version"
 				" FROM cosmosrep.replicated_table WHERE relid OPERATOR(pg_catalog.=) $1",
 				1, argtypes, values, NULL, false);
 	if (SPI_processed == 1)
@@ -620,17 +677,17 @@ cr_table_config_args(const CrTableConfig *config, Oid *argtypes,
 	argtypes[0] = OIDOID;
 	argtypes[1] = TEXTOID;
 	argtypes[2] = NAMEOID;
-	argtypes[3] = OIDOID;
+	argtypes[3] = TEXTOID;
 	argtypes[4] = INT8OID;
 	values[0] = ObjectIdGetDatum(config->relid);
 	values[1] = CStringGetTextDatum(config->policy);
 	values[2] = config->path ? CStringGetDatum(config->path) : (Datum) 0;
-	values[3] = ObjectIdGetDatum(config->resolver);
+	values[3] = config->resolver ? CStringGetTextDatum(config->resolver) : (Datum) 0;
 	values[4] = Int64GetDatum(config->config_version);
 	nulls[0] = ' ';
 	nulls[1] = ' ';
 	nulls[2] = config->path ? ' ' : 'n';
-	nulls[3] = OidIsValid(config->resolver) ? ' ' : 'n';
+	nulls[3] = config->resolver ? ' ' : 'n';
 	nulls[4] = ' ';
 }
 
@@ -765,6 +822,7 @@ cr_get_policy_history(Oid relid, int64 config_version)
 		TupleDesc	desc = RelationGetDescr(rel);
 		bool		isnull;
 		Datum		d;
+		AttrNumber	attnum;
 
 		config = palloc0(sizeof(CrTableConfig));
 		config->relid = relid;
@@ -772,8 +830,11 @@ cr_get_policy_history(Oid relid, int64 config_version)
 		config->policy = TextDatumGetCString(heap_getattr(tup, 3, desc, &isnull));
 		d = heap_getattr(tup, 4, desc, &isnull);
 		config->path = isnull ? NULL : pstrdup(NameStr(*DatumGetName(d)));
-		d = heap_getattr(tup, 5, desc, &isnull);
-		config->resolver = isnull ? InvalidOid : DatumGetObjectId(d);
+		/* by name: 0.2 added it, text, after 0.1's regprocedure one */
+		attnum = get_attnum(RelationGetRelid(rel), "resolver");
+		d = heap_getattr(tup, attnum, desc, &isnull);
+		config->resolver = isnull ? NULL :
+			resolver_name(d, TupleDescAttr(desc, attnum - 1)->atttypid);
 	}
 	systable_endscan(scan);
 	table_close(rel, AccessShareLock);

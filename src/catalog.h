@@ -30,7 +30,9 @@ typedef struct CrTableConfig
 	Oid			relid;
 	char	   *policy;
 	char	   *path;			/* NULL unless last_writer_wins on a column */
-	Oid			resolver;		/* InvalidOid unless custom */
+	char	   *resolver;		/* the resolver's schema-qualified name, NULL
+								 * unless custom; looked up at use
+								 * (cr_lookup_resolver) */
 	int64		config_version; /* version of the enable or policy change
 								 * that set it: the newest one wins */
 } CrTableConfig;
@@ -51,6 +53,9 @@ extern uint64 cr_catalog_write(SPIPlanPtr *plan, const char *sql, int nargs,
 							   int expected);
 extern int	cr_local_region_id(bool missing_ok);
 extern bool cr_local_region_accepts_writes(void);
+extern bool cr_local_region_upgrading(void);
+extern bool cr_upgrade_prepared(void);
+extern char *cr_resolver_name(Oid funcid);
 extern int	cr_arbiter_region_id(void);
 extern const char *cr_local_region_name(void);
 extern List *cr_get_regions_cached(void);

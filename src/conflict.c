@@ -54,13 +54,16 @@
 
 #include "access/htup_details.h"
 #include "access/xact.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_proc.h"
 #include "executor/executor.h"
 #include "miscadmin.h"
+#include "parser/parse_func.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
 #include "utils/lsyscache.h"
+#include "utils/regproc.h"
 #include "utils/rel.h"
 #include "utils/typcache.h"
 
@@ -70,6 +73,8 @@
 #include "names.h"
 #include "seen.h"
 #include "tombstone.h"
+
+PG_FUNCTION_INFO_V1(cosmosrep_resolver_procedure);
 
 /*
  * Whether a remote write at incoming_version replaces what local holds:
@@ -164,11 +169,86 @@ cr_policy_kind(const char *name, bool has_path)
 }
 
 /*
+ * The function names that takes the arguments of a resolver of a table
+ * of row type rowtype, or InvalidOid.
+ */
+static Oid
+resolver_candidate(Oid rowtype, List *names)
+{
+	Oid			argtypes[4] = {rowtype, rowtype, BOOLOID, get_array_type(rowtype)};
+
+	return LookupFuncName(names, 4, argtypes, true);
+}
+
+/*
+ * Find the resolver function for rel: (incoming rel, existing rel,
+ * is_tombstone boolean, conflicting rel[]) RETURNS rel, not STRICT (it
+ * is called with a NULL row where a write deleted the key).  name is what
+ * the user passed to enable_table or alter_table_policy (looked up in the
+ * search_path unless qualified), or the schema-qualified name the
+ * configuration keeps (cr_resolver_name): the catalog keeps the name, not
+ * the function's OID, which pg_upgrade does not preserve, so the lookup of
+ * a kept name depends on no search_path, and a function renamed or dropped
+ * since fails here with the error of enable_table.  The argument types
+ * come from rel, so renaming the table changes nothing.
+ */
+Oid
+cr_lookup_resolver(Relation rel, const char *name)
+{
+	Oid			rowtype = rel->rd_rel->reltype;
+	List	   *names = stringToQualifiedNameList(name);
+	Oid			funcid = resolver_candidate(rowtype, names);
+	char	   *rowtypename = format_type_be(rowtype);
+
+	if (!OidIsValid(funcid) || get_func_rettype(funcid) != rowtype)
+	{
+		if (!OidIsValid(funcid) &&
+			FuncnameGetCandidates(names, -1, NIL, false, false, false, true) == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_FUNCTION),
+					 errmsg("resolver function \"%s\" does not exist", name)));
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_FUNCTION_DEFINITION),
+				 errmsg("function \"%s\" cannot resolve conflicts of table \"%s\"",
+						name, RelationGetRelationName(rel)),
+				 errdetail("A resolver must take (incoming %s, existing %s, is_tombstone boolean, conflicting %s[]) and return %s.",
+						   rowtypename, rowtypename, rowtypename, rowtypename)));
+	}
+	if (func_strict(funcid))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_FUNCTION_DEFINITION),
+				 errmsg("resolver function \"%s\" must not be STRICT", name),
+				 errdetail("A resolver is called with a NULL row where a write deleted the row.")));
+	return funcid;
+}
+
+/*
+ * cosmosrep.resolver_procedure(relation, resolver): the function the
+ * configuration of relation names as resolver (cr_lookup_resolver), or
+ * NULL where none is found; what cosmosrep.tables shows.
+ */
+Datum
+cosmosrep_resolver_procedure(PG_FUNCTION_ARGS)
+{
+	Oid			rowtype = get_rel_type_id(PG_GETARG_OID(0));
+	Oid			funcid;
+
+	if (!OidIsValid(rowtype))
+		PG_RETURN_NULL();
+	funcid = resolver_candidate(rowtype,
+								stringToQualifiedNameList(text_to_cstring(PG_GETARG_TEXT_PP(1))));
+	if (!OidIsValid(funcid) || get_func_rettype(funcid) != rowtype)
+		PG_RETURN_NULL();
+	PG_RETURN_OID(funcid);
+}
+
+/*
  * The policy of rel as apply uses it, from its configuration, allocated
  * in the current memory context.
  */
 CrPolicy *
-cr_policy_load(Relation rel, const char *policy, const char *path, Oid resolver)
+cr_policy_load(Relation rel, const char *policy, const char *path,
+			   const char *resolver)
 {
 	CrPolicy   *p = palloc0(sizeof(CrPolicy));
 	CrColumns	columns;
@@ -188,7 +268,7 @@ cr_policy_load(Relation rel, const char *policy, const char *path, Oid resolver)
 		elog(ERROR, "unknown conflict policy \"%s\"", policy);
 	p->kind = kind;
 	if (p->kind == CR_POLICY_CUSTOM)
-		fmgr_info(resolver, &p->resolver);
+		fmgr_info(cr_lookup_resolver(rel, resolver), &p->resolver);
 	else if (p->kind == CR_POLICY_PATH)
 	{
 		Form_pg_attribute att;

@@ -141,7 +141,8 @@ extern bool cr_remote_wins(int64 incoming_version, const CrLocalState *local);
 extern CrConflictKind cr_detect_conflict(const CrIncoming *incoming,
 										 const CrLocalState *local);
 extern CrPolicy *cr_policy_load(Relation rel, const char *policy,
-								const char *path, Oid resolver);
+								const char *path, const char *resolver);
+extern Oid	cr_lookup_resolver(Relation rel, const char *name);
 extern bool cr_policy_reads_rows(const CrPolicy *policy);
 extern bool cr_remote_may_win(const CrPolicy *policy, const CrIncoming *incoming,
 							  const CrLocalState *local);

@@ -272,16 +272,10 @@ read_tables(CrJoinState *st)
 	PGresult   *res;
 
 	res = cr_remote_exec(st->viaconn,
-						 "SELECT n.nspname, c.relname, t.policy, t.path,"
-						 " CASE WHEN t.resolver IS NULL THEN NULL"
-						 " ELSE pg_catalog.quote_ident(pn.nspname) OPERATOR(pg_catalog.||) '.'"
-						 " OPERATOR(pg_catalog.||) pg_catalog.quote_ident(p.proname) END,"
-						 " t.config_version"
+						 "SELECT n.nspname, c.relname, t.policy, t.path, t.resolver, t.config_version"
 						 " FROM cosmosrep.replicated_table t"
 						 " JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) t.relid"
 						 " JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace"
-						 " LEFT JOIN pg_catalog.pg_proc p ON p.oid OPERATOR(pg_catalog.=) t.resolver"
-						 " LEFT JOIN pg_catalog.pg_namespace pn ON pn.oid OPERATOR(pg_catalog.=) p.pronamespace"
 						 " ORDER BY 1, 2",
 						 PGRES_TUPLES_OK, st->via_member->name);
 	for (int i = 0; i < PQntuples(res); i++)

@@ -314,16 +314,10 @@ static void
 copy_policy_history(PGconn *conn, const char *via_region)
 {
 	PGresult   *res = cr_remote_exec(conn,
-									 "SELECT n.nspname, c.relname, h.policy, h.path,"
-									 " CASE WHEN h.resolver IS NULL THEN NULL"
-									 " ELSE pg_catalog.quote_ident(pn.nspname) OPERATOR(pg_catalog.||) '.'"
-									 " OPERATOR(pg_catalog.||) pg_catalog.quote_ident(p.proname) END,"
-									 " h.config_version"
+									 "SELECT n.nspname, c.relname, h.policy, h.path, h.resolver, h.config_version"
 									 " FROM cosmosrep.policy_history h"
 									 " JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) h.relid"
-									 " JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace"
-									 " LEFT JOIN pg_catalog.pg_proc p ON p.oid OPERATOR(pg_catalog.=) h.resolver"
-									 " LEFT JOIN pg_catalog.pg_namespace pn ON pn.oid OPERATOR(pg_catalog.=) p.pronamespace",
+									 " JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace",
 									 PGRES_TUPLES_OK, via_region);
 
 	for (int i = 0; i < PQntuples(res); i++)

@@ -374,6 +374,12 @@ launcher_cycle(void)
 		regions = cr_get_regions();
 		foreach(lc, regions)
 			have_local |= ((CrRegion *) lfirst(lc))->is_local;
+		/* a region prepared for an upgrade applies nothing (upgrade.c) */
+		if (have_local && cr_upgrade_prepared())
+		{
+			foreach(lc, regions)
+				((CrRegion *) lfirst(lc))->paused = true;
+		}
 		is_arbiter = have_local && cr_arbiter_region_id() == cr_local_region_id(true);
 	}
 	PopActiveSnapshot();

@@ -138,14 +138,23 @@ static void check_region_writes(Relation rel);
 static bool primary_key_changed(Relation rel, HeapTuple oldtup, HeapTuple newtup);
 
 /*
- * Before a local write to rel: refuse it where multi-region writes are
- * off and this region is not the write region; under bounded staleness,
+ * Before a local write to rel: refuse it while the region is prepared for
+ * an upgrade (upgrade.c), and where multi-region writes are off and this
+ * region is not the write region; under bounded staleness,
  * wait while another region is too far behind (staleness.c).
  */
 static void
 check_region_writes(Relation rel)
 {
 	cr_staleness_before_write(cr_consistency_bounded(), cr_session_wait_timeout_ms);
+	if (cr_local_region_upgrading())
+		ereport(ERROR,
+				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
+				 errmsg("region \"%s\" does not accept writes to multi-region table \"%s\"",
+						cr_get_region_by_id(cr_local_region_id(false))->name,
+						RelationGetRelationName(rel)),
+				 errdetail("The region is prepared for an upgrade."),
+				 errhint("Write in another region until cosmosrep.finish_upgrade() has run in this one.")));
 	if (!cr_local_region_accepts_writes())
 		ereport(ERROR,
 				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),

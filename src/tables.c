@@ -102,7 +102,6 @@ static Relation open_user_table(Oid relid, bool must_be_enabled);
 
 static CrTableConfig *build_table_config(Relation rel, const char *policy,
 										 const char *path, const char *resolver);
-static Oid	lookup_resolver(Relation rel, const char *name);
 static void check_resolver_execute(Relation rel, const CrTableConfig *config,
 								   const char *name);
 static void spi_run_ddl(const char *sql);
@@ -274,7 +273,7 @@ build_table_config(Relation rel, const char *policy, const char *path,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("conflict policy \"custom\" requires a resolver"),
 					 errhint("Pass the name of a function as resolver.")));
-		config->resolver = lookup_resolver(rel, resolver);
+		config->resolver = cr_resolver_name(cr_lookup_resolver(rel, resolver));
 	}
 	else if (resolver != NULL)
 		ereport(ERROR,
@@ -283,42 +282,6 @@ build_table_config(Relation rel, const char *policy, const char *path,
 				 errhint("Use policy => 'custom' with a resolver.")));
 
 	return config;
-}
-
-/*
- * Find the resolver function for rel: (incoming rel, existing rel,
- * is_tombstone boolean, conflicting rel[]) RETURNS rel, not STRICT (it
- * is called with a NULL row where a write deleted the key).
- */
-static Oid
-lookup_resolver(Relation rel, const char *name)
-{
-	Oid			rowtype = rel->rd_rel->reltype;
-	Oid			argtypes[4] = {rowtype, rowtype, BOOLOID, get_array_type(rowtype)};
-	List	   *names = stringToQualifiedNameList(name);
-	Oid			funcid = LookupFuncName(names, 4, argtypes, true);
-	char	   *rowtypename = format_type_be(rowtype);
-
-	if (!OidIsValid(funcid) || get_func_rettype(funcid) != rowtype)
-	{
-		if (!OidIsValid(funcid) &&
-			FuncnameGetCandidates(names, -1, NIL, false, false, false, true) == NULL)
-			ereport(ERROR,
-					(errcode(ERRCODE_UNDEFINED_FUNCTION),
-					 errmsg("resolver function \"%s\" does not exist", name)));
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_FUNCTION_DEFINITION),
-				 errmsg("function \"%s\" cannot resolve conflicts of table \"%s\"",
-						name, RelationGetRelationName(rel)),
-				 errdetail("A resolver must take (incoming %s, existing %s, is_tombstone boolean, conflicting %s[]) and return %s.",
-						   rowtypename, rowtypename, rowtypename, rowtypename)));
-	}
-	if (func_strict(funcid))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_FUNCTION_DEFINITION),
-				 errmsg("resolver function \"%s\" must not be STRICT", name),
-				 errdetail("A resolver is called with a NULL row where a write deleted the row.")));
-	return funcid;
 }
 
 /*
@@ -332,14 +295,16 @@ static void
 check_resolver_execute(Relation rel, const CrTableConfig *config, const char *name)
 {
 	Oid			owner = rel->rd_rel->relowner;
+	Oid			funcid;
 	AclResult	aclresult;
 
-	if (!OidIsValid(config->resolver))
+	if (config->resolver == NULL)
 		return;
+	funcid = cr_lookup_resolver(rel, config->resolver);
 #if PG_VERSION_NUM >= 160000
-	aclresult = object_aclcheck(ProcedureRelationId, config->resolver, owner, ACL_EXECUTE);
+	aclresult = object_aclcheck(ProcedureRelationId, funcid, owner, ACL_EXECUTE);
 #else
-	aclresult = pg_proc_aclcheck(config->resolver, owner, ACL_EXECUTE);
+	aclresult = pg_proc_aclcheck(funcid, owner, ACL_EXECUTE);
 #endif
 	if (aclresult != ACLCHECK_OK)
 		ereport(ERROR,
@@ -785,9 +750,8 @@ cr_build_ddl_message(StringInfo buf, char action, Relation rel,
 	fields[3] = config ? config->policy : "";
 	fields[4] = config && config->path ? config->path : "";
 	/* schema-qualified: apply runs with an empty search_path */
-	if (config && OidIsValid(config->resolver))
-		resolver = quote_qualified_identifier(get_namespace_name(get_func_namespace(config->resolver)),
-											  get_func_name(config->resolver));
+	if (config && config->resolver)
+		resolver = config->resolver;
 	fields[5] = resolver ? resolver : "";
 	fields[6] = config ? psprintf(INT64_FORMAT, config->config_version) : "0";
 	appendStringInfoChar(buf, action);

@@ -12,7 +12,7 @@
 
 BEGIN;
 CREATE EXTENSION cosmosrep;
-SELECT plan(26);
+SELECT plan(32);
 
 -- administration: not executable by PUBLIC
 SELECT function_privs_are('cosmosrep', 'create_region', ARRAY['text', 'text'],
@@ -21,6 +21,17 @@ SELECT function_privs_are('cosmosrep', 'create_region', ARRAY['text', 'text'],
 SELECT function_privs_are('cosmosrep', 'observe_version', ARRAY['bigint'],
                           'public', ARRAY[]::name[],
                           'PUBLIC cannot move the clock of the region');
+
+-- pg_upgrade of a region: superusers only, its state included
+SELECT function_privs_are('cosmosrep', f, args, 'public', ARRAY[]::name[],
+                          'PUBLIC cannot execute cosmosrep.' || f)
+  FROM (VALUES ('prepare_upgrade', ARRAY['interval']::name[]),
+               ('upgrade_stop_writes', ARRAY[]::name[]),
+               ('upgrade_drain', ARRAY['interval']::name[]),
+               ('finish_upgrade', ARRAY[]::name[])) AS fns(f, args);
+SELECT table_privs_are('cosmosrep', t, 'public', ARRAY[]::name[],
+                       'PUBLIC has no privilege on cosmosrep.' || t)
+  FROM unnest(ARRAY['upgrade', 'upgrade_origin']::name[]) AS t;
 
 -- what other regions call as the link role, and what grants it: not
 -- executable by PUBLIC (cosmosrep.grant_link_role grants the first three)
