@@ -143,12 +143,16 @@ $$;
 -- Every name each column of a multi-region table had before and after
 -- each replicated schema change, here or where it came from: apply maps
 -- a row of the old shape that arrives after the change by these names
--- (a column renamed or dropped here, or added here).  State, not
--- configuration: not dumped.  Kept until the table is dropped.
+-- (a column renamed or dropped here, or added here), and a column added
+-- with a default gets the value the rows that existed then got (missing:
+-- PostgreSQL's attmissingval as text, which a later table rewrite
+-- forgets).  State, not configuration: not dumped.  Kept until the
+-- table is dropped.
 CREATE TABLE cosmosrep.ddl_column (
     relid   oid  NOT NULL,
     attnum  int2 NOT NULL,
     attname name NOT NULL,
+    missing text,
     PRIMARY KEY (relid, attnum, attname)
 );
 REVOKE ALL ON cosmosrep.ddl_column FROM PUBLIC;

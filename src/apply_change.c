@@ -144,7 +144,7 @@ slot_fill(ApplyRel *ar, LogicalRepTupleData *tup, TupleTableSlot *slot,
 		slot->tts_values[i] = (Datum) 0;
 		slot->tts_isnull[i] = true;
 		if (r == CR_REMOTE_ABSENT)
-			cr_absent_column_value(desc, i, &slot->tts_values[i], &slot->tts_isnull[i]);
+			cr_absent_column_value(ar, desc, i, &slot->tts_values[i], &slot->tts_isnull[i]);
 		if (r < 0 || r >= tup->ncols)
 			continue;
 		switch (tup->colstatus[r])

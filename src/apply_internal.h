@@ -50,6 +50,8 @@ typedef struct ApplyRel
 								 * or CR_REMOTE_ABSENT */
 	FmgrInfo   *infuncs;
 	Oid		   *ioparams;
+	char	  **absent_text;	/* per CR_REMOTE_ABSENT column: the value
+								 * recorded when it was added, or NULL */
 	AttrNumber	version_att;
 	AttrNumber	base_att;
 	AttrNumber	config_att;
@@ -132,8 +134,8 @@ extern PGconn *cr_apply_connect(bool replication, const char *appname);
 #define CR_REMOTE_ABSENT	(-2)
 
 extern void cr_relmap_init(void);
-extern void cr_absent_column_value(TupleDesc desc, int i, Datum *value,
-								   bool *isnull);
+extern void cr_absent_column_value(ApplyRel *ar, TupleDesc desc, int i,
+								   Datum *value, bool *isnull);
 extern void cr_handle_relation(StringInfo s);
 extern ApplyRel *cr_apply_rel_lookup(LogicalRepRelId remoteid);
 extern ApplyExec *cr_exec_open(ApplyRel *ar);

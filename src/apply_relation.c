@@ -164,11 +164,13 @@ apply_rel_map(ApplyRel *ar, Relation rel)
 		pfree(ar->remote_index);
 		pfree(ar->infuncs);
 		pfree(ar->ioparams);
+		pfree(ar->absent_text);
 	}
 	ar->natts = desc->natts;
 	ar->remote_index = palloc(sizeof(int) * desc->natts);
 	ar->infuncs = palloc0(sizeof(FmgrInfo) * desc->natts);
 	ar->ioparams = palloc0(sizeof(Oid) * desc->natts);
+	ar->absent_text = palloc0(sizeof(char *) * desc->natts);
 
 	for (int i = 0; i < desc->natts; i++)
 	{
@@ -197,6 +199,9 @@ apply_rel_map(ApplyRel *ar, Relation rel)
 			cr_ddl_attnum_known(RelationGetRelid(rel), att->attnum))
 		{
 			ar->remote_index[i] = CR_REMOTE_ABSENT;
+			ar->absent_text[i] = cr_ddl_missing_value(RelationGetRelid(rel), att->attnum);
+			getTypeInputInfo(att->atttypid, &infunc, &ar->ioparams[i]);
+			fmgr_info_cxt(infunc, &ar->infuncs[i], CrApplyContext);
 			continue;
 		}
 		if (ar->remote_index[i] < 0)
@@ -242,20 +247,30 @@ apply_rel_map(ApplyRel *ar, Relation rel)
 }
 
 /*
- * The value of local column i (0-based) of desc in a peer's row that does
- * not have it (CR_REMOTE_ABSENT): what the rows that existed when the
- * column was added have (its non-volatile default at ADD COLUMN), else
- * NULL.  The peer's row gets that same value when the ADD COLUMN reaches
- * it, so both regions end with the same row.
+ * The value of local column i (0-based) of desc in a peer's row of ar that
+ * does not have it (CR_REMOTE_ABSENT): what the rows that existed when
+ * the column was added have (its non-volatile default at ADD COLUMN),
+ * else NULL.  The peer's row gets that same value when the ADD COLUMN
+ * reaches it, so both regions end with the same row.  A table rewrite
+ * since (ALTER COLUMN TYPE) makes PostgreSQL forget the value; the one
+ * recorded at the ADD COLUMN (ddl_names.c) is read with the column's
+ * type then.  Runs as the table's owner (slot_fill), as for the peer's
+ * own values.
  */
 void
-cr_absent_column_value(TupleDesc desc, int i, Datum *value, bool *isnull)
+cr_absent_column_value(ApplyRel *ar, TupleDesc desc, int i, Datum *value, bool *isnull)
 {
 	*value = (Datum) 0;
 	*isnull = true;
 	if (desc->constr && desc->constr->missing && desc->constr->missing[i].am_present)
 	{
 		*value = desc->constr->missing[i].am_value;
+		*isnull = false;
+	}
+	else if (ar->absent_text[i] != NULL)
+	{
+		*value = InputFunctionCall(&ar->infuncs[i], ar->absent_text[i], ar->ioparams[i],
+								   TupleDescAttr(desc, i)->atttypmod);
 		*isnull = false;
 	}
 }

@@ -47,8 +47,11 @@ cr_ddl_record_names(Oid relid)
 							1, argtypes, values, NULL, SPI_OK_INSERT);
 
 	(void) cr_catalog_write(&record_plan,
-							"INSERT INTO cosmosrep.ddl_column (relid, attnum, attname)"
-							" SELECT attrelid, attnum, attname FROM pg_catalog.pg_attribute"
+							"INSERT INTO cosmosrep.ddl_column (relid, attnum, attname, missing)"
+							" SELECT attrelid, attnum, attname,"
+							" CASE WHEN atthasmissing THEN"
+							" (attmissingval::pg_catalog.text::pg_catalog.text[])[1] END"
+							" FROM pg_catalog.pg_attribute"
 							" WHERE attrelid OPERATOR(pg_catalog.=) $1"
 							" AND attnum OPERATOR(pg_catalog.>) 0 AND NOT attisdropped"
 							" ON CONFLICT DO NOTHING",
@@ -153,4 +156,32 @@ cr_ddl_former_column(Oid relid, AttrNumber attnum, char **names, int nnames,
 			return r;
 	}
 	return -1;
+}
+
+/*
+ * The value, as text, that the rows existing when attribute attnum of
+ * relid was added got from its default, as recorded then; NULL if none.
+ * A table rewrite (ALTER COLUMN TYPE) makes PostgreSQL forget it, while
+ * rows of the old shape may still arrive.  In CurrentMemoryContext.
+ */
+char *
+cr_ddl_missing_value(Oid relid, AttrNumber attnum)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			argtypes[2] = {OIDOID, INT2OID};
+	Datum		values[2] = {ObjectIdGetDatum(relid), Int16GetDatum(attnum)};
+	MemoryContext caller = CurrentMemoryContext;
+	char	   *missing = NULL;
+
+	SPI_connect();
+	(void) cr_catalog_query(&plan, "SELECT missing FROM cosmosrep.ddl_column"
+							" WHERE relid OPERATOR(pg_catalog.=) $1"
+							" AND attnum OPERATOR(pg_catalog.=) $2"
+							" AND missing IS NOT NULL LIMIT 1",
+							2, argtypes, values, NULL, true);
+	if (SPI_processed > 0)
+		missing = MemoryContextStrdup(caller, SPI_getvalue(SPI_tuptable->vals[0],
+														   SPI_tuptable->tupdesc, 1));
+	SPI_finish();
+	return missing;
 }
