@@ -122,7 +122,22 @@ extern int	cr_conflicts_in_transaction;
 extern bool cr_local_writes_in_transaction;	/* resolutions: writes of this
 											 * region to send */
 
+/*
+ * The key under which a failure of streamed transaction xid, while it was
+ * applied as it arrived, is recorded in the peer status (where other
+ * failures count against a transaction's final LSN, which no WAL position
+ * of this form can be): the next worker spills that transaction.
+ */
+#define CR_STREAM_FAILURE_KEY(xid)		((XLogRecPtr) (UINT64CONST(0xFFFFFFFF00000000) | (xid)))
+#define CR_IS_STREAM_FAILURE_KEY(lsn)	(((lsn) >> 32) == UINT64CONST(0xFFFFFFFF))
+
+extern bool cr_apply_replaying;	/* applying a streamed transaction's queue */
+
 extern void cr_apply_dispatch(StringInfo s);
+extern void cr_apply_remote_begin(XLogRecPtr final_lsn);
+extern void cr_apply_remote_commit(XLogRecPtr end_lsn, TimestampTz committime);
+extern void cr_apply_group_commit(void);
+extern bool cr_apply_group_empty(void);
 extern void cr_apply_stable_version(int64 version);
 extern void cr_apply_check_in_transaction(void);
 extern PGconn *cr_apply_connect(bool replication, const char *appname);
@@ -161,5 +176,22 @@ extern bool cr_batch_add(ApplyExec *ex, ApplyRel *ar, TupleTableSlot *row,
 extern void cr_batch_flush(void);
 extern bool cr_unique_values_kept(ApplyExec *ex, int unique, TupleTableSlot *row,
 								  TupleTableSlot *self);
+
+/* apply_message.c: streamed transactions, their spill files and the queue */
+typedef struct CrSpill CrSpill;
+
+extern void cr_stream_route(StringInfo s);
+extern TransactionId cr_stream_direct_xid(void);
+extern void cr_stream_spill_after_failure(TransactionId xid);
+
+extern void cr_spill_queue_append(const char *data, int len);
+extern CrSpill *cr_spill_queue_take(void);
+extern CrSpill *cr_spill_lookup(TransactionId xid, bool create);
+extern CrSpill *cr_spill_forget(TransactionId xid);
+extern void cr_spill_append(CrSpill *sp, TransactionId subxid, const char *data,
+							int len);
+extern void cr_spill_abort_sub(CrSpill *sp, TransactionId subxid);
+extern bool cr_spill_read(CrSpill *sp, StringInfo buf);
+extern void cr_spill_close(CrSpill *sp);
 
 #endif							/* CR_APPLY_INTERNAL_H */
