@@ -150,6 +150,7 @@ extern void cr_relmap_init(void);
 extern void cr_absent_column_value(TupleDesc desc, int i, Datum *value,
 								   bool *isnull);
 extern void cr_handle_relation(StringInfo s);
+extern bool cr_relation_changes(StringInfo s);
 extern ApplyRel *cr_apply_rel_lookup(LogicalRepRelId remoteid);
 extern ApplyExec *cr_exec_open(ApplyRel *ar);
 extern void cr_exec_route(ApplyExec *ex, TupleTableSlot *row);
@@ -185,6 +186,7 @@ extern TransactionId cr_stream_direct_xid(void);
 extern void cr_stream_spill_after_failure(TransactionId xid);
 
 extern void cr_spill_queue_append(const char *data, int len);
+extern bool cr_spill_queue_empty(void);
 extern CrSpill *cr_spill_queue_take(void);
 extern CrSpill *cr_spill_lookup(TransactionId xid, bool create);
 extern CrSpill *cr_spill_forget(TransactionId xid);

@@ -417,6 +417,20 @@ apply_block_messages(StringInfo s, bool direct)
 		xid = pq_getmsgint(s, 4);
 		if (direct)
 			direct_subtransaction(xid);
+
+		/*
+		 * A table's columns that change in the transaction applied as it
+		 * arrives would be the columns of what the queue holds, sent
+		 * before: that transaction is applied at its commit instead, by
+		 * the next worker (apply_worker.c records the failure).
+		 */
+		if (direct && action == LOGICAL_REP_MSG_RELATION &&
+			!cr_spill_queue_empty() && cr_relation_changes(s))
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("streamed transaction %u of region \"%s\" changes the columns of a table while transactions it must follow wait",
+							direct_xid, CrPeerName),
+					 errdetail("It is applied at its commit instead.")));
 		s->cursor--;
 		s->data[s->cursor] = action;
 		cr_apply_dispatch(s);
@@ -756,6 +770,13 @@ cr_spill_queue_append(const char *data, int len)
 	if (queue == NULL)
 		queue = spill_new(InvalidTransactionId);
 	spill_write(queue, data, len);
+}
+
+/* whether nothing waits in the queue */
+bool
+cr_spill_queue_empty(void)
+{
+	return queue == NULL;
 }
 
 /*

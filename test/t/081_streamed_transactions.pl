@@ -261,6 +261,45 @@ is($west->safe_psql('postgres',
 wait_for_same_table([ $east, $west ], 'big');
 
 ##########
+# A streamed transaction that changes a table's columns after a small
+# transaction that wrote the table is waiting: applied at its commit
+# instead, after the small one
+##########
+
+for my $node ($east, $west)
+{
+	$node->safe_psql('postgres', 'CREATE TABLE side (id int PRIMARY KEY, v int)');
+}
+$east->safe_psql('postgres', "SELECT cosmosrep.enable_table('side')");
+$east->safe_psql('postgres', 'INSERT INTO side VALUES (1, 1)');
+ok(wait_for_value($west, 'SELECT count(*) FROM side', '1'), 'the side table reaches west');
+my $log_offset = -s $west->logfile;
+my $migrate = $east->background_psql('postgres');
+$size_before = heap_size($west);
+$migrate->query_safe('BEGIN');
+$migrate->query_safe(
+	'INSERT INTO big SELECT g, g, md5(g::text) FROM generate_series(7000001, 7030000) g');
+ok($west->poll_query_until('postgres', "SELECT pg_relation_size('big') > $size_before"),
+	'west applies the migrating transaction as it arrives');
+$east->safe_psql('postgres', 'INSERT INTO side VALUES (2, 2)');
+$migrate->query_safe('ALTER TABLE side ADD COLUMN extra int');
+$migrate->query_safe(
+	'INSERT INTO side SELECT g, g, g FROM generate_series(3, 20000) g');
+$migrate->query_safe('COMMIT');
+$migrate->quit;
+ok(wait_for_value($west, 'SELECT count(*) FROM side', '20000'),
+	'west applies the transaction that changed the columns');
+ok($west->log_contains(
+		qr/ERROR:  streamed transaction \d+ of region "east" changes the columns of a table while transactions it must follow wait/,
+		$log_offset),
+	'west stops applying it as it arrives, with the reason in its log');
+ok($west->log_contains(
+		qr/LOG:  cosmosrep applies streamed transaction \d+ of region "east" at its commit/, $log_offset),
+	'the next worker applies it at its commit');
+wait_for_same_table([ $east, $west ], 'side');
+wait_for_same_table([ $east, $west ], 'big');
+
+##########
 # Conflicts inside a streamed transaction are decided as in one sent whole
 ##########
 
