@@ -132,6 +132,68 @@ cmp_ok($peak->{VmHWM} // 0, '<=', $fresh->{VmRSS} + 1024 + 24 * 1024,
 wait_for_same_table([ $east, $west ], 'big');
 
 ##########
+# Apply rate: one large streamed transaction against the same rows in
+# transactions of 20,000 sent whole (the bulk figure of bench/run), each
+# decoded and applied after west resumes
+##########
+
+sub pause_east_in_west
+{
+	$west->safe_psql('postgres', "SELECT cosmosrep.pause_region('east')");
+	return wait_for_value($west,
+		"SELECT state = 'paused' AND worker_pid IS NULL FROM cosmosrep.replication_status"
+		  . " WHERE source_region = 'east'", 't');
+}
+
+# resume, and the seconds until west holds row $last
+sub resume_until
+{
+	my ($last) = @_;
+	my $start = time;
+	$west->safe_psql('postgres', "SELECT cosmosrep.resume_region('east')");
+	$west->poll_query_until('postgres', "SELECT count(*) = 1 FROM big WHERE id = $last")
+	  or return undef;
+	return time - $start;
+}
+
+my $rate_rows = $rows;
+$west->safe_psql('postgres', q{
+	ALTER SYSTEM SET cosmosrep.apply_streaming = off;
+	SELECT pg_reload_conf();
+});
+ok(pause_east_in_west(), 'west pauses east for the bulk figure');
+$east->safe_psql('postgres', q{
+	CREATE PROCEDURE insert_batches(first int, n int, batch int) LANGUAGE plpgsql AS $$
+	BEGIN
+		FOR b IN 0 .. n / batch - 1 LOOP
+			INSERT INTO big SELECT g, g, md5(g::text)
+			  FROM generate_series(first + b * batch, first + (b + 1) * batch - 1) g;
+			COMMIT;
+		END LOOP;
+	END $$});
+$east->safe_psql('postgres', "CALL insert_batches(8000001, $rate_rows, 20000)");
+my $bulk_secs = resume_until(8000000 + $rate_rows);
+ok(defined $bulk_secs, 'west applies the transactions of 20,000 rows');
+$west->safe_psql('postgres', q{
+	ALTER SYSTEM RESET cosmosrep.apply_streaming;
+	SELECT pg_reload_conf();
+});
+ok(pause_east_in_west(), 'west pauses east for the streamed figure');
+$streamed_before = streamed_txns($east);
+$east->safe_psql('postgres',
+	"INSERT INTO big SELECT g, g, md5(g::text) FROM generate_series(9000001, 9000000 + $rate_rows) g");
+my $streamed_secs = resume_until(9000000 + $rate_rows);
+ok(defined $streamed_secs, 'west applies the large transaction');
+cmp_ok(streamed_txns($east), '>', $streamed_before, 'it was streamed');
+$bulk_secs //= 1;
+$streamed_secs //= 1e9;
+diag(sprintf('apply of %d rows: in transactions of 20,000 sent whole %.2f s (%.0f rows/s), in one streamed transaction %.2f s (%.0f rows/s, %.2f of the bulk rate)',
+	$rate_rows, $bulk_secs, $rate_rows / $bulk_secs, $streamed_secs,
+	$rate_rows / $streamed_secs, $bulk_secs / $streamed_secs));
+cmp_ok($bulk_secs / $streamed_secs, '>=', 0.8,
+	'west applies one large streamed transaction at 0.8 of the bulk rate or better');
+
+##########
 # A streamed transaction that aborts leaves nothing
 ##########
 
@@ -142,7 +204,7 @@ $writer->query_safe(
 	'INSERT INTO big SELECT g, g, md5(g::text) FROM generate_series(1000001, 1050000) g');
 ok($west->poll_query_until('postgres', "SELECT pg_relation_size('big') > $size_before"),
 	'west applies the open transaction as it arrives');
-is($west->safe_psql('postgres', 'SELECT count(*) FROM big WHERE id > 1000000'), '0',
+is($west->safe_psql('postgres', 'SELECT count(*) FROM big WHERE id BETWEEN 1000001 AND 1050000'), '0',
 	'none of its rows is visible in west before east commits');
 cmp_ok(streamed_txns($east), '>', $streamed_before, 'east streamed it');
 $writer->query_safe('ROLLBACK');
