@@ -939,7 +939,11 @@ stream_start(const char *slot_name, const char *local_name, XLogRecPtr startpos)
 	cr_peer_status_set_protocol_version(MyPeer, 0);
 	for (version = CR_PROTOCOL_VERSION;; version--)
 	{
-		/* streaming of large transactions, if this version has it */
+		/*
+		 * Streaming of large transactions, if this version has it; after
+		 * the version, which a plugin that knows no streaming refuses
+		 * first (0.1 stops at the first option it does not know).
+		 */
 		char	   *sql = psprintf("START_REPLICATION SLOT %s LOGICAL %X/%X (protocol_version '%d'%s)",
 								   slot_name, LSN_FORMAT_ARGS(startpos), version,
 								   cr_apply_streaming && version >= CR_PROTOCOL_STREAMING_VERSION ?

@@ -407,5 +407,77 @@ is($west->safe_psql('postgres',
 	'update_update remote_applied true,update_update remote_applied true',
 	'west records the conflict of the streamed transaction as that of the small one');
 
+##########
+# A resolver inside a streamed transaction: the arbiter calls it for a
+# conflict of a streamed transaction as for one of a small transaction
+##########
+
+my $arbiter_name = $east->safe_psql('postgres', 'SELECT cosmosrep.arbiter()');
+my ($arb, $other) = $arbiter_name eq 'east' ? ($east, $west) : ($west, $east);
+my $other_name = $other->name;
+$other->safe_psql('postgres', q{
+	ALTER SYSTEM SET logical_decoding_work_mem = '1MB';
+	SELECT pg_reload_conf();
+});
+for my $node ($east, $west)
+{
+	# the resolver adds both writes' values
+	$node->safe_psql('postgres', q{
+		CREATE TABLE scores (id int PRIMARY KEY, v int NOT NULL);
+		CREATE FUNCTION add_scores(incoming scores, existing scores,
+								   is_tombstone boolean, conflicting scores[])
+		RETURNS scores LANGUAGE plpgsql AS $$
+		DECLARE
+			kept public.scores;
+		BEGIN
+			kept := incoming;
+			kept.v := incoming.v + existing.v;
+			RETURN kept;
+		END $$;
+	});
+}
+$arb->safe_psql('postgres',
+	"SELECT cosmosrep.enable_table('scores', policy => 'custom', resolver => 'add_scores')");
+$arb->safe_psql('postgres', 'INSERT INTO scores VALUES (1, 0), (2, 0)');
+ok(wait_for_value($other, 'SELECT count(*) FROM scores', '2'), 'the scores reach the other region');
+for my $pair ([ $west, 'east' ], [ $east, 'west' ])
+{
+	my ($node, $source) = @$pair;
+	$node->safe_psql('postgres', "SELECT cosmosrep.pause_region('$source')");
+	ok(wait_for_value($node,
+			"SELECT state = 'paused' AND worker_pid IS NULL FROM cosmosrep.replication_status"
+			  . " WHERE source_region = '$source'", 't'),
+		$node->name . " pauses $source again");
+}
+my $arb_mark = $arb->safe_psql('postgres', 'SELECT coalesce(max(conflict_id), 0) FROM cosmosrep.conflict');
+my $slot_streamed = "SELECT coalesce(sum(stream_txns), 0) FROM pg_stat_replication_slots"
+  . " WHERE slot_name LIKE 'cr_${other_name}_${arbiter_name}%'";
+my $other_streamed = $other->safe_psql('postgres', $slot_streamed);
+$arb->safe_psql('postgres', 'UPDATE scores SET v = 10 WHERE id IN (1, 2)');
+$other->safe_psql('postgres', q{
+	BEGIN;
+	INSERT INTO big SELECT g, g, md5(g::text) FROM generate_series(10000001, 10040000) g;
+	UPDATE scores SET v = 5 WHERE id = 1;
+	COMMIT;
+	UPDATE scores SET v = 5 WHERE id = 2;
+});
+for my $pair ([ $west, 'east' ], [ $east, 'west' ])
+{
+	my ($node, $source) = @$pair;
+	$node->safe_psql('postgres', "SELECT cosmosrep.resume_region('$source')");
+}
+ok(wait_for_value($arb, 'SELECT string_agg(v::text, \',\' ORDER BY id) FROM scores', '15,15'),
+	'the arbiter resolves the conflict of the streamed transaction and of the small one alike');
+ok(wait_for_value($other, 'SELECT string_agg(v::text, \',\' ORDER BY id) FROM scores', '15,15'),
+	"the arbiter's resolutions reach the other region");
+cmp_ok($other->safe_psql('postgres', $slot_streamed), '>', $other_streamed,
+	'the transaction with the conflict was streamed to the arbiter');
+is($arb->safe_psql('postgres',
+		"SELECT count(*) || ' ' || count(DISTINCT kind || ' ' || resolution)"
+		  . " FROM cosmosrep.conflict WHERE conflict_id > $arb_mark AND relid = 'scores'::regclass"),
+	'2 1', 'the arbiter records both conflicts the same way');
+wait_for_same_table([ $east, $west ], 'scores');
+wait_for_same_table([ $east, $west ], 'big');
+
 $_->stop for ($west, $east);
 done_testing();
