@@ -329,6 +329,7 @@ static TransactionId spill_after_failure = InvalidTransactionId;
 static StringInfoData spill_buf;	/* records read back, in CrApplyContext */
 
 static void stream_route(StringInfo s);
+static bool is_truncate_message(StringInfo s);
 
 /* the streamed transaction applied as it arrives, or InvalidTransactionId */
 TransactionId
@@ -431,12 +432,36 @@ apply_block_messages(StringInfo s, bool direct)
 					 errmsg("streamed transaction %u of region \"%s\" changes the columns of a table while transactions it must follow wait",
 							direct_xid, CrPeerName),
 					 errdetail("It is applied at its commit instead.")));
+
+		/*
+		 * So is one that truncates a table: the rows that the queue holds
+		 * for it are older than the truncate and would count as conflicts
+		 * with it (the truncate horizon has no history of writes seen).
+		 */
+		if (direct && action == LOGICAL_REP_MSG_MESSAGE &&
+			!cr_spill_queue_empty() && is_truncate_message(s))
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("streamed transaction %u of region \"%s\" truncates a table while transactions it must follow wait",
+							direct_xid, CrPeerName),
+					 errdetail("It is applied at its commit instead.")));
 		s->cursor--;
 		s->data[s->cursor] = action;
 		cr_apply_dispatch(s);
 		MemoryContextSwitchTo(CrApplyMessageContext);
 		MemoryContextReset(CrApplyMessageContext);
 	}
+}
+
+/* whether the MESSAGE at s (its type byte consumed) is a truncate */
+static bool
+is_truncate_message(StringInfo s)
+{
+	StringInfoData peek = *s;
+
+	(void) pq_getmsgbyte(&peek);	/* flags */
+	(void) pq_getmsgint64(&peek);	/* lsn */
+	return strcmp(pq_getmsgstring(&peek), CR_TRUNCATE_MESSAGE_PREFIX) == 0;
 }
 
 /*

@@ -49,12 +49,12 @@
  *		streaming, protocol version 3): the reorder buffer calls the
  *		stream callbacks with blocks of its changes, each sent between
  *		STREAM START and STREAM STOP, then STREAM COMMIT or STREAM ABORT
- *		(docs/design.md, "Streamed transactions").  What a block needs is
- *		sent in the block: the RELATION of each table and the
- *		configuration of its rows are sent again in every block that
- *		changes it, and never count as sent for the transactions decoded
- *		whole, which the receiver may apply before or after the streamed
- *		one.  The row trigger's delete message kept from one block waits
+ *		(docs/design.md, "Streamed transactions").  What a streamed
+ *		transaction needs is sent in it: the RELATION of each table and
+ *		the configuration of its rows are sent again in each streamed
+ *		transaction that changes it, and never count as sent for the
+ *		transactions decoded whole, which the receiver may apply before or
+ *		after the streamed one.  The row trigger's delete message kept from one block waits
  *		in the transaction's own state for the next.
  *	  - TRUNCATE is not sent as such: the truncate trigger's message, which
  *		carries the truncate's version, is (see row_trigger.c); so are the
@@ -114,8 +114,9 @@ typedef struct CrRelSyncEntry
 	AttrNumber	seen_att;
 	Bitmapset  *columns;		/* the columns sent, NULL: all (protocol.h) */
 	int64		config_sent;	/* the configuration last sent, or 0 */
-	uint64		stream_block;	/* the stream block that has its RELATION */
-	uint64		stream_config_block;	/* and the block, and configuration, */
+	TransactionId stream_xid;	/* the streamed transaction that has its
+								 * RELATION */
+	TransactionId stream_config_xid;	/* and the one, and configuration, */
 	int64		stream_config_sent; /* of the configuration last streamed */
 	TupleDesc	desc;			/* unpinned copy, in RelSyncContext */
 	TupleTableSlot *heap_slot;	/* decoded tuples are stored here... */
@@ -150,7 +151,7 @@ typedef struct CrDecodingData
 	bool		streaming;		/* the worker asked for streaming */
 	bool		in_stream;		/* in a block of a streamed transaction */
 	bool		block_started;	/* its STREAM START is pending or written */
-	uint64		block_id;		/* counts the blocks of this session */
+	TransactionId stream_xid;	/* the toplevel transaction of the block */
 	TransactionId pending_xid;	/* the (sub)transaction of the messages
 								 * pending in a block */
 } CrDecodingData;
@@ -355,7 +356,7 @@ get_rel_sync_entry(Relation rel)
 
 	if (!found)
 	{
-		entry->stream_block = 0;
+		entry->stream_xid = InvalidTransactionId;
 		entry->desc = NULL;
 		entry->columns = NULL;
 		entry->root_relid = InvalidOid;
@@ -384,8 +385,8 @@ get_rel_sync_entry(Relation rel)
 			cr_get_policy_history(entry->root_relid, 0) != NULL;
 		entry->schema_sent = false;
 		entry->config_sent = 0;
-		entry->stream_block = 0;
-		entry->stream_config_block = 0;
+		entry->stream_xid = InvalidTransactionId;
+		entry->stream_config_xid = InvalidTransactionId;
 		if (entry->replicated)
 		{
 			/* a copy is not reference counted: no resource owner bookkeeping */
@@ -529,12 +530,12 @@ pending_config(CrDecodingData *data, CrRelSyncEntry *entry, Relation rel,
 	StringInfoData buf;
 	int64	   *sent = &entry->config_sent;
 
-	/* in a streamed block: what this block sent (see the NOTES) */
+	/* in a streamed block: what this transaction sent (see the NOTES) */
 	if (data->in_stream)
 	{
-		if (entry->stream_config_block != data->block_id)
+		if (entry->stream_config_xid != data->stream_xid)
 		{
-			entry->stream_config_block = data->block_id;
+			entry->stream_config_xid = data->stream_xid;
 			entry->stream_config_sent = 0;
 		}
 		sent = &entry->stream_config_sent;
@@ -559,11 +560,11 @@ pending_relation(CrDecodingData *data, CrRelSyncEntry *entry, Relation rel)
 {
 	if (data->in_stream)
 	{
-		/* in every block that changes the table (see the NOTES) */
-		if (entry->stream_block == data->block_id)
+		/* in every streamed transaction that changes it (see the NOTES) */
+		if (entry->stream_xid == data->stream_xid)
 			return;
 		cr_write_relation(&data->pending, rel, entry->columns);
-		entry->stream_block = data->block_id;
+		entry->stream_xid = data->stream_xid;
 		return;
 	}
 	if (entry->schema_sent)
@@ -835,7 +836,7 @@ cr_stream_start(LogicalDecodingContext *ctx, ReorderBufferTXN *txn)
 	}
 	data->in_stream = true;
 	data->block_started = false;
-	data->block_id++;
+	data->stream_xid = txn->xid;
 	data->have_delete_base = st->have_delete_base;
 	data->delete_base = st->delete_base;
 	data->delete_seen = st->delete_seen;
