@@ -137,6 +137,7 @@ extern void cr_apply_dispatch(StringInfo s);
 extern void cr_apply_remote_begin(XLogRecPtr final_lsn);
 extern void cr_apply_remote_commit(XLogRecPtr end_lsn, TimestampTz committime);
 extern void cr_apply_group_commit(void);
+extern void cr_apply_keep_alive(void);
 extern bool cr_apply_group_empty(void);
 extern void cr_apply_stable_version(int64 version);
 extern void cr_apply_check_in_transaction(void);

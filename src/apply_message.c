@@ -525,7 +525,10 @@ replay_queue(void)
 	{
 		cr_apply_replaying = true;
 		while (cr_spill_read(queue, &spill_buf))
+		{
 			stream_route(&spill_buf);
+			cr_apply_keep_alive();
+		}
 		cr_spill_close(queue);
 	}
 	cr_apply_replaying = false;
@@ -546,7 +549,10 @@ apply_spilled(TransactionId xid, LogicalRepCommitData *commit)
 	if (spill != NULL)
 	{
 		while (cr_spill_read(spill, &spill_buf))
+		{
 			apply_block_messages(&spill_buf, false);
+			cr_apply_keep_alive();
+		}
 		cr_spill_close(spill);
 	}
 	cr_apply_remote_commit(commit->end_lsn, commit->committime);

@@ -284,6 +284,19 @@ cr_apply_group_commit(void)
 	commit_group();
 }
 
+/*
+ * Between records of a spill or the queue, which may take longer to apply
+ * than the peer's wal_sender_timeout: report to the peer (at most once per
+ * cosmosrep.apply_feedback_interval), so that its walsender, which waits
+ * for a reply, does not take this worker for gone.
+ */
+void
+cr_apply_keep_alive(void)
+{
+	CHECK_FOR_INTERRUPTS();
+	send_feedback(false, false);
+}
+
 /* whether the open group holds no remote transaction */
 bool
 cr_apply_group_empty(void)
