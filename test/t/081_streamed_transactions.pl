@@ -200,9 +200,12 @@ for my $round (0, 1)
 		SELECT pg_reload_conf();
 	});
 	ok(pause_east_in_west(), "west pauses east for the bulk figure (round $round)");
+	$streamed_before = streamed_txns($east);
 	$east->safe_psql('postgres', "CALL insert_batches($base + 1, $rate_rows, 20000)");
 	my $secs = resume_until($base + $rate_rows);
 	ok(defined $secs, "west applies the transactions of 20,000 rows (round $round)");
+	is(streamed_txns($east), $streamed_before,
+		"a worker that does not ask for streaming receives whole transactions (round $round)");
 	$bulk_secs = $secs if defined $secs && (!defined $bulk_secs || $secs < $bulk_secs);
 
 	$west->safe_psql('postgres', q{
