@@ -124,7 +124,23 @@ extern int	cr_conflicts_in_transaction;
 extern bool cr_local_writes_in_transaction;	/* resolutions: writes of this
 											 * region to send */
 
+/*
+ * The key under which a failure of streamed transaction xid, while it was
+ * applied as it arrived, is recorded in the peer status (where other
+ * failures count against a transaction's final LSN, which no WAL position
+ * of this form can be): the next worker spills that transaction.
+ */
+#define CR_STREAM_FAILURE_KEY(xid)		((XLogRecPtr) (UINT64CONST(0xFFFFFFFF00000000) | (xid)))
+#define CR_IS_STREAM_FAILURE_KEY(lsn)	(((lsn) >> 32) == UINT64CONST(0xFFFFFFFF))
+
+extern bool cr_apply_replaying;	/* applying a streamed transaction's queue */
+
 extern void cr_apply_dispatch(StringInfo s);
+extern void cr_apply_remote_begin(XLogRecPtr final_lsn);
+extern void cr_apply_remote_commit(XLogRecPtr end_lsn, TimestampTz committime);
+extern void cr_apply_group_commit(void);
+extern void cr_apply_keep_alive(void);
+extern bool cr_apply_group_empty(void);
 extern void cr_apply_stable_version(int64 version);
 extern void cr_apply_check_in_transaction(void);
 extern PGconn *cr_apply_connect(bool replication, const char *appname);
@@ -137,6 +153,7 @@ extern void cr_relmap_init(void);
 extern void cr_absent_column_value(ApplyRel *ar, TupleDesc desc, int i,
 								   Datum *value, bool *isnull);
 extern void cr_handle_relation(StringInfo s);
+extern bool cr_relation_changes(StringInfo s);
 extern ApplyRel *cr_apply_rel_lookup(LogicalRepRelId remoteid);
 extern ApplyExec *cr_exec_open(ApplyRel *ar);
 extern void cr_exec_route(ApplyExec *ex, TupleTableSlot *row);
@@ -163,5 +180,23 @@ extern bool cr_batch_add(ApplyExec *ex, ApplyRel *ar, TupleTableSlot *row,
 extern void cr_batch_flush(void);
 extern bool cr_unique_values_kept(ApplyExec *ex, int unique, TupleTableSlot *row,
 								  TupleTableSlot *self);
+
+/* apply_message.c: streamed transactions, their spill files and the queue */
+typedef struct CrSpill CrSpill;
+
+extern void cr_stream_route(StringInfo s);
+extern TransactionId cr_stream_direct_xid(void);
+extern void cr_stream_spill_after_failure(TransactionId xid);
+
+extern void cr_spill_queue_append(const char *data, int len);
+extern bool cr_spill_queue_empty(void);
+extern CrSpill *cr_spill_queue_take(void);
+extern CrSpill *cr_spill_lookup(TransactionId xid, bool create);
+extern CrSpill *cr_spill_forget(TransactionId xid);
+extern void cr_spill_append(CrSpill *sp, TransactionId subxid, const char *data,
+							int len);
+extern void cr_spill_abort_sub(CrSpill *sp, TransactionId subxid);
+extern bool cr_spill_read(CrSpill *sp, StringInfo buf);
+extern void cr_spill_close(CrSpill *sp);
 
 #endif							/* CR_APPLY_INTERNAL_H */

@@ -660,3 +660,26 @@ cr_handle_relation(StringInfo s)
 	ar->localrelid = InvalidOid;
 	MemoryContextSwitchTo(oldctx);
 }
+
+/*
+ * Whether the RELATION message at s (its type byte consumed; s is not
+ * moved) describes a relation this worker knows with other columns than
+ * it has now.
+ */
+bool
+cr_relation_changes(StringInfo s)
+{
+	StringInfoData peek = *s;
+	LogicalRepRelation *rel = logicalrep_read_rel(&peek);
+	ApplyRel   *ar = hash_search(ApplyRelMap, &rel->remoteid, HASH_FIND, NULL);
+
+	if (ar == NULL)
+		return false;
+	if (ar->remoterel->natts != rel->natts)
+		return true;
+	for (int i = 0; i < rel->natts; i++)
+		if (strcmp(ar->remoterel->attnames[i], rel->attnames[i]) != 0 ||
+			ar->remoterel->atttyps[i] != rel->atttyps[i])
+			return true;
+	return false;
+}

@@ -23,6 +23,19 @@
  *	  each change does is in cr_apply_change.c and apply_message.c, the map
  *	  of the peer's relations in apply_relation.c.
  *
+ *	  Streamed transactions (docs/design.md, "Streamed transactions"): the
+ *	  worker asks for them (START_REPLICATION option streaming), and
+ *	  applies one at a time as its blocks arrive, alone in a local
+ *	  transaction of its own (the open group commits first), each of its
+ *	  subtransactions in an internal subtransaction, so that an abort of
+ *	  either is a rollback.  What arrives meanwhile and does not belong to
+ *	  it waits in the queue (apply_message.c): whole transactions are
+ *	  applied after it, in the same local transaction when it commits,
+ *	  which commits with the origin's progress at its end; another
+ *	  streamed transaction is spilled and applied whole at its commit.
+ *	  A failure while a streamed transaction is applied as it arrives
+ *	  makes the next worker spill it and apply it at its commit.
+ *
  *	  Feedback: every second, and when the peer asks, the worker reports
  *	  as flushed the end of the last applied group whose local commit the
  *	  WAL writer has flushed (or, once everything applied is flushed and no
@@ -106,6 +119,7 @@ static int	cr_apply_group_size = 100;
 static int	cr_apply_attempts = 3;
 static int	cr_apply_feedback_interval_ms = 1000;
 static int	cr_apply_timeout_ms = 60000;
+static bool cr_apply_streaming = true;
 
 MemoryContext CrApplyContext = NULL;
 MemoryContext CrApplyMessageContext = NULL;
@@ -137,6 +151,9 @@ static int64 group_stable_version = 0;
 static XLogRecPtr last_received = InvalidXLogRecPtr;
 static XLogRecPtr last_applied_end = InvalidXLogRecPtr;
 
+/* applying the queue of a streamed transaction (apply_message.c) */
+bool		cr_apply_replaying = false;
+
 /*
  * Local commits of groups not yet known to be flushed, oldest first: the
  * end of the local commit record and the remote end LSN the group applied.
@@ -159,6 +176,7 @@ static TimestampTz last_recv_time = 0;
 static bool ping_sent = false;
 
 static void apply_worker_exit(int code, Datum arg);
+static void group_joined(XLogRecPtr end_lsn, TimestampTz committime);
 static void send_feedback(bool force, bool request_reply);
 static void commit_group(void);
 static void commit_with_local_writes(void);
@@ -193,9 +211,21 @@ handle_begin(StringInfo s)
 	LogicalRepBeginData begin;
 
 	logicalrep_read_begin(s, &begin);
+	cr_apply_remote_begin(begin.final_lsn);
+}
+
+/*
+ * A remote transaction whose changes and failures count under final_lsn
+ * (its commit record, or for a streamed transaction applied as it arrives
+ * a key of its own) begins: in the open group's local transaction, or a
+ * new one.
+ */
+void
+cr_apply_remote_begin(XLogRecPtr final_lsn)
+{
 	if (cr_in_remote_transaction)
 		elog(ERROR, "BEGIN inside a transaction from region \"%s\"", CrPeerName);
-	remote_final_lsn = begin.final_lsn;
+	remote_final_lsn = final_lsn;
 	cr_batch_transaction = remote_final_lsn;
 	if (remote_final_lsn == careful_lsn)
 		careful = true;
@@ -228,14 +258,66 @@ handle_commit(StringInfo s)
 	LogicalRepCommitData commit;
 
 	logicalrep_read_commit(s, &commit);
+	cr_apply_remote_commit(commit.end_lsn, commit.committime);
+}
+
+/*
+ * The remote transaction ending at end_lsn, committed at the peer at
+ * committime, is applied: it joins the group (see handle_commit).
+ */
+void
+cr_apply_remote_commit(XLogRecPtr end_lsn, TimestampTz committime)
+{
 	if (!cr_in_remote_transaction)
 		elog(ERROR, "COMMIT without BEGIN from region \"%s\"", CrPeerName);
 
 	cr_in_remote_transaction = false;
-	group_end_lsn = commit.end_lsn;
-	group_commit_times[group_transactions++] = commit.committime;
+	group_joined(end_lsn, committime);
 	if (group_transactions >= cr_apply_group_size || careful)
 		commit_group();
+}
+
+/* commit the open group, if it may commit now (commit_group) */
+void
+cr_apply_group_commit(void)
+{
+	commit_group();
+}
+
+/*
+ * Between records of a spill or the queue, which may take longer to apply
+ * than the peer's wal_sender_timeout: report to the peer (at most once per
+ * cosmosrep.apply_feedback_interval), so that its walsender, which waits
+ * for a reply, does not take this worker for gone.
+ */
+void
+cr_apply_keep_alive(void)
+{
+	CHECK_FOR_INTERRUPTS();
+	send_feedback(false, false);
+}
+
+/* whether the open group holds no remote transaction */
+bool
+cr_apply_group_empty(void)
+{
+	return group_transactions == 0;
+}
+
+/*
+ * A remote transaction ending at end_lsn, committed at the peer at
+ * committime, is applied in the open group.  Those of the queue, which
+ * committed before the streamed transaction they follow, leave the group's
+ * end where it is; the group outgrows its size only while the queue is
+ * applied (the latency samples then keep the newest times).
+ */
+static void
+group_joined(XLogRecPtr end_lsn, TimestampTz committime)
+{
+	group_end_lsn = Max(group_end_lsn, end_lsn);
+	if (group_transactions < CR_MAX_GROUP_SIZE)
+		group_transactions++;
+	group_commit_times[group_transactions - 1] = committime;
 }
 
 /*
@@ -251,8 +333,12 @@ commit_group(void)
 	TimestampTz now;
 	CommitMapping *mapping;
 
-	/* never in the middle of a remote transaction: it is applied whole */
-	if (group_transactions == 0 || cr_in_remote_transaction)
+	/*
+	 * never in the middle of a remote transaction: it is applied whole;
+	 * nor while the queue is applied after a streamed transaction, which
+	 * commits with all of it
+	 */
+	if (group_transactions == 0 || cr_in_remote_transaction || cr_apply_replaying)
 		return;
 
 	last_commit_time = group_commit_times[group_transactions - 1];
@@ -529,18 +615,7 @@ stream_xlog_data(StringInfo s)
 	cr_peer_status_record_received(MyPeer, last_received, end, false,
 								   InvalidXLogRecPtr);
 
-	/*
-	 * A large transaction does not join the open group: the group's small
-	 * transactions would wait for all of its chunks.
-	 */
-	if (!cr_in_remote_transaction && s->len - s->cursor >= CR_WRITE_CHUNK)
-		commit_group();
-	while (s->cursor < s->len)
-	{
-		cr_apply_dispatch(s);
-		MemoryContextSwitchTo(CrApplyMessageContext);
-		MemoryContextReset(CrApplyMessageContext);
-	}
+	cr_stream_route(s);
 }
 
 /*
@@ -877,8 +952,15 @@ stream_start(const char *slot_name, const char *local_name, XLogRecPtr startpos)
 	cr_peer_status_set_protocol_version(MyPeer, 0);
 	for (version = CR_PROTOCOL_VERSION;; version--)
 	{
-		char	   *sql = psprintf("START_REPLICATION SLOT %s LOGICAL %X/%X (protocol_version '%d')",
-								   slot_name, LSN_FORMAT_ARGS(startpos), version);
+		/*
+		 * Streaming of large transactions, if this version has it; after
+		 * the version, which a plugin that knows no streaming refuses
+		 * first (0.1 stops at the first option it does not know).
+		 */
+		char	   *sql = psprintf("START_REPLICATION SLOT %s LOGICAL %X/%X (protocol_version '%d'%s)",
+								   slot_name, LSN_FORMAT_ARGS(startpos), version,
+								   cr_apply_streaming && version >= CR_PROTOCOL_STREAMING_VERSION ?
+								   ", streaming 'on'" : "");
 
 		res = cr_remote_exec_any(PeerConn, sql, CrPeerName);
 		if (res != NULL && PQresultStatus(res) == PGRES_COPY_BOTH)
@@ -920,6 +1002,17 @@ stream_start(const char *slot_name, const char *local_name, XLogRecPtr startpos)
 static void
 apply_careful_setup(void)
 {
+	XLogRecPtr	failed = cr_peer_status_failed_transaction(MyPeer, 1);
+
+	if (CR_IS_STREAM_FAILURE_KEY(failed))
+	{
+		cr_stream_spill_after_failure((TransactionId) failed);
+		ereport(LOG,
+				(errmsg("cosmosrep applies streamed transaction %u of region \"%s\" at its commit",
+						(TransactionId) failed, CrPeerName),
+				 errdetail("Applying it as it arrived failed.")));
+		return;
+	}
 	careful_lsn = cr_peer_status_failed_transaction(MyPeer, cr_apply_attempts);
 	if (!XLogRecPtrIsInvalid(careful_lsn))
 		ereport(LOG,
@@ -941,7 +1034,11 @@ apply_worker_failed(void)
 	MemoryContextSwitchTo(CrApplyContext);
 	edata = CopyErrorData();
 	cr_peer_status_set_error(MyPeer, edata->message);
-	if (in_change)
+	/* a streamed transaction that fails as it arrives is spilled next time */
+	if (TransactionIdIsValid(cr_stream_direct_xid()) &&
+		edata->sqlerrcode != ERRCODE_CONNECTION_FAILURE)
+		cr_peer_status_record_failure(MyPeer, CR_STREAM_FAILURE_KEY(cr_stream_direct_xid()));
+	else if (in_change)
 		cr_peer_status_record_failure(MyPeer,
 									  XLogRecPtrIsInvalid(cr_batch_failing) ?
 									  remote_final_lsn : cr_batch_failing);
@@ -983,6 +1080,13 @@ cr_apply_define_settings(void)
 							60000, 0, INT_MAX,
 							PGC_SIGHUP, GUC_UNIT_MS,
 							NULL, NULL, NULL);
+	DefineCustomBoolVariable("cosmosrep.apply_streaming",
+							 "Whether apply workers ask peers to stream large transactions while they run.",
+							 "A transaction that outgrows the peer's logical_decoding_work_mem is then sent and applied as it runs, and committed here with the peer's commit. A worker reads the setting when it connects.",
+							 &cr_apply_streaming,
+							 true,
+							 PGC_SIGHUP, 0,
+							 NULL, NULL, NULL);
 	DefineCustomIntVariable("cosmosrep.min_protocol_version",
 							"The oldest cosmosrep protocol version this region writes to peers and reads from them.",
 							"Raise it once every region runs a cosmosrep that writes the newer version: a region left behind is then refused with an error in replication_status.",

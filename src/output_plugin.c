@@ -44,6 +44,18 @@
  *		before it, so every receiver knows the configuration of every
  *		row it decides (conflict.c), whichever region it heard from
  *		first.
+ *	  - A transaction that outgrows logical_decoding_work_mem is streamed
+ *		while it runs, when the apply worker asked for it (option
+ *		streaming, protocol version 3): the reorder buffer calls the
+ *		stream callbacks with blocks of its changes, each sent between
+ *		STREAM START and STREAM STOP, then STREAM COMMIT or STREAM ABORT
+ *		(docs/design.md, "Streamed transactions").  What a streamed
+ *		transaction needs is sent in it: the RELATION of each table and
+ *		the configuration of its rows are sent again in each streamed
+ *		transaction that changes it, and never count as sent for the
+ *		transactions decoded whole, which the receiver may apply before or
+ *		after the streamed one.  The row trigger's delete message kept from one block waits
+ *		in the transaction's own state for the next.
  *	  - TRUNCATE is not sent as such: the truncate trigger's message, which
  *		carries the truncate's version, is (see row_trigger.c); so are the
  *		DDL and enable-time rows messages of tables.c.
@@ -102,6 +114,10 @@ typedef struct CrRelSyncEntry
 	AttrNumber	seen_att;
 	Bitmapset  *columns;		/* the columns sent, NULL: all (protocol.h) */
 	int64		config_sent;	/* the configuration last sent, or 0 */
+	TransactionId stream_xid;	/* the streamed transaction that has its
+								 * RELATION */
+	TransactionId stream_config_xid;	/* and the one, and configuration, */
+	int64		stream_config_sent; /* of the configuration last streamed */
 	TupleDesc	desc;			/* unpinned copy, in RelSyncContext */
 	TupleTableSlot *heap_slot;	/* decoded tuples are stored here... */
 	TupleTableSlot *new_slot;	/* ...and copied here to be sent, */
@@ -132,7 +148,27 @@ typedef struct CrDecodingData
 	bool		have_delete_base;
 	CrDeleteBase delete_base;	/* from the row trigger, for the next delete */
 	bytea	   *delete_seen;	/* and what that delete had seen */
+	bool		streaming;		/* the worker asked for streaming */
+	bool		in_stream;		/* in a block of a streamed transaction */
+	bool		block_started;	/* its STREAM START is pending or written */
+	TransactionId stream_xid;	/* the toplevel transaction of the block */
+	TransactionId pending_xid;	/* the (sub)transaction of the messages
+								 * pending in a block */
 } CrDecodingData;
+
+/*
+ * A streamed transaction's state between its blocks (in the toplevel
+ * ReorderBufferTXN's output_plugin_private, in the decoding context): whether
+ * a block of it was sent, and the row trigger's delete message that the
+ * last block ended with.
+ */
+typedef struct CrStreamTxn
+{
+	bool		sent;
+	bool		have_delete_base;
+	CrDeleteBase delete_base;
+	bytea	   *delete_seen;
+} CrStreamTxn;
 
 /* relation cache; survives across transactions of one decoding session */
 static HTAB *RelSyncCache = NULL;
@@ -154,6 +190,15 @@ static void cr_message(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 					   const char *message);
 static bool cr_filter_by_origin(LogicalDecodingContext *ctx,
 								RepOriginId origin_id);
+static void cr_stream_start(LogicalDecodingContext *ctx, ReorderBufferTXN *txn);
+static void cr_stream_stop(LogicalDecodingContext *ctx, ReorderBufferTXN *txn);
+static void cr_stream_abort(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
+							XLogRecPtr abort_lsn);
+static void cr_stream_commit(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
+							 XLogRecPtr commit_lsn);
+static void cr_stream_truncate(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
+							   int nrelations, Relation relations[],
+							   ReorderBufferChange *change);
 
 static CrRelSyncEntry *get_rel_sync_entry(Relation rel);
 static void rel_sync_invalidate(Datum arg, Oid relid);
@@ -179,6 +224,13 @@ _PG_output_plugin_init(OutputPluginCallbacks *cb)
 	cb->commit_cb = cr_commit;
 	cb->filter_by_origin_cb = cr_filter_by_origin;
 	cb->shutdown_cb = cr_shutdown;
+	cb->stream_start_cb = cr_stream_start;
+	cb->stream_stop_cb = cr_stream_stop;
+	cb->stream_abort_cb = cr_stream_abort;
+	cb->stream_commit_cb = cr_stream_commit;
+	cb->stream_change_cb = cr_change;
+	cb->stream_message_cb = cr_message;
+	cb->stream_truncate_cb = cr_stream_truncate;
 }
 
 static void
@@ -225,6 +277,8 @@ cr_startup(LogicalDecodingContext *ctx, OutputPluginOptions *opt, bool is_init)
 			have_version = true;
 			stream_protocol_version = version;
 		}
+		else if (strcmp(elem->defname, "streaming") == 0)
+			data->streaming = defGetBoolean(elem);
 		else
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -234,6 +288,15 @@ cr_startup(LogicalDecodingContext *ctx, OutputPluginOptions *opt, bool is_init)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("cosmosrep option \"protocol_version\" is missing")));
+
+	/*
+	 * The reorder buffer streams only if asked to (logical.c turns
+	 * ctx->streaming on because the stream callbacks exist): a worker that
+	 * did not ask, or reads an older version, receives whole transactions.
+	 */
+	data->streaming = data->streaming &&
+		stream_protocol_version >= CR_PROTOCOL_STREAMING_VERSION;
+	ctx->streaming = ctx->streaming && data->streaming;
 
 	if (RelSyncCache == NULL)
 	{
@@ -293,6 +356,7 @@ get_rel_sync_entry(Relation rel)
 
 	if (!found)
 	{
+		entry->stream_xid = InvalidTransactionId;
 		entry->desc = NULL;
 		entry->columns = NULL;
 		entry->root_relid = InvalidOid;
@@ -321,6 +385,8 @@ get_rel_sync_entry(Relation rel)
 			cr_get_policy_history(entry->root_relid, 0) != NULL;
 		entry->schema_sent = false;
 		entry->config_sent = 0;
+		entry->stream_xid = InvalidTransactionId;
+		entry->stream_config_xid = InvalidTransactionId;
 		if (entry->replicated)
 		{
 			/* a copy is not reference counted: no resource owner bookkeeping */
@@ -407,12 +473,47 @@ pending_begin(LogicalDecodingContext *ctx, ReorderBufferTXN *txn)
 {
 	CrDecodingData *data = ctx->output_plugin_private;
 
+	if (data->in_stream)
+	{
+		if (!data->block_started)
+		{
+			ReorderBufferTXN *top = txn->toptxn ? txn->toptxn : txn;
+			CrStreamTxn *st = top->output_plugin_private;
+
+			/* cr_write_xid is set: the message after STREAM START has it */
+			cr_write_stream_start(&data->pending, top->xid, !st->sent);
+			data->pending_xid = cr_write_xid;
+			data->block_started = true;
+			st->sent = true;
+		}
+		return &data->pending;
+	}
 	if (!data->begin_written)
 	{
 		cr_write_begin(&data->pending, txn);
 		data->begin_written = true;
 	}
 	return &data->pending;
+}
+
+/*
+ * In a block of a streamed transaction, the messages that follow belong
+ * to (sub)transaction xid: they carry it, and they start a CopyData
+ * message of their own if the pending ones belong to another, so that
+ * the receiver can spill and discard a subtransaction's messages by
+ * CopyData message.
+ */
+static void
+stream_set_xid(LogicalDecodingContext *ctx, TransactionId xid)
+{
+	CrDecodingData *data = ctx->output_plugin_private;
+
+	if (!data->in_stream)
+		return;
+	if (data->block_started && data->pending_xid != xid && data->pending.len > 0)
+		pending_write(ctx, true);
+	cr_write_xid = xid;
+	data->pending_xid = xid;
 }
 
 /*
@@ -427,9 +528,20 @@ pending_config(CrDecodingData *data, CrRelSyncEntry *entry, Relation rel,
 	Datum		d = slot_getattr(row, entry->config_att, &isnull);
 	CrTableConfig *config;
 	StringInfoData buf;
+	int64	   *sent = &entry->config_sent;
 
+	/* in a streamed block: what this transaction sent (see the NOTES) */
+	if (data->in_stream)
+	{
+		if (entry->stream_config_xid != data->stream_xid)
+		{
+			entry->stream_config_xid = data->stream_xid;
+			entry->stream_config_sent = 0;
+		}
+		sent = &entry->stream_config_sent;
+	}
 	/* configuration 0 (a row written without the trigger) has no history */
-	if (isnull || DatumGetInt64(d) == entry->config_sent || DatumGetInt64(d) == 0)
+	if (isnull || DatumGetInt64(d) == *sent || DatumGetInt64(d) == 0)
 		return;
 	config = cr_get_policy_history(RelationGetRelid(rel), DatumGetInt64(d));
 	if (config != NULL)
@@ -439,13 +551,22 @@ pending_config(CrDecodingData *data, CrRelSyncEntry *entry, Relation rel,
 		cr_write_message(&data->pending, lsn, true, CR_DDL_MESSAGE_PREFIX,
 						 buf.len, buf.data);
 	}
-	entry->config_sent = DatumGetInt64(d);
+	*sent = DatumGetInt64(d);
 }
 
 /* RELATION before the first change of a relation since its invalidation */
 static void
 pending_relation(CrDecodingData *data, CrRelSyncEntry *entry, Relation rel)
 {
+	if (data->in_stream)
+	{
+		/* in every streamed transaction that changes it (see the NOTES) */
+		if (entry->stream_xid == data->stream_xid)
+			return;
+		cr_write_relation(&data->pending, rel, entry->columns);
+		entry->stream_xid = data->stream_xid;
+		return;
+	}
 	if (entry->schema_sent)
 		return;
 	cr_write_relation(&data->pending, rel, entry->columns);
@@ -557,6 +678,7 @@ cr_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation rel,
 
 	if (!entry->replicated)
 		return;
+	stream_set_xid(ctx, change->txn->xid);
 	/* a partition's change is sent as one of the table at its top */
 	if (entry->root_relid != RelationGetRelid(rel))
 	{
@@ -687,8 +809,129 @@ cr_message(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 			 strcmp(prefix, CR_WRITES_MESSAGE_PREFIX) == 0 ||
 			 strcmp(prefix, CR_STATEMENT_MESSAGE_PREFIX) == 0)
 	{
+		stream_set_xid(ctx, txn->xid);
 		cr_write_message(pending_begin(ctx, txn), message_lsn, true, prefix,
 						 message_size, message);
 		pending_write(ctx, false);
 	}
+}
+
+/*
+ * A block of a streamed transaction starts: the delete message the last
+ * block ended with comes back.  STREAM START is written with the block's
+ * first message (pending_begin), so a block with nothing to send sends
+ * nothing.
+ */
+static void
+cr_stream_start(LogicalDecodingContext *ctx, ReorderBufferTXN *txn)
+{
+	CrDecodingData *data = ctx->output_plugin_private;
+	CrStreamTxn *st = txn->output_plugin_private;
+
+	Assert(data->pending.len == 0 && !data->in_stream);
+	if (st == NULL)
+	{
+		st = MemoryContextAllocZero(ctx->context, sizeof(CrStreamTxn));
+		txn->output_plugin_private = st;
+	}
+	data->in_stream = true;
+	data->block_started = false;
+	data->stream_xid = txn->xid;
+	data->have_delete_base = st->have_delete_base;
+	data->delete_base = st->delete_base;
+	data->delete_seen = st->delete_seen;
+	st->delete_seen = NULL;
+}
+
+/*
+ * A block ends: its messages are written, then STREAM STOP in a CopyData
+ * message of its own (protocol.h); the delete message not yet used waits
+ * in the transaction's state.
+ */
+static void
+cr_stream_stop(LogicalDecodingContext *ctx, ReorderBufferTXN *txn)
+{
+	CrDecodingData *data = ctx->output_plugin_private;
+	CrStreamTxn *st = txn->output_plugin_private;
+
+	if (data->block_started)
+	{
+		pending_write(ctx, true);
+		cr_write_stream_stop(&data->pending);
+		pending_write(ctx, true);
+	}
+	st->have_delete_base = data->have_delete_base;
+	st->delete_base = data->delete_base;
+	st->delete_seen = data->delete_seen;
+	data->delete_seen = NULL;
+	data->have_delete_base = false;
+	data->in_stream = false;
+	data->block_started = false;
+	cr_write_xid = InvalidTransactionId;
+}
+
+/* free a streamed transaction's state once it ended */
+static void
+stream_txn_free(ReorderBufferTXN *txn)
+{
+	CrStreamTxn *st = txn->output_plugin_private;
+
+	if (st == NULL)
+		return;
+	if (st->delete_seen != NULL)
+		pfree(st->delete_seen);
+	pfree(st);
+	txn->output_plugin_private = NULL;
+}
+
+/*
+ * A streamed transaction, or one of its subtransactions, aborted (or, with
+ * an invalid abort_lsn, was found cut short by a crash of this server):
+ * the receiver discards what it got of it, if it got anything.
+ */
+static void
+cr_stream_abort(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
+				XLogRecPtr abort_lsn)
+{
+	CrDecodingData *data = ctx->output_plugin_private;
+	ReorderBufferTXN *top = txn->toptxn ? txn->toptxn : txn;
+	CrStreamTxn *st = top->output_plugin_private;
+
+	if (st != NULL && st->sent)
+	{
+		cr_write_stream_abort(&data->pending, top->xid, txn->xid);
+		pending_write(ctx, true);
+	}
+	if (top == txn)
+		stream_txn_free(txn);
+}
+
+/*
+ * A streamed transaction committed, after its last block: STREAM COMMIT,
+ * which the receiver commits as it would a COMMIT.  One of which no block
+ * held anything of ours sends nothing.
+ */
+static void
+cr_stream_commit(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
+				 XLogRecPtr commit_lsn)
+{
+	CrDecodingData *data = ctx->output_plugin_private;
+	CrStreamTxn *st = txn->output_plugin_private;
+
+	if (st != NULL && st->sent)
+	{
+		cr_write_stream_commit(&data->pending, txn, commit_lsn);
+		pending_write(ctx, true);
+	}
+	else
+		OutputPluginUpdateProgress(ctx, true);
+	stream_txn_free(txn);
+}
+
+/* core's TRUNCATE is not sent (the truncate trigger's message is) */
+static void
+cr_stream_truncate(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
+				   int nrelations, Relation relations[],
+				   ReorderBufferChange *change)
+{
 }

@@ -51,6 +51,14 @@
 int			cr_min_protocol_version = CR_PROTOCOL_VERSION_OLDEST;
 
 /*
+ * The (sub)transaction that the messages written now belong to, inside a
+ * block of a streamed transaction (output_plugin.c sets it around its
+ * stream callbacks); InvalidTransactionId otherwise, and then no message
+ * carries one.
+ */
+TransactionId cr_write_xid = InvalidTransactionId;
+
+/*
  * Values travel as text: the settings their text depends on, pinned in
  * every session that writes or reads them, here and on the peer.
  */
@@ -87,6 +95,37 @@ cr_write_commit(StringInfo out, ReorderBufferTXN *txn, XLogRecPtr commit_lsn)
 }
 
 /*
+ * The framing of a streamed transaction (docs/design.md, "Streamed
+ * transactions"): each block of it starts with STREAM START and ends with
+ * STREAM STOP, written as a CopyData message of its own so that the
+ * receiver finds the end of a block without reading the messages in it;
+ * STREAM COMMIT and STREAM ABORT come between blocks.
+ */
+void
+cr_write_stream_start(StringInfo out, TransactionId xid, bool first_segment)
+{
+	logicalrep_write_stream_start(out, xid, first_segment);
+}
+
+void
+cr_write_stream_stop(StringInfo out)
+{
+	logicalrep_write_stream_stop(out);
+}
+
+void
+cr_write_stream_commit(StringInfo out, ReorderBufferTXN *txn, XLogRecPtr commit_lsn)
+{
+	logicalrep_write_stream_commit(out, txn, commit_lsn);
+}
+
+void
+cr_write_stream_abort(StringInfo out, TransactionId xid, TransactionId subxid)
+{
+	logicalrep_write_stream_abort(out, xid, subxid);
+}
+
+/*
  * The columns of desc to send but att (0: all of them, NULL), for
  * logicalrep_write_*: a stream of an older protocol version leaves out a
  * column that version does not know.
@@ -107,34 +146,34 @@ cr_columns_without(TupleDesc desc, AttrNumber att)
 void
 cr_write_relation(StringInfo out, Relation rel, Bitmapset *columns)
 {
-	logicalrep_write_rel(out, InvalidTransactionId, rel, columns);
+	logicalrep_write_rel(out, cr_write_xid, rel, columns);
 }
 
 void
 cr_write_insert(StringInfo out, Relation rel, TupleTableSlot *newslot, Bitmapset *columns)
 {
-	logicalrep_write_insert(out, InvalidTransactionId, rel, newslot, false, columns);
+	logicalrep_write_insert(out, cr_write_xid, rel, newslot, false, columns);
 }
 
 void
 cr_write_update(StringInfo out, Relation rel, TupleTableSlot *oldslot,
 				TupleTableSlot *newslot, Bitmapset *columns)
 {
-	logicalrep_write_update(out, InvalidTransactionId, rel, oldslot, newslot,
+	logicalrep_write_update(out, cr_write_xid, rel, oldslot, newslot,
 							false, columns);
 }
 
 void
 cr_write_delete(StringInfo out, Relation rel, TupleTableSlot *oldslot, Bitmapset *columns)
 {
-	logicalrep_write_delete(out, InvalidTransactionId, rel, oldslot, false, columns);
+	logicalrep_write_delete(out, cr_write_xid, rel, oldslot, false, columns);
 }
 
 void
 cr_write_message(StringInfo out, XLogRecPtr lsn, bool transactional,
 				 const char *prefix, Size size, const char *content)
 {
-	logicalrep_write_message(out, InvalidTransactionId, lsn, transactional,
+	logicalrep_write_message(out, cr_write_xid, lsn, transactional,
 							 prefix, size, content);
 }
 

@@ -81,7 +81,26 @@ typedef struct CrMessage
 	const char *content;
 } CrMessage;
 
+/*
+ * Streaming (docs/design.md, "Streamed transactions"): an apply worker that
+ * reads version 3 asks for it with the option streaming 'on'; the plugin
+ * then sends a transaction that outgrows logical_decoding_work_mem in
+ * blocks while it runs, with core's STREAM START / STOP / COMMIT / ABORT
+ * messages, every message of a block carrying the xid of its
+ * (sub)transaction, a block's STREAM STOP in a CopyData message of its
+ * own, and the messages of one subtransaction in CopyData messages of
+ * their own.  A worker that does not ask gets whole transactions.
+ */
+#define CR_PROTOCOL_STREAMING_VERSION	3
+
 /* sending side (output_plugin.c) */
+extern TransactionId cr_write_xid;
+extern void cr_write_stream_start(StringInfo out, TransactionId xid, bool first_segment);
+extern void cr_write_stream_stop(StringInfo out);
+extern void cr_write_stream_commit(StringInfo out, ReorderBufferTXN *txn,
+								   XLogRecPtr commit_lsn);
+extern void cr_write_stream_abort(StringInfo out, TransactionId xid,
+								  TransactionId subxid);
 extern void cr_write_begin(StringInfo out, ReorderBufferTXN *txn);
 extern void cr_write_commit(StringInfo out, ReorderBufferTXN *txn, XLogRecPtr commit_lsn);
 extern Bitmapset *cr_columns_without(TupleDesc desc, AttrNumber att);

@@ -33,7 +33,9 @@ my $phase_secs = $ENV{COSMOSREP_MEM_PHASE_SECS} // 60;
 # walsender 13 MB and 100 MB at the peak of decoding the large
 # transaction, which it holds in memory up to logical_decoding_work_mem
 # (64 MB; the reorder buffer counts only change and tuple bytes against
-# it, allocator overhead comes on top) before spilling to disk.  40 MB of
+# it, allocator overhead comes on top) before it streams them to the
+# apply worker (test 081), or spills them to disk for a worker that did
+# not ask for streaming.  40 MB of
 # headroom is far above what either process needs beyond that, and far
 # below what keeping even 40 bytes per applied row would cost over these
 # sizes, so it passes on any machine and fails on a per-row leak.
@@ -226,7 +228,7 @@ $east->safe_psql('postgres',
 $gen_secs = time - $t;
 
 # the walsender decodes the large transaction with at most
-# logical_decoding_work_mem of changes in memory, then spills to disk
+# logical_decoding_work_mem of changes in memory, then streams them
 my $decoding_kb = $east->safe_psql('postgres',
 	"SELECT setting::bigint * CASE unit WHEN 'kB' THEN 1 WHEN 'MB' THEN 1024 END"
 	  . " FROM pg_settings WHERE name = 'logical_decoding_work_mem'");
