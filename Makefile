@@ -7,6 +7,8 @@ OBJS = \
 	src/apply_batch.o \
 	src/apply_change.o \
 	src/apply_message.o \
+	src/apply_spill.o \
+	src/apply_stream.o \
 	src/apply_relation.o \
 	src/apply_worker.o \
 	src/catalog.o \

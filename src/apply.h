@@ -4,7 +4,8 @@
  *	  The apply worker, as the rest of cosmosrep sees it.
  *
  *	  Its files (apply_worker.c, apply_relation.c, apply_change.c,
- *	  apply_message.c) share apply_internal.h, which nothing else includes.
+ *	  apply_message.c, apply_batch.c, apply_stream.c, apply_spill.c) share
+ *	  apply_internal.h, which nothing else includes.
  *
  * IDENTIFICATION
  *	  src/apply.h

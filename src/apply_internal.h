@@ -12,7 +12,9 @@
  *	  apply_change.c (what each kind of row change does to a table) and
  *	  apply_message.c (what each MESSAGE of the stream does), with
  *	  apply_batch.c (consecutive inserts of a table written together,
- *	  under apply_change.c's insert handler).  The worker
+ *	  under apply_change.c's insert handler), apply_stream.c (a streamed
+ *	  transaction applied as it arrives) and apply_spill.c (what waits
+ *	  meanwhile).  The worker
  *	  calls down into the other three; they call back only for the
  *	  transaction check, the connection to the peer, the stable version
  *	  and, for the rows of an enabled table, cr_apply_dispatch.  The public
@@ -181,7 +183,7 @@ extern void cr_batch_flush(void);
 extern bool cr_unique_values_kept(ApplyExec *ex, int unique, TupleTableSlot *row,
 								  TupleTableSlot *self);
 
-/* apply_message.c: streamed transactions, their spill files and the queue */
+/* apply_stream.c and apply_spill.c: streamed transactions, their spill files and the queue */
 typedef struct CrSpill CrSpill;
 
 extern void cr_stream_route(StringInfo s);

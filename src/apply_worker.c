@@ -29,7 +29,7 @@
  *	  transaction of its own (the open group commits first), each of its
  *	  subtransactions in an internal subtransaction, so that an abort of
  *	  either is a rollback.  What arrives meanwhile and does not belong to
- *	  it waits in the queue (apply_message.c): whole transactions are
+ *	  it waits in the queue (apply_spill.c): whole transactions are
  *	  applied after it, in the same local transaction when it commits,
  *	  which commits with the origin's progress at its end; another
  *	  streamed transaction is spilled and applied whole at its commit.
@@ -151,7 +151,7 @@ static int64 group_stable_version = 0;
 static XLogRecPtr last_received = InvalidXLogRecPtr;
 static XLogRecPtr last_applied_end = InvalidXLogRecPtr;
 
-/* applying the queue of a streamed transaction (apply_message.c) */
+/* applying the queue of a streamed transaction (apply_stream.c) */
 bool		cr_apply_replaying = false;
 
 /*
