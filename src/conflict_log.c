@@ -1041,6 +1041,14 @@ Datum
 cr_feed_rows(Oid relid, bytea *key, Oid rowtype)
 {
 	static SPIPlanPtr plan = NULL;
+	static const char *sql =
+		"SELECT remote_row FROM cosmosrep.conflict"
+		" WHERE relid OPERATOR(pg_catalog.=) $1"
+		" AND key OPERATOR(pg_catalog.=) $2"
+		" AND resolved_at IS NULL AND remote_row IS NOT NULL"
+		" AND resolution OPERATOR(pg_catalog.<>) 'tentative'"
+		" AND shape OPERATOR(pg_catalog.=) $3"
+		" ORDER BY conflict_id";
 	Oid			argtypes[3] = {OIDOID, BYTEAOID, INT8OID};
 	Datum		values[3] = {ObjectIdGetDatum(relid), PointerGetDatum(key), 0};
 	MemoryContext callerctx = CurrentMemoryContext;
@@ -1060,15 +1068,9 @@ cr_feed_rows(Oid relid, bytea *key, Oid rowtype)
 		cr_flush_conflicts();
 
 	SPI_connect();
-	if (cr_catalog_query(&plan,
-						 "SELECT remote_row FROM cosmosrep.conflict"
-						 " WHERE relid OPERATOR(pg_catalog.=) $1"
-						 " AND key OPERATOR(pg_catalog.=) $2"
-						 " AND resolved_at IS NULL AND remote_row IS NOT NULL"
-						 " AND resolution OPERATOR(pg_catalog.<>) 'tentative'"
-						 " AND shape OPERATOR(pg_catalog.=) $3"
-						 " ORDER BY conflict_id",
-						 3, argtypes, values, NULL, true) != SPI_OK_SELECT)
+	/* planned at each call: the feed grows during a heal (catalog.c) */
+	cr_catalog_prepare(&plan, sql, 3, argtypes, CURSOR_OPT_CUSTOM_PLAN);
+	if (cr_catalog_query(&plan, sql, 3, argtypes, values, NULL, true) != SPI_OK_SELECT)
 		elog(ERROR, "could not read the feed of a conflict");
 	if (SPI_processed > 0)
 	{

@@ -368,16 +368,22 @@ mark_resolved(Oid relid, bytea *key, int64 version, const char *resolution,
 	CStringGetTextDatum(by)};
 	char		nulls[6] = {' ', ' ', ' ', ' ', winner == (Datum) 0 ? 'n' : ' ', ' '};
 
-	(void) cr_catalog_write(&mark_resolved_plan,
-							"UPDATE cosmosrep.conflict"
-							" SET resolution = CASE resolution WHEN 'tentative' THEN resolution ELSE $4 END,"
-							"     winner_row = $5,"
-							"     resolved_at = pg_catalog.now(), resolved_by = $6"
-							" WHERE relid OPERATOR(pg_catalog.=) $1"
-							" AND key OPERATOR(pg_catalog.=) $2 AND resolved_at IS NULL"
-							" AND pg_catalog.int8larger(local_version, remote_version)"
-							"     OPERATOR(pg_catalog.<=) $3",
-							6, argtypes, values, nulls, SPI_OK_UPDATE);
+	static const char *sql =
+		"UPDATE cosmosrep.conflict"
+		" SET resolution = CASE resolution WHEN 'tentative' THEN resolution ELSE $4 END,"
+		"     winner_row = $5,"
+		"     resolved_at = pg_catalog.now(), resolved_by = $6"
+		" WHERE relid OPERATOR(pg_catalog.=) $1"
+		" AND key OPERATOR(pg_catalog.=) $2 AND resolved_at IS NULL"
+		" AND pg_catalog.int8larger(local_version, remote_version)"
+		"     OPERATOR(pg_catalog.<=) $3";
+
+	/* planned at each call: the feed grows during a heal (catalog.c) */
+	SPI_connect();
+	cr_catalog_prepare(&mark_resolved_plan, sql, 6, argtypes, CURSOR_OPT_CUSTOM_PLAN);
+	SPI_finish();
+	(void) cr_catalog_write(&mark_resolved_plan, sql, 6, argtypes, values, nulls,
+							SPI_OK_UPDATE);
 }
 
 /*
