@@ -151,40 +151,6 @@ cr_arbiter_region_id(void)
 }
 
 /*
- * Prepare *plan (if it is not yet) for cr_catalog_query, with the pinned
- * search_path, as the bootstrap superuser, and keep it for the backend.
- * cursor_options CURSOR_OPT_CUSTOM_PLAN makes PostgreSQL plan it again at
- * every execution: for a lookup by key in a table that grows from empty
- * within a transaction (cosmosrep.conflict during a heal), whose generic
- * plan, made while the table was small and never analyzed, would scan it
- * whole for good.
- */
-void
-cr_catalog_prepare(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes,
-				   int cursor_options)
-{
-	Oid			save_userid;
-	int			save_sec_context;
-	int			nestlevel;
-	SPIPlanPtr	p;
-
-	if (*plan != NULL)
-		return;
-	nestlevel = cr_pin_search_path();
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
-						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
-	p = SPI_prepare_cursor(sql, nargs, argtypes, cursor_options);
-	SetUserIdAndSecContext(save_userid, save_sec_context);
-	cr_unpin_search_path(nestlevel);
-	if (p == NULL)
-		elog(ERROR, "SPI_prepare failed for \"%s\": %s",
-			 sql, SPI_result_code_string(SPI_result));
-	SPI_keepplan(p);
-	*plan = p;
-}
-
-/*
  * Run one statement through SPI, to which the caller has connected, as
  * the bootstrap superuser: cosmosrep's tables are not readable by PUBLIC,
  * and it owns them.  Callers check the privileges of the user they act for
@@ -200,16 +166,25 @@ cr_catalog_query(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes,
 	int			rc;
 	Oid			save_userid;
 	int			save_sec_context;
-	int			nestlevel;
+	int			nestlevel = cr_pin_search_path();
 
-	if (plan != NULL)
-		cr_catalog_prepare(plan, sql, nargs, argtypes, 0);
-	nestlevel = cr_pin_search_path();
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
 	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
 						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
 	if (plan != NULL)
+	{
+		if (*plan == NULL)
+		{
+			SPIPlanPtr	p = SPI_prepare(sql, nargs, argtypes);
+
+			if (p == NULL)
+				elog(ERROR, "SPI_prepare failed for \"%s\": %s",
+					 sql, SPI_result_code_string(SPI_result));
+			SPI_keepplan(p);
+			*plan = p;
+		}
 		rc = SPI_execute_plan(*plan, values, nulls, read_only, 0);
+	}
 	else
 		rc = SPI_execute_with_args(sql, nargs, argtypes, values, nulls, read_only, 0);
 	SetUserIdAndSecContext(save_userid, save_sec_context);

@@ -45,8 +45,6 @@ extern Oid	cr_partition_root(Oid relid);
 extern bool cr_table_has_rows(Relation rel);
 extern List *cr_partitions_with_rows(Relation rel);
 extern void cr_check_partition_layouts(Relation rel, bool attaching);
-extern void cr_catalog_prepare(SPIPlanPtr *plan, const char *sql, int nargs,
-							   Oid *argtypes, int cursor_options);
 extern int	cr_catalog_query(SPIPlanPtr *plan, const char *sql, int nargs,
 							 Oid *argtypes, Datum *values, const char *nulls,
 							 bool read_only);

@@ -173,6 +173,9 @@ extern void cr_flush_some_conflicts(void);
 extern void cr_conflicts_forget(void);
 extern void cr_conflict_purge_history(void);
 extern Datum cr_feed_rows(Oid relid, bytea *key, Oid rowtype);
+extern void cr_conflict_waiting_scan(Oid relid, bytea *key,
+									 void (*fn) (HeapTuple tup, TupleDesc desc, void *arg),
+									 void *arg);
 extern int64 cr_conflict_shape(TupleDesc desc);
 extern TupleDesc cr_conflict_stored_shape(Oid relid, int64 shape);
 extern void cr_conflict_deform_stored(Datum row, TupleDesc desc, Datum *values,

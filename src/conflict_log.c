@@ -47,6 +47,7 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
 #include "access/heapam.h"
 #include "access/htup_details.h"
 #include "access/relation.h"
@@ -66,6 +67,7 @@
 #include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
 #include "utils/fmgrprotos.h"
 #include "utils/guc.h"
 #include "utils/inval.h"
@@ -1037,63 +1039,143 @@ cosmosrep_conflict_row_at(PG_FUNCTION_ARGS)
  * current user (the owner, under FORCE ROW LEVEL SECURITY).  Read as the
  * bootstrap superuser; the caller has relid open.
  */
+/* the number of cosmosrep.conflict's column name in desc */
+static AttrNumber
+attnum_of(TupleDesc desc, const char *name)
+{
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		if (!att->attisdropped && strcmp(NameStr(att->attname), name) == 0)
+			return att->attnum;
+	}
+	elog(ERROR, "cosmosrep.conflict has no column \"%s\"", name);
+	return InvalidAttrNumber;	/* keep the compiler quiet */
+}
+
+/*
+ * Call fn(tup, desc, arg) for every waiting entry (resolved_at IS NULL)
+ * of key in relid's feed, as the latest snapshot sees them: a scan of the
+ * partial index conflict_waiting.  A direct scan rather than a prepared
+ * statement: cosmosrep.conflict grows from empty within a heal, and a
+ * plan of this lookup made before it was analyzed took the index on
+ * conflict_id, reading every waiting entry for each one, which made a
+ * heal under a resolver quadratic.
+ */
+void
+cr_conflict_waiting_scan(Oid relid, bytea *key,
+						 void (*fn) (HeapTuple tup, TupleDesc desc, void *arg),
+						 void *arg)
+{
+	Oid			nspid = cr_schema_oid();
+	Relation	rel = table_open(get_relname_relid("conflict", nspid), AccessShareLock);
+	Snapshot	snapshot;
+	ScanKeyData skey[2];
+	SysScanDesc scan;
+	HeapTuple	tup;
+
+	/* the entries this transaction wrote last are seen too */
+	CommandCounterIncrement();
+	snapshot = RegisterSnapshot(GetLatestSnapshot());
+
+	/* by the table's column numbers, which systable_beginscan maps */
+	ScanKeyInit(&skey[0], attnum_of(RelationGetDescr(rel), "relid"), BTEqualStrategyNumber,
+				F_OIDEQ, ObjectIdGetDatum(relid));
+	ScanKeyInit(&skey[1], attnum_of(RelationGetDescr(rel), "key"), BTEqualStrategyNumber,
+				F_BYTEAEQ, PointerGetDatum(key));
+	scan = systable_beginscan(rel, get_relname_relid("conflict_waiting", nspid), true,
+							  snapshot, 2, skey);
+	while (HeapTupleIsValid(tup = systable_getnext(scan)))
+		fn(tup, RelationGetDescr(rel), arg);
+	systable_endscan(scan);
+	UnregisterSnapshot(snapshot);
+	table_close(rel, AccessShareLock);
+}
+
+/* what cr_feed_rows collects of the waiting entries of a key */
+typedef struct FeedRows
+{
+	Oid			rowtype;
+	int64		shape;
+	int			n;
+	int			size;
+	int64	   *ids;
+	Datum	   *rows;
+} FeedRows;
+
+static void
+collect_feed_row(HeapTuple tup, TupleDesc desc, void *arg)
+{
+	FeedRows   *fr = arg;
+	bool		isnull;
+	Datum		d;
+	HeapTupleHeader row;
+
+	d = heap_getattr(tup, attnum_of(desc, "remote_row"), desc, &isnull);
+	if (isnull)
+		return;
+	if (strcmp(TextDatumGetCString(heap_getattr(tup, attnum_of(desc, "resolution"),
+												desc, &isnull)),
+			   cr_resolution_names[CR_RESOLUTION_TENTATIVE]) == 0 ||
+		DatumGetInt64(heap_getattr(tup, attnum_of(desc, "shape"), desc, &isnull)) != fr->shape)
+		return;
+	row = (HeapTupleHeader) PG_DETOAST_DATUM_COPY(d);
+	if (HeapTupleHeaderGetTypeId(row) != fr->rowtype)
+		return;
+	if (fr->n == fr->size)
+	{
+		fr->size = fr->size ? 2 * fr->size : 8;
+		fr->ids = fr->ids ? repalloc(fr->ids, sizeof(int64) * fr->size) :
+			palloc(sizeof(int64) * fr->size);
+		fr->rows = fr->rows ? repalloc(fr->rows, sizeof(Datum) * fr->size) :
+			palloc(sizeof(Datum) * fr->size);
+	}
+	fr->ids[fr->n] = DatumGetInt64(heap_getattr(tup, attnum_of(desc, "conflict_id"),
+												desc, &isnull));
+	fr->rows[fr->n++] = PointerGetDatum(row);
+}
+
+/*
+ * The remote rows of the waiting entries of key in relid's feed recorded
+ * in the table's present shape, oldest first, as an array of rowtype:
+ * what a resolver gets as "conflicting".  Not for a caller whom the
+ * table's row-level security applies to (an empty array).
+ */
 Datum
 cr_feed_rows(Oid relid, bytea *key, Oid rowtype)
 {
-	static SPIPlanPtr plan = NULL;
-	static const char *sql =
-		"SELECT remote_row FROM cosmosrep.conflict"
-		" WHERE relid OPERATOR(pg_catalog.=) $1"
-		" AND key OPERATOR(pg_catalog.=) $2"
-		" AND resolved_at IS NULL AND remote_row IS NOT NULL"
-		" AND resolution OPERATOR(pg_catalog.<>) 'tentative'"
-		" AND shape OPERATOR(pg_catalog.=) $3"
-		" ORDER BY conflict_id";
-	Oid			argtypes[3] = {OIDOID, BYTEAOID, INT8OID};
-	Datum		values[3] = {ObjectIdGetDatum(relid), PointerGetDatum(key), 0};
-	MemoryContext callerctx = CurrentMemoryContext;
-	Datum	   *rows = NULL;
-	int			nrows = 0;
-	ArrayType  *array;
+	FeedRows	fr = {rowtype, 0, 0, 0, NULL, NULL};
 	Relation	rel;
 
 	if (check_enable_rls(relid, InvalidOid, true) == RLS_ENABLED)
 		return PointerGetDatum(construct_empty_array(rowtype));
 	rel = table_open(relid, NoLock);
-	values[2] = Int64GetDatum(cr_conflict_shape(RelationGetDescr(rel)));
+	fr.shape = cr_conflict_shape(RelationGetDescr(rel));
 	table_close(rel, NoLock);
 
 	/* entries this transaction recorded count too, whatever the grouping */
 	if (pending_feed_entries > 0)
 		cr_flush_conflicts();
 
-	SPI_connect();
-	/* planned at each call: the feed grows during a heal (catalog.c) */
-	cr_catalog_prepare(&plan, sql, 3, argtypes, CURSOR_OPT_CUSTOM_PLAN);
-	if (cr_catalog_query(&plan, sql, 3, argtypes, values, NULL, true) != SPI_OK_SELECT)
-		elog(ERROR, "could not read the feed of a conflict");
-	if (SPI_processed > 0)
+	cr_conflict_waiting_scan(relid, key, collect_feed_row, &fr);
+	if (fr.n == 0)
+		return PointerGetDatum(construct_empty_array(rowtype));
+	/* oldest first: insertion sort by conflict id, the lists are short */
+	for (int i = 1; i < fr.n; i++)
 	{
-		MemoryContext spictx = MemoryContextSwitchTo(callerctx);
-
-		rows = palloc(sizeof(Datum) * SPI_processed);
-		for (uint64 i = 0; i < SPI_processed; i++)
+		for (int j = i; j > 0 && fr.ids[j - 1] > fr.ids[j]; j--)
 		{
-			bool		isnull;
-			Datum		d = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc,
-										  1, &isnull);
-			HeapTupleHeader row = (HeapTupleHeader) PG_DETOAST_DATUM_COPY(d);
+			int64		id = fr.ids[j];
+			Datum		row = fr.rows[j];
 
-			if (HeapTupleHeaderGetTypeId(row) == rowtype)
-				rows[nrows++] = PointerGetDatum(row);
+			fr.ids[j] = fr.ids[j - 1];
+			fr.rows[j] = fr.rows[j - 1];
+			fr.ids[j - 1] = id;
+			fr.rows[j - 1] = row;
 		}
-		MemoryContextSwitchTo(spictx);
 	}
-	SPI_finish();
-	array = nrows > 0 ?
-		construct_array(rows, nrows, rowtype, -1, false, TYPALIGN_DOUBLE) :
-		construct_empty_array(rowtype);
-	return PointerGetDatum(array);
+	return PointerGetDatum(construct_array(fr.rows, fr.n, rowtype, -1, false, TYPALIGN_DOUBLE));
 }
 
 /*

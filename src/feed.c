@@ -350,6 +350,31 @@ write_local(Relation rel, Datum row, Datum keyrow)
 	return written;
 }
 
+/* what mark_resolved collects: the waiting entries no newer than version */
+typedef struct MarkEntries
+{
+	int64		version;
+	List	   *ids;			/* of int64 * */
+} MarkEntries;
+
+static void
+collect_entry_to_mark(HeapTuple tup, TupleDesc desc, void *arg)
+{
+	MarkEntries *me = arg;
+	bool		isnull;
+	int64	   *id;
+	int64		local_version = DatumGetInt64(heap_getattr(tup, SPI_fnumber(desc, "local_version"),
+														   desc, &isnull));
+	int64		remote_version = DatumGetInt64(heap_getattr(tup, SPI_fnumber(desc, "remote_version"),
+															desc, &isnull));
+
+	if (Max(local_version, remote_version) > me->version)
+		return;
+	id = palloc(sizeof(int64));
+	*id = DatumGetInt64(heap_getattr(tup, SPI_fnumber(desc, "conflict_id"), desc, &isnull));
+	me->ids = lappend(me->ids, id);
+}
+
 /*
  * Mark every entry of relid's key that is not newer than version as
  * resolved, with resolution and winner (a composite datum, or 0), by
@@ -362,28 +387,26 @@ static void
 mark_resolved(Oid relid, bytea *key, int64 version, const char *resolution,
 			  Datum winner, const char *by)
 {
-	Oid			argtypes[6] = {OIDOID, BYTEAOID, INT8OID, TEXTOID, BYTEAOID, TEXTOID};
-	Datum		values[6] = {ObjectIdGetDatum(relid), PointerGetDatum(key),
-		Int64GetDatum(version), CStringGetTextDatum(resolution), winner,
+	Oid			argtypes[4] = {INT8OID, TEXTOID, BYTEAOID, TEXTOID};
+	Datum		values[4] = {0, CStringGetTextDatum(resolution), winner,
 	CStringGetTextDatum(by)};
-	char		nulls[6] = {' ', ' ', ' ', ' ', winner == (Datum) 0 ? 'n' : ' ', ' '};
+	char		nulls[4] = {' ', ' ', winner == (Datum) 0 ? 'n' : ' ', ' '};
+	MarkEntries me = {version, NIL};
+	ListCell   *lc;
 
-	static const char *sql =
-		"UPDATE cosmosrep.conflict"
-		" SET resolution = CASE resolution WHEN 'tentative' THEN resolution ELSE $4 END,"
-		"     winner_row = $5,"
-		"     resolved_at = pg_catalog.now(), resolved_by = $6"
-		" WHERE relid OPERATOR(pg_catalog.=) $1"
-		" AND key OPERATOR(pg_catalog.=) $2 AND resolved_at IS NULL"
-		" AND pg_catalog.int8larger(local_version, remote_version)"
-		"     OPERATOR(pg_catalog.<=) $3";
-
-	/* planned at each call: the feed grows during a heal (catalog.c) */
-	SPI_connect();
-	cr_catalog_prepare(&mark_resolved_plan, sql, 6, argtypes, CURSOR_OPT_CUSTOM_PLAN);
-	SPI_finish();
-	(void) cr_catalog_write(&mark_resolved_plan, sql, 6, argtypes, values, nulls,
-							SPI_OK_UPDATE);
+	/* by the index on key, then each by its id (cr_conflict_waiting_scan) */
+	cr_conflict_waiting_scan(relid, key, collect_entry_to_mark, &me);
+	foreach(lc, me.ids)
+	{
+		values[0] = Int64GetDatum(*(int64 *) lfirst(lc));
+		(void) cr_catalog_write(&mark_resolved_plan,
+								"UPDATE cosmosrep.conflict"
+								" SET resolution = CASE resolution WHEN 'tentative' THEN resolution ELSE $2 END,"
+								"     winner_row = $3,"
+								"     resolved_at = pg_catalog.now(), resolved_by = $4"
+								" WHERE conflict_id OPERATOR(pg_catalog.=) $1 AND resolved_at IS NULL",
+								4, argtypes, values, nulls, SPI_OK_UPDATE);
+	}
 }
 
 /*
