@@ -1031,30 +1031,6 @@ cosmosrep_conflict_row_at(PG_FUNCTION_ARGS)
 }
 
 /*
- * The remote rows of the key of relid that wait in the feed (pending and
- * error entries), oldest first, as an array of rowtype: the conflicting
- * versions a resolver is shown.  Only rows of the table's current shape
- * (rows recorded before its columns changed cannot be passed as its row
- * type), and none where row-level security of the table applies to the
- * current user (the owner, under FORCE ROW LEVEL SECURITY).  Read as the
- * bootstrap superuser; the caller has relid open.
- */
-/* the number of cosmosrep.conflict's column name in desc */
-static AttrNumber
-attnum_of(TupleDesc desc, const char *name)
-{
-	for (int i = 0; i < desc->natts; i++)
-	{
-		Form_pg_attribute att = TupleDescAttr(desc, i);
-
-		if (!att->attisdropped && strcmp(NameStr(att->attname), name) == 0)
-			return att->attnum;
-	}
-	elog(ERROR, "cosmosrep.conflict has no column \"%s\"", name);
-	return InvalidAttrNumber;	/* keep the compiler quiet */
-}
-
-/*
  * Call fn(tup, desc, arg) for every waiting entry (resolved_at IS NULL)
  * of key in relid's feed, as the latest snapshot sees them: a scan of the
  * partial index conflict_waiting.  A direct scan rather than a prepared
@@ -1080,9 +1056,9 @@ cr_conflict_waiting_scan(Oid relid, bytea *key,
 	snapshot = RegisterSnapshot(GetLatestSnapshot());
 
 	/* by the table's column numbers, which systable_beginscan maps */
-	ScanKeyInit(&skey[0], attnum_of(RelationGetDescr(rel), "relid"), BTEqualStrategyNumber,
+	ScanKeyInit(&skey[0], SPI_fnumber(RelationGetDescr(rel), "relid"), BTEqualStrategyNumber,
 				F_OIDEQ, ObjectIdGetDatum(relid));
-	ScanKeyInit(&skey[1], attnum_of(RelationGetDescr(rel), "key"), BTEqualStrategyNumber,
+	ScanKeyInit(&skey[1], SPI_fnumber(RelationGetDescr(rel), "key"), BTEqualStrategyNumber,
 				F_BYTEAEQ, PointerGetDatum(key));
 	scan = systable_beginscan(rel, get_relname_relid("conflict_waiting", nspid), true,
 							  snapshot, 2, skey);
@@ -1093,15 +1069,19 @@ cr_conflict_waiting_scan(Oid relid, bytea *key,
 	table_close(rel, AccessShareLock);
 }
 
+/* a waiting entry's remote row, as cr_feed_rows collects them */
+typedef struct FeedRow
+{
+	int64		id;
+	Datum		row;
+} FeedRow;
+
 /* what cr_feed_rows collects of the waiting entries of a key */
 typedef struct FeedRows
 {
 	Oid			rowtype;
 	int64		shape;
-	int			n;
-	int			size;
-	int64	   *ids;
-	Datum	   *rows;
+	List	   *rows;			/* of FeedRow */
 } FeedRows;
 
 static void
@@ -1109,44 +1089,48 @@ collect_feed_row(HeapTuple tup, TupleDesc desc, void *arg)
 {
 	FeedRows   *fr = arg;
 	bool		isnull;
-	Datum		d;
-	HeapTupleHeader row;
+	Datum		d = heap_getattr(tup, SPI_fnumber(desc, "remote_row"), desc, &isnull);
+	FeedRow    *r;
 
-	d = heap_getattr(tup, attnum_of(desc, "remote_row"), desc, &isnull);
-	if (isnull)
-		return;
-	if (strcmp(TextDatumGetCString(heap_getattr(tup, attnum_of(desc, "resolution"),
+	if (isnull ||
+		strcmp(TextDatumGetCString(heap_getattr(tup, SPI_fnumber(desc, "resolution"),
 												desc, &isnull)),
 			   cr_resolution_names[CR_RESOLUTION_TENTATIVE]) == 0 ||
-		DatumGetInt64(heap_getattr(tup, attnum_of(desc, "shape"), desc, &isnull)) != fr->shape)
+		DatumGetInt64(heap_getattr(tup, SPI_fnumber(desc, "shape"), desc, &isnull)) != fr->shape)
 		return;
-	row = (HeapTupleHeader) PG_DETOAST_DATUM_COPY(d);
-	if (HeapTupleHeaderGetTypeId(row) != fr->rowtype)
-		return;
-	if (fr->n == fr->size)
-	{
-		fr->size = fr->size ? 2 * fr->size : 8;
-		fr->ids = fr->ids ? repalloc(fr->ids, sizeof(int64) * fr->size) :
-			palloc(sizeof(int64) * fr->size);
-		fr->rows = fr->rows ? repalloc(fr->rows, sizeof(Datum) * fr->size) :
-			palloc(sizeof(Datum) * fr->size);
-	}
-	fr->ids[fr->n] = DatumGetInt64(heap_getattr(tup, attnum_of(desc, "conflict_id"),
-												desc, &isnull));
-	fr->rows[fr->n++] = PointerGetDatum(row);
+	r = palloc(sizeof(FeedRow));
+	r->id = DatumGetInt64(heap_getattr(tup, SPI_fnumber(desc, "conflict_id"), desc, &isnull));
+	r->row = PointerGetDatum(PG_DETOAST_DATUM_COPY(d));
+	if (HeapTupleHeaderGetTypeId((HeapTupleHeader) DatumGetPointer(r->row)) == fr->rowtype)
+		fr->rows = lappend(fr->rows, r);
+}
+
+static int
+feed_row_cmp(const ListCell *a, const ListCell *b)
+{
+	int64		x = ((FeedRow *) lfirst(a))->id;
+	int64		y = ((FeedRow *) lfirst(b))->id;
+
+	return x < y ? -1 : x > y ? 1 : 0;
 }
 
 /*
- * The remote rows of the waiting entries of key in relid's feed recorded
- * in the table's present shape, oldest first, as an array of rowtype:
- * what a resolver gets as "conflicting".  Not for a caller whom the
- * table's row-level security applies to (an empty array).
+ * The remote rows of the key of relid that wait in the feed (pending and
+ * error entries), oldest first, as an array of rowtype: the conflicting
+ * versions a resolver is shown.  Only rows of the table's current shape
+ * (rows recorded before its columns changed cannot be passed as its row
+ * type), and none where row-level security of the table applies to the
+ * current user (the owner, under FORCE ROW LEVEL SECURITY).  Read without
+ * privilege checks; the caller has relid open.
  */
 Datum
 cr_feed_rows(Oid relid, bytea *key, Oid rowtype)
 {
-	FeedRows	fr = {rowtype, 0, 0, 0, NULL, NULL};
+	FeedRows	fr = {rowtype, 0, NIL};
 	Relation	rel;
+	Datum	   *rows;
+	int			n = 0;
+	ListCell   *lc;
 
 	if (check_enable_rls(relid, InvalidOid, true) == RLS_ENABLED)
 		return PointerGetDatum(construct_empty_array(rowtype));
@@ -1159,23 +1143,13 @@ cr_feed_rows(Oid relid, bytea *key, Oid rowtype)
 		cr_flush_conflicts();
 
 	cr_conflict_waiting_scan(relid, key, collect_feed_row, &fr);
-	if (fr.n == 0)
+	if (fr.rows == NIL)
 		return PointerGetDatum(construct_empty_array(rowtype));
-	/* oldest first: insertion sort by conflict id, the lists are short */
-	for (int i = 1; i < fr.n; i++)
-	{
-		for (int j = i; j > 0 && fr.ids[j - 1] > fr.ids[j]; j--)
-		{
-			int64		id = fr.ids[j];
-			Datum		row = fr.rows[j];
-
-			fr.ids[j] = fr.ids[j - 1];
-			fr.rows[j] = fr.rows[j - 1];
-			fr.ids[j - 1] = id;
-			fr.rows[j - 1] = row;
-		}
-	}
-	return PointerGetDatum(construct_array(fr.rows, fr.n, rowtype, -1, false, TYPALIGN_DOUBLE));
+	list_sort(fr.rows, feed_row_cmp);
+	rows = palloc(sizeof(Datum) * list_length(fr.rows));
+	foreach(lc, fr.rows)
+		rows[n++] = ((FeedRow *) lfirst(lc))->row;
+	return PointerGetDatum(construct_array(rows, n, rowtype, -1, false, TYPALIGN_DOUBLE));
 }
 
 /*
