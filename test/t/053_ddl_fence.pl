@@ -223,5 +223,17 @@ like($stderr, qr/ERROR:  permission denied for function fence_table/,
 like($stderr, qr/ERROR:  permission denied for function unfence_table/,
 	'nor lift a fence');
 
+# a role that does not own the table cannot fence it through a change it
+# may not make: the change fails on its privileges, and no region stops
+# writing the table
+$east->safe_psql('postgres', 'CREATE ROLE mallory LOGIN');
+($ret, $stdout, $stderr) = $east->psql('postgres',
+	'ALTER TABLE items ALTER COLUMN quantity TYPE text',
+	extra_params => [ '-U', 'mallory' ]);
+like($stderr, qr/ERROR:  must be owner of table items/,
+	'a change of a table by a role that does not own it is refused');
+is($west->safe_psql('postgres', "INSERT INTO items VALUES (80001, 80001, 1) RETURNING id"),
+	'80001', 'and did not fence the table in the other regions');
+
 $_->stop for @regions;
 done_testing();
